@@ -1,0 +1,413 @@
+//! `pipeline.yml` as written: serde types that keep every value's place in the file.
+//!
+//! This is the only module that reads YAML. It checks syntax and shape; meaning (do the
+//! `needs` exist, is there a cycle, is `20m` a duration) is the planner's job, which is why
+//! the values the planner judges are kept as [`Spanned`] strings.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+pub use serde_saphyr::Spanned;
+
+use crate::diagnostic::{Diagnostic, Span, did_you_mean};
+
+/// The pipeline format this murphy reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The file name murphy looks for when `--file` is not given.
+pub const DEFAULT_FILE: &str = "pipeline.yml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read `{}`", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(Box<Diagnostic>),
+}
+
+/// A pipeline file as read: its path and text (for diagnostics) and its parsed content.
+#[derive(Debug)]
+pub struct Source {
+    pub path: PathBuf,
+    pub text: String,
+    pub pipeline: PipelineFile,
+}
+
+impl Source {
+    /// A diagnostic pointing at `at` in this file.
+    pub fn error(&self, message: impl Into<String>, at: Span) -> Diagnostic {
+        Diagnostic::new(message, &self.path, &self.text, at)
+    }
+}
+
+/// Reads and parses a pipeline file. Syntax, unknown keys, wrong types and the format
+/// version are checked here; everything else is checked by the planner.
+pub fn load(path: &Path) -> Result<Source, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(path, text)
+}
+
+/// Parses pipeline text that claims to come from `path`.
+pub fn parse(path: &Path, text: String) -> Result<Source, ConfigError> {
+    let invalid = |message: String, span: Span| {
+        ConfigError::Invalid(Box::new(Diagnostic::new(message, path, &text, span)))
+    };
+    // YAML 1.2 booleans only: `run: y` is a command, not `true`.
+    let options = serde_saphyr::options!(strict_booleans: true, with_snippet: false);
+    let pipeline: PipelineFile = match serde_saphyr::from_str_with_options(&text, options) {
+        Ok(pipeline) => pipeline,
+        Err(err) => {
+            let span = err
+                .location()
+                .map(|l| Span::new(l.line() as usize, l.column() as usize, 1))
+                .unwrap_or_else(Span::start);
+            return Err(invalid(yaml_message(&err), span));
+        }
+    };
+    match &pipeline.version {
+        None => {
+            return Err(invalid(
+                format!("missing `version`: add `version: {FORMAT_VERSION}` at the top"),
+                Span::start(),
+            ));
+        }
+        Some(v) if v.value != FORMAT_VERSION => {
+            return Err(invalid(
+                format!(
+                    "unsupported `version: {}`: this murphy reads version {FORMAT_VERSION}",
+                    v.value
+                ),
+                span_of(v),
+            ));
+        }
+        Some(_) => {}
+    }
+    Ok(Source {
+        path: path.to_owned(),
+        text,
+        pipeline,
+    })
+}
+
+/// The place of a spanned value, for diagnostics.
+pub fn span_of<T>(value: &Spanned<T>) -> Span {
+    let loc = value.referenced;
+    Span::new(
+        loc.line() as usize,
+        loc.column() as usize,
+        loc.span().len() as usize,
+    )
+}
+
+/// Turns the YAML crate's message into one in murphy's voice, with "did you mean" for keys.
+fn yaml_message(err: &serde_saphyr::Error) -> String {
+    let raw = err.without_snippet().to_string();
+    // The crate appends the position; we print it in front, as `file:line:col`.
+    let msg = match raw.rfind(" at line ") {
+        Some(i) => &raw[..i],
+        None => raw.as_str(),
+    };
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let expected: Vec<&str> = expected
+            .trim_start_matches(", expected one of ")
+            .trim_start_matches(", expected ")
+            .split(", ")
+            .map(|s| s.trim_matches('`'))
+            .filter(|s| !s.is_empty())
+            .collect();
+        let mut out = format!("unknown key `{field}`");
+        if let Some(near) = did_you_mean(field, expected.iter().copied()) {
+            out.push_str(&format!(" (did you mean `{near}`?)"));
+        } else if !expected.is_empty() {
+            out.push_str(&format!("; expected one of: {}", expected.join(", ")));
+        }
+        return out;
+    }
+    if let Some(rest) = msg.strip_prefix("duplicate mapping key: ") {
+        let key = rest.split(", set ").next().unwrap_or(rest);
+        return format!("duplicate key `{key}`: each key may appear once in a mapping");
+    }
+    if let Some(rest) = msg.strip_prefix("missing field `") {
+        let field = rest.split('`').next().unwrap_or(rest);
+        return format!("missing key `{field}`");
+    }
+    if msg.starts_with("invalid u32") || msg.starts_with("invalid u64") {
+        return "expected a whole number".to_owned();
+    }
+    format!("invalid YAML: {msg}")
+}
+
+/// The top level of `pipeline.yml`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(
+    title = "murphy pipeline",
+    description = "A murphy pipeline (pipeline.yml)"
+)]
+pub struct PipelineFile {
+    /// Format version of this file; must be 1.
+    #[schemars(with = "u32", range(min = 1, max = 1))]
+    pub version: Option<Spanned<u32>>,
+    /// A name for the pipeline, shown in run listings; defaults to the directory name.
+    pub name: Option<String>,
+    /// Environment variables for every stage; a stage's own `env` wins over these.
+    #[serde(default)]
+    pub env: Entries<Scalar>,
+    /// The stages, by name. A stage starts once every stage it `needs` succeeded.
+    pub stages: Entries<StageDef>,
+}
+
+/// One stage of the pipeline.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StageDef {
+    /// Stages that must succeed before this one starts.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub needs: Vec<Spanned<String>>,
+    /// A shell command (run with `sh -c`), or a list of them run in order until one fails.
+    /// A stage without `run` does nothing but wait for its needs.
+    pub run: Option<Commands>,
+    /// Globs, relative to the pipeline's directory, of the files this stage reads.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub inputs: Vec<Spanned<String>>,
+    /// Paths or globs of the files this stage produces.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub outputs: Vec<Spanned<String>>,
+    /// Environment variables for this stage only.
+    #[serde(default)]
+    pub env: Entries<Scalar>,
+    /// Directory the commands run in, relative to the pipeline's directory.
+    #[schemars(with = "Option<String>")]
+    pub workdir: Option<Spanned<String>>,
+    /// Longest the stage may run, e.g. `90s`, `20m`, `1h30m`; then its processes are killed.
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Spanned<Scalar>>,
+    /// Run a failed stage again.
+    pub retry: Option<RetryDef>,
+}
+
+/// `retry: {attempts: 2, delay: 2s}`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryDef {
+    /// How many attempts in all, the first included (at least 1).
+    #[schemars(with = "u32", range(min = 1))]
+    pub attempts: Spanned<u32>,
+    /// Pause between attempts, e.g. `2s`; none by default.
+    #[schemars(with = "Option<String>")]
+    pub delay: Option<Spanned<Scalar>>,
+}
+
+/// The commands of a stage: `run: cmd` or `run: [cmd1, cmd2]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commands(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for Commands {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct CommandsVisitor;
+        impl<'de> Visitor<'de> for CommandsVisitor {
+            type Value = Commands;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a command string or a list of command strings")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Commands, E> {
+                Ok(Commands(vec![v.to_owned()]))
+            }
+            // `run: true` is the shell's no-op, not a boolean.
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Commands, E> {
+                Ok(Commands(vec![v.to_string()]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Commands, A::Error> {
+                let mut commands = Vec::new();
+                while let Some(c) = seq.next_element::<String>()? {
+                    commands.push(c);
+                }
+                Ok(Commands(commands))
+            }
+        }
+        d.deserialize_any(CommandsVisitor)
+    }
+}
+
+impl JsonSchema for Commands {
+    fn schema_name() -> Cow<'static, str> {
+        "Commands".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "anyOf": [
+                {"type": "string"},
+                {"type": "array", "items": {"type": "string"}}
+            ]
+        })
+    }
+}
+
+/// A YAML scalar read as the text written: `RUST_BACKTRACE: 1` is the string `1`, and
+/// `PYTHON: 3.10` stays `3.10` (read as a number it would become `3.1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scalar(pub String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+        impl Visitor<'_> for ScalarVisitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_owned()))
+            }
+        }
+        d.deserialize_str(ScalarVisitor)
+    }
+}
+
+impl JsonSchema for Scalar {
+    fn schema_name() -> Cow<'static, str> {
+        "Scalar".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": ["string", "number", "boolean"]})
+    }
+}
+
+/// A mapping kept in file order, each key with its place in the file.
+#[derive(Debug)]
+pub struct Entries<V>(pub Vec<(Spanned<String>, V)>);
+
+impl<V> Default for Entries<V> {
+    fn default() -> Self {
+        Entries(Vec::new())
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for EntriesVisitor<V> {
+            type Value = Entries<V>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries<V>, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Entries(entries))
+            }
+        }
+        d.deserialize_map(EntriesVisitor(PhantomData))
+    }
+}
+
+impl<V: JsonSchema> JsonSchema for Entries<V> {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        format!("Map_of_{}", V::schema_name()).into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "object",
+            "additionalProperties": generator.subschema_for::<V>()
+        })
+    }
+}
+
+/// The JSON Schema of `pipeline.yml`, for editors (yaml-language-server) and other tools.
+pub fn schema() -> Schema {
+    schemars::schema_for!(PipelineFile)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_err(text: &str) -> String {
+        match parse(Path::new("pipeline.yml"), text.to_owned()) {
+            Ok(_) => panic!("expected an error for {text:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn reads_the_documented_example() {
+        let text = r#"version: 1
+name: demo
+env: {RUST_LOG: info}
+stages:
+  lint:  {run: cargo fmt --check, inputs: ["src/**/*.rs"]}
+  build: {needs: [lint], run: cargo build --release, outputs: [target/release/demo], timeout: 20m}
+  unit:
+    needs: [build]
+    run: ["cargo test --lib", "cargo test --doc"]
+    retry: {attempts: 2, delay: 2s}
+    env: {RUST_BACKTRACE: "1"}
+    workdir: .
+"#;
+        let source = parse(Path::new("pipeline.yml"), text.to_owned()).unwrap();
+        let stages = &source.pipeline.stages.0;
+        let names: Vec<&str> = stages.iter().map(|(k, _)| k.value.as_str()).collect();
+        assert_eq!(names, ["lint", "build", "unit"]);
+        assert_eq!(
+            stages[2].1.run,
+            Some(Commands(vec![
+                "cargo test --lib".into(),
+                "cargo test --doc".into()
+            ]))
+        );
+        assert_eq!(span_of(&stages[1].1.needs[0]), Span::new(6, 19, 4));
+    }
+
+    #[test]
+    fn unknown_key_suggests_the_near_one() {
+        let err = parse_err("version: 1\nstages:\n  a: {run: x, neds: [b]}\n");
+        assert!(
+            err.starts_with("pipeline.yml:3:15: unknown key `neds` (did you mean `needs`?)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn version_is_required_and_checked() {
+        assert!(parse_err("stages: {}\n").starts_with("pipeline.yml:1:1: missing `version`"));
+        assert!(
+            parse_err("version: 2\nstages: {}\n")
+                .starts_with("pipeline.yml:1:10: unsupported `version: 2`")
+        );
+    }
+
+    #[test]
+    fn numbers_and_booleans_are_text_in_env() {
+        let text = "version: 1\nenv: {A: 1, B: true, C: 3.10, D: 0755}\nstages: {}\n";
+        let source = parse(Path::new("p.yml"), text.to_owned()).unwrap();
+        let values: Vec<&str> = source
+            .pipeline
+            .env
+            .0
+            .iter()
+            .map(|(_, v)| v.0.as_str())
+            .collect();
+        assert_eq!(values, ["1", "true", "3.10", "0755"]);
+    }
+}

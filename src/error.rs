@@ -1,0 +1,63 @@
+//! The top-level error and the exit codes it maps to.
+
+use std::fmt;
+
+use crate::config::ConfigError;
+use crate::plan::PlanError;
+use crate::records::RecordsError;
+
+/// Exit codes, as documented in `murphy --help` and the README.
+pub mod exit {
+    pub const SUCCESS: i32 = 0;
+    /// A stage failed, or murphy could not run or record the pipeline.
+    pub const FAILED: i32 = 1;
+    /// Bad command line or bad pipeline file: nothing was run.
+    pub const USAGE: i32 = 2;
+    /// Stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
+    pub const INTERRUPTED: i32 = 130;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Records(#[from] RecordsError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{context}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) | Error::Plan(_) | Error::Usage(_) => exit::USAGE,
+            Error::Records(RecordsError::NoRuns { .. } | RecordsError::UnknownRun { .. }) => {
+                exit::USAGE
+            }
+            Error::Records(_) | Error::Io { .. } => exit::FAILED,
+        }
+    }
+}
+
+/// `error: message` followed by one `caused by:` line per source, for stderr.
+pub struct Report<'a>(pub &'a Error);
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "error: {}", self.0)?;
+        let mut source = std::error::Error::source(self.0);
+        while let Some(cause) = source {
+            write!(f, "\ncaused by: {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,211 @@
+//! The run journal: an append-only file of JSON lines, one event each.
+//!
+//! **Invariant:** the journal is the only source of truth for what happened in a run; every
+//! view of a run (`status`, `runs`, resume) is a replay of it. A record survives kill -9 once
+//! its `write` returned; a torn last line (murphy killed mid-write) is skipped on reading,
+//! never fatal. Records are not fsynced one by one: the run's start and end are.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// Format version of each journal line. A reader skips lines of a version it does not know.
+pub const JOURNAL_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub v: u32,
+    pub at: Timestamp,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    RunStarted {
+        run_id: String,
+        pid: u32,
+        /// The stages this run was asked to run, in pipeline order.
+        stages: Vec<String>,
+    },
+    StageStarted {
+        stage: String,
+        attempt: u32,
+    },
+    StageFinished {
+        stage: String,
+        attempt: u32,
+        outcome: Outcome,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal: Option<i32>,
+        duration_ms: u64,
+        /// Why the stage failed when no exit code says it (it could not start, say).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    StageSkipped {
+        stage: String,
+        reason: String,
+    },
+    RunFinished {
+        status: RunStatus,
+    },
+}
+
+/// How one attempt of a stage ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    TimedOut,
+    Interrupted,
+}
+
+/// How a run ended, as recorded in its last journal line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Succeeded,
+    Failed,
+    Interrupted,
+}
+
+/// A journal open for appending. Shared by the stages of a run; each append is one
+/// `write` of one whole line, so lines from concurrent stages never interleave.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal at `path` for appending. A torn last line
+    /// left by a kill is closed off first, so the next record does not glue onto it.
+    pub fn open(path: &Path) -> io::Result<Journal> {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)?;
+        let len = file.metadata()?.len();
+        if len > 0 {
+            let mut last = [0u8];
+            file.seek(SeekFrom::Start(len - 1))?;
+            file.read_exact(&mut last)?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n")?;
+            }
+        }
+        Ok(Journal {
+            path: path.to_owned(),
+            file: Mutex::new(file),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn append(&self, event: Event) -> io::Result<()> {
+        let record = Record {
+            v: JOURNAL_VERSION,
+            at: Timestamp::now(),
+            event,
+        };
+        let mut line = serde_json::to_vec(&record).map_err(io::Error::other)?;
+        line.push(b'\n');
+        let file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        (&*file).write_all(&line)
+    }
+
+    /// Makes every record appended so far survive a power cut.
+    pub fn sync(&self) -> io::Result<()> {
+        self.file
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sync_data()
+    }
+}
+
+/// Reads every intact record of a journal. A line that does not parse (torn by a kill,
+/// or written by a newer murphy) is skipped with a debug message; nothing else is lost.
+pub fn read(path: &Path) -> io::Result<Vec<Record>> {
+    let reader = BufReader::new(File::open(path)?);
+    let mut records = Vec::new();
+    for (number, line) in reader.split(b'\n').enumerate() {
+        let line = line?;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<Record>(&line) {
+            Ok(record) if record.v == JOURNAL_VERSION => records.push(record),
+            Ok(record) => tracing::debug!(
+                "{}:{}: skipping a record of journal version {}",
+                path.display(),
+                number + 1,
+                record.v
+            ),
+            Err(err) => tracing::debug!(
+                "{}:{}: skipping an unreadable record: {err}",
+                path.display(),
+                number + 1
+            ),
+        }
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torn_last_line_is_skipped_and_the_rest_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let journal = Journal::open(&path).unwrap();
+        journal
+            .append(Event::StageStarted {
+                stage: "a".into(),
+                attempt: 1,
+            })
+            .unwrap();
+        journal
+            .append(Event::StageSkipped {
+                stage: "b".into(),
+                reason: "x".into(),
+            })
+            .unwrap();
+        // A kill in the middle of a write leaves a prefix of a line.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"v":1,"at":"2026-11-22T00:00:00Z","event":"stage_fin"#)
+            .unwrap();
+        let records = read(&path).unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(
+            records[1].event,
+            Event::StageSkipped {
+                stage: "b".into(),
+                reason: "x".into()
+            }
+        );
+        // Reopening closes the torn line off, so the next record is whole.
+        let journal = Journal::open(&path).unwrap();
+        journal
+            .append(Event::RunFinished {
+                status: RunStatus::Failed,
+            })
+            .unwrap();
+        let records = read(&path).unwrap();
+        assert_eq!(records.len(), 3);
+        assert!(matches!(records[2].event, Event::RunFinished { .. }));
+    }
+}

@@ -1,0 +1,20 @@
+//! murphy: a CI/CD pipeline runner built on the assumption that anything can go wrong.
+//!
+//! Data flows one way: [`config`] reads `pipeline.yml`, [`plan`] validates it into an
+//! immutable DAG, [`executor`] runs it, and [`journal`] / [`records`] keep what happened.
+//! See ARCHITECTURE.md for the map and the invariants.
+
+pub mod atomic_file;
+pub mod cli;
+pub mod config;
+pub mod diagnostic;
+pub mod error;
+pub mod executor;
+pub mod graph;
+pub mod journal;
+pub mod plan;
+pub mod process;
+pub mod records;
+pub mod report;
+
+pub use error::Error;

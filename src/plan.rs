@@ -1,0 +1,557 @@
+//! The validated, immutable pipeline: stages as a DAG with resolved needs and parsed values.
+//!
+//! Everything that can be wrong with a pipeline file is found here, before any process
+//! starts, and reported all at once, each error pointing into the file.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::{self, Commands, Entries, Scalar, Source, Spanned, span_of};
+use crate::diagnostic::{Diagnostic, did_you_mean, quoted_list};
+
+/// Index of a stage in [`Plan::stages`].
+pub type StageId = usize;
+
+/// Variables murphy sets for every stage; a pipeline may not set them itself.
+pub const RESERVED_ENV: &[&str] = &["MURPHY_RUN_ID", "MURPHY_STAGE", "MURPHY_STATE_DIR"];
+
+#[derive(Debug)]
+pub struct Plan {
+    pub name: String,
+    /// The pipeline file the plan was made from.
+    pub file: PathBuf,
+    /// The directory commands and paths are relative to: the pipeline file's directory.
+    pub root: PathBuf,
+    pub env: Vec<(String, String)>,
+    /// In file order; `needs` always point at other entries of this list.
+    pub stages: Vec<Stage>,
+}
+
+#[derive(Debug)]
+pub struct Stage {
+    pub name: String,
+    pub needs: Vec<StageId>,
+    pub commands: Vec<String>,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Relative to [`Plan::root`] unless absolute.
+    pub workdir: PathBuf,
+    pub timeout: Option<Duration>,
+    pub retry: Retry,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Attempts in all, the first included; at least 1.
+    pub attempts: u32,
+    pub delay: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{}", Invalid(.0))]
+    Invalid(Vec<Diagnostic>),
+    #[error("no stage named `{name}` in the pipeline{}", hint_suffix(.suggestion))]
+    UnknownStage {
+        name: String,
+        suggestion: Option<String>,
+    },
+}
+
+struct Invalid<'a>(&'a [Diagnostic]);
+
+impl fmt::Display for Invalid<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n\n")?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+fn hint_suffix(suggestion: &Option<String>) -> String {
+    suggestion
+        .as_ref()
+        .map(|s| format!(" (did you mean `{s}`?)"))
+        .unwrap_or_default()
+}
+
+impl Plan {
+    /// Validates a parsed pipeline file into a plan.
+    pub fn new(source: &Source) -> Result<Plan, PlanError> {
+        Planner {
+            source,
+            errors: Vec::new(),
+        }
+        .plan()
+    }
+
+    pub fn stage_id(&self, name: &str) -> Option<StageId> {
+        self.stages.iter().position(|s| s.name == name)
+    }
+
+    /// The named stages and every stage they need, directly or not, in file order.
+    /// No names selects the whole pipeline.
+    pub fn select(&self, names: &[String]) -> Result<Vec<StageId>, PlanError> {
+        if names.is_empty() {
+            return Ok((0..self.stages.len()).collect());
+        }
+        let mut wanted = vec![false; self.stages.len()];
+        let mut stack = Vec::new();
+        for name in names {
+            let id = self.stage_id(name).ok_or_else(|| PlanError::UnknownStage {
+                name: name.clone(),
+                suggestion: did_you_mean(name, self.stages.iter().map(|s| s.name.as_str()))
+                    .map(str::to_owned),
+            })?;
+            stack.push(id);
+        }
+        while let Some(id) = stack.pop() {
+            if !std::mem::replace(&mut wanted[id], true) {
+                stack.extend(&self.stages[id].needs);
+            }
+        }
+        Ok((0..self.stages.len()).filter(|&i| wanted[i]).collect())
+    }
+
+    /// Stages ordered so that each comes after everything it needs; ties keep file order.
+    pub fn topological_order(&self) -> Vec<StageId> {
+        let mut remaining: Vec<usize> = self.stages.iter().map(|s| s.needs.len()).collect();
+        let mut order = Vec::with_capacity(self.stages.len());
+        let mut done = vec![false; self.stages.len()];
+        while order.len() < self.stages.len() {
+            let Some(next) = (0..self.stages.len()).find(|&i| !done[i] && remaining[i] == 0) else {
+                break; // unreachable for a validated plan, which has no cycles
+            };
+            done[next] = true;
+            order.push(next);
+            for (i, stage) in self.stages.iter().enumerate() {
+                remaining[i] -= stage.needs.iter().filter(|&&n| n == next).count();
+            }
+        }
+        order
+    }
+}
+
+/// Collects every error in the file before giving up, so one edit fixes many.
+struct Planner<'a> {
+    source: &'a Source,
+    errors: Vec<Diagnostic>,
+}
+
+impl Planner<'_> {
+    fn plan(mut self) -> Result<Plan, PlanError> {
+        let file = &self.source.pipeline;
+        let root = self
+            .source
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let name = file.name.clone().unwrap_or_else(|| {
+            std::fs::canonicalize(&root)
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "pipeline".to_owned())
+        });
+        let env = self.env(&file.env);
+
+        let stage_defs = &file.stages.0;
+        let mut ids: HashMap<&str, StageId> = HashMap::new();
+        for (i, (name, _)) in stage_defs.iter().enumerate() {
+            self.check_stage_name(name);
+            ids.insert(name.value.as_str(), i);
+        }
+
+        let mut stages = Vec::with_capacity(stage_defs.len());
+        for (name, def) in stage_defs {
+            let mut needs = Vec::new();
+            for need in &def.needs {
+                match ids.get(need.value.as_str()) {
+                    Some(&id) if !needs.contains(&id) => needs.push(id),
+                    Some(_) => {}
+                    None => {
+                        let mut message = format!(
+                            "stage `{}` needs `{}`, which is not a stage",
+                            name.value, need.value
+                        );
+                        if let Some(near) = did_you_mean(
+                            &need.value,
+                            ids.keys().copied().filter(|k| *k != name.value),
+                        ) {
+                            message.push_str(&format!(" (did you mean `{near}`?)"));
+                        }
+                        self.error(message, need);
+                    }
+                }
+            }
+            let commands = self.commands(&name.value, def.run.as_ref());
+            let retry = match &def.retry {
+                None => Retry {
+                    attempts: 1,
+                    delay: Duration::ZERO,
+                },
+                Some(r) => {
+                    if r.attempts.value == 0 {
+                        self.error(
+                            "`retry.attempts` counts every attempt and must be at least 1",
+                            &r.attempts,
+                        );
+                    }
+                    Retry {
+                        attempts: r.attempts.value.max(1),
+                        delay: r
+                            .delay
+                            .as_ref()
+                            .and_then(|d| self.duration(d))
+                            .unwrap_or(Duration::ZERO),
+                    }
+                }
+            };
+            let timeout = def.timeout.as_ref().and_then(|t| self.duration(t));
+            if let (Some(t), Some(d)) = (&def.timeout, timeout)
+                && d.is_zero()
+            {
+                self.error("`timeout` must be longer than zero", t);
+            }
+            stages.push(Stage {
+                name: name.value.clone(),
+                needs,
+                commands,
+                inputs: def.inputs.iter().map(|s| s.value.clone()).collect(),
+                outputs: def.outputs.iter().map(|s| s.value.clone()).collect(),
+                env: self.env(&def.env),
+                workdir: def
+                    .workdir
+                    .as_ref()
+                    .map(|w| PathBuf::from(&w.value))
+                    .unwrap_or_else(|| PathBuf::from(".")),
+                timeout,
+                retry,
+            });
+        }
+
+        if self.errors.is_empty() {
+            self.check_cycles(&stages);
+            self.check_outputs();
+        }
+        if !self.errors.is_empty() {
+            return Err(PlanError::Invalid(self.errors));
+        }
+        Ok(Plan {
+            name,
+            file: self.source.path.clone(),
+            root,
+            env,
+            stages,
+        })
+    }
+
+    fn error<T>(&mut self, message: impl Into<String>, at: &Spanned<T>) {
+        self.errors.push(self.source.error(message, span_of(at)));
+    }
+
+    fn check_stage_name(&mut self, name: &Spanned<String>) {
+        let valid = name
+            .value
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+            && name
+                .value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !valid {
+            self.error(
+                format!(
+                    "stage name `{}` is not allowed: use letters, digits, `_`, `-` and `.`, starting with a letter or digit",
+                    name.value
+                ),
+                name,
+            );
+        }
+    }
+
+    fn commands(&mut self, stage: &str, run: Option<&Commands>) -> Vec<String> {
+        let Some(Commands(commands)) = run else {
+            return Vec::new();
+        };
+        if commands.iter().any(|c| c.trim().is_empty()) {
+            let at = &self.source.pipeline.stages.0;
+            if let Some((name, _)) = at.iter().find(|(n, _)| n.value == stage) {
+                self.error(
+                    format!("stage `{stage}` has an empty command in `run`"),
+                    name,
+                );
+            }
+        }
+        commands.clone()
+    }
+
+    fn env(&mut self, entries: &Entries<Scalar>) -> Vec<(String, String)> {
+        let mut env = Vec::with_capacity(entries.0.len());
+        for (key, Scalar(value)) in &entries.0 {
+            if key.value.is_empty() || key.value.contains(['=', '\0']) {
+                self.error(
+                    format!("`{}` is not a valid environment variable name", key.value),
+                    key,
+                );
+            } else if RESERVED_ENV.contains(&key.value.as_str()) {
+                self.error(
+                    format!(
+                        "`{}` is set by murphy for each stage and cannot be set in `env`",
+                        key.value
+                    ),
+                    key,
+                );
+            }
+            env.push((key.value.clone(), value.clone()));
+        }
+        env
+    }
+
+    fn duration(&mut self, value: &Spanned<Scalar>) -> Option<Duration> {
+        match humantime::parse_duration(&value.value.0) {
+            Ok(d) => Some(d),
+            Err(_) => {
+                self.error(
+                    format!(
+                        "bad duration `{}`: expected a number with a unit, like `90s`, `20m` or `1h 30m`",
+                        value.value.0
+                    ),
+                    value,
+                );
+                None
+            }
+        }
+    }
+
+    /// Finds one cycle, if any, and reports it along the `needs` entry that closes it.
+    fn check_cycles(&mut self, stages: &[Stage]) {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            New,
+            OnPath,
+            Done,
+        }
+        let mut marks = vec![Mark::New; stages.len()];
+        for start in 0..stages.len() {
+            if marks[start] != Mark::New {
+                continue;
+            }
+            // Iterative DFS: (stage, index of the next need to visit).
+            let mut path: Vec<(StageId, usize)> = vec![(start, 0)];
+            marks[start] = Mark::OnPath;
+            while let Some(&mut (node, ref mut next)) = path.last_mut() {
+                if let Some(&need) = stages[node].needs.get(*next) {
+                    *next += 1;
+                    match marks[need] {
+                        Mark::New => {
+                            marks[need] = Mark::OnPath;
+                            path.push((need, 0));
+                        }
+                        Mark::OnPath => {
+                            let from = path.iter().position(|&(n, _)| n == need).unwrap_or(0);
+                            let mut names: Vec<&str> = path[from..]
+                                .iter()
+                                .map(|&(n, _)| stages[n].name.as_str())
+                                .collect();
+                            names.push(&stages[need].name);
+                            self.report_cycle(&names);
+                            return;
+                        }
+                        Mark::Done => {}
+                    }
+                } else {
+                    marks[node] = Mark::Done;
+                    path.pop();
+                }
+            }
+        }
+    }
+
+    fn report_cycle(&mut self, names: &[&str]) {
+        let chain = names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(" -> ");
+        let message = if names.len() == 2 {
+            format!("stage `{}` needs itself", names[0])
+        } else {
+            format!("stages form a cycle: {chain}")
+        };
+        // Point at the need of the last stage on the path that closes the loop.
+        let closing_stage = names[names.len() - 2];
+        let closing_need = names[names.len() - 1];
+        let defs = &self.source.pipeline.stages.0;
+        if let Some(need) = defs
+            .iter()
+            .find(|(n, _)| n.value == closing_stage)
+            .and_then(|(_, def)| def.needs.iter().find(|n| n.value == closing_need))
+        {
+            self.error(message, need);
+        }
+    }
+
+    fn check_outputs(&mut self) {
+        let mut seen: HashMap<String, (&str, &Spanned<String>)> = HashMap::new();
+        let mut duplicates = Vec::new();
+        for (stage, def) in &self.source.pipeline.stages.0 {
+            for output in &def.outputs {
+                let key = normalize_path(&output.value);
+                match seen.get(&key) {
+                    Some((first_stage, first)) => duplicates.push((
+                        output,
+                        format!(
+                            "stage `{}` declares output `{}`, which stage `{}` already declares",
+                            stage.value, output.value, first_stage
+                        ),
+                        format!(
+                            "first declared at {}:{}:{}; each output has exactly one producer",
+                            self.source.path.display(),
+                            first.referenced.line(),
+                            first.referenced.column()
+                        ),
+                    )),
+                    None => {
+                        seen.insert(key, (stage.value.as_str(), output));
+                    }
+                }
+            }
+        }
+        for (at, message, note) in duplicates {
+            self.errors
+                .push(self.source.error(message, span_of(at)).with_note(note));
+        }
+    }
+}
+
+/// `./target//x/` and `target/x` name the same output.
+fn normalize_path(path: &str) -> String {
+    path.split('/')
+        .filter(|part| !part.is_empty() && *part != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Loads and plans a pipeline file in one step: what every command that reads a pipeline wants.
+pub fn load(path: &Path) -> Result<Plan, crate::Error> {
+    let source = config::load(path)?;
+    Ok(Plan::new(&source)?)
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// For messages that name several stages.
+pub fn stage_names(plan: &Plan, ids: &[StageId]) -> String {
+    let names: Vec<&str> = ids.iter().map(|&i| plan.stages[i].name.as_str()).collect();
+    quoted_list(&names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(text: &str) -> Result<Plan, PlanError> {
+        let source = config::parse(Path::new("pipeline.yml"), text.to_owned()).unwrap();
+        Plan::new(&source)
+    }
+
+    fn plan_err(text: &str) -> String {
+        plan(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_need_points_at_it_with_a_suggestion() {
+        let err =
+            plan_err("version: 1\nstages:\n  lint: {run: x}\n  build: {needs: [lnit], run: y}\n");
+        assert_eq!(
+            err,
+            "pipeline.yml:4:19: stage `build` needs `lnit`, which is not a stage (did you mean `lint`?)\n  |\n4 |   build: {needs: [lnit], run: y}\n  |                   ^^^^"
+        );
+    }
+
+    #[test]
+    fn cycle_is_printed_in_order() {
+        let err = plan_err(
+            "version: 1\nstages:\n  a: {needs: [c]}\n  b: {needs: [a]}\n  c: {needs: [b]}\n",
+        );
+        assert!(
+            err.starts_with("pipeline.yml:4:15: stages form a cycle: `a` -> `c` -> `b` -> `a`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn self_need_is_a_cycle() {
+        let err = plan_err("version: 1\nstages:\n  a: {needs: [a]}\n");
+        assert!(
+            err.starts_with("pipeline.yml:3:15: stage `a` needs itself"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn duplicate_outputs_name_both_places() {
+        let err =
+            plan_err("version: 1\nstages:\n  a: {outputs: [dist/x]}\n  b: {outputs: [./dist/x]}\n");
+        assert!(
+            err.starts_with("pipeline.yml:4:17: stage `b` declares output `./dist/x`, which stage `a` already declares"),
+            "{err}"
+        );
+        assert!(err.contains("first declared at pipeline.yml:3:17"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_is_reported_where_written() {
+        let err = plan_err("version: 1\nstages:\n  a: {run: x, timeout: 20 minutes please}\n");
+        assert!(
+            err.starts_with("pipeline.yml:3:24: bad duration `20 minutes please`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn all_errors_are_reported_at_once() {
+        let err =
+            plan_err("version: 1\nstages:\n  a: {needs: [x], timeout: soon}\n  b: {needs: [y]}\n");
+        assert_eq!(err.matches("pipeline.yml:").count(), 3, "{err}");
+    }
+
+    #[test]
+    fn select_takes_the_needs_closure() {
+        let p =
+            plan("version: 1\nstages:\n  a: {}\n  b: {needs: [a]}\n  c: {needs: [b]}\n  d: {}\n")
+                .unwrap();
+        assert_eq!(p.select(&["c".into()]).unwrap(), vec![0, 1, 2]);
+        assert_eq!(p.select(&[]).unwrap(), vec![0, 1, 2, 3]);
+        assert!(matches!(
+            p.select(&["cc".into()]),
+            Err(PlanError::UnknownStage { suggestion: Some(s), .. }) if s == "c"
+        ));
+    }
+
+    #[test]
+    fn topological_order_puts_needs_first() {
+        let p = plan("version: 1\nstages:\n  d: {needs: [b, c]}\n  b: {needs: [a]}\n  c: {needs: [a]}\n  a: {}\n")
+            .unwrap();
+        let names: Vec<&str> = p
+            .topological_order()
+            .into_iter()
+            .map(|i| p.stages[i].name.as_str())
+            .collect();
+        assert_eq!(names, ["a", "b", "c", "d"]);
+    }
+}

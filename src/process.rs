@@ -1,0 +1,196 @@
+//! Runs one shell command in its own process group and makes sure nothing of it outlives it.
+//!
+//! A stage's command may start grandchildren (`sleep 300 &`). Killing the child alone leaves
+//! them running, and a grandchild holding the output pipe would hang a reader that waits for
+//! end of file. So: every command leads its own process group; stopping it means SIGTERM to
+//! the group, a grace period, then SIGKILL; output is read line by line and reading stops a
+//! short while after the command ended, whoever still holds the pipe.
+
+use std::io::{self, Write};
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+
+/// How long a process group gets between SIGTERM and SIGKILL.
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// How long output is still read after the command ended (from processes it left behind).
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// A line longer than this is cut into pieces, so a stage cannot make murphy buffer without end.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Receives each output line (without its newline) besides the log, for `--verbose`.
+pub type Echo = Box<dyn Fn(&[u8]) + Send + Sync>;
+
+/// Where a command's output goes: the stage log, and each line to `echo` as well.
+pub struct Output {
+    log: Mutex<std::fs::File>,
+    echo: Option<Echo>,
+}
+
+impl Output {
+    pub fn new(log: std::fs::File, echo: Option<Echo>) -> Output {
+        Output {
+            log: Mutex::new(log),
+            echo,
+        }
+    }
+
+    /// Writes one line (with its newline, if it had one) to the log and the echo.
+    pub fn line(&self, line: &[u8]) {
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        // A full disk must not stop the stage; the write error is reported once by tracing.
+        if let Err(err) = log.write_all(line) {
+            tracing::warn!("cannot write a stage log: {err}");
+        }
+        drop(log);
+        if let Some(echo) = &self.echo {
+            echo(line.strip_suffix(b"\n").unwrap_or(line));
+        }
+    }
+}
+
+/// How a command ended.
+#[derive(Debug)]
+pub enum Ended {
+    Exited(ExitStatus),
+    TimedOut,
+    Interrupted,
+}
+
+/// Runs `sh -c command` in `cwd` with exactly `env`, until it exits, `deadline` passes, or
+/// `cancel` turns true. Output goes to `output` line by line.
+pub async fn run(
+    command: &str,
+    cwd: &Path,
+    env: &[(String, String)],
+    output: Arc<Output>,
+    deadline: Option<Instant>,
+    cancel: &mut watch::Receiver<bool>,
+) -> io::Result<Ended> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .current_dir(cwd)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()?;
+    let pgid = child
+        .id()
+        .and_then(|id| libc::pid_t::try_from(id).ok())
+        .ok_or_else(|| io::Error::other("the child exited before its pid was read"))?;
+
+    let mut readers = tokio::task::JoinSet::new();
+    if let Some(stdout) = child.stdout.take() {
+        readers.spawn(pump(stdout, output.clone()));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        readers.spawn(pump(stderr, output));
+    }
+
+    let until_deadline = async {
+        match deadline {
+            Some(at) => sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    let ended = tokio::select! {
+        status = child.wait() => Ended::Exited(status?),
+        () = until_deadline => {
+            terminate(&mut child, pgid).await?;
+            Ended::TimedOut
+        }
+        () = cancelled(cancel) => {
+            terminate(&mut child, pgid).await?;
+            Ended::Interrupted
+        }
+    };
+    // Whatever the command left running in its group goes with it.
+    stop_group(pgid).await;
+    let _ = timeout(DRAIN_GRACE, async {
+        while readers.join_next().await.is_some() {}
+    })
+    .await;
+    Ok(ended)
+}
+
+/// Resolves once `cancel` turns true; never, if its sender is gone without cancelling.
+pub async fn cancelled(cancel: &mut watch::Receiver<bool>) {
+    if cancel.wait_for(|&c| c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// SIGTERM to the group; if the child has not exited after the grace period, SIGKILL.
+async fn terminate(child: &mut tokio::process::Child, pgid: libc::pid_t) -> io::Result<()> {
+    signal_group(pgid, libc::SIGTERM);
+    if timeout(KILL_GRACE, child.wait()).await.is_err() {
+        signal_group(pgid, libc::SIGKILL);
+        child.wait().await?;
+    }
+    Ok(())
+}
+
+/// Ends every process left in the group: SIGTERM, up to the grace period, then SIGKILL.
+async fn stop_group(pgid: libc::pid_t) {
+    if !group_alive(pgid) {
+        return;
+    }
+    tracing::debug!("process group {pgid} outlived its command; stopping it");
+    signal_group(pgid, libc::SIGTERM);
+    let deadline = Instant::now() + KILL_GRACE;
+    while group_alive(pgid) && Instant::now() < deadline {
+        sleep(Duration::from_millis(20)).await;
+    }
+    signal_group(pgid, libc::SIGKILL);
+}
+
+fn signal_group(pgid: libc::pid_t, signal: libc::c_int) {
+    // SAFETY: killpg only sends a signal; ESRCH (group gone) is the expected failure.
+    unsafe {
+        libc::killpg(pgid, signal);
+    }
+}
+
+fn group_alive(pgid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 checks for existence only.
+    unsafe { libc::killpg(pgid, 0) == 0 }
+}
+
+/// Copies a pipe to `output` line by line until end of file.
+async fn pump(mut pipe: impl AsyncRead + Unpin, output: Arc<Output>) {
+    let mut buf = Vec::with_capacity(8192);
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = match pipe.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let mut start = 0;
+        while let Some(end) = buf[start..].iter().position(|&b| b == b'\n') {
+            output.line(&buf[start..start + end + 1]);
+            start += end + 1;
+        }
+        buf.drain(..start);
+        if buf.len() >= MAX_LINE {
+            output.line(&buf);
+            buf.clear();
+        }
+    }
+    if !buf.is_empty() {
+        buf.push(b'\n');
+        output.line(&buf);
+    }
+}

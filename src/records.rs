@@ -1,0 +1,385 @@
+//! The state directory: one folder per run holding its metadata, journal and stage logs,
+//! and the views of a run that are replayed from its journal.
+//!
+//! ```text
+//! .murphy/
+//!   runs/<run-id>/meta.json       written once, atomically, when the run starts
+//!   runs/<run-id>/journal.jsonl   append-only events (see `journal`)
+//!   runs/<run-id>/logs/<stage>.log
+//! ```
+
+use std::fs;
+use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::atomic_file;
+use crate::journal::{self, Event, Journal, Outcome, RunStatus};
+
+/// Format version of `meta.json`.
+pub const META_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordsError {
+    #[error("cannot access `{}`", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no runs recorded in `{}` yet", state_dir.display())]
+    NoRuns { state_dir: PathBuf },
+    #[error("no run `{id}` in `{}` (see `murphy runs`)", state_dir.display())]
+    UnknownRun { id: String, state_dir: PathBuf },
+    #[error("`{}` is not a murphy run record", path.display())]
+    BadMeta {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RecordsError + '_ {
+    move |source| RecordsError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What is known of a run before its first stage starts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunMeta {
+    pub v: u32,
+    pub run_id: String,
+    pub pipeline: String,
+    pub file: PathBuf,
+    pub started_at: Timestamp,
+    pub murphy_version: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+/// The folder of one run.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    pub id: String,
+    pub path: PathBuf,
+}
+
+impl RunDir {
+    pub fn meta_path(&self) -> PathBuf {
+        self.path.join("meta.json")
+    }
+    pub fn journal_path(&self) -> PathBuf {
+        self.path.join("journal.jsonl")
+    }
+    pub fn log_path(&self, stage: &str) -> PathBuf {
+        self.path.join("logs").join(format!("{stage}.log"))
+    }
+}
+
+impl StateDir {
+    pub fn new(root: PathBuf) -> StateDir {
+        StateDir { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn runs_dir(&self) -> PathBuf {
+        self.root.join("runs")
+    }
+
+    /// Makes a new run folder with a fresh id, writes its metadata and opens its journal.
+    pub fn create_run(
+        &self,
+        pipeline: &str,
+        file: &Path,
+    ) -> Result<(RunDir, RunMeta, Journal), RecordsError> {
+        let runs = self.runs_dir();
+        fs::create_dir_all(&runs).map_err(io_err(&runs))?;
+        // The state dir is murphy's, not the project's: keep it out of `git status`.
+        let ignore = self.root.join(".gitignore");
+        if !ignore.exists() {
+            atomic_file::write(&ignore, b"*\n").map_err(io_err(&ignore))?;
+        }
+        let started_at = Timestamp::now();
+        let (id, path) = loop {
+            let id = new_run_id(started_at);
+            let path = runs.join(&id);
+            match fs::create_dir(&path) {
+                Ok(()) => break (id, path),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+        };
+        let dir = RunDir { id, path };
+        let logs = dir.path.join("logs");
+        fs::create_dir(&logs).map_err(io_err(&logs))?;
+        let meta = RunMeta {
+            v: META_VERSION,
+            run_id: dir.id.clone(),
+            pipeline: pipeline.to_owned(),
+            file: file.to_owned(),
+            started_at,
+            murphy_version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        let meta_path = dir.meta_path();
+        let bytes = serde_json::to_vec_pretty(&meta)
+            .map_err(io::Error::other)
+            .map_err(io_err(&meta_path))?;
+        atomic_file::write(&meta_path, &bytes).map_err(io_err(&meta_path))?;
+        let journal_path = dir.journal_path();
+        let journal = Journal::open(&journal_path).map_err(io_err(&journal_path))?;
+        Ok((dir, meta, journal))
+    }
+
+    /// Run ids, oldest first. Ids start with their UTC start time, so they sort by it.
+    fn run_ids(&self) -> Result<Vec<String>, RecordsError> {
+        let runs = self.runs_dir();
+        let entries = match fs::read_dir(&runs) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(&runs)(e)),
+        };
+        let mut ids = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_err(&runs))?;
+            if entry.path().join("meta.json").is_file() {
+                ids.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// The named run, or the latest one when `id` is `None`.
+    pub fn find_run(&self, id: Option<&str>) -> Result<RunDir, RecordsError> {
+        let ids = self.run_ids()?;
+        let id = match id {
+            Some(id) if ids.iter().any(|i| i == id) => id.to_owned(),
+            Some(id) => {
+                return Err(RecordsError::UnknownRun {
+                    id: id.to_owned(),
+                    state_dir: self.root.clone(),
+                });
+            }
+            None => ids.last().cloned().ok_or_else(|| RecordsError::NoRuns {
+                state_dir: self.root.clone(),
+            })?,
+        };
+        Ok(RunDir {
+            path: self.runs_dir().join(&id),
+            id,
+        })
+    }
+
+    /// Every run, newest first.
+    pub fn list(&self) -> Result<Vec<RunView>, RecordsError> {
+        let mut views = Vec::new();
+        for id in self.run_ids()?.into_iter().rev() {
+            let dir = RunDir {
+                path: self.runs_dir().join(&id),
+                id,
+            };
+            views.push(RunView::load(&dir)?);
+        }
+        Ok(views)
+    }
+}
+
+/// `20261122-041500-3fa2`: sortable by start time, unique by a random suffix.
+fn new_run_id(at: Timestamp) -> String {
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("{}-{:04x}", at.strftime("%Y%m%d-%H%M%S"), random & 0xffff)
+}
+
+/// Where a run stands, as its journal tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Running,
+    Succeeded,
+    Failed,
+    Interrupted,
+    /// No end was recorded and the murphy that ran it is gone: kill -9, a crash, a power cut.
+    Killed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageState {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Interrupted,
+    Skipped,
+}
+
+impl From<Outcome> for StageState {
+    fn from(outcome: Outcome) -> StageState {
+        match outcome {
+            Outcome::Succeeded => StageState::Succeeded,
+            Outcome::Failed => StageState::Failed,
+            Outcome::TimedOut => StageState::TimedOut,
+            Outcome::Interrupted => StageState::Interrupted,
+        }
+    }
+}
+
+/// A run replayed from its journal: what `murphy runs` and `murphy status` show.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunView {
+    pub run_id: String,
+    pub pipeline: String,
+    pub status: RunState,
+    pub started_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    pub duration_ms: Option<u64>,
+    pub stages: Vec<StageView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StageView {
+    pub name: String,
+    pub state: StageState,
+    pub attempts: u32,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub duration_ms: Option<u64>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// Why it was skipped, or why it failed when no exit code says it.
+    pub reason: Option<String>,
+}
+
+impl RunView {
+    pub fn load(dir: &RunDir) -> Result<RunView, RecordsError> {
+        let meta_path = dir.meta_path();
+        let bytes = fs::read(&meta_path).map_err(io_err(&meta_path))?;
+        let meta: RunMeta =
+            serde_json::from_slice(&bytes).map_err(|source| RecordsError::BadMeta {
+                path: meta_path.clone(),
+                source,
+            })?;
+        let journal_path = dir.journal_path();
+        let records = match journal::read(&journal_path) {
+            Ok(records) => records,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io_err(&journal_path)(e)),
+        };
+        Ok(RunView::replay(meta, &records))
+    }
+
+    fn replay(meta: RunMeta, records: &[journal::Record]) -> RunView {
+        let mut view = RunView {
+            run_id: meta.run_id,
+            pipeline: meta.pipeline,
+            status: RunState::Killed,
+            started_at: meta.started_at,
+            finished_at: None,
+            duration_ms: None,
+            stages: Vec::new(),
+        };
+        let mut owner = None;
+        for record in records {
+            match &record.event {
+                Event::RunStarted { pid, stages, .. } => {
+                    owner = Some(*pid);
+                    for name in stages {
+                        view.stage_mut(name);
+                    }
+                }
+                Event::StageStarted { stage, attempt } => {
+                    let s = view.stage_mut(stage);
+                    s.state = StageState::Running;
+                    s.attempts = *attempt;
+                    s.started_at.get_or_insert(record.at);
+                    s.finished_at = None;
+                }
+                Event::StageFinished {
+                    stage,
+                    attempt,
+                    outcome,
+                    exit_code,
+                    signal,
+                    message,
+                    ..
+                } => {
+                    let s = view.stage_mut(stage);
+                    s.state = (*outcome).into();
+                    s.attempts = *attempt;
+                    s.finished_at = Some(record.at);
+                    s.duration_ms = s.started_at.map(|start| millis_between(start, record.at));
+                    s.exit_code = *exit_code;
+                    s.signal = *signal;
+                    s.reason = message.clone();
+                }
+                Event::StageSkipped { stage, reason } => {
+                    let s = view.stage_mut(stage);
+                    s.state = StageState::Skipped;
+                    s.reason = Some(reason.clone());
+                }
+                Event::RunFinished { status } => {
+                    view.status = match status {
+                        RunStatus::Succeeded => RunState::Succeeded,
+                        RunStatus::Failed => RunState::Failed,
+                        RunStatus::Interrupted => RunState::Interrupted,
+                    };
+                    view.finished_at = Some(record.at);
+                    view.duration_ms = Some(millis_between(view.started_at, record.at));
+                }
+            }
+        }
+        if view.finished_at.is_none() && owner.is_some_and(process_alive) {
+            view.status = RunState::Running;
+        }
+        view
+    }
+
+    fn stage_mut(&mut self, name: &str) -> &mut StageView {
+        let i = match self.stages.iter().position(|s| s.name == name) {
+            Some(i) => i,
+            None => {
+                self.stages.push(StageView {
+                    name: name.to_owned(),
+                    state: StageState::Pending,
+                    attempts: 0,
+                    started_at: None,
+                    finished_at: None,
+                    duration_ms: None,
+                    exit_code: None,
+                    signal: None,
+                    reason: None,
+                });
+                self.stages.len() - 1
+            }
+        };
+        &mut self.stages[i]
+    }
+}
+
+fn millis_between(start: Timestamp, end: Timestamp) -> u64 {
+    u64::try_from(end.as_millisecond() - start.as_millisecond()).unwrap_or(0)
+}
+
+/// Whether a process with this pid exists (a zombie counts: its parent has not reaped it).
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
