@@ -166,6 +166,11 @@ pub struct PipelineFile {
     /// Environment variables for every stage; a stage's own `env` wins over these.
     #[serde(default)]
     pub env: Entries<Scalar>,
+    /// Variables of the outer environment every stage may read (besides PATH, HOME, USER,
+    /// LANG, TMPDIR, TERM, locale and CI variables, which always pass). Their values are part
+    /// of each stage's fingerprint.
+    #[serde(default)]
+    pub pass_env: Vec<String>,
     /// The stages, by name. A stage starts once every stage it `needs` succeeded.
     pub stages: Entries<StageDef>,
 }
@@ -192,6 +197,12 @@ pub struct StageDef {
     /// Environment variables for this stage only.
     #[serde(default)]
     pub env: Entries<Scalar>,
+    /// Variables of the outer environment this stage may read, on top of the pipeline's.
+    #[serde(default)]
+    pub pass_env: Vec<String>,
+    /// Whether a successful result may be reused while the fingerprint is unchanged. By
+    /// default a stage is cached when it declares `inputs` or `outputs`.
+    pub cache: Option<bool>,
     /// Directory the commands run in, relative to the pipeline's directory.
     #[schemars(with = "Option<String>")]
     pub workdir: Option<Spanned<String>>,

@@ -89,16 +89,6 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// Renders a list of names as "`a`, `b` and `c`" for messages.
-pub fn quoted_list<S: AsRef<str>>(names: &[S]) -> String {
-    let quoted: Vec<String> = names.iter().map(|n| format!("`{}`", n.as_ref())).collect();
-    match quoted.split_last() {
-        None => String::new(),
-        Some((last, [])) => last.clone(),
-        Some((last, rest)) => format!("{} and {}", rest.join(", "), last),
-    }
-}
-
 /// The closest candidate to `name`, if one is close enough to be a likely typo.
 pub fn did_you_mean<'a>(
     name: &str,
@@ -136,11 +126,5 @@ mod tests {
         assert_eq!(did_you_mean("lnit", ["lint", "build"]), Some("lint"));
         assert_eq!(did_you_mean("neds", ["needs", "run"]), Some("needs"));
         assert_eq!(did_you_mean("deploy", ["lint", "build"]), None);
-    }
-
-    #[test]
-    fn lists_names_in_prose() {
-        assert_eq!(quoted_list(&["a"]), "`a`");
-        assert_eq!(quoted_list(&["a", "b", "c"]), "`a`, `b` and `c`");
     }
 }

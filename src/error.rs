@@ -3,8 +3,10 @@
 use std::fmt;
 
 use crate::config::ConfigError;
+use crate::lock::LockError;
 use crate::plan::PlanError;
 use crate::records::RecordsError;
+use crate::store::StoreError;
 
 /// Exit codes, as documented in `murphy --help` and the README.
 pub mod exit {
@@ -25,6 +27,10 @@ pub enum Error {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Records(#[from] RecordsError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("{0}")]
     Usage(String),
     #[error("{context}")]
@@ -42,7 +48,7 @@ impl Error {
             Error::Records(RecordsError::NoRuns { .. } | RecordsError::UnknownRun { .. }) => {
                 exit::USAGE
             }
-            Error::Records(_) | Error::Io { .. } => exit::FAILED,
+            Error::Records(_) | Error::Lock(_) | Error::Store(_) | Error::Io { .. } => exit::FAILED,
         }
     }
 }

@@ -33,9 +33,26 @@ pub enum Event {
         /// The stages this run was asked to run, in pipeline order.
         stages: Vec<String>,
     },
+    /// A run picked up again by `murphy resume`, by the murphy with this pid.
+    RunResumed {
+        pid: u32,
+    },
     StageStarted {
         stage: String,
         attempt: u32,
+        /// Why the stage runs rather than being restored (first attempt only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        why: Option<String>,
+    },
+    /// A stage whose fingerprint had a verified checkpoint: not run, outputs restored.
+    StageCached {
+        stage: String,
+        fingerprint: String,
+        output_digest: String,
+        /// Output files, links and directories copied back into the workspace.
+        restored: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
     },
     StageFinished {
         stage: String,
@@ -49,6 +66,11 @@ pub enum Event {
         /// Why the stage failed when no exit code says it (it could not start, say).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fingerprint: Option<String>,
+        /// The digest of the stage's outputs, on success: what its dependents build on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output_digest: Option<String>,
     },
     StageSkipped {
         stage: String,
@@ -176,6 +198,7 @@ mod tests {
             .append(Event::StageStarted {
                 stage: "a".into(),
                 attempt: 1,
+                why: None,
             })
             .unwrap();
         journal

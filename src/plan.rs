@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::{self, Commands, Entries, Scalar, Source, Spanned, span_of};
-use crate::diagnostic::{Diagnostic, did_you_mean, quoted_list};
+use crate::diagnostic::{Diagnostic, did_you_mean};
 
 /// Index of a stage in [`Plan::stages`].
 pub type StageId = usize;
@@ -25,6 +25,7 @@ pub struct Plan {
     /// The directory commands and paths are relative to: the pipeline file's directory.
     pub root: PathBuf,
     pub env: Vec<(String, String)>,
+    pub pass_env: Vec<String>,
     /// In file order; `needs` always point at other entries of this list.
     pub stages: Vec<Stage>,
 }
@@ -37,10 +38,15 @@ pub struct Stage {
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
     pub env: Vec<(String, String)>,
+    pub pass_env: Vec<String>,
     /// Relative to [`Plan::root`] unless absolute.
     pub workdir: PathBuf,
     pub timeout: Option<Duration>,
     pub retry: Retry,
+    /// A successful result may be reused while the fingerprint is unchanged. A stage with
+    /// neither inputs nor outputs has nothing to key on, so it always runs unless it says
+    /// `cache: true`.
+    pub cacheable: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,13 +227,25 @@ impl Planner<'_> {
             {
                 self.error("`timeout` must be longer than zero", t);
             }
+            for pattern in def.inputs.iter().chain(&def.outputs) {
+                if let Err(err) = crate::inputs::compile(&pattern.value) {
+                    self.error(
+                        format!("bad glob `{}`: {}", pattern.value, err.kind()),
+                        pattern,
+                    );
+                }
+            }
             stages.push(Stage {
                 name: name.value.clone(),
                 needs,
                 commands,
                 inputs: def.inputs.iter().map(|s| s.value.clone()).collect(),
                 outputs: def.outputs.iter().map(|s| s.value.clone()).collect(),
+                cacheable: def
+                    .cache
+                    .unwrap_or(!def.inputs.is_empty() || !def.outputs.is_empty()),
                 env: self.env(&def.env),
+                pass_env: def.pass_env.clone(),
                 workdir: def
                     .workdir
                     .as_ref()
@@ -250,6 +268,7 @@ impl Planner<'_> {
             file: self.source.path.clone(),
             root,
             env,
+            pass_env: file.pass_env.clone(),
             stages,
         })
     }
@@ -446,18 +465,6 @@ fn normalize_path(path: &str) -> String {
 pub fn load(path: &Path) -> Result<Plan, crate::Error> {
     let source = config::load(path)?;
     Ok(Plan::new(&source)?)
-}
-
-impl fmt::Display for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.name)
-    }
-}
-
-/// For messages that name several stages.
-pub fn stage_names(plan: &Plan, ids: &[StageId]) -> String {
-    let names: Vec<&str> = ids.iter().map(|&i| plan.stages[i].name.as_str()).collect();
-    quoted_list(&names)
 }
 
 #[cfg(test)]

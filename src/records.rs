@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic_file;
 use crate::journal::{self, Event, Journal, Outcome, RunStatus};
+use crate::lock;
 
 /// Format version of `meta.json`.
 pub const META_VERSION: u32 = 1;
@@ -189,18 +190,23 @@ impl StateDir {
                 path: self.runs_dir().join(&id),
                 id,
             };
-            views.push(RunView::load(&dir)?);
+            views.push(RunView::load(self, &dir)?);
         }
         Ok(views)
     }
 }
 
-/// `20261122-041500-3fa2`: sortable by start time, unique by a random suffix.
+/// `20261122-041500.123-3fa2`: sorts by start time (runs are serialized by the state
+/// directory's lock, so two never share a millisecond), unique by a random suffix.
 fn new_run_id(at: Timestamp) -> String {
     let random = std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish();
-    format!("{}-{:04x}", at.strftime("%Y%m%d-%H%M%S"), random & 0xffff)
+    format!(
+        "{}-{:04x}",
+        at.strftime("%Y%m%d-%H%M%S%.3f"),
+        random & 0xffff
+    )
 }
 
 /// Where a run stands, as its journal tells it.
@@ -225,6 +231,28 @@ pub enum StageState {
     TimedOut,
     Interrupted,
     Skipped,
+    /// Not run: a verified checkpoint for its fingerprint was restored.
+    Cached,
+}
+
+impl StageState {
+    /// Finished well: its outputs are there for the stages after it.
+    pub fn is_success(self) -> bool {
+        matches!(self, StageState::Succeeded | StageState::Cached)
+    }
+
+    pub fn word(self) -> &'static str {
+        match self {
+            StageState::Pending => "pending",
+            StageState::Running => "running",
+            StageState::Succeeded => "succeeded",
+            StageState::Failed => "failed",
+            StageState::TimedOut => "timed out",
+            StageState::Interrupted => "interrupted",
+            StageState::Skipped => "skipped",
+            StageState::Cached => "cached",
+        }
+    }
 }
 
 impl From<Outcome> for StageState {
@@ -262,10 +290,15 @@ pub struct StageView {
     pub signal: Option<i32>,
     /// Why it was skipped, or why it failed when no exit code says it.
     pub reason: Option<String>,
+    /// Why it ran instead of being restored from a checkpoint.
+    pub why: Option<String>,
+    pub fingerprint: Option<String>,
+    pub output_digest: Option<String>,
 }
 
 impl RunView {
-    pub fn load(dir: &RunDir) -> Result<RunView, RecordsError> {
+    /// Replays the run in `dir` (a folder of `state`'s), asking the lock whether it is live.
+    pub fn load(state: &StateDir, dir: &RunDir) -> Result<RunView, RecordsError> {
         let meta_path = dir.meta_path();
         let bytes = fs::read(&meta_path).map_err(io_err(&meta_path))?;
         let meta: RunMeta =
@@ -279,10 +312,11 @@ impl RunView {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(io_err(&journal_path)(e)),
         };
-        Ok(RunView::replay(meta, &records))
+        let live = lock::holder(&state.root).is_some_and(|h| h.run_id == meta.run_id);
+        Ok(RunView::replay(meta, &records, live))
     }
 
-    fn replay(meta: RunMeta, records: &[journal::Record]) -> RunView {
+    fn replay(meta: RunMeta, records: &[journal::Record], live: bool) -> RunView {
         let mut view = RunView {
             run_id: meta.run_id,
             pipeline: meta.pipeline,
@@ -292,21 +326,52 @@ impl RunView {
             duration_ms: None,
             stages: Vec::new(),
         };
-        let mut owner = None;
         for record in records {
             match &record.event {
-                Event::RunStarted { pid, stages, .. } => {
-                    owner = Some(*pid);
+                Event::RunStarted { stages, .. } => {
                     for name in stages {
                         view.stage_mut(name);
                     }
                 }
-                Event::StageStarted { stage, attempt } => {
+                Event::RunResumed { .. } => {
+                    view.status = RunState::Killed;
+                    view.finished_at = None;
+                    view.duration_ms = None;
+                }
+                Event::StageStarted {
+                    stage,
+                    attempt,
+                    why,
+                } => {
                     let s = view.stage_mut(stage);
+                    if *attempt == 1 {
+                        // A resumed run starts the stage afresh.
+                        s.started_at = None;
+                        s.why = why.clone();
+                    }
                     s.state = StageState::Running;
                     s.attempts = *attempt;
                     s.started_at.get_or_insert(record.at);
                     s.finished_at = None;
+                    s.exit_code = None;
+                    s.signal = None;
+                    s.reason = None;
+                }
+                Event::StageCached {
+                    stage,
+                    fingerprint,
+                    output_digest,
+                    note,
+                    ..
+                } => {
+                    let s = view.stage_mut(stage);
+                    s.state = StageState::Cached;
+                    s.fingerprint = Some(fingerprint.clone());
+                    s.output_digest = Some(output_digest.clone());
+                    s.reason = note.clone();
+                    s.started_at = Some(record.at);
+                    s.finished_at = Some(record.at);
+                    s.duration_ms = Some(0);
                 }
                 Event::StageFinished {
                     stage,
@@ -315,10 +380,14 @@ impl RunView {
                     exit_code,
                     signal,
                     message,
+                    fingerprint,
+                    output_digest,
                     ..
                 } => {
                     let s = view.stage_mut(stage);
                     s.state = (*outcome).into();
+                    s.fingerprint = fingerprint.clone();
+                    s.output_digest = output_digest.clone();
                     s.attempts = *attempt;
                     s.finished_at = Some(record.at);
                     s.duration_ms = s.started_at.map(|start| millis_between(start, record.at));
@@ -342,8 +411,18 @@ impl RunView {
                 }
             }
         }
-        if view.finished_at.is_none() && owner.is_some_and(process_alive) {
+        if view.finished_at.is_none() && live {
             view.status = RunState::Running;
+        }
+        if view.status == RunState::Killed {
+            for stage in view
+                .stages
+                .iter_mut()
+                .filter(|s| s.state == StageState::Running)
+            {
+                stage.state = StageState::Interrupted;
+                stage.reason = Some("murphy stopped while it ran".into());
+            }
         }
         view
     }
@@ -362,6 +441,9 @@ impl RunView {
                     exit_code: None,
                     signal: None,
                     reason: None,
+                    why: None,
+                    fingerprint: None,
+                    output_digest: None,
                 });
                 self.stages.len() - 1
             }
@@ -372,14 +454,4 @@ impl RunView {
 
 fn millis_between(start: Timestamp, end: Timestamp) -> u64 {
     u64::try_from(end.as_millisecond() - start.as_millisecond()).unwrap_or(0)
-}
-
-/// Whether a process with this pid exists (a zombie counts: its parent has not reaped it).
-pub fn process_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: kill with signal 0 only checks for existence and permission.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }

@@ -76,12 +76,33 @@ impl Reporter {
         }
     }
 
-    pub fn run_started(&self, run_id: &str, pipeline: &str, stages: usize) {
+    pub fn run_started(&self, run_id: &str, pipeline: &str, stages: usize, resumed: bool) {
         self.println(&format!(
-            "{} run {run_id} of `{pipeline}`: {stages} stage{}",
+            "{} {} run {run_id} of `{pipeline}`: {stages} stage{}",
             style("murphy").bold().for_stderr(),
+            if resumed { "resuming" } else { "starting" },
             if stages == 1 { "" } else { "s" }
         ));
+    }
+
+    /// A stage a resumed run does not run again: it succeeded before murphy stopped.
+    pub fn stage_done_before(&self, stage: &str) {
+        let line = format!(
+            "{stage} {} before the run was resumed",
+            style("succeeded").green().for_stderr()
+        );
+        self.end_stage(stage, &line);
+    }
+
+    /// A stage restored from its checkpoint instead of run.
+    pub fn stage_cached(&self, stage: &str, restored: usize) {
+        let detail = match restored {
+            0 => String::new(),
+            1 => " (restored 1 output)".to_owned(),
+            n => format!(" (restored {n} outputs)"),
+        };
+        let line = format!("{stage} {}{detail}", style("cached").cyan().for_stderr());
+        self.end_stage(stage, &line);
     }
 
     pub fn stage_started(&self, stage: &str, attempt: u32, attempts: u32) {

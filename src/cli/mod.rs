@@ -1,0 +1,263 @@
+//! The command line: argument parsing and one function per subcommand.
+
+mod run;
+mod show;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use crate::config;
+use crate::error::{Error, exit};
+use crate::graph;
+use crate::lock::RunLock;
+use crate::plan;
+use crate::records::{RunView, StateDir};
+use crate::report;
+use crate::store::Store;
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0    success
+  1    a stage failed (or the run could not be recorded)
+  2    usage or pipeline file error; nothing was run
+  130  interrupted by Ctrl-C or SIGTERM";
+
+/// murphy runs a project's pipeline.yml, the same way on a laptop and in CI.
+#[derive(Debug, Parser)]
+#[command(name = "murphy", version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// The pipeline file [default: pipeline.yml in this or the nearest parent directory]
+    #[arg(long, short = 'f', global = true, value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Where runs are recorded [default: .murphy beside the pipeline file]
+    #[arg(long, global = true, env = "MURPHY_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// More output: -v streams stage output and murphy's notes, -vv and -vvv murphy's debug
+    /// diagnostics (`MURPHY_LOG` sets the filter outright)
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the pipeline: the named stages and everything they need, or all of them
+    Run(run::RunArgs),
+    /// Continue a failed, interrupted or killed run where it stopped, keeping its id
+    Resume(run::ResumeArgs),
+    /// The checkpoint store: `stats`, `gc`
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+    /// Check the pipeline file and exit 0 (valid) or 2 (not)
+    Validate,
+    /// Print the JSON Schema of pipeline.yml, for editors
+    Schema,
+    /// Print the stage graph
+    Graph {
+        #[arg(long, value_enum, default_value = "text")]
+        format: graph::Format,
+    },
+    /// List recorded runs, newest first
+    Runs {
+        /// One JSON array instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show each stage of a run [default: the latest run]
+    Status {
+        run: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a stage's log: `murphy logs [RUN] STAGE`
+    Logs {
+        #[arg(num_args = 1..=2, value_names = ["RUN", "STAGE"], required = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CacheCommand {
+    /// Objects, bytes and records in the checkpoint store
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove records older than D days (if given) and every object no record uses
+    Gc {
+        #[arg(long, value_name = "D")]
+        keep_days: Option<u32>,
+    },
+}
+
+/// Parses the command line, runs it and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    report::init_colour();
+    match dispatch(&cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("{}", crate::error::Report(&err));
+            err.exit_code()
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MURPHY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("murphy={level}")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .try_init();
+}
+
+fn dispatch(cli: &Cli) -> Result<i32, Error> {
+    match &cli.command {
+        Command::Run(args) => run::run(cli, args),
+        Command::Resume(args) => run::resume(cli, args),
+        Command::Cache { command } => cache(cli, command),
+        Command::Validate => {
+            let file = pipeline_file(cli)?;
+            let plan = plan::load(&file)?;
+            println!(
+                "{}: valid, {} stage{}",
+                file.display(),
+                plan.stages.len(),
+                if plan.stages.len() == 1 { "" } else { "s" }
+            );
+            Ok(exit::SUCCESS)
+        }
+        Command::Schema => {
+            let schema = serde_json::to_string_pretty(&config::schema())
+                .map_err(|e| io_error("cannot render the schema", std::io::Error::other(e)))?;
+            println!("{schema}");
+            Ok(exit::SUCCESS)
+        }
+        Command::Graph { format } => {
+            let plan = plan::load(&pipeline_file(cli)?)?;
+            print!("{}", graph::render(&plan, *format));
+            Ok(exit::SUCCESS)
+        }
+        Command::Runs { json } => {
+            let runs = state_dir(cli)?.list()?;
+            if *json {
+                show::print_json(&runs)?;
+            } else {
+                show::print_runs(&runs);
+            }
+            Ok(exit::SUCCESS)
+        }
+        Command::Status { run, json } => {
+            let state = state_dir(cli)?;
+            let view = RunView::load(&state, &state.find_run(run.as_deref())?)?;
+            if *json {
+                show::print_json(&view)?;
+            } else {
+                show::print_status(&view);
+            }
+            Ok(exit::SUCCESS)
+        }
+        Command::Logs { args } => {
+            let (run, stage) = match args.as_slice() {
+                [stage] => (None, stage),
+                [run, stage] => (Some(run.as_str()), stage),
+                _ => return Err(Error::Usage("usage: murphy logs [RUN] STAGE".into())),
+            };
+            show::logs(&state_dir(cli)?, run, stage)
+        }
+    }
+}
+
+/// The pipeline file: `--file`, or `pipeline.yml` here or in the nearest parent directory.
+fn pipeline_file(cli: &Cli) -> Result<PathBuf, Error> {
+    if let Some(file) = &cli.file {
+        return Ok(file.clone());
+    }
+    let cwd =
+        std::env::current_dir().map_err(|e| io_error("cannot read the current directory", e))?;
+    let mut dir = cwd.as_path();
+    loop {
+        let candidate = dir.join(config::DEFAULT_FILE);
+        if candidate.is_file() {
+            return Ok(if dir == cwd {
+                PathBuf::from(config::DEFAULT_FILE)
+            } else {
+                candidate
+            });
+        }
+        match dir.parent() {
+            Some(parent) => dir = parent,
+            None => {
+                return Err(Error::Usage(format!(
+                    "no `{}` in `{}` or any parent directory (use --file, or `murphy init` once it exists)",
+                    config::DEFAULT_FILE,
+                    cwd.display()
+                )));
+            }
+        }
+    }
+}
+
+/// `--state-dir`, else `.murphy` beside the pipeline file, else `.murphy` here.
+fn state_dir(cli: &Cli) -> Result<StateDir, Error> {
+    if let Some(dir) = &cli.state_dir {
+        return Ok(StateDir::new(dir.clone()));
+    }
+    let root = match pipeline_file(cli) {
+        Ok(file) => file.parent().map(Path::to_path_buf).unwrap_or_default(),
+        Err(_) => PathBuf::new(),
+    };
+    Ok(StateDir::new(root.join(".murphy")))
+}
+
+fn cache(cli: &Cli, command: &CacheCommand) -> Result<i32, Error> {
+    let state = state_dir(cli)?;
+    let store = Store::new(state.root());
+    match command {
+        CacheCommand::Stats { json } => {
+            let stats = store.stats()?;
+            if *json {
+                show::print_json(&stats)?;
+            } else {
+                println!(
+                    "{} objects, {} bytes, {} records in {}",
+                    stats.objects,
+                    stats.bytes,
+                    stats.records,
+                    state.root().join("store").display()
+                );
+            }
+        }
+        CacheCommand::Gc { keep_days } => {
+            // A live run may be between storing objects and writing the record naming them.
+            let _lock = RunLock::acquire(state.root())?;
+            let removed = store.gc(*keep_days, jiff::Timestamp::now())?;
+            println!(
+                "removed {} records and {} objects ({} bytes)",
+                removed.records, removed.objects, removed.bytes
+            );
+        }
+    }
+    Ok(exit::SUCCESS)
+}
+
+pub(crate) fn io_error(context: &str, source: std::io::Error) -> Error {
+    Error::Io {
+        context: context.to_owned(),
+        source,
+    }
+}

@@ -1,0 +1,254 @@
+//! `murphy run` and `murphy resume`: take the lock, set up the run's records and runtime,
+//! then hand the plan to the executor.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{Cli, io_error, pipeline_file, state_dir};
+use crate::error::{Error, exit};
+use crate::executor::{self, Context, Mode, Options, Start};
+use crate::journal::{Journal, RunStatus};
+use crate::lock::RunLock;
+use crate::plan::{self, Plan, StageId};
+use crate::records::{RunDir, RunState, RunView, StateDir};
+use crate::report::Reporter;
+use crate::store::Store;
+
+#[derive(Debug, clap::Args)]
+pub(super) struct RunArgs {
+    /// Stages to run, with everything they need [default: all]
+    stages: Vec<String>,
+    #[command(flatten)]
+    scheduling: Scheduling,
+    /// Run even if a checkpoint exists: every stage, or the one named (repeatable)
+    #[arg(long, value_name = "STAGE", num_args = 0..=1, default_missing_value = "")]
+    force: Vec<String>,
+    /// Restart at STAGE: every stage before it comes from its checkpoint without running
+    #[arg(long, value_name = "STAGE")]
+    from: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(super) struct ResumeArgs {
+    /// The run to continue [default: the latest run]
+    run: Option<String>,
+    #[command(flatten)]
+    scheduling: Scheduling,
+}
+
+#[derive(Debug, clap::Args)]
+struct Scheduling {
+    /// Run at most N stages at once [default: the number of cores]
+    #[arg(long, short = 'j', value_name = "N")]
+    jobs: Option<usize>,
+    /// After a failure, still run every stage that does not depend on it
+    #[arg(long)]
+    keep_going: bool,
+}
+
+impl Scheduling {
+    fn options(&self) -> Result<Options, Error> {
+        let jobs = match self.jobs {
+            Some(0) => return Err(Error::Usage("`--jobs` must be at least 1".into())),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        Ok(Options {
+            jobs,
+            keep_going: self.keep_going,
+        })
+    }
+}
+
+pub(super) fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
+    let file = pipeline_file(cli)?;
+    let plan = Arc::new(plan::load(&file)?);
+    let selected = plan.select(&args.stages)?;
+    let options = args.scheduling.options()?;
+    let state = state_dir(cli)?;
+    let mut lock = RunLock::acquire(state.root())?;
+    let modes = modes(&plan, &selected, args, &Store::new(state.root()))?;
+    let (run_dir, _meta, journal) = state.create_run(&plan.name, &file)?;
+    lock.set_run(&run_dir.id)
+        .map_err(|e| io_error("cannot write the state directory's lock", e))?;
+    execute(
+        cli,
+        &state,
+        plan,
+        run_dir,
+        journal,
+        &selected,
+        &modes,
+        Start::default(),
+        &options,
+    )
+}
+
+/// Each stage's mode from `--force` and `--from`.
+fn modes(
+    plan: &Plan,
+    selected: &[StageId],
+    args: &RunArgs,
+    store: &Store,
+) -> Result<Vec<Mode>, Error> {
+    let mut modes = vec![Mode::Normal; plan.stages.len()];
+    for name in &args.force {
+        if name.is_empty() {
+            modes.fill(Mode::Force);
+        } else {
+            let id = stage_in(plan, selected, name, "--force")?;
+            modes[id] = Mode::Force;
+        }
+    }
+    if let Some(from) = &args.from {
+        let id = stage_in(plan, selected, from, "--from")?;
+        for before in plan.select(std::slice::from_ref(from))? {
+            if before == id {
+                continue;
+            }
+            let name = &plan.stages[before].name;
+            if !store.has_record(name) {
+                return Err(Error::Usage(format!(
+                    "stage `{name}` has no checkpoint, so the run cannot start at `{from}`: run `murphy run {name}` first"
+                )));
+            }
+            modes[before] = Mode::Checkpoint;
+        }
+        modes[id] = Mode::Force;
+    }
+    Ok(modes)
+}
+
+fn stage_in(plan: &Plan, selected: &[StageId], name: &str, flag: &str) -> Result<StageId, Error> {
+    let id = plan
+        .select(&[name.to_owned()])?
+        .into_iter()
+        .find(|&i| plan.stages[i].name == name);
+    match id {
+        Some(id) if selected.contains(&id) => Ok(id),
+        _ => Err(Error::Usage(format!(
+            "`{flag} {name}` names a stage this run does not include"
+        ))),
+    }
+}
+
+pub(super) fn resume(cli: &Cli, args: &ResumeArgs) -> Result<i32, Error> {
+    let file = pipeline_file(cli)?;
+    let plan = Arc::new(plan::load(&file)?);
+    let options = args.scheduling.options()?;
+    let state = state_dir(cli)?;
+    let mut lock = RunLock::acquire(state.root())?;
+    let run_dir = state.find_run(args.run.as_deref())?;
+    let view = RunView::load(&state, &run_dir)?;
+    if view.status == RunState::Succeeded {
+        return Err(Error::Usage(format!(
+            "run {} succeeded; there is nothing to resume",
+            view.run_id
+        )));
+    }
+    let mut selected = Vec::new();
+    let mut done = HashMap::new();
+    let mut discard = Vec::new();
+    for stage in &view.stages {
+        let Some(id) = plan.stage_id(&stage.name) else {
+            return Err(Error::Usage(format!(
+                "stage `{}` of run {} is no longer in `{}`; start a new run instead",
+                stage.name,
+                view.run_id,
+                file.display()
+            )));
+        };
+        selected.push(id);
+        match (&stage.output_digest, stage.state.is_success()) {
+            (Some(digest), true) => {
+                done.insert(id, digest.clone());
+            }
+            _ if stage.attempts > 0 => discard.push(id),
+            _ => {}
+        }
+    }
+    // Stages added to the pipeline since, which a selected stage now needs, join the run.
+    let names: Vec<String> = selected
+        .iter()
+        .map(|&i| plan.stages[i].name.clone())
+        .collect();
+    let selected = plan.select(&names)?;
+    lock.set_run(&run_dir.id)
+        .map_err(|e| io_error("cannot write the state directory's lock", e))?;
+    let journal = Journal::open(&run_dir.journal_path())
+        .map_err(|e| io_error("cannot open the run's journal", e))?;
+    let start = Start {
+        done,
+        discard,
+        resumed: true,
+    };
+    let modes = vec![Mode::Normal; plan.stages.len()];
+    execute(
+        cli, &state, plan, run_dir, journal, &selected, &modes, start, &options,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn execute(
+    cli: &Cli,
+    state: &StateDir,
+    plan: Arc<Plan>,
+    run_dir: RunDir,
+    journal: Journal,
+    selected: &[StageId],
+    modes: &[Mode],
+    start: Start,
+    options: &Options,
+) -> Result<i32, Error> {
+    let state_abs = std::path::absolute(state.root())
+        .map_err(|e| io_error("cannot resolve the state directory", e))?;
+    let names: Vec<&str> = selected
+        .iter()
+        .map(|&i| plan.stages[i].name.as_str())
+        .collect();
+    let reporter = Reporter::new(&names);
+    let ctx = Arc::new(Context::new(
+        plan,
+        run_dir,
+        journal,
+        reporter,
+        state_abs,
+        cli.verbose > 0,
+    ));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| io_error("cannot start the async runtime", e))?;
+    let status = runtime.block_on(async {
+        let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+        let signals = tokio::spawn(wait_for_signal(cancel_tx));
+        let status = executor::execute(ctx, selected, modes, start, options, cancel_rx).await;
+        signals.abort();
+        status
+    });
+    match status.map_err(|e| io_error("the run could not be recorded", e))? {
+        RunStatus::Succeeded => Ok(exit::SUCCESS),
+        RunStatus::Failed => Ok(exit::FAILED),
+        RunStatus::Interrupted => Ok(exit::INTERRUPTED),
+    }
+}
+
+/// Turns the first SIGINT, SIGTERM or SIGHUP into a cancel; the executor does the rest.
+async fn wait_for_signal(cancel: tokio::sync::watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::warn!("cannot listen for signals; Ctrl-C will not stop stages cleanly");
+        return;
+    };
+    let name = tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+        _ = hup.recv() => "SIGHUP",
+    };
+    tracing::warn!("{name} received: stopping running stages");
+    let _ = cancel.send(true);
+}

@@ -1,0 +1,331 @@
+//! Runs a plan: starts each stage once its needs succeeded, at most `jobs` at once, and
+//! records every step in the run's journal.
+//!
+//! The scheduler is one loop that owns all stage states; stage tasks ([`stage`]) fingerprint,
+//! restore or run, checkpoint, and report back. Stopping (a failure without `--keep-going`,
+//! or a signal) means: start nothing new, let running stages finish (or kill them, for a
+//! signal), then record the end.
+
+mod stage;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::journal::{Event, Journal, Outcome, RunStatus};
+use crate::plan::{Plan, StageId};
+use crate::process;
+use crate::records::RunDir;
+use crate::report::{Reporter, format_duration};
+use crate::stat_cache::StatCache;
+use crate::store::Store;
+
+pub struct Options {
+    pub jobs: usize,
+    pub keep_going: bool,
+}
+
+/// How a stage is to be treated in this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Restored from its checkpoint if the fingerprint has one, else run.
+    Normal,
+    /// Run even if a checkpoint exists (`--force`, and the stage `--from` names).
+    Force,
+    /// Never run: restored from its checkpoint, the newest if the fingerprint has none
+    /// (the stages before `--from`).
+    Checkpoint,
+}
+
+/// Where a run starts from: a new run has nothing done; a resumed one has its journal's.
+#[derive(Debug, Default)]
+pub struct Start {
+    /// Stages that already succeeded in this run, with their output digests.
+    pub done: HashMap<StageId, String>,
+    /// Stages that were running when murphy died: their partial outputs go first.
+    pub discard: Vec<StageId>,
+    /// Whether this continues a recorded run (`murphy resume`).
+    pub resumed: bool,
+}
+
+/// What every stage of one run shares.
+pub struct Context {
+    pub plan: Arc<Plan>,
+    pub run: RunDir,
+    pub journal: Journal,
+    pub reporter: Reporter,
+    /// Absolute, so stages can use it from any working directory.
+    pub state_dir: PathBuf,
+    pub store: Store,
+    pub stat_cache: StatCache,
+    /// The outer environment, read once: stages take from it what `environment` allows.
+    pub outer_env: BTreeMap<String, String>,
+    pub verbose: bool,
+    journal_failed: AtomicBool,
+}
+
+impl Context {
+    pub fn new(
+        plan: Arc<Plan>,
+        run: RunDir,
+        journal: Journal,
+        reporter: Reporter,
+        state_dir: PathBuf,
+        verbose: bool,
+    ) -> Context {
+        Context {
+            store: Store::new(&state_dir),
+            stat_cache: StatCache::load(&state_dir.join("stat-cache")),
+            outer_env: crate::environment::outer(),
+            plan,
+            run,
+            journal,
+            reporter,
+            state_dir,
+            verbose,
+            journal_failed: AtomicBool::new(false),
+        }
+    }
+
+    /// Appends to the journal. A failed append stops the run: a run that cannot be
+    /// recorded cannot be resumed, so going on would only waste work.
+    fn record(&self, event: Event) {
+        if let Err(err) = self.journal.append(event)
+            && !self.journal_failed.swap(true, Ordering::SeqCst)
+        {
+            tracing::error!(
+                "cannot append to {}: {err}; stopping the run",
+                self.journal.path().display()
+            );
+        }
+    }
+}
+
+/// How a stage task ended, for the scheduler.
+#[derive(Debug, Clone)]
+struct StageEnd {
+    outcome: Outcome,
+    /// On success: the digest of the outputs, which the stages after it build on.
+    output_digest: Option<String>,
+    cached: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Slot {
+    NotSelected,
+    Pending,
+    Running,
+    Succeeded { output_digest: String, cached: bool },
+    Failed(Outcome),
+    Skipped,
+}
+
+/// Runs the selected stages and returns how the run ended. Errors are about the records
+/// (the journal could not be written), never about stages: those end up in the journal.
+pub async fn execute(
+    ctx: Arc<Context>,
+    selected: &[StageId],
+    modes: &[Mode],
+    start: Start,
+    options: &Options,
+    mut cancel: watch::Receiver<bool>,
+) -> io::Result<RunStatus> {
+    let plan = ctx.plan.clone();
+    let started = Instant::now();
+    let event = if start.resumed {
+        Event::RunResumed {
+            pid: std::process::id(),
+        }
+    } else {
+        Event::RunStarted {
+            run_id: ctx.run.id.clone(),
+            pid: std::process::id(),
+            stages: selected
+                .iter()
+                .map(|&i| plan.stages[i].name.clone())
+                .collect(),
+        }
+    };
+    ctx.journal.append(event)?;
+    ctx.journal.sync()?;
+    ctx.reporter
+        .run_started(&ctx.run.id, &plan.name, selected.len(), start.resumed);
+
+    let mut slots = vec![Slot::NotSelected; plan.stages.len()];
+    for &id in selected {
+        slots[id] = match start.done.get(&id) {
+            Some(digest) => {
+                ctx.reporter.stage_skipped(
+                    &plan.stages[id].name,
+                    "(succeeded before the run was resumed)",
+                );
+                Slot::Succeeded {
+                    output_digest: digest.clone(),
+                    cached: false,
+                }
+            }
+            None => Slot::Pending,
+        };
+    }
+    let mut tasks: JoinSet<StageEnd> = JoinSet::new();
+    let mut task_stage: HashMap<tokio::task::Id, StageId> = HashMap::new();
+    let mut running = 0usize;
+    let mut stopped_by: Option<String> = None;
+    let mut interrupted = false;
+
+    loop {
+        skip_dependents_of_failures(&ctx, &mut slots);
+        if stopped_by.is_none() && !interrupted {
+            for id in 0..slots.len() {
+                if running >= options.jobs.max(1) {
+                    break;
+                }
+                if slots[id] != Slot::Pending {
+                    continue;
+                }
+                let mut upstream = BTreeMap::new();
+                let ready = plan.stages[id].needs.iter().all(|&n| match &slots[n] {
+                    Slot::Succeeded { output_digest, .. } => {
+                        upstream.insert(plan.stages[n].name.clone(), output_digest.clone());
+                        true
+                    }
+                    _ => false,
+                });
+                if ready {
+                    slots[id] = Slot::Running;
+                    running += 1;
+                    let task = stage::Task {
+                        ctx: ctx.clone(),
+                        id,
+                        upstream,
+                        mode: modes.get(id).copied().unwrap_or(Mode::Normal),
+                        discard: start.discard.contains(&id),
+                        cancel: cancel.clone(),
+                    };
+                    let handle = tasks.spawn(task.run());
+                    task_stage.insert(handle.id(), id);
+                }
+            }
+        }
+        if running == 0 {
+            break;
+        }
+        tokio::select! {
+            Some(joined) = tasks.join_next_with_id() => {
+                running -= 1;
+                let (task, end) = match joined {
+                    Ok(done) => done,
+                    Err(err) => {
+                        // A panic in a stage task is murphy's bug; the stage counts as failed.
+                        tracing::error!("a stage task failed: {err}");
+                        (err.id(), StageEnd { outcome: Outcome::Failed, output_digest: None, cached: false })
+                    }
+                };
+                let Some(id) = task_stage.remove(&task) else { continue };
+                slots[id] = match (end.outcome, end.output_digest) {
+                    (Outcome::Succeeded, Some(output_digest)) => Slot::Succeeded { output_digest, cached: end.cached },
+                    (Outcome::Succeeded, None) => Slot::Failed(Outcome::Failed),
+                    (outcome, _) => Slot::Failed(outcome),
+                };
+                if matches!(slots[id], Slot::Failed(_)) && !options.keep_going && stopped_by.is_none() {
+                    stopped_by = Some(plan.stages[id].name.clone());
+                }
+            }
+            () = process::cancelled(&mut cancel), if !interrupted => {
+                interrupted = true;
+            }
+        }
+        if ctx.journal_failed.load(Ordering::SeqCst) && stopped_by.is_none() {
+            stopped_by = Some("the journal could not be written".into());
+        }
+    }
+
+    // Whatever never started is recorded as skipped, with the reason.
+    for id in 0..slots.len() {
+        if slots[id] == Slot::Pending {
+            let reason = if interrupted {
+                "because the run was interrupted".to_owned()
+            } else {
+                let by = stopped_by.as_deref().unwrap_or("a stage");
+                format!(
+                    "because the run stopped after `{by}` failed (--keep-going runs independent stages)"
+                )
+            };
+            skip(&ctx, &mut slots, id, reason);
+        }
+    }
+    if let Err(err) = ctx.stat_cache.save() {
+        tracing::warn!("cannot save the stat cache: {err}");
+    }
+
+    let count = |want: &dyn Fn(&Slot) -> bool| slots.iter().filter(|s| want(s)).count();
+    let succeeded = count(&|s| matches!(s, Slot::Succeeded { .. }));
+    let cached = count(&|s| matches!(s, Slot::Succeeded { cached: true, .. }));
+    let failed = count(&|s| matches!(s, Slot::Failed(o) if *o != Outcome::Interrupted));
+    let skipped = count(&|s| *s == Slot::Skipped);
+    let status = if interrupted {
+        RunStatus::Interrupted
+    } else if failed > 0 || ctx.journal_failed.load(Ordering::SeqCst) {
+        RunStatus::Failed
+    } else {
+        RunStatus::Succeeded
+    };
+    ctx.journal.append(Event::RunFinished { status })?;
+    ctx.journal.sync()?;
+    if ctx.journal_failed.load(Ordering::SeqCst) {
+        return Err(io::Error::other(format!(
+            "cannot write the journal {}",
+            ctx.journal.path().display()
+        )));
+    }
+    let word = match status {
+        RunStatus::Succeeded => "succeeded",
+        RunStatus::Failed => "failed",
+        RunStatus::Interrupted => "was interrupted",
+    };
+    ctx.reporter.run_finished(&format!(
+        "run {} {word} in {}: {succeeded} succeeded ({cached} cached), {failed} failed, {skipped} skipped",
+        ctx.run.id,
+        format_duration(started.elapsed()),
+    ));
+    Ok(status)
+}
+
+/// Marks pending stages whose needs failed or were skipped, until nothing changes.
+fn skip_dependents_of_failures(ctx: &Context, slots: &mut [Slot]) {
+    loop {
+        let next = (0..slots.len()).find_map(|id| {
+            if slots[id] != Slot::Pending {
+                return None;
+            }
+            ctx.plan.stages[id].needs.iter().find_map(|&n| {
+                let need = &ctx.plan.stages[n].name;
+                match slots[n] {
+                    Slot::Failed(_) => Some((id, format!("because `{need}` failed"))),
+                    Slot::Skipped => Some((id, format!("because `{need}` was skipped"))),
+                    _ => None,
+                }
+            })
+        });
+        match next {
+            Some((id, reason)) => skip(ctx, slots, id, reason),
+            None => return,
+        }
+    }
+}
+
+fn skip(ctx: &Context, slots: &mut [Slot], id: StageId, reason: String) {
+    slots[id] = Slot::Skipped;
+    let name = &ctx.plan.stages[id].name;
+    ctx.reporter.stage_skipped(name, &reason);
+    ctx.record(Event::StageSkipped {
+        stage: name.clone(),
+        reason,
+    });
+}

@@ -1,0 +1,504 @@
+//! One stage in a run: fingerprint it, restore it from a checkpoint or run it (with retries),
+//! then verify and checkpoint its outputs before recording success.
+//!
+//! **Invariant:** a stage is recorded as succeeded only after its declared outputs were found
+//! and stored; nothing of a failed attempt is stored.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{Context, Mode, StageEnd};
+use crate::environment::{self, StageEnv};
+use crate::fingerprint::{Manifest, summarize};
+use crate::inputs;
+use crate::journal::{Event, Outcome};
+use crate::plan::{Stage, StageId};
+use crate::process::{self, Echo, Ended, Output};
+use crate::report::{Finish, format_duration};
+use crate::store::{self, RECORD_VERSION, StageRecord, StoreError, outputs_digest};
+
+/// Lines of a failed stage's log shown on the terminal.
+const FAILURE_TAIL: usize = 30;
+
+pub(super) struct Task {
+    pub ctx: Arc<Context>,
+    pub id: StageId,
+    /// Output digests of the stages this one needs, by name.
+    pub upstream: BTreeMap<String, String>,
+    pub mode: Mode,
+    /// Remove the declared outputs first: a killed earlier attempt may have left them half made.
+    pub discard: bool,
+    pub cancel: watch::Receiver<bool>,
+}
+
+impl Task {
+    fn stage(&self) -> &Stage {
+        &self.ctx.plan.stages[self.id]
+    }
+
+    pub(super) async fn run(mut self) -> StageEnd {
+        let env = environment::resolve(&self.ctx.plan, self.stage(), &self.ctx.outer_env);
+        let (manifest, env) = match self.manifest(env).await {
+            Ok(done) => done,
+            Err(message) => return self.fail_before_running(message),
+        };
+        let fingerprint = manifest.fingerprint();
+
+        if self.mode == Mode::Checkpoint {
+            let ctx = self.ctx.clone();
+            let name = self.stage().name.clone();
+            let exact = ctx.store.lookup(&fingerprint, &ctx.stat_cache);
+            let (record, note) = match exact {
+                Some(record) => (Some(record), None),
+                None => (
+                    ctx.store.latest(&name, &ctx.stat_cache),
+                    Some(
+                        "restored from its newest checkpoint (--from); its inputs changed since"
+                            .to_owned(),
+                    ),
+                ),
+            };
+            return match record {
+                Some(record) => match self.restore(record, note).await {
+                    Ok(end) => end,
+                    Err(message) => self.fail_before_running(message),
+                },
+                None => self
+                    .fail_before_running(format!("stage `{name}` has no checkpoint to start from")),
+            };
+        }
+        if self.stage().cacheable
+            && self.mode == Mode::Normal
+            && let Some(record) = self.ctx.store.lookup(&fingerprint, &self.ctx.stat_cache)
+        {
+            match self.restore(record, None).await {
+                Ok(end) => return end,
+                Err(message) => {
+                    tracing::warn!("{message}; running `{}` instead", self.stage().name)
+                }
+            }
+        }
+
+        let why = self.why(&manifest);
+        if self.discard {
+            self.discard_outputs();
+        }
+        let started = Instant::now();
+        let Some(attempt) = self.attempts(&env, why).await else {
+            return StageEnd {
+                outcome: Outcome::Failed,
+                output_digest: None,
+                cached: false,
+            };
+        };
+        self.checkpoint(manifest, fingerprint, attempt, started.elapsed())
+            .await
+    }
+
+    /// Hashes the inputs off the async threads: 20,000 files is real work.
+    async fn manifest(&self, env: StageEnv) -> Result<(Manifest, StageEnv), String> {
+        let ctx = self.ctx.clone();
+        let id = self.id;
+        let upstream = self.upstream.clone();
+        tokio::task::spawn_blocking(move || {
+            let stage = &ctx.plan.stages[id];
+            Manifest::build(
+                stage,
+                &env,
+                &ctx.plan.root,
+                &ctx.state_dir,
+                upstream,
+                &ctx.stat_cache,
+            )
+            .map(|m| (m, env))
+            .map_err(|e| format!("cannot read the inputs of `{}`: {e}", stage.name))
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("fingerprinting failed: {e}")))
+    }
+
+    /// Why the stage runs instead of being restored, for `murphy status`.
+    fn why(&self, manifest: &Manifest) -> Option<String> {
+        let stage = self.stage();
+        if self.mode == Mode::Force {
+            return Some("forced".into());
+        }
+        if !stage.cacheable {
+            return None;
+        }
+        Some(match self.ctx.store.latest_manifest(&stage.name) {
+            None => "no checkpoint yet".into(),
+            Some(before) => {
+                let changes = manifest.changes_since(&before);
+                if changes.is_empty() {
+                    "its checkpoint was missing or damaged".into()
+                } else {
+                    summarize(&changes, 3)
+                }
+            }
+        })
+    }
+
+    async fn restore(&self, record: StageRecord, note: Option<String>) -> Result<StageEnd, String> {
+        let ctx = self.ctx.clone();
+        let stage = self.stage().name.clone();
+        let record2 = record.clone();
+        let restored = tokio::task::spawn_blocking(move || {
+            ctx.store.restore(&ctx.plan.root, &record2, &ctx.stat_cache)
+        })
+        .await
+        .map_err(|e| format!("restoring failed: {e}"))?
+        .map_err(|e| format!("cannot restore `{stage}` from its checkpoint: {e}"))?;
+        self.ctx.record(Event::StageCached {
+            stage: stage.clone(),
+            fingerprint: record.fingerprint.clone(),
+            output_digest: record.output_digest.clone(),
+            restored,
+            note,
+        });
+        self.ctx.reporter.stage_cached(&stage, restored);
+        Ok(StageEnd {
+            outcome: Outcome::Succeeded,
+            output_digest: Some(record.output_digest),
+            cached: true,
+        })
+    }
+
+    /// Removes what the declared outputs name, before a stage that died mid-way runs again.
+    fn discard_outputs(&self) {
+        let root = &self.ctx.plan.root;
+        for pattern in &self.stage().outputs {
+            let clean = inputs::clean(pattern);
+            let paths = if inputs::is_glob(clean) {
+                inputs::expand(root, &[clean.to_owned()], &self.ctx.state_dir).unwrap_or_default()
+            } else {
+                vec![clean.into()]
+            };
+            for path in paths {
+                store::remove_any(&root.join(path));
+            }
+        }
+    }
+
+    /// Verifies and stores the outputs of a successful attempt, then records the success.
+    async fn checkpoint(
+        &self,
+        manifest: Manifest,
+        fingerprint: String,
+        attempt: u32,
+        elapsed: Duration,
+    ) -> StageEnd {
+        let ctx = self.ctx.clone();
+        let id = self.id;
+        let fp = fingerprint.clone();
+        let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        let saved = tokio::task::spawn_blocking(move || -> Result<String, StoreError> {
+            let stage = &ctx.plan.stages[id];
+            let outputs =
+                ctx.store
+                    .collect_outputs(&ctx.plan.root, &stage.outputs, &ctx.stat_cache)?;
+            let output_digest = outputs_digest(&outputs);
+            if stage.cacheable {
+                let record = StageRecord {
+                    v: RECORD_VERSION,
+                    stage: stage.name.clone(),
+                    fingerprint: fp,
+                    outputs,
+                    output_digest: output_digest.clone(),
+                    exit_code: 0,
+                    duration_ms,
+                    run_id: ctx.run.id.clone(),
+                    created_at: Timestamp::now(),
+                };
+                ctx.store
+                    .save(&ctx.plan.root, &record, &manifest, &ctx.stat_cache)?;
+            }
+            Ok(output_digest)
+        })
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Unstable(format!("{e}").into())));
+
+        let stage = self.stage();
+        let (outcome, message, output_digest) = match saved {
+            Ok(digest) => (Outcome::Succeeded, None, Some(digest)),
+            Err(err) => (Outcome::Failed, Some(error_chain(&err)), None),
+        };
+        self.ctx.record(Event::StageFinished {
+            stage: stage.name.clone(),
+            attempt,
+            outcome,
+            exit_code: Some(0),
+            signal: None,
+            duration_ms,
+            message: message.clone(),
+            fingerprint: Some(fingerprint),
+            output_digest: output_digest.clone(),
+        });
+        match &message {
+            None => self
+                .ctx
+                .reporter
+                .stage_finished(&stage.name, Finish::Succeeded, elapsed),
+            Some(message) => {
+                let how = format!("failed ({message})");
+                self.ctx.reporter.stage_finished(
+                    &stage.name,
+                    Finish::Failed { how: &how },
+                    elapsed,
+                );
+            }
+        }
+        StageEnd {
+            outcome,
+            output_digest,
+            cached: false,
+        }
+    }
+
+    /// Records a stage that failed before any command could start.
+    fn fail_before_running(&self, message: String) -> StageEnd {
+        let name = &self.stage().name;
+        self.ctx.record(Event::StageStarted {
+            stage: name.clone(),
+            attempt: 1,
+            why: None,
+        });
+        self.ctx.record(Event::StageFinished {
+            stage: name.clone(),
+            attempt: 1,
+            outcome: Outcome::Failed,
+            exit_code: None,
+            signal: None,
+            duration_ms: 0,
+            message: Some(message.clone()),
+            fingerprint: None,
+            output_digest: None,
+        });
+        let how = format!("failed ({message})");
+        self.ctx
+            .reporter
+            .stage_finished(name, Finish::Failed { how: &how }, Duration::ZERO);
+        StageEnd {
+            outcome: Outcome::Failed,
+            output_digest: None,
+            cached: false,
+        }
+    }
+
+    /// Runs the attempts; `Some(attempt)` when one succeeded (its success is not recorded
+    /// yet: that waits for the checkpoint), `None` when the stage failed for good.
+    async fn attempts(&mut self, env: &StageEnv, why: Option<String>) -> Option<u32> {
+        let ctx = self.ctx.clone();
+        let stage = &ctx.plan.stages[self.id];
+        let log_path = ctx.run.log_path(&stage.name);
+        let attempts = stage.retry.attempts;
+        let mut env = env.vars.clone();
+        env.insert("MURPHY_RUN_ID".into(), ctx.run.id.clone());
+        env.insert("MURPHY_STAGE".into(), stage.name.clone());
+        env.insert(
+            "MURPHY_STATE_DIR".into(),
+            ctx.state_dir.to_string_lossy().into_owned(),
+        );
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        for attempt in 1..=attempts {
+            ctx.record(Event::StageStarted {
+                stage: stage.name.clone(),
+                attempt,
+                why: if attempt == 1 { why.clone() } else { None },
+            });
+            ctx.reporter.stage_started(&stage.name, attempt, attempts);
+            let started = Instant::now();
+            let result =
+                run_attempt(&ctx, self.id, &env, &log_path, attempt, &mut self.cancel).await;
+            if result.outcome == Outcome::Succeeded {
+                return Some(attempt);
+            }
+            let elapsed = started.elapsed();
+            ctx.record(Event::StageFinished {
+                stage: stage.name.clone(),
+                attempt,
+                outcome: result.outcome,
+                exit_code: result.exit_code,
+                signal: result.signal,
+                duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+                message: result.message.clone(),
+                fingerprint: None,
+                output_digest: None,
+            });
+            let mut how = result.describe(stage.timeout);
+            let retrying = attempt < attempts && result.outcome != Outcome::Interrupted;
+            if retrying {
+                how.push_str(&format!(
+                    "; retrying in {}",
+                    format_duration(stage.retry.delay)
+                ));
+            }
+            ctx.reporter
+                .stage_finished(&stage.name, Finish::Failed { how: &how }, elapsed);
+            if !retrying {
+                if result.outcome != Outcome::Interrupted {
+                    ctx.reporter.failure_log(
+                        &stage.name,
+                        &log_path,
+                        &tail_lines(&log_path, FAILURE_TAIL),
+                    );
+                }
+                return None;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(stage.retry.delay) => {}
+                () = process::cancelled(&mut self.cancel) => return None,
+            }
+        }
+        None
+    }
+}
+
+/// `message: cause: cause`, on one line, for the journal and the terminal.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+/// How one attempt ended, in the terms the journal and the terminal use.
+struct Attempt {
+    outcome: Outcome,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    message: Option<String>,
+}
+
+impl Attempt {
+    fn failed(message: String) -> Attempt {
+        Attempt {
+            outcome: Outcome::Failed,
+            exit_code: None,
+            signal: None,
+            message: Some(message),
+        }
+    }
+
+    /// `failed (exit 3)`, `timed out after 20m`, ...: for the terminal.
+    fn describe(&self, timeout: Option<Duration>) -> String {
+        match (self.outcome, self.exit_code, self.signal, &self.message) {
+            (Outcome::TimedOut, ..) => format!(
+                "timed out (limit {})",
+                timeout.map(format_duration).unwrap_or_default()
+            ),
+            (Outcome::Interrupted, ..) => "interrupted".into(),
+            (_, Some(code), ..) => format!("failed (exit {code})"),
+            (_, _, Some(signal), _) => format!("failed (killed by signal {signal})"),
+            (_, _, _, Some(message)) => format!("failed ({message})"),
+            _ => "failed".into(),
+        }
+    }
+}
+
+async fn run_attempt(
+    ctx: &Arc<Context>,
+    id: StageId,
+    env: &[(String, String)],
+    log_path: &Path,
+    attempt: u32,
+    cancel: &mut watch::Receiver<bool>,
+) -> Attempt {
+    let stage = &ctx.plan.stages[id];
+    let log = match OpenOptions::new().create(true).append(true).open(log_path) {
+        Ok(log) => log,
+        Err(err) => return Attempt::failed(format!("cannot open {}: {err}", log_path.display())),
+    };
+    let echo: Option<Echo> = ctx.verbose.then(|| {
+        let ctx = ctx.clone();
+        Box::new(move |line: &[u8]| ctx.reporter.stage_output(&ctx.plan.stages[id].name, line))
+            as Echo
+    });
+    let output = Arc::new(Output::new(log, echo));
+    if attempt > 1 {
+        output.line(
+            format!(
+                "--- murphy: attempt {attempt} of {} ---\n",
+                stage.retry.attempts
+            )
+            .as_bytes(),
+        );
+    }
+    let cwd = ctx.plan.root.join(&stage.workdir);
+    if !cwd.is_dir() {
+        let message = format!("workdir `{}` does not exist", stage.workdir.display());
+        output.line(format!("murphy: {message}\n").as_bytes());
+        return Attempt::failed(message);
+    }
+    let deadline = stage.timeout.map(|t| Instant::now() + t);
+    for command in &stage.commands {
+        output.line(format!("$ {command}\n").as_bytes());
+        let ended = process::run(command, &cwd, env, output.clone(), deadline, cancel).await;
+        let attempt = match ended {
+            Ok(Ended::Exited(status)) if status.success() => continue,
+            Ok(Ended::Exited(status)) => {
+                use std::os::unix::process::ExitStatusExt;
+                Attempt {
+                    outcome: Outcome::Failed,
+                    exit_code: status.code(),
+                    signal: status.signal(),
+                    message: None,
+                }
+            }
+            Ok(Ended::TimedOut) => Attempt {
+                outcome: Outcome::TimedOut,
+                exit_code: None,
+                signal: None,
+                message: None,
+            },
+            Ok(Ended::Interrupted) => Attempt {
+                outcome: Outcome::Interrupted,
+                exit_code: None,
+                signal: None,
+                message: None,
+            },
+            Err(err) => Attempt::failed(format!("cannot start `sh`: {err}")),
+        };
+        if attempt.outcome == Outcome::TimedOut {
+            output.line(b"murphy: timed out; the stage's processes were killed\n");
+        }
+        return attempt;
+    }
+    Attempt {
+        outcome: Outcome::Succeeded,
+        exit_code: Some(0),
+        signal: None,
+        message: None,
+    }
+}
+
+/// The last `n` lines of a file, read from its end so a huge log costs little.
+fn tail_lines(path: &Path, n: usize) -> Vec<String> {
+    const WINDOW: u64 = 64 * 1024;
+    let read = || -> io::Result<Vec<u8>> {
+        let mut file = File::open(path)?;
+        let len = file.metadata()?.len();
+        file.seek(SeekFrom::Start(len.saturating_sub(WINDOW)))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        Ok(bytes)
+    };
+    let bytes = read().unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| (*l).to_owned())
+        .collect()
+}

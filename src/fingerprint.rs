@@ -1,0 +1,219 @@
+//! A stage's fingerprint: one BLAKE3 over everything that decides its result.
+//!
+//! The inputs to the fingerprint are kept as a [`Manifest`] so that `murphy status` can say
+//! which input, variable or upstream stage changed, by diffing two manifests.
+//! **Invariant:** change any field and the fingerprint changes; nothing outside the manifest
+//! (mtimes, run ids, key order in the YAML) can change it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::environment::StageEnv;
+use crate::inputs;
+use crate::plan::Stage;
+use crate::stat_cache::StatCache;
+
+/// Bumped whenever the way a fingerprint is computed changes, so old checkpoints miss.
+const DOMAIN: &str = "murphy-fingerprint-v1";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub commands: Vec<String>,
+    pub workdir: String,
+    /// Variable name to a digest of its value (values may be secrets; digests are not).
+    pub env: BTreeMap<String, String>,
+    /// Input path (relative to the pipeline's directory) to the digest of its bytes.
+    pub inputs: BTreeMap<String, String>,
+    /// Needed stage to the digest of its outputs.
+    pub upstream: BTreeMap<String, String>,
+}
+
+impl Manifest {
+    /// Reads and hashes a stage's inputs. `upstream` are the output digests of its needs.
+    pub fn build(
+        stage: &Stage,
+        env: &StageEnv,
+        root: &Path,
+        state_dir: &Path,
+        upstream: BTreeMap<String, String>,
+        stat_cache: &StatCache,
+    ) -> std::io::Result<Manifest> {
+        let mut files = BTreeMap::new();
+        for relative in inputs::expand(root, &stage.inputs, state_dir)? {
+            let path = root.join(&relative);
+            let digest = match std::fs::symlink_metadata(&path)?.file_type().is_symlink() {
+                true => {
+                    let target = std::fs::read_link(&path)?;
+                    *blake3::hash(target.as_os_str().as_encoded_bytes()).as_bytes()
+                }
+                false => stat_cache.digest(&path)?.0,
+            };
+            files.insert(relative.to_string_lossy().into_owned(), hex(&digest));
+        }
+        let env = env
+            .fingerprinted
+            .iter()
+            .map(|(name, value)| {
+                let digest = match value {
+                    Some(v) => hex(blake3::hash(v.as_bytes()).as_bytes()),
+                    None => "unset".to_owned(),
+                };
+                (name.clone(), digest)
+            })
+            .collect();
+        Ok(Manifest {
+            commands: stage.commands.clone(),
+            workdir: stage.workdir.to_string_lossy().into_owned(),
+            env,
+            inputs: files,
+            upstream,
+        })
+    }
+
+    /// The fingerprint: a length-prefixed encoding of every field, so no two manifests
+    /// can encode alike.
+    pub fn fingerprint(&self) -> String {
+        let mut h = blake3::Hasher::new();
+        let mut put = |s: &str| {
+            h.update(&(s.len() as u64).to_le_bytes());
+            h.update(s.as_bytes());
+        };
+        put(DOMAIN);
+        put(&self.commands.len().to_string());
+        self.commands.iter().for_each(|c| put(c));
+        put(&self.workdir);
+        for map in [&self.env, &self.inputs, &self.upstream] {
+            put(&map.len().to_string());
+            for (k, v) in map {
+                put(k);
+                put(v);
+            }
+        }
+        h.finalize().to_hex().to_string()
+    }
+
+    /// What changed since `before`, in words: `input `src/a.rs` changed`, ...
+    pub fn changes_since(&self, before: &Manifest) -> Vec<String> {
+        let mut changes = Vec::new();
+        if self.commands != before.commands {
+            changes.push("its commands changed".to_owned());
+        }
+        if self.workdir != before.workdir {
+            changes.push("its workdir changed".to_owned());
+        }
+        diff(&mut changes, "input", &before.inputs, &self.inputs);
+        diff(&mut changes, "env", &before.env, &self.env);
+        diff(&mut changes, "upstream", &before.upstream, &self.upstream);
+        changes
+    }
+}
+
+fn diff(
+    out: &mut Vec<String>,
+    what: &str,
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+) {
+    for (key, value) in after {
+        match before.get(key) {
+            None => out.push(format!("{what} `{key}` was added")),
+            Some(old) if old != value => out.push(format!("{what} `{key}` changed")),
+            Some(_) => {}
+        }
+    }
+    for key in before.keys().filter(|k| !after.contains_key(*k)) {
+        out.push(format!("{what} `{key}` was removed"));
+    }
+}
+
+/// Up to `n` reasons joined, with a count of the rest: for one line in `status`.
+pub fn summarize(changes: &[String], n: usize) -> String {
+    let mut text = changes
+        .iter()
+        .take(n)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if changes.len() > n {
+        text.push_str(&format!(" and {} more", changes.len() - n));
+    }
+    text
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        Manifest {
+            commands: vec!["make".into()],
+            workdir: ".".into(),
+            env: [("A".to_owned(), "1".to_owned())].into(),
+            inputs: [("src/a.rs".to_owned(), "aa".to_owned())].into(),
+            upstream: [("build".to_owned(), "bb".to_owned())].into(),
+        }
+    }
+
+    #[test]
+    fn every_field_moves_the_fingerprint() {
+        let base = manifest().fingerprint();
+        let mut changed = Vec::new();
+        let mut m = manifest();
+        m.commands.push("x".into());
+        changed.push(m);
+        let mut m = manifest();
+        m.workdir = "sub".into();
+        changed.push(m);
+        let mut m = manifest();
+        m.env.insert("B".into(), "2".into());
+        changed.push(m);
+        let mut m = manifest();
+        m.inputs.insert("src/a.rs".into(), "ab".into());
+        changed.push(m);
+        let mut m = manifest();
+        m.upstream.insert("build".into(), "bc".into());
+        changed.push(m);
+        for m in changed {
+            assert_ne!(m.fingerprint(), base, "{m:?}");
+        }
+        assert_eq!(manifest().fingerprint(), base);
+    }
+
+    #[test]
+    fn fields_cannot_bleed_into_each_other() {
+        let mut a = manifest();
+        a.commands = vec!["ab".into()];
+        let mut b = manifest();
+        b.commands = vec!["a".into(), "b".into()];
+        assert_ne!(a.fingerprint(), b.fingerprint());
+    }
+
+    #[test]
+    fn changes_are_named() {
+        let before = manifest();
+        let mut after = manifest();
+        after.inputs.insert("src/a.rs".into(), "zz".into());
+        after.inputs.insert("src/new.rs".into(), "cc".into());
+        after.env.remove("A");
+        assert_eq!(
+            after.changes_since(&before),
+            [
+                "input `src/a.rs` changed",
+                "input `src/new.rs` was added",
+                "env `A` was removed"
+            ]
+        );
+    }
+}

@@ -1,0 +1,550 @@
+//! The checkpoint store: stage outputs kept once by content, and one record per fingerprint.
+//!
+//! ```text
+//! .murphy/store/objects/ab/ab12...   read-only copies of output files, named by BLAKE3
+//! .murphy/store/records/<fp>.json    a checksum line, then the StageRecord as JSON
+//! .murphy/store/manifests/<fp>.json  what went into the fingerprint (for "why did it re-run")
+//! .murphy/store/latest/<stage>       the fingerprint of the stage's newest record
+//! ```
+//!
+//! **Invariant:** nothing is trusted that was not verified. A record is used only if its
+//! checksum matches and every object it names exists with the digest in its name; anything
+//! else is treated as absent, so the stage runs again.
+//! **Invariant:** objects are written (and synced) before the record that names them.
+//!
+//! Objects are copies (`std::fs::copy`, which shares extents on copy-on-write filesystems),
+//! not hard links: a later build that rewrites an output in place would otherwise rewrite the
+//! stored object through the shared inode.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::atomic_file;
+use crate::fingerprint::{Manifest, hex};
+use crate::inputs;
+use crate::stat_cache::{StatCache, hash_file};
+
+pub const RECORD_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("declared output `{0}` was not produced")]
+    MissingOutput(String),
+    #[error("cannot store output `{}`", path.display())]
+    Output {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("output `{}` changed while it was being stored", .0.display())]
+    Unstable(PathBuf),
+    #[error("stored object {0} is damaged")]
+    Corrupt(String),
+    #[error("cannot access the checkpoint store at `{}`", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What a successful stage left behind, under one fingerprint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageRecord {
+    pub v: u32,
+    pub stage: String,
+    pub fingerprint: String,
+    /// Sorted by path, so parents come before what they hold.
+    pub outputs: Vec<OutputEntry>,
+    pub output_digest: String,
+    pub exit_code: i32,
+    pub duration_ms: u64,
+    pub run_id: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputEntry {
+    /// Relative to the pipeline's directory.
+    pub path: String,
+    #[serde(flatten)]
+    pub kind: OutputKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OutputKind {
+    File {
+        digest: String,
+        size: u64,
+        mode: u32,
+    },
+    Symlink {
+        target: String,
+    },
+    Dir {
+        mode: u32,
+    },
+}
+
+/// The digest of a stage's outputs as a whole: what its dependents' fingerprints see.
+pub fn outputs_digest(entries: &[OutputEntry]) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(b"murphy-outputs-v1");
+    for e in entries {
+        let line = serde_json::to_string(e).unwrap_or_default();
+        h.update(&(line.len() as u64).to_le_bytes());
+        h.update(line.as_bytes());
+    }
+    h.finalize().to_hex().to_string()
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// Counts for `murphy cache stats` and `murphy cache gc`.
+#[derive(Debug, Default, Serialize)]
+pub struct Stats {
+    pub objects: u64,
+    pub bytes: u64,
+    pub records: u64,
+}
+
+impl Store {
+    pub fn new(state_dir: &Path) -> Store {
+        Store {
+            root: state_dir.join("store"),
+        }
+    }
+
+    fn object_path(&self, digest: &str) -> PathBuf {
+        let prefix = digest.get(..2).unwrap_or("00");
+        self.root.join("objects").join(prefix).join(digest)
+    }
+
+    fn record_path(&self, fingerprint: &str) -> PathBuf {
+        self.root
+            .join("records")
+            .join(format!("{fingerprint}.json"))
+    }
+
+    fn manifest_path(&self, fingerprint: &str) -> PathBuf {
+        self.root
+            .join("manifests")
+            .join(format!("{fingerprint}.json"))
+    }
+
+    fn latest_path(&self, stage: &str) -> PathBuf {
+        self.root.join("latest").join(stage)
+    }
+
+    /// The verified record for `fingerprint`, or `None` if there is none or it is damaged.
+    pub fn lookup(&self, fingerprint: &str, stat_cache: &StatCache) -> Option<StageRecord> {
+        let record = self.read_record(fingerprint)?;
+        for entry in &record.outputs {
+            if let OutputKind::File { digest, .. } = &entry.kind
+                && !self.object_ok(digest, stat_cache)
+            {
+                tracing::warn!(
+                    "checkpoint of `{}` is damaged (object {digest}); running the stage again",
+                    record.stage
+                );
+                return None;
+            }
+        }
+        Some(record)
+    }
+
+    /// The stage's newest record, whatever its fingerprint (for `--from` and for "why").
+    pub fn latest(&self, stage: &str, stat_cache: &StatCache) -> Option<StageRecord> {
+        let fingerprint = fs::read_to_string(self.latest_path(stage)).ok()?;
+        self.lookup(fingerprint.trim(), stat_cache)
+    }
+
+    /// Whether the stage has a readable record at all (checked before `--from` starts).
+    pub fn has_record(&self, stage: &str) -> bool {
+        fs::read_to_string(self.latest_path(stage))
+            .is_ok_and(|fp| self.read_record(fp.trim()).is_some())
+    }
+
+    /// The manifest of the stage's newest record, to say what changed since.
+    pub fn latest_manifest(&self, stage: &str) -> Option<Manifest> {
+        let fingerprint = fs::read_to_string(self.latest_path(stage)).ok()?;
+        let bytes = fs::read(self.manifest_path(fingerprint.trim())).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn read_record(&self, fingerprint: &str) -> Option<StageRecord> {
+        let path = self.record_path(fingerprint);
+        let bytes = fs::read(&path).ok()?;
+        let (check, body) = bytes.split_at_checked(64)?;
+        let body = body.strip_prefix(b"\n")?;
+        if blake3::hash(body).to_hex().as_bytes() != check {
+            tracing::warn!("{} is damaged; ignoring it", path.display());
+            return None;
+        }
+        let record: StageRecord = serde_json::from_slice(body).ok()?;
+        (record.v == RECORD_VERSION && record.fingerprint == fingerprint).then_some(record)
+    }
+
+    fn object_ok(&self, digest: &str, stat_cache: &StatCache) -> bool {
+        stat_cache
+            .digest(&self.object_path(digest))
+            .is_ok_and(|(d, _)| hex(&d) == digest)
+    }
+
+    /// Collects a stage's declared outputs below `root`: every path must exist and every glob
+    /// must match. A directory is taken whole, with its files, symlinks and modes.
+    pub fn collect_outputs(
+        &self,
+        root: &Path,
+        patterns: &[String],
+        stat_cache: &StatCache,
+    ) -> Result<Vec<OutputEntry>, StoreError> {
+        let mut entries = Vec::new();
+        for pattern in patterns {
+            let clean = inputs::clean(pattern);
+            let matches: Vec<PathBuf> = if inputs::is_glob(clean) {
+                inputs::expand(root, &[clean.to_owned()], &self.root).map_err(|source| {
+                    StoreError::Output {
+                        path: PathBuf::from(clean),
+                        source,
+                    }
+                })?
+            } else {
+                vec![PathBuf::from(clean)]
+            };
+            if matches.is_empty() {
+                return Err(StoreError::MissingOutput(pattern.clone()));
+            }
+            for relative in matches {
+                let path = root.join(&relative);
+                if fs::symlink_metadata(&path).is_err() {
+                    return Err(StoreError::MissingOutput(pattern.clone()));
+                }
+                for entry in walkdir::WalkDir::new(&path).follow_links(false) {
+                    let entry = entry.map_err(|e| StoreError::Output {
+                        path: path.clone(),
+                        source: e.into(),
+                    })?;
+                    let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
+                    entries.push(self.describe(entry.path(), rel, stat_cache)?);
+                }
+            }
+        }
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        entries.dedup_by(|a, b| a.path == b.path);
+        Ok(entries)
+    }
+
+    fn describe(
+        &self,
+        path: &Path,
+        rel: &Path,
+        stat_cache: &StatCache,
+    ) -> Result<OutputEntry, StoreError> {
+        let fail = |source| StoreError::Output {
+            path: rel.to_owned(),
+            source,
+        };
+        let meta = fs::symlink_metadata(path).map_err(fail)?;
+        let mode = meta.mode() & 0o7777;
+        let kind = if meta.file_type().is_symlink() {
+            let target = fs::read_link(path).map_err(fail)?;
+            OutputKind::Symlink {
+                target: target.to_string_lossy().into_owned(),
+            }
+        } else if meta.is_dir() {
+            OutputKind::Dir { mode }
+        } else {
+            let (digest, size) = stat_cache.digest(path).map_err(fail)?;
+            OutputKind::File {
+                digest: hex(&digest),
+                size,
+                mode,
+            }
+        };
+        Ok(OutputEntry {
+            path: rel.to_string_lossy().into_owned(),
+            kind,
+        })
+    }
+
+    /// Stores the outputs' bytes (each once) and then the record naming them, durably.
+    pub fn save(
+        &self,
+        root: &Path,
+        record: &StageRecord,
+        manifest: &Manifest,
+        stat_cache: &StatCache,
+    ) -> Result<(), StoreError> {
+        let mut wrote_objects = false;
+        for entry in &record.outputs {
+            if let OutputKind::File { digest, .. } = &entry.kind
+                && !self.object_ok(digest, stat_cache)
+            {
+                self.put_object(&root.join(&entry.path), digest)?;
+                wrote_objects = true;
+            }
+        }
+        if wrote_objects {
+            sync_filesystem(&self.root).map_err(io_err(&self.root))?;
+        }
+        let body = serde_json::to_vec_pretty(record)
+            .map_err(|e| io_err(&self.root)(io::Error::other(e)))?;
+        let mut bytes = blake3::hash(&body).to_hex().as_bytes().to_vec();
+        bytes.push(b'\n');
+        bytes.extend_from_slice(&body);
+        for dir in ["records", "manifests", "latest"] {
+            let dir = self.root.join(dir);
+            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        let manifest_path = self.manifest_path(&record.fingerprint);
+        let manifest_bytes = serde_json::to_vec(manifest)
+            .map_err(|e| io_err(&manifest_path)(io::Error::other(e)))?;
+        atomic_file::write(&manifest_path, &manifest_bytes).map_err(io_err(&manifest_path))?;
+        let record_path = self.record_path(&record.fingerprint);
+        atomic_file::write(&record_path, &bytes).map_err(io_err(&record_path))?;
+        let latest = self.latest_path(&record.stage);
+        atomic_file::write(&latest, record.fingerprint.as_bytes()).map_err(io_err(&latest))
+    }
+
+    /// Copies `source` into the store under `digest`, checking the copy's bytes.
+    fn put_object(&self, source: &Path, digest: &str) -> Result<(), StoreError> {
+        let path = self.object_path(digest);
+        let dir = path.parent().unwrap_or(&self.root);
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let tmp = dir.join(format!(".{digest}.tmp-{}", std::process::id()));
+        let result = (|| {
+            fs::copy(source, &tmp).map_err(|e| StoreError::Output {
+                path: source.to_owned(),
+                source: e,
+            })?;
+            if hex(&hash_file(&tmp).map_err(io_err(&tmp))?) != digest {
+                return Err(StoreError::Unstable(source.to_owned()));
+            }
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444)).map_err(io_err(&tmp))?;
+            fs::rename(&tmp, &path).map_err(io_err(&path))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Makes the workspace hold exactly the record's outputs, copying back what is missing or
+    /// different and checking each object's bytes on the way. Returns how many were restored.
+    pub fn restore(
+        &self,
+        root: &Path,
+        record: &StageRecord,
+        stat_cache: &StatCache,
+    ) -> Result<usize, StoreError> {
+        let mut restored = 0;
+        for entry in &record.outputs {
+            let path = root.join(&entry.path);
+            let current = fs::symlink_metadata(&path).ok();
+            match &entry.kind {
+                OutputKind::Dir { mode } => {
+                    if !current.as_ref().is_some_and(|m| m.is_dir()) {
+                        remove_any(&path);
+                        fs::create_dir_all(&path).map_err(io_err(&path))?;
+                        restored += 1;
+                    }
+                    fs::set_permissions(&path, fs::Permissions::from_mode(*mode))
+                        .map_err(io_err(&path))?;
+                }
+                OutputKind::Symlink { target } => {
+                    let same = fs::read_link(&path).is_ok_and(|t| t.as_os_str() == target.as_str());
+                    if !same {
+                        remove_any(&path);
+                        ensure_parent(&path)?;
+                        std::os::unix::fs::symlink(target, &path).map_err(io_err(&path))?;
+                        restored += 1;
+                    }
+                }
+                OutputKind::File { digest, mode, .. } => {
+                    let intact = current
+                        .as_ref()
+                        .is_some_and(|m| m.is_file() && m.mode() & 0o7777 == *mode)
+                        && stat_cache
+                            .digest(&path)
+                            .is_ok_and(|(d, _)| hex(&d) == *digest);
+                    if !intact {
+                        remove_any(&path);
+                        ensure_parent(&path)?;
+                        self.copy_out(digest, &path, *mode)?;
+                        restored += 1;
+                    }
+                }
+            }
+        }
+        Ok(restored)
+    }
+
+    /// Copies an object to `dest` through a temp file, hashing as it goes.
+    fn copy_out(&self, digest: &str, dest: &Path, mode: u32) -> Result<(), StoreError> {
+        let object = self.object_path(digest);
+        let tmp = dest.with_file_name(format!(
+            ".{}.murphy-tmp",
+            dest.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        ));
+        let result = (|| {
+            let mut from =
+                fs::File::open(&object).map_err(|_| StoreError::Corrupt(digest.to_owned()))?;
+            let mut to = fs::File::create(&tmp).map_err(io_err(&tmp))?;
+            let mut hasher = blake3::Hasher::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = from.read(&mut buf).map_err(io_err(&object))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                to.write_all(&buf[..n]).map_err(io_err(&tmp))?;
+            }
+            if hasher.finalize().to_hex().as_str() != digest {
+                return Err(StoreError::Corrupt(digest.to_owned()));
+            }
+            drop(to);
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).map_err(io_err(&tmp))?;
+            fs::rename(&tmp, dest).map_err(io_err(dest))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Removes records older than `keep_days` (if given), then every object no remaining
+    /// record names. Records go first: a kill in between leaves only unreferenced objects,
+    /// which the next gc removes. Call with the state directory's lock held.
+    pub fn gc(&self, keep_days: Option<u32>, now: Timestamp) -> Result<Stats, StoreError> {
+        let mut removed = Stats::default();
+        let mut referenced: HashSet<String> = HashSet::new();
+        for fingerprint in self.fingerprints()? {
+            let record = self.read_record(&fingerprint);
+            let expired = match (&record, keep_days) {
+                (None, _) => true,
+                (Some(r), Some(days)) => {
+                    now.as_second() - r.created_at.as_second() > i64::from(days) * 86_400
+                }
+                (Some(_), None) => false,
+            };
+            if expired {
+                let path = self.record_path(&fingerprint);
+                fs::remove_file(&path).map_err(io_err(&path))?;
+                let _ = fs::remove_file(self.manifest_path(&fingerprint));
+                removed.records += 1;
+            } else if let Some(record) = record {
+                referenced.extend(record.outputs.into_iter().filter_map(|e| match e.kind {
+                    OutputKind::File { digest, .. } => Some(digest),
+                    _ => None,
+                }));
+            }
+        }
+        for (path, digest, size) in self.objects()? {
+            if !referenced.contains(&digest) {
+                fs::remove_file(&path).map_err(io_err(&path))?;
+                removed.objects += 1;
+                removed.bytes += size;
+            }
+        }
+        Ok(removed)
+    }
+
+    pub fn stats(&self) -> Result<Stats, StoreError> {
+        let objects = self.objects()?;
+        Ok(Stats {
+            objects: objects.len() as u64,
+            bytes: objects.iter().map(|(_, _, size)| size).sum(),
+            records: self.fingerprints()?.len() as u64,
+        })
+    }
+
+    fn fingerprints(&self) -> Result<Vec<String>, StoreError> {
+        let dir = self.root.join("records");
+        let mut out = Vec::new();
+        for entry in read_dir_if_any(&dir)? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(fp) = name.strip_suffix(".json") {
+                out.push(fp.to_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every object file: (path, digest, size). Leftover temp files count as garbage too.
+    fn objects(&self) -> Result<Vec<(PathBuf, String, u64)>, StoreError> {
+        let dir = self.root.join("objects");
+        let mut out = Vec::new();
+        for prefix in read_dir_if_any(&dir)? {
+            for entry in read_dir_if_any(&prefix.path())? {
+                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                out.push((
+                    entry.path(),
+                    entry.file_name().to_string_lossy().into_owned(),
+                    size,
+                ));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn read_dir_if_any(dir: &Path) -> Result<Vec<fs::DirEntry>, StoreError> {
+    match fs::read_dir(dir) {
+        Ok(entries) => entries.collect::<io::Result<Vec<_>>>().map_err(io_err(dir)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io_err(dir)(e)),
+    }
+}
+
+fn ensure_parent(path: &Path) -> Result<(), StoreError> {
+    match path.parent() {
+        Some(parent) => fs::create_dir_all(parent).map_err(io_err(parent)),
+        None => Ok(()),
+    }
+}
+
+/// Removes whatever is at `path` (file, link or directory tree); absence is fine.
+pub fn remove_any(path: &Path) {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
+            let _ = fs::remove_dir_all(path);
+        }
+        Ok(_) => {
+            let _ = fs::remove_file(path);
+        }
+        Err(_) => {}
+    }
+}
+
+/// One `syncfs` makes every object written so far durable, instead of one fsync per file.
+fn sync_filesystem(path: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let dir = fs::File::open(path)?;
+    // SAFETY: syncfs only reads the descriptor, which outlives the call.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
