@@ -168,6 +168,38 @@ fn group_alive(pgid: libc::pid_t) -> bool {
     unsafe { libc::killpg(pgid, 0) == 0 }
 }
 
+/// Kills what a dead murphy's stage left running, so it cannot write into the outputs of the
+/// stage's next attempt. Such processes are found by the `MURPHY_RUN_ID` and `MURPHY_STAGE`
+/// in their environment: a recorded process group id could have been reused since.
+pub fn kill_leftovers(run_id: &str, stage: &str) -> usize {
+    let run = format!("MURPHY_RUN_ID={run_id}");
+    let stage = format!("MURPHY_STAGE={stage}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut killed = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let mut vars = environ.split(|&b| b == 0);
+        let ours = vars.clone().any(|v| v == run.as_bytes()) && vars.any(|v| v == stage.as_bytes());
+        if ours && pid != std::process::id() as libc::pid_t {
+            // SAFETY: sends a signal to a process we identified by its environment.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            killed += 1;
+        }
+    }
+    killed
+}
+
 /// Copies a pipe to `output` line by line until end of file.
 async fn pump(mut pipe: impl AsyncRead + Unpin, output: Arc<Output>) {
     let mut buf = Vec::with_capacity(8192);

@@ -172,8 +172,16 @@ impl Task {
         })
     }
 
-    /// Removes what the declared outputs name, before a stage that died mid-way runs again.
+    /// Stops what the dead attempt left running and removes what the declared outputs
+    /// name, before a stage that died mid-way runs again.
     fn discard_outputs(&self) {
+        let killed = process::kill_leftovers(&self.ctx.run.id, &self.stage().name);
+        if killed > 0 {
+            tracing::info!(
+                "killed {killed} processes left running by `{}` when murphy stopped",
+                self.stage().name
+            );
+        }
         let root = &self.ctx.plan.root;
         for pattern in &self.stage().outputs {
             let clean = inputs::clean(pattern);
