@@ -42,14 +42,7 @@ impl Manifest {
     ) -> std::io::Result<Manifest> {
         let mut files = BTreeMap::new();
         for relative in inputs::expand(root, &stage.inputs, state_dir)? {
-            let path = root.join(&relative);
-            let digest = match std::fs::symlink_metadata(&path)?.file_type().is_symlink() {
-                true => {
-                    let target = std::fs::read_link(&path)?;
-                    *blake3::hash(target.as_os_str().as_encoded_bytes()).as_bytes()
-                }
-                false => stat_cache.digest(&path)?.0,
-            };
+            let digest = stat_cache.digest(&root.join(&relative))?.0;
             files.insert(relative.to_string_lossy().into_owned(), hex(&digest));
         }
         let env = env

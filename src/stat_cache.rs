@@ -86,8 +86,13 @@ impl StatCache {
     }
 
     /// The digest and size of the file at `path`, reading it only when it may have changed.
+    /// A symlink is not followed: its digest is that of its target's path.
     pub fn digest(&self, path: &Path) -> io::Result<(Digest, u64)> {
-        let meta = std::fs::metadata(path)?;
+        let meta = std::fs::symlink_metadata(path)?;
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(path)?;
+            return Ok((*blake3::hash(target.as_os_str().as_bytes()).as_bytes(), 0));
+        }
         let stamp = Stamp::of(&meta);
         if let Some((cached, digest)) = self.lock().map.get(path)
             && *cached == stamp
@@ -98,7 +103,7 @@ impl StatCache {
         let digest = hash_file(path)?;
         // Keep the entry only if the file cannot change again unseen (see the module doc),
         // and only if it did not change while we read it.
-        let after = std::fs::metadata(path).map(|m| Stamp::of(&m)).ok();
+        let after = std::fs::symlink_metadata(path).map(|m| Stamp::of(&m)).ok();
         if after == Some(stamp) && stamp.ctime_ns < hashed_at - RACY_WINDOW_NS {
             let mut entries = self.lock();
             entries.map.insert(path.to_owned(), (stamp, digest));
