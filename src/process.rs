@@ -163,9 +163,29 @@ fn signal_group(pgid: libc::pid_t, signal: libc::c_int) {
     }
 }
 
+/// Whether any process of the group still runs. Zombies do not count: they are dead, but
+/// `kill(0)` finds them until their new parent (init, which may be slow or never reap) does.
 fn group_alive(pgid: libc::pid_t) -> bool {
     // SAFETY: signal 0 checks for existence only.
-    unsafe { libc::killpg(pgid, 0) == 0 }
+    if unsafe { libc::killpg(pgid, 0) } != 0 {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    entries.flatten().any(|entry| {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
+        // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            return false;
+        };
+        let mut fields = rest.split(' ');
+        let state = fields.next();
+        let pgrp = fields.nth(1).and_then(|f| f.parse::<libc::pid_t>().ok());
+        pgrp == Some(pgid) && state != Some("Z")
+    })
 }
 
 /// Kills what a dead murphy's stage left running, so it cannot write into the outputs of the

@@ -246,6 +246,9 @@ pub async fn execute(
         }
     }
 
+    // A stage task may see the cancel before this loop does; the signal still decides.
+    interrupted |= *cancel.borrow() || slots.contains(&Slot::Failed(Outcome::Interrupted));
+
     // Whatever never started is recorded as skipped, with the reason.
     for id in 0..slots.len() {
         if slots[id] == Slot::Pending {
@@ -307,6 +310,9 @@ fn skip_dependents_of_failures(ctx: &Context, slots: &mut [Slot]) {
             ctx.plan.stages[id].needs.iter().find_map(|&n| {
                 let need = &ctx.plan.stages[n].name;
                 match slots[n] {
+                    Slot::Failed(Outcome::Interrupted) => {
+                        Some((id, format!("because `{need}` was interrupted")))
+                    }
                     Slot::Failed(_) => Some((id, format!("because `{need}` failed"))),
                     Slot::Skipped => Some((id, format!("because `{need}` was skipped"))),
                     _ => None,

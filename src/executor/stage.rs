@@ -92,12 +92,15 @@ impl Task {
             self.discard_outputs();
         }
         let started = Instant::now();
-        let Some(attempt) = self.attempts(&env, why).await else {
-            return StageEnd {
-                outcome: Outcome::Failed,
-                output_digest: None,
-                cached: false,
-            };
+        let attempt = match self.attempts(&env, why).await {
+            Ok(attempt) => attempt,
+            Err(outcome) => {
+                return StageEnd {
+                    outcome,
+                    output_digest: None,
+                    cached: false,
+                };
+            }
         };
         self.checkpoint(manifest, fingerprint, attempt, started.elapsed())
             .await
@@ -301,9 +304,10 @@ impl Task {
         }
     }
 
-    /// Runs the attempts; `Some(attempt)` when one succeeded (its success is not recorded
-    /// yet: that waits for the checkpoint), `None` when the stage failed for good.
-    async fn attempts(&mut self, env: &StageEnv, why: Option<String>) -> Option<u32> {
+    /// Runs the attempts: `Ok(attempt)` when one succeeded (its success is not recorded yet:
+    /// that waits for the checkpoint), `Err(outcome)` when the stage failed for good or was
+    /// interrupted.
+    async fn attempts(&mut self, env: &StageEnv, why: Option<String>) -> Result<u32, Outcome> {
         let ctx = self.ctx.clone();
         let stage = &ctx.plan.stages[self.id];
         let log_path = ctx.run.log_path(&stage.name);
@@ -327,7 +331,7 @@ impl Task {
             let result =
                 run_attempt(&ctx, self.id, &env, &log_path, attempt, &mut self.cancel).await;
             if result.outcome == Outcome::Succeeded {
-                return Some(attempt);
+                return Ok(attempt);
             }
             let elapsed = started.elapsed();
             ctx.record(Event::StageFinished {
@@ -359,14 +363,33 @@ impl Task {
                         &tail_lines(&log_path, FAILURE_TAIL),
                     );
                 }
-                return None;
+                return Err(result.outcome);
             }
             tokio::select! {
                 () = tokio::time::sleep(stage.retry.delay) => {}
-                () = process::cancelled(&mut self.cancel) => return None,
+                () = process::cancelled(&mut self.cancel) => {
+                    // The last word on the stage must be the interruption, not the failure.
+                    ctx.record(Event::StageFinished {
+                        stage: stage.name.clone(),
+                        attempt,
+                        outcome: Outcome::Interrupted,
+                        exit_code: None,
+                        signal: None,
+                        duration_ms: 0,
+                        message: Some("interrupted while waiting to retry".into()),
+                        fingerprint: None,
+                        output_digest: None,
+                    });
+                    ctx.reporter.stage_finished(
+                        &stage.name,
+                        Finish::Failed { how: "interrupted" },
+                        Duration::ZERO,
+                    );
+                    return Err(Outcome::Interrupted);
+                }
             }
         }
-        None
+        Err(Outcome::Failed)
     }
 }
 

@@ -1,0 +1,295 @@
+//! Pipeline file errors, `validate`, `graph` and `schema`.
+
+use crate::support::{Test, parse_json};
+
+/// Runs a bad pipeline and checks murphy's whole stderr, given line by line.
+fn assert_config_error(yaml: &str, expected: &[&str]) {
+    let out = Test::new().pipeline(yaml).args(["run"]).code(2).run();
+    assert_eq!(out.stderr, expected.join("\n") + "\n");
+    assert!(!out.file(".murphy").exists(), "nothing is run or recorded");
+}
+
+#[test]
+fn unknown_key_suggests_the_near_one() {
+    assert_config_error(
+        "
+        version: 1
+        stages:
+          a: {run: x, neds: [b]}
+        ",
+        &[
+            "error: pipeline.yml:3:15: unknown key `neds` (did you mean `needs`?)",
+            "  |",
+            "3 |   a: {run: x, neds: [b]}",
+            "  |               ^",
+        ],
+    );
+}
+
+#[test]
+fn needs_naming_no_stage_suggests_the_near_one() {
+    assert_config_error(
+        "
+        version: 1
+        stages:
+          lint: {run: x}
+          build: {needs: [lnit], run: y}
+        ",
+        &[
+            "error: pipeline.yml:4:19: stage `build` needs `lnit`, which is not a stage (did you mean `lint`?)",
+            "  |",
+            "4 |   build: {needs: [lnit], run: y}",
+            "  |                   ^^^^",
+        ],
+    );
+}
+
+#[test]
+fn cycle_is_printed() {
+    assert_config_error(
+        "
+        version: 1
+        stages:
+          a: {needs: [c]}
+          b: {needs: [a]}
+          c: {needs: [b]}
+        ",
+        &[
+            "error: pipeline.yml:4:15: stages form a cycle: `a` -> `c` -> `b` -> `a`",
+            "  |",
+            "4 |   b: {needs: [a]}",
+            "  |               ^",
+        ],
+    );
+}
+
+#[test]
+fn two_stages_cannot_declare_the_same_output() {
+    assert_config_error(
+        "
+        version: 1
+        stages:
+          a: {outputs: [dist/x]}
+          b: {outputs: [./dist/x]}
+        ",
+        &[
+            "error: pipeline.yml:4:17: stage `b` declares output `./dist/x`, which stage `a` already declares",
+            "  |",
+            "4 |   b: {outputs: [./dist/x]}",
+            "  |                 ^^^^^^^^",
+            "  = note: first declared at pipeline.yml:3:17; each output has exactly one producer",
+        ],
+    );
+}
+
+#[test]
+fn bad_duration_is_reported_where_written() {
+    assert_config_error(
+        "
+        version: 1
+        stages:
+          a:
+            run: x
+            timeout: soon
+        ",
+        &[
+            "error: pipeline.yml:5:14: bad duration `soon`: expected a number with a unit, like `90s`, `20m` or `1h 30m`",
+            "  |",
+            "5 |     timeout: soon",
+            "  |              ^^^^",
+        ],
+    );
+}
+
+#[test]
+fn version_is_required() {
+    assert_config_error(
+        "
+        stages:
+          a: {run: x}
+        ",
+        &[
+            "error: pipeline.yml:1:1: missing `version`: add `version: 1` at the top",
+            "  |",
+            "1 | stages:",
+            "  | ^",
+        ],
+    );
+}
+
+#[test]
+fn unsupported_version_is_refused() {
+    assert_config_error(
+        "
+        version: 2
+        stages:
+          a: {run: x}
+        ",
+        &[
+            "error: pipeline.yml:1:10: unsupported `version: 2`: this murphy reads version 1",
+            "  |",
+            "1 | version: 2",
+            "  |          ^",
+        ],
+    );
+}
+
+#[test]
+fn yaml_syntax_error_points_at_the_bad_line() {
+    assert_config_error(
+        "
+        version: 1
+        stages:
+          a:
+            run: x
+           needs: [b]
+        ",
+        &[
+            "error: pipeline.yml:5:4: invalid YAML: while parsing a block mapping, did not find expected key",
+            "  |",
+            "5 |    needs: [b]",
+            "  |    ^",
+        ],
+    );
+}
+
+#[test]
+fn a_stage_name_may_appear_once() {
+    assert_config_error(
+        "
+        version: 1
+        stages:
+          a: {run: x}
+          a: {run: y}
+        ",
+        &[
+            "error: pipeline.yml:4:3: duplicate key `a`: each key may appear once in a mapping",
+            "  |",
+            "4 |   a: {run: y}",
+            "  |   ^",
+        ],
+    );
+}
+
+#[test]
+fn murphy_variables_cannot_be_set_in_env() {
+    assert_config_error(
+        "
+        version: 1
+        env: {MURPHY_STAGE: x}
+        stages: {}
+        ",
+        &[
+            "error: pipeline.yml:2:7: `MURPHY_STAGE` is set by murphy for each stage and cannot be set in `env`",
+            "  |",
+            "2 | env: {MURPHY_STAGE: x}",
+            "  |       ^^^^^^^^^^^^",
+        ],
+    );
+}
+
+#[test]
+fn validate_exits_0_on_a_good_file_and_2_on_a_bad_one() {
+    let out = Test::new()
+        .pipeline(
+            "
+            version: 1
+            stages:
+              a: {run: touch ran}
+              b: {needs: [a]}
+            ",
+        )
+        .args(["validate"])
+        .run();
+    assert_eq!(out.stdout, "pipeline.yml: valid, 2 stages\n");
+    assert!(!out.file("ran").exists(), "validate runs nothing");
+
+    let out = Test::new()
+        .pipeline(
+            "
+            version: 1
+            stages:
+              a: {needs: [b]}
+            ",
+        )
+        .args(["validate"])
+        .code(2)
+        .run();
+    assert!(
+        out.stderr
+            .starts_with("error: pipeline.yml:3:15: stage `a` needs `b`, which is not a stage"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn validate_reads_the_file_given() {
+    let out = Test::new()
+        .write("ci/other.yml", "version: 1\nstages: {a: {}}\n")
+        .args(["--file", "ci/other.yml", "validate"])
+        .run();
+    assert_eq!(out.stdout, "ci/other.yml: valid, 1 stage\n");
+}
+
+const DIAMOND: &str = "
+    version: 1
+    name: demo
+    stages:
+      d: {needs: [b, c]}
+      b: {needs: [a]}
+      c: {needs: [a]}
+      a: {}
+";
+
+const EDGES: [(&str, &str); 4] = [("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")];
+
+#[test]
+fn graph_dot_has_every_edge() {
+    let out = Test::new()
+        .pipeline(DIAMOND)
+        .args(["graph", "--format", "dot"])
+        .run();
+    assert!(
+        out.stdout.starts_with("digraph \"demo\" {"),
+        "{}",
+        out.stdout
+    );
+    for (from, to) in EDGES {
+        assert!(
+            out.stdout.contains(&format!("\"{from}\" -> \"{to}\";")),
+            "{from} -> {to} missing:\n{}",
+            out.stdout
+        );
+    }
+    assert_eq!(out.stdout.matches("->").count(), EDGES.len());
+}
+
+#[test]
+fn graph_mermaid_has_every_edge() {
+    let out = Test::new()
+        .pipeline(DIAMOND)
+        .args(["graph", "--format", "mermaid"])
+        .run();
+    // Nodes are numbered and labelled: `s3["a"]`; edges join numbers: `s3 --> s1`.
+    let mut labels = std::collections::HashMap::new();
+    let mut edges = Vec::new();
+    for line in out.stdout.lines().map(str::trim) {
+        if let Some((id, label)) = line.split_once("[\"") {
+            labels.insert(id, label.trim_end_matches("\"]"));
+        } else if let Some((from, to)) = line.split_once(" --> ") {
+            edges.push((from, to));
+        }
+    }
+    let mut named: Vec<(&str, &str)> = edges.iter().map(|(f, t)| (labels[f], labels[t])).collect();
+    named.sort();
+    assert_eq!(named, EDGES, "{}", out.stdout);
+}
+
+#[test]
+fn schema_is_json_with_the_stages() {
+    let out = Test::new().args(["schema"]).run();
+    let schema: serde_json::Value = parse_json(&out.stdout);
+    assert!(schema["properties"]["stages"].is_object(), "{schema:#}");
+    assert!(schema["properties"]["version"].is_object(), "{schema:#}");
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real `murphy` binary, run in temp dirs with real `sh` processes
+//! and real signals. Timing is proven from the timestamps murphy records, never from how
+//! long a test took.
+
+mod config;
+mod records;
+mod run;
+mod signals;
+mod support;
