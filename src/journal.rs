@@ -145,6 +145,10 @@ impl Journal {
         let mut line = serde_json::to_vec(&record).map_err(io::Error::other)?;
         line.push(b'\n');
         let file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if crate::crash::tear_journal_append() {
+            let _ = (&*file).write_all(&line[..line.len() / 2]);
+            crate::crash::die();
+        }
         (&*file).write_all(&line)
     }
 

@@ -7,6 +7,7 @@
 pub mod atomic_file;
 pub mod cli;
 pub mod config;
+pub mod crash;
 pub mod diagnostic;
 pub mod environment;
 pub mod error;

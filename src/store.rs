@@ -305,6 +305,7 @@ impl Store {
         if wrote_objects {
             sync_filesystem(&self.root).map_err(io_err(&self.root))?;
         }
+        crate::crash::at("objects-stored", &record.stage);
         let body = serde_json::to_vec_pretty(record)
             .map_err(|e| io_err(&self.root)(io::Error::other(e)))?;
         let mut bytes = blake3::hash(&body).to_hex().as_bytes().to_vec();

@@ -213,6 +213,7 @@ impl Task {
         let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         let saved = tokio::task::spawn_blocking(move || -> Result<String, StoreError> {
             let stage = &ctx.plan.stages[id];
+            crate::crash::at("stage-exited", &stage.name);
             let outputs =
                 ctx.store
                     .collect_outputs(&ctx.plan.root, &stage.outputs, &ctx.stat_cache)?;
@@ -231,16 +232,18 @@ impl Task {
                 };
                 ctx.store
                     .save(&ctx.plan.root, &record, &manifest, &ctx.stat_cache)?;
+                crate::crash::at("record-written", &stage.name);
             }
             Ok(output_digest)
         })
         .await
-        .unwrap_or_else(|e| Err(StoreError::Unstable(format!("{e}").into())));
+        .map_err(|e| format!("storing the outputs failed: {e}"))
+        .and_then(|saved| saved.map_err(|e| error_chain(&e)));
 
         let stage = self.stage();
         let (outcome, message, output_digest) = match saved {
             Ok(digest) => (Outcome::Succeeded, None, Some(digest)),
-            Err(err) => (Outcome::Failed, Some(error_chain(&err)), None),
+            Err(message) => (Outcome::Failed, Some(message), None),
         };
         self.ctx.record(Event::StageFinished {
             stage: stage.name.clone(),
