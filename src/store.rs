@@ -330,7 +330,7 @@ impl Store {
         let path = self.object_path(digest);
         let dir = path.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let tmp = dir.join(format!(".{digest}.tmp-{}", std::process::id()));
+        let tmp = dir.join(atomic_file::temp_name(digest));
         let result = (|| {
             fs::copy(source, &tmp).map_err(|e| StoreError::Output {
                 path: source.to_owned(),
@@ -401,12 +401,8 @@ impl Store {
     /// Copies an object to `dest` through a temp file, hashing as it goes.
     fn copy_out(&self, digest: &str, dest: &Path, mode: u32) -> Result<(), StoreError> {
         let object = self.object_path(digest);
-        let tmp = dest.with_file_name(format!(
-            ".{}.murphy-tmp",
-            dest.file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default()
-        ));
+        let name = dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        let tmp = dest.with_file_name(atomic_file::temp_name(&name));
         let result = (|| {
             let mut from =
                 fs::File::open(&object).map_err(|_| StoreError::Corrupt(digest.to_owned()))?;

@@ -6,6 +6,9 @@
 //! this runs on are noisy, so a missed target is reported, never an error: only a
 //! benchmark that could not run makes the task fail.
 
+mod hash;
+mod json;
+mod noop;
 mod overhead;
 
 use std::fmt::Write as _;
@@ -22,10 +25,20 @@ struct Benchmark {
 }
 
 /// Every benchmark, in the order they run by default.
-const BENCHMARKS: &[Benchmark] = &[Benchmark {
-    name: "overhead",
-    run: overhead::run,
-}];
+const BENCHMARKS: &[Benchmark] = &[
+    Benchmark {
+        name: "overhead",
+        run: overhead::run,
+    },
+    Benchmark {
+        name: "noop",
+        run: noop::run,
+    },
+    Benchmark {
+        name: "hash",
+        run: hash::run,
+    },
+];
 
 /// What every benchmark gets: the binary under test.
 pub struct Env {
@@ -43,11 +56,12 @@ pub struct Row {
     pub target: Option<Target>,
 }
 
-/// The figure a row should reach. Only upper bounds so far; throughput benchmarks will
-/// want a lower bound.
+/// The figure a row should reach: an upper bound for times, a lower one for throughputs
+/// and speed ratios.
 #[derive(Clone, Copy)]
 pub enum Target {
     AtMost(f64),
+    AtLeast(f64),
 }
 
 impl Row {
@@ -60,6 +74,7 @@ impl Row {
     fn pass(&self) -> Option<bool> {
         self.target.map(|t| match t {
             Target::AtMost(max) => self.value <= max,
+            Target::AtLeast(min) => self.value >= min,
         })
     }
 }
@@ -178,6 +193,24 @@ pub fn time(command: &mut Command, stderr_file: &Path) -> Result<Duration> {
     Ok(elapsed)
 }
 
+/// Runs in `dir` with plain, uncoloured output and no progress bars, and without a
+/// `MURPHY_STATE_DIR` or `MURPHY_LOG` from the caller's shell changing what murphy does.
+pub fn quiet<'a>(cmd: &'a mut Command, dir: &Path) -> &'a mut Command {
+    cmd.current_dir(dir)
+        .env_remove("MURPHY_STATE_DIR")
+        .env_remove("MURPHY_LOG")
+        .env("NO_COLOR", "1")
+        .env("CI", "true")
+}
+
+/// `murphy --state-dir <state> <args...>`, run in `dir` as [`quiet`] says.
+pub fn murphy(env: &Env, dir: &Path, state: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(&env.murphy);
+    cmd.arg("--state-dir").arg(state).args(args);
+    quiet(&mut cmd, dir);
+    cmd
+}
+
 /// The median, which one slow outlier on a busy machine does not move.
 pub fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
@@ -219,6 +252,7 @@ fn to_table(rows: &[Row]) -> String {
                 row.unit.to_string(),
                 row.target.map_or("-".into(), |t| match t {
                     Target::AtMost(max) => format!("<= {max}"),
+                    Target::AtLeast(min) => format!(">= {min}"),
                 }),
                 match row.pass() {
                     Some(true) => "PASS".into(),
@@ -266,6 +300,7 @@ fn to_json(rows: &[Row]) -> String {
         .map(|row| {
             let target = match row.target {
                 Some(Target::AtMost(max)) => format!("{{\"at_most\": {}}}", num(Some(max))),
+                Some(Target::AtLeast(min)) => format!("{{\"at_least\": {}}}", num(Some(min))),
                 None => "null".into(),
             };
             let pass = row.pass().map_or("null".into(), |p| p.to_string());

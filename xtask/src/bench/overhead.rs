@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 
-use super::{Env, Row, Target, TempDir, median, ms, time};
+use super::{Env, Row, Target, TempDir, median, ms, murphy as murphy_cmd, quiet, time};
 
 const STAGES: usize = 200;
 /// Runs of each command before measuring, to warm the page cache and the binary.
@@ -34,9 +34,7 @@ pub fn run(env: &Env) -> Result<Vec<Row>> {
         if state.exists() {
             std::fs::remove_dir_all(&state).context("cannot clear the state dir")?;
         }
-        let mut cmd = Command::new(&env.murphy);
-        cmd.arg("--state-dir").arg(&state).arg("run");
-        time(quiet(&mut cmd, dir), &stderr)
+        time(&mut murphy_cmd(env, dir, &state, &["run"]), &stderr)
     };
     let baseline = || -> Result<Duration> {
         let mut cmd = Command::new("sh");
@@ -93,14 +91,4 @@ fn pipeline() -> String {
         }
     }
     yaml
-}
-
-/// Runs in `dir` with plain, uncoloured output and no progress bars, and without a
-/// `MURPHY_STATE_DIR` or `MURPHY_LOG` from the caller's shell changing what murphy does.
-fn quiet<'a>(cmd: &'a mut Command, dir: &std::path::Path) -> &'a mut Command {
-    cmd.current_dir(dir)
-        .env_remove("MURPHY_STATE_DIR")
-        .env_remove("MURPHY_LOG")
-        .env("NO_COLOR", "1")
-        .env("CI", "true")
 }
