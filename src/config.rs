@@ -171,6 +171,12 @@ pub struct PipelineFile {
     /// of each stage's fingerprint.
     #[serde(default)]
     pub pass_env: Vec<String>,
+    /// `commit` takes each run's change description from the last commit's message.
+    #[schemars(with = "Option<String>")]
+    pub description: Option<Spanned<String>>,
+    /// Which tags are releases (for the previous-release link and `MURPHY_VERSION`); `v*`.
+    #[schemars(with = "Option<String>")]
+    pub release_tags: Option<Spanned<String>>,
     /// The stages, by name. A stage starts once every stage it `needs` succeeded.
     pub stages: Entries<StageDef>,
 }
@@ -183,9 +189,15 @@ pub struct StageDef {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub needs: Vec<Spanned<String>>,
+    /// Stages that must succeed first if they run; one skipped by its `when` counts as done.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub needs_optional: Vec<Spanned<String>>,
+    /// Run this stage only for some triggers, branches or tags (all given parts must hold).
+    pub when: Option<WhenDef>,
     /// A shell command (run with `sh -c`), or a list of them run in order until one fails.
     /// A stage without `run` does nothing but wait for its needs.
-    pub run: Option<Commands>,
+    pub run: Option<StringList>,
     /// Globs, relative to the pipeline's directory, of the files this stage reads.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
@@ -213,6 +225,21 @@ pub struct StageDef {
     pub retry: Option<RetryDef>,
 }
 
+/// `when: {trigger: [pr, push], branch: [main, "release/*"], tag: "v*"}`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WhenDef {
+    /// `local`, `pre-push`, `pr`, `push`, `nightly` or `tag`, or a list of them.
+    #[schemars(with = "Option<StringList>")]
+    pub trigger: Option<Spanned<StringList>>,
+    /// Branch name globs, e.g. `main` or `release/*`.
+    #[schemars(with = "Option<StringList>")]
+    pub branch: Option<Spanned<StringList>>,
+    /// Tag globs, e.g. `v*`.
+    #[schemars(with = "Option<StringList>")]
+    pub tag: Option<Spanned<StringList>>,
+}
+
 /// `retry: {attempts: 2, delay: 2s}`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -225,40 +252,40 @@ pub struct RetryDef {
     pub delay: Option<Spanned<Scalar>>,
 }
 
-/// The commands of a stage: `run: cmd` or `run: [cmd1, cmd2]`.
+/// One string or a list of them: `run: cmd` or `run: [cmd1, cmd2]`, `branch: main`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Commands(pub Vec<String>);
+pub struct StringList(pub Vec<String>);
 
-impl<'de> Deserialize<'de> for Commands {
+impl<'de> Deserialize<'de> for StringList {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct CommandsVisitor;
-        impl<'de> Visitor<'de> for CommandsVisitor {
-            type Value = Commands;
+        struct StringListVisitor;
+        impl<'de> Visitor<'de> for StringListVisitor {
+            type Value = StringList;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a command string or a list of command strings")
+                f.write_str("a string or a list of strings")
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Commands, E> {
-                Ok(Commands(vec![v.to_owned()]))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StringList, E> {
+                Ok(StringList(vec![v.to_owned()]))
             }
             // `run: true` is the shell's no-op, not a boolean.
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Commands, E> {
-                Ok(Commands(vec![v.to_string()]))
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<StringList, E> {
+                Ok(StringList(vec![v.to_string()]))
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Commands, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StringList, A::Error> {
                 let mut commands = Vec::new();
                 while let Some(c) = seq.next_element::<String>()? {
                     commands.push(c);
                 }
-                Ok(Commands(commands))
+                Ok(StringList(commands))
             }
         }
-        d.deserialize_any(CommandsVisitor)
+        d.deserialize_any(StringListVisitor)
     }
 }
 
-impl JsonSchema for Commands {
+impl JsonSchema for StringList {
     fn schema_name() -> Cow<'static, str> {
-        "Commands".into()
+        "StringList".into()
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
@@ -382,7 +409,7 @@ stages:
         assert_eq!(names, ["lint", "build", "unit"]);
         assert_eq!(
             stages[2].1.run,
-            Some(Commands(vec![
+            Some(StringList(vec![
                 "cargo test --lib".into(),
                 "cargo test --doc".into()
             ]))

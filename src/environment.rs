@@ -48,8 +48,15 @@ pub struct StageEnv {
     pub fingerprinted: BTreeMap<String, Option<String>>,
 }
 
-/// Resolves a stage's environment from `outer` (the process environment, in production).
-pub fn resolve(plan: &Plan, stage: &Stage, outer: &BTreeMap<String, String>) -> StageEnv {
+/// Resolves a stage's environment from `outer` (the process environment, in production) and
+/// the run's `release` variables (`MURPHY_VERSION`, ...), which count in the fingerprint: a
+/// build stamped with one version is not restored for another.
+pub fn resolve(
+    plan: &Plan,
+    stage: &Stage,
+    outer: &BTreeMap<String, String>,
+    release: &[(String, String)],
+) -> StageEnv {
     let mut env = StageEnv::default();
     for (name, value) in outer {
         if always_passed(name) {
@@ -65,7 +72,7 @@ pub fn resolve(plan: &Plan, stage: &Stage, outer: &BTreeMap<String, String>) -> 
             env.fingerprinted.insert(name.clone(), value);
         }
     }
-    for (name, value) in plan.env.iter().chain(&stage.env) {
+    for (name, value) in plan.env.iter().chain(&stage.env).chain(release) {
         env.vars.insert(name.clone(), value.clone());
         env.fingerprinted.insert(name.clone(), Some(value.clone()));
     }

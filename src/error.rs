@@ -2,7 +2,9 @@
 
 use std::fmt;
 
+use crate::change::ChangeError;
 use crate::config::ConfigError;
+use crate::hooks::HookError;
 use crate::lock::LockError;
 use crate::plan::PlanError;
 use crate::records::RecordsError;
@@ -31,6 +33,10 @@ pub enum Error {
     Lock(#[from] LockError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Change(#[from] ChangeError),
+    #[error(transparent)]
+    Hook(#[from] HookError),
     #[error("{0}")]
     Usage(String),
     #[error("{context}")]
@@ -44,11 +50,18 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) | Error::Plan(_) | Error::Usage(_) => exit::USAGE,
+            Error::Config(_) | Error::Plan(_) | Error::Usage(_) | Error::Change(_) => exit::USAGE,
             Error::Records(RecordsError::NoRuns { .. } | RecordsError::UnknownRun { .. }) => {
                 exit::USAGE
             }
-            Error::Records(_) | Error::Lock(_) | Error::Store(_) | Error::Io { .. } => exit::FAILED,
+            Error::Hook(
+                HookError::NoRepository(_) | HookError::Foreign(_) | HookError::NotOurs(_),
+            ) => exit::USAGE,
+            Error::Records(_)
+            | Error::Lock(_)
+            | Error::Store(_)
+            | Error::Hook(_)
+            | Error::Io { .. } => exit::FAILED,
         }
     }
 }

@@ -75,6 +75,9 @@ pub enum Event {
     StageSkipped {
         stage: String,
         reason: String,
+        /// Skipped by its own `when:`, not because of another stage.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        when: bool,
     },
     RunFinished {
         status: RunStatus,
@@ -209,6 +212,7 @@ mod tests {
             .append(Event::StageSkipped {
                 stage: "b".into(),
                 reason: "x".into(),
+                when: false,
             })
             .unwrap();
         // A kill in the middle of a write leaves a prefix of a line.
@@ -221,7 +225,8 @@ mod tests {
             records[1].event,
             Event::StageSkipped {
                 stage: "b".into(),
-                reason: "x".into()
+                reason: "x".into(),
+                when: false,
             }
         );
         // Reopening closes the torn line off, so the next record is whole.

@@ -5,6 +5,8 @@
 //! See ARCHITECTURE.md for the map and the invariants.
 
 pub mod atomic_file;
+pub mod change;
+pub mod ci;
 pub mod cli;
 pub mod config;
 pub mod crash;
@@ -13,7 +15,9 @@ pub mod environment;
 pub mod error;
 pub mod executor;
 pub mod fingerprint;
+pub mod git;
 pub mod graph;
+pub mod hooks;
 pub mod inputs;
 pub mod journal;
 pub mod lock;
@@ -23,5 +27,7 @@ pub mod records;
 pub mod report;
 pub mod stat_cache;
 pub mod store;
+pub mod trigger;
+pub mod version;
 
 pub use error::Error;

@@ -8,14 +8,23 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{self, Commands, Entries, Scalar, Source, Spanned, span_of};
+use crate::config::{self, Entries, Scalar, Source, Spanned, StringList, WhenDef, span_of};
 use crate::diagnostic::{Diagnostic, did_you_mean};
+use crate::trigger::{Pattern, Trigger, When};
 
 /// Index of a stage in [`Plan::stages`].
 pub type StageId = usize;
 
 /// Variables murphy sets for every stage; a pipeline may not set them itself.
-pub const RESERVED_ENV: &[&str] = &["MURPHY_RUN_ID", "MURPHY_STAGE", "MURPHY_STATE_DIR"];
+pub const RESERVED_ENV: &[&str] = &[
+    "MURPHY_RUN_ID",
+    "MURPHY_STAGE",
+    "MURPHY_STATE_DIR",
+    "MURPHY_TRIGGER",
+    "MURPHY_VERSION",
+    "MURPHY_PRERELEASE",
+    "MURPHY_CHANGED_FILES",
+];
 
 #[derive(Debug)]
 pub struct Plan {
@@ -26,6 +35,10 @@ pub struct Plan {
     pub root: PathBuf,
     pub env: Vec<(String, String)>,
     pub pass_env: Vec<String>,
+    /// Take each run's description from the last commit's message (`description: commit`).
+    pub description_from_commit: bool,
+    /// Which tags are releases.
+    pub release_tags: Pattern,
     /// In file order; `needs` always point at other entries of this list.
     pub stages: Vec<Stage>,
 }
@@ -33,7 +46,11 @@ pub struct Plan {
 #[derive(Debug)]
 pub struct Stage {
     pub name: String,
+    /// Every stage that must come first, `needs_optional` ones included.
     pub needs: Vec<StageId>,
+    /// The subset of `needs` that counts as done when skipped by its `when`.
+    pub needs_optional: Vec<StageId>,
+    pub when: Option<When>,
     pub commands: Vec<String>,
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
@@ -168,6 +185,26 @@ impl Planner<'_> {
                 .unwrap_or_else(|| "pipeline".to_owned())
         });
         let env = self.env(&file.env);
+        let description_from_commit = match &file.description {
+            None => false,
+            Some(d) if d.value == "commit" => true,
+            Some(d) => {
+                self.error(
+                    format!(
+                        "`description: {}` is not understood: the only value is `commit` (use `murphy run --description` for text)",
+                        d.value
+                    ),
+                    d,
+                );
+                false
+            }
+        };
+        let release_tags = match &file.release_tags {
+            Some(p) => self
+                .pattern(p, &p.value)
+                .unwrap_or_else(default_release_tags),
+            None => default_release_tags(),
+        };
 
         let stage_defs = &file.stages.0;
         let mut ids: HashMap<&str, StageId> = HashMap::new();
@@ -179,10 +216,22 @@ impl Planner<'_> {
         let mut stages = Vec::with_capacity(stage_defs.len());
         for (name, def) in stage_defs {
             let mut needs = Vec::new();
-            for need in &def.needs {
+            let mut needs_optional = Vec::new();
+            for (need, optional) in def
+                .needs
+                .iter()
+                .map(|n| (n, false))
+                .chain(def.needs_optional.iter().map(|n| (n, true)))
+            {
                 match ids.get(need.value.as_str()) {
-                    Some(&id) if !needs.contains(&id) => needs.push(id),
-                    Some(_) => {}
+                    Some(&id) => {
+                        if !needs.contains(&id) {
+                            needs.push(id);
+                        }
+                        if optional && !needs_optional.contains(&id) {
+                            needs_optional.push(id);
+                        }
+                    }
                     None => {
                         let mut message = format!(
                             "stage `{}` needs `{}`, which is not a stage",
@@ -235,9 +284,12 @@ impl Planner<'_> {
                     );
                 }
             }
+            let when = def.when.as_ref().map(|w| self.when(w));
             stages.push(Stage {
                 name: name.value.clone(),
                 needs,
+                needs_optional,
+                when,
                 commands,
                 inputs: def.inputs.iter().map(|s| s.value.clone()).collect(),
                 outputs: def.outputs.iter().map(|s| s.value.clone()).collect(),
@@ -269,12 +321,61 @@ impl Planner<'_> {
             root,
             env,
             pass_env: file.pass_env.clone(),
+            description_from_commit,
+            release_tags,
             stages,
         })
     }
 
     fn error<T>(&mut self, message: impl Into<String>, at: &Spanned<T>) {
         self.errors.push(self.source.error(message, span_of(at)));
+    }
+
+    fn when(&mut self, def: &WhenDef) -> When {
+        let triggers = def.trigger.as_ref().map(|list| {
+            let mut triggers = Vec::new();
+            for name in &list.value.0 {
+                match Trigger::parse(name) {
+                    Some(t) => triggers.push(t),
+                    None => {
+                        let names = Trigger::ALL.map(Trigger::name);
+                        let hint = did_you_mean(name, names)
+                            .map(|n| format!(" (did you mean `{n}`?)"))
+                            .unwrap_or_else(|| format!("; triggers are: {}", names.join(", ")));
+                        self.error(format!("`{name}` is not a trigger{hint}"), list);
+                    }
+                }
+            }
+            triggers
+        });
+        let mut patterns = |list: &Option<Spanned<StringList>>| {
+            list.as_ref().map(|list| {
+                list.value
+                    .0
+                    .iter()
+                    .filter_map(|text| self.pattern(list, text))
+                    .collect()
+            })
+        };
+        When {
+            triggers,
+            branches: patterns(&def.branch),
+            tags: patterns(&def.tag),
+        }
+    }
+
+    /// A branch or tag glob: `*` matches `/` too (`release/*` is any release branch).
+    fn pattern<T>(&mut self, at: &Spanned<T>, text: &str) -> Option<Pattern> {
+        match globset::Glob::new(text) {
+            Ok(glob) => Some(Pattern {
+                text: text.to_owned(),
+                matcher: glob.compile_matcher(),
+            }),
+            Err(err) => {
+                self.error(format!("bad pattern `{text}`: {}", err.kind()), at);
+                None
+            }
+        }
     }
 
     fn check_stage_name(&mut self, name: &Spanned<String>) {
@@ -298,8 +399,8 @@ impl Planner<'_> {
         }
     }
 
-    fn commands(&mut self, stage: &str, run: Option<&Commands>) -> Vec<String> {
-        let Some(Commands(commands)) = run else {
+    fn commands(&mut self, stage: &str, run: Option<&StringList>) -> Vec<String> {
+        let Some(StringList(commands)) = run else {
             return Vec::new();
         };
         if commands.iter().any(|c| c.trim().is_empty()) {
@@ -450,6 +551,15 @@ impl Planner<'_> {
             self.errors
                 .push(self.source.error(message, span_of(at)).with_note(note));
         }
+    }
+}
+
+fn default_release_tags() -> Pattern {
+    Pattern {
+        text: "v*".into(),
+        matcher: globset::Glob::new("v*")
+            .map(|g| g.compile_matcher())
+            .unwrap_or_else(|_| unreachable!("`v*` is a valid glob")),
     }
 }
 

@@ -17,8 +17,10 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::atomic_file;
+use crate::change::Change;
 use crate::journal::{self, Event, Journal, Outcome, RunStatus};
 use crate::lock;
+use crate::trigger::Trigger;
 
 /// Format version of `meta.json`.
 pub const META_VERSION: u32 = 1;
@@ -59,6 +61,9 @@ pub struct RunMeta {
     pub file: PathBuf,
     pub started_at: Timestamp,
     pub murphy_version: String,
+    /// What the run is about (absent in records of murphy before 0.1's change tracking).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<Change>,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +108,7 @@ impl StateDir {
         &self,
         pipeline: &str,
         file: &Path,
+        change: Change,
     ) -> Result<(RunDir, RunMeta, Journal), RecordsError> {
         let runs = self.runs_dir();
         fs::create_dir_all(&runs).map_err(io_err(&runs))?;
@@ -131,6 +137,7 @@ impl StateDir {
             file: file.to_owned(),
             started_at,
             murphy_version: env!("CARGO_PKG_VERSION").to_owned(),
+            change: Some(change),
         };
         let meta_path = dir.meta_path();
         let bytes = serde_json::to_vec_pretty(&meta)
@@ -221,6 +228,18 @@ pub enum RunState {
     Killed,
 }
 
+impl RunState {
+    pub fn word(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::Interrupted => "interrupted",
+            RunState::Killed => "killed",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StageState {
@@ -231,6 +250,8 @@ pub enum StageState {
     TimedOut,
     Interrupted,
     Skipped,
+    /// Not run: its `when:` does not hold for this run's trigger, branch or tag.
+    SkippedWhen,
     /// Not run: a verified checkpoint for its fingerprint was restored.
     Cached,
 }
@@ -250,6 +271,7 @@ impl StageState {
             StageState::TimedOut => "timed out",
             StageState::Interrupted => "interrupted",
             StageState::Skipped => "skipped",
+            StageState::SkippedWhen => "skipped (when)",
             StageState::Cached => "cached",
         }
     }
@@ -272,10 +294,15 @@ pub struct RunView {
     pub run_id: String,
     pub pipeline: String,
     pub status: RunState,
+    pub trigger: Option<Trigger>,
+    pub description: Option<String>,
     pub started_at: Timestamp,
     pub finished_at: Option<Timestamp>,
     pub duration_ms: Option<u64>,
     pub stages: Vec<StageView>,
+    /// Everything known of the change, for `murphy show`.
+    #[serde(skip)]
+    pub change: Option<Change>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -321,6 +348,9 @@ impl RunView {
             run_id: meta.run_id,
             pipeline: meta.pipeline,
             status: RunState::Killed,
+            trigger: meta.change.as_ref().map(|c| c.trigger),
+            description: meta.change.as_ref().and_then(|c| c.description.clone()),
+            change: meta.change,
             started_at: meta.started_at,
             finished_at: None,
             duration_ms: None,
@@ -395,9 +425,17 @@ impl RunView {
                     s.signal = *signal;
                     s.reason = message.clone();
                 }
-                Event::StageSkipped { stage, reason } => {
+                Event::StageSkipped {
+                    stage,
+                    reason,
+                    when,
+                } => {
                     let s = view.stage_mut(stage);
-                    s.state = StageState::Skipped;
+                    s.state = if *when {
+                        StageState::SkippedWhen
+                    } else {
+                        StageState::Skipped
+                    };
                     s.reason = Some(reason.clone());
                 }
                 Event::RunFinished { status } => {

@@ -401,7 +401,10 @@ impl Store {
     /// Copies an object to `dest` through a temp file, hashing as it goes.
     fn copy_out(&self, digest: &str, dest: &Path, mode: u32) -> Result<(), StoreError> {
         let object = self.object_path(digest);
-        let name = dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
         let tmp = dest.with_file_name(atomic_file::temp_name(&name));
         let result = (|| {
             let mut from =

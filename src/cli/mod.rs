@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::config;
 use crate::error::{Error, exit};
 use crate::graph;
+use crate::hooks;
 use crate::lock::RunLock;
 use crate::plan;
 use crate::records::{RunView, StateDir};
@@ -47,6 +48,11 @@ enum Command {
     Run(run::RunArgs),
     /// Continue a failed, interrupted or killed run where it stopped, keeping its id
     Resume(run::ResumeArgs),
+    /// The git pre-push hook that runs the pipeline before every push: `install`, `uninstall`
+    Hooks {
+        #[command(subcommand)]
+        command: HooksCommand,
+    },
     /// The checkpoint store: `stats`, `gc`
     Cache {
         #[command(subcommand)]
@@ -67,6 +73,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A run at a glance: description, trigger, version, commit, links, stages
+    /// [default: the latest run]
+    Show {
+        run: Option<String>,
+        /// One JSON object (documented in the README) instead of text
+        #[arg(long)]
+        json: bool,
+    },
     /// Show each stage of a run [default: the latest run]
     Status {
         run: Option<String>,
@@ -78,6 +92,18 @@ enum Command {
         #[arg(num_args = 1..=2, value_names = ["RUN", "STAGE"], required = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum HooksCommand {
+    /// Write .git/hooks/pre-push (or under core.hooksPath) to run `murphy run --trigger pre-push`
+    Install {
+        /// Replace a hook murphy did not write; it is kept and runs before murphy
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove the hook murphy installed, restoring the one it replaced
+    Uninstall,
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,6 +156,7 @@ fn dispatch(cli: &Cli) -> Result<i32, Error> {
         Command::Run(args) => run::run(cli, args),
         Command::Resume(args) => run::resume(cli, args),
         Command::Cache { command } => cache(cli, command),
+        Command::Hooks { command } => hooks(command),
         Command::Validate => {
             let file = pipeline_file(cli)?;
             let plan = plan::load(&file)?;
@@ -169,6 +196,12 @@ fn dispatch(cli: &Cli) -> Result<i32, Error> {
             } else {
                 show::print_status(&view);
             }
+            Ok(exit::SUCCESS)
+        }
+        Command::Show { run, json } => {
+            let state = state_dir(cli)?;
+            let view = RunView::load(&state, &state.find_run(run.as_deref())?)?;
+            show::show(&view, *json)?;
             Ok(exit::SUCCESS)
         }
         Command::Logs { args } => {
@@ -222,6 +255,43 @@ fn state_dir(cli: &Cli) -> Result<StateDir, Error> {
         Err(_) => PathBuf::new(),
     };
     Ok(StateDir::new(root.join(".murphy")))
+}
+
+fn hooks(command: &HooksCommand) -> Result<i32, Error> {
+    let cwd =
+        std::env::current_dir().map_err(|e| io_error("cannot read the current directory", e))?;
+    let done = match command {
+        HooksCommand::Install { force } => {
+            let murphy = std::env::current_exe()
+                .map_err(|e| io_error("cannot find murphy's own path", e))?;
+            hooks::install(&cwd, &murphy, *force)?
+        }
+        HooksCommand::Uninstall => hooks::uninstall(&cwd)?,
+    };
+    match done {
+        hooks::Done::Installed { hook, chained } => {
+            println!("installed the pre-push hook at {}", hook.display());
+            if let Some(kept) = chained {
+                println!(
+                    "the hook it replaced is kept at {} and runs first",
+                    kept.display()
+                );
+            }
+        }
+        hooks::Done::Updated { hook } => {
+            println!("updated the pre-push hook at {}", hook.display())
+        }
+        hooks::Done::Removed { hook, restored } => {
+            println!("removed murphy's pre-push hook at {}", hook.display());
+            if restored {
+                println!("restored the hook it had replaced");
+            }
+        }
+        hooks::Done::NothingToRemove { hook } => {
+            println!("no pre-push hook at {}; nothing to remove", hook.display());
+        }
+    }
+    Ok(exit::SUCCESS)
 }
 
 fn cache(cli: &Cli, command: &CacheCommand) -> Result<i32, Error> {

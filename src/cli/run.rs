@@ -1,10 +1,12 @@
 //! `murphy run` and `murphy resume`: take the lock, set up the run's records and runtime,
 //! then hand the plan to the executor.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::{Cli, io_error, pipeline_file, state_dir};
+use crate::change::{self, Change};
+use crate::environment;
 use crate::error::{Error, exit};
 use crate::executor::{self, Context, Mode, Options, Start};
 use crate::journal::{Journal, RunStatus};
@@ -13,6 +15,7 @@ use crate::plan::{self, Plan, StageId};
 use crate::records::{RunDir, RunState, RunView, StateDir};
 use crate::report::Reporter;
 use crate::store::Store;
+use crate::trigger::Trigger;
 
 #[derive(Debug, clap::Args)]
 pub(super) struct RunArgs {
@@ -26,6 +29,15 @@ pub(super) struct RunArgs {
     /// Restart at STAGE: every stage before it comes from its checkpoint without running
     #[arg(long, value_name = "STAGE")]
     from: Option<String>,
+    /// Why this run happens [default: derived from the CI environment; `local` outside CI]
+    #[arg(long, value_enum)]
+    trigger: Option<Trigger>,
+    /// What this change is, for the run's record
+    #[arg(long, value_name = "TEXT", conflicts_with = "edit")]
+    description: Option<String>,
+    /// Write the description in $VISUAL or $EDITOR (an empty one aborts the run)
+    #[arg(long)]
+    edit: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -66,22 +78,44 @@ pub(super) fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
     let selected = plan.select(&args.stages)?;
     let options = args.scheduling.options()?;
     let state = state_dir(cli)?;
+    let env = environment::outer();
+    let request = change::Request {
+        trigger: args.trigger,
+        description: args.description.clone(),
+        edit: args.edit,
+    };
+    // Before the lock: an editor may stay open for minutes.
+    let change = change::collect(&plan, &env, &request, state.root())?;
     let mut lock = RunLock::acquire(state.root())?;
     let modes = modes(&plan, &selected, args, &Store::new(state.root()))?;
-    let (run_dir, _meta, journal) = state.create_run(&plan.name, &file)?;
+    let (run_dir, _meta, journal) = state.create_run(&plan.name, &file, change.clone())?;
     lock.set_run(&run_dir.id)
         .map_err(|e| io_error("cannot write the state directory's lock", e))?;
-    execute(
-        cli,
-        &state,
+    let start = Start {
+        skip_when: skip_when(&plan, &selected, &change),
+        ..Start::default()
+    };
+    let prepared = Prepared {
         plan,
         run_dir,
         journal,
-        &selected,
-        &modes,
-        Start::default(),
-        &options,
-    )
+        selected,
+        modes,
+        start,
+    };
+    execute(cli, &state, prepared, &change, &env, &options)
+}
+
+/// The stages whose `when:` does not hold for this run, with the reason.
+fn skip_when(plan: &Plan, selected: &[StageId], change: &Change) -> HashMap<StageId, String> {
+    let situation = change.situation();
+    selected
+        .iter()
+        .filter_map(|&id| {
+            let when = plan.stages[id].when.as_ref()?;
+            when.check(&situation).err().map(|reason| (id, reason))
+        })
+        .collect()
 }
 
 /// Each stage's mode from `--force` and `--from`.
@@ -177,44 +211,122 @@ pub(super) fn resume(cli: &Cli, args: &ResumeArgs) -> Result<i32, Error> {
         .map_err(|e| io_error("cannot write the state directory's lock", e))?;
     let journal = Journal::open(&run_dir.journal_path())
         .map_err(|e| io_error("cannot open the run's journal", e))?;
+    // The run keeps what it was about: same trigger, same version, same `when:` answers.
+    let change = view.change.clone().unwrap_or(Change {
+        trigger: Trigger::Local,
+        description: None,
+        branch: None,
+        tag: None,
+        version: None,
+        git: None,
+        ci: None,
+    });
     let start = Start {
         done,
         discard,
         resumed: true,
+        skip_when: skip_when(&plan, &selected, &change),
     };
     let modes = vec![Mode::Normal; plan.stages.len()];
+    let prepared = Prepared {
+        plan,
+        run_dir,
+        journal,
+        selected,
+        modes,
+        start,
+    };
     execute(
-        cli, &state, plan, run_dir, journal, &selected, &modes, start, &options,
+        cli,
+        &state,
+        prepared,
+        &change,
+        &environment::outer(),
+        &options,
     )
 }
 
-#[allow(clippy::too_many_arguments)]
-fn execute(
-    cli: &Cli,
-    state: &StateDir,
+/// Everything a run needs besides the command line.
+struct Prepared {
     plan: Arc<Plan>,
     run_dir: RunDir,
     journal: Journal,
-    selected: &[StageId],
-    modes: &[Mode],
+    selected: Vec<StageId>,
+    modes: Vec<Mode>,
     start: Start,
+}
+
+type Vars = Vec<(String, String)>;
+
+/// The per-run variables: `MURPHY_TRIGGER` and `MURPHY_CHANGED_FILES` (the list written into
+/// the run's folder), and the fingerprinted `MURPHY_VERSION` and `MURPHY_PRERELEASE`.
+fn run_variables(
+    prepared: &Prepared,
+    change: &Change,
+    env: &BTreeMap<String, String>,
+) -> Result<(Vars, Vars), Error> {
+    let mut run = vec![(
+        "MURPHY_TRIGGER".to_owned(),
+        change.trigger.name().to_owned(),
+    )];
+    let list = prepared.run_dir.path.join("changed-files.txt");
+    if !list.exists()
+        && let Some(changed) = change::changed_files(&prepared.plan, change, env)
+    {
+        let mut text = String::new();
+        for file in &changed.files {
+            text.push_str(&file.to_string_lossy());
+            text.push('\n');
+        }
+        crate::atomic_file::write(&list, text.as_bytes())
+            .map_err(|e| io_error("cannot write the list of changed files", e))?;
+    }
+    if list.exists() {
+        let list = std::path::absolute(&list)
+            .map_err(|e| io_error("cannot resolve the run directory", e))?;
+        run.push((
+            "MURPHY_CHANGED_FILES".to_owned(),
+            list.to_string_lossy().into_owned(),
+        ));
+    }
+    let release = match &change.version {
+        Some(v) => vec![
+            ("MURPHY_VERSION".to_owned(), v.text.clone()),
+            ("MURPHY_PRERELEASE".to_owned(), v.prerelease.to_string()),
+        ],
+        None => Vec::new(),
+    };
+    Ok((run, release))
+}
+
+fn execute(
+    cli: &Cli,
+    state: &StateDir,
+    prepared: Prepared,
+    change: &Change,
+    env: &BTreeMap<String, String>,
     options: &Options,
 ) -> Result<i32, Error> {
     let state_abs = std::path::absolute(state.root())
         .map_err(|e| io_error("cannot resolve the state directory", e))?;
+    let (run_env, release_env) = run_variables(&prepared, change, env)?;
+    let Prepared {
+        plan,
+        run_dir,
+        journal,
+        selected,
+        modes,
+        start,
+    } = prepared;
     let names: Vec<&str> = selected
         .iter()
         .map(|&i| plan.stages[i].name.as_str())
         .collect();
     let reporter = Reporter::new(&names);
-    let ctx = Arc::new(Context::new(
-        plan,
-        run_dir,
-        journal,
-        reporter,
-        state_abs,
-        cli.verbose > 0,
-    ));
+    let mut ctx = Context::new(plan, run_dir, journal, reporter, state_abs, cli.verbose > 0);
+    ctx.run_env = run_env;
+    ctx.release_env = release_env;
+    let ctx = Arc::new(ctx);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -222,7 +334,7 @@ fn execute(
     let status = runtime.block_on(async {
         let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
         let signals = tokio::spawn(wait_for_signal(cancel_tx));
-        let status = executor::execute(ctx, selected, modes, start, options, cancel_rx).await;
+        let status = executor::execute(ctx, &selected, &modes, start, options, cancel_rx).await;
         signals.abort();
         status
     });

@@ -5,10 +5,15 @@ use std::io::Write;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
+use serde::Serialize;
+
 use super::io_error;
+use crate::change::Links;
+use crate::ci::CiInfo;
 use crate::error::{Error, exit};
-use crate::records::{RunView, StageState, StateDir};
+use crate::records::{RunState, RunView, StageView, StateDir};
 use crate::report::format_duration;
+use crate::trigger::Trigger;
 
 pub(super) fn logs(state: &StateDir, run: Option<&str>, stage: &str) -> Result<i32, Error> {
     let dir = state.find_run(run)?;
@@ -50,27 +55,229 @@ pub(super) fn print_runs(runs: &[RunView]) {
     let mut rows = vec![[
         "RUN".to_owned(),
         "STATUS".to_owned(),
+        "TRIGGER".to_owned(),
         "STARTED".to_owned(),
         "DURATION".to_owned(),
         "STAGES".to_owned(),
-        "PIPELINE".to_owned(),
+        "DESCRIPTION".to_owned(),
     ]];
     for run in runs {
-        let ok = run
-            .stages
-            .iter()
-            .filter(|s| s.state == StageState::Succeeded)
-            .count();
+        let ok = run.stages.iter().filter(|s| s.state.is_success()).count();
         rows.push([
             run.run_id.clone(),
-            format!("{:?}", run.status).to_lowercase(),
+            run.status.word().to_owned(),
+            run.trigger
+                .map(|t| t.name().to_owned())
+                .unwrap_or_else(|| "-".into()),
             local_time(run.started_at, "%Y-%m-%d %H:%M:%S"),
             millis(run.duration_ms),
             format!("{ok}/{} ok", run.stages.len()),
-            run.pipeline.clone(),
+            run.description
+                .as_deref()
+                .map(first_line)
+                .unwrap_or_default(),
         ]);
     }
     print_table(&rows);
+}
+
+/// The first line of a description, cut to fit a table.
+fn first_line(text: &str) -> String {
+    const WIDTH: usize = 60;
+    let line = text.lines().next().unwrap_or_default();
+    if line.chars().count() > WIDTH {
+        format!("{}...", line.chars().take(WIDTH - 3).collect::<String>())
+    } else {
+        line.to_owned()
+    }
+}
+
+/// `murphy show --json`: the run at a glance, one object (documented in the README).
+#[derive(Serialize)]
+struct Glance<'a> {
+    run_id: &'a str,
+    pipeline: &'a str,
+    status: RunState,
+    started_at: Timestamp,
+    finished_at: Option<Timestamp>,
+    duration_ms: Option<u64>,
+    description: Option<&'a str>,
+    trigger: Option<Trigger>,
+    branch: Option<&'a str>,
+    tag: Option<&'a str>,
+    version: Option<&'a str>,
+    prerelease: Option<bool>,
+    commit: Option<Commit<'a>>,
+    links: Links,
+    ci: Option<&'a CiInfo>,
+    stages: &'a [StageView],
+}
+
+#[derive(Serialize)]
+struct Commit<'a> {
+    sha: Option<&'a str>,
+    branch: Option<&'a str>,
+    tags: &'a [String],
+    dirty: bool,
+    shallow: bool,
+    author: Option<&'a str>,
+    committed_at: Option<Timestamp>,
+    subject: Option<&'a str>,
+    previous_release: Option<&'a str>,
+}
+
+fn glance(view: &RunView) -> Glance<'_> {
+    let change = view.change.as_ref();
+    let git = change.and_then(|c| c.git.as_ref());
+    let version = change.and_then(|c| c.version.as_ref());
+    Glance {
+        run_id: &view.run_id,
+        pipeline: &view.pipeline,
+        status: view.status,
+        started_at: view.started_at,
+        finished_at: view.finished_at,
+        duration_ms: view.duration_ms,
+        description: view.description.as_deref(),
+        trigger: view.trigger,
+        branch: change.and_then(|c| c.branch.as_deref()),
+        tag: change.and_then(|c| c.tag.as_deref()),
+        version: version.map(|v| v.text.as_str()),
+        prerelease: version.map(|v| v.prerelease),
+        commit: git.map(|g| Commit {
+            sha: g.sha.as_deref(),
+            branch: g.branch.as_deref(),
+            tags: &g.tags,
+            dirty: g.dirty,
+            shallow: g.shallow,
+            author: g.author.as_deref(),
+            committed_at: g.committed_at,
+            subject: g.subject.as_deref(),
+            previous_release: g.previous_release.as_deref(),
+        }),
+        links: change.map(|c| c.links()).unwrap_or_default(),
+        ci: change.and_then(|c| c.ci.as_ref()),
+        stages: &view.stages,
+    }
+}
+
+pub(super) fn show(view: &RunView, json: bool) -> Result<(), Error> {
+    let glance = glance(view);
+    if json {
+        return print_json(&glance);
+    }
+    let mut out = String::new();
+    let mut field = |name: &str, value: &str| {
+        for (i, line) in value.lines().enumerate() {
+            let label = if i == 0 { name } else { "" };
+            out.push_str(&format!("{label:<12} {line}\n"));
+        }
+    };
+    field(
+        "run",
+        &format!(
+            "{} of `{}`: {}{}",
+            glance.run_id,
+            glance.pipeline,
+            glance.status.word(),
+            glance
+                .duration_ms
+                .map(|ms| format!(" in {}", millis(Some(ms))))
+                .unwrap_or_default()
+        ),
+    );
+    field(
+        "description",
+        glance
+            .description
+            .unwrap_or("(none: see `murphy run --description`)"),
+    );
+    if let Some(trigger) = glance.trigger {
+        let by = glance
+            .ci
+            .map(|ci| {
+                let event = ci
+                    .event
+                    .as_deref()
+                    .map(|e| format!(", {e}"))
+                    .unwrap_or_default();
+                format!(" ({}{event})", ci.provider.name())
+            })
+            .unwrap_or_default();
+        field("trigger", &format!("{trigger}{by}"));
+    }
+    if let Some(version) = glance.version {
+        let pre = if glance.prerelease == Some(true) {
+            " (pre-release)"
+        } else {
+            ""
+        };
+        field("version", &format!("{version}{pre}"));
+    }
+    if let Some(commit) = &glance.commit {
+        let sha = commit
+            .sha
+            .map(|s| &s[..s.len().min(12)])
+            .unwrap_or("(no commit yet)");
+        let on = commit
+            .branch
+            .map(|b| format!(" on `{b}`"))
+            .unwrap_or_else(|| " (detached)".into());
+        let dirty = if commit.dirty {
+            ", with uncommitted changes"
+        } else {
+            ""
+        };
+        let by = commit
+            .author
+            .map(|a| format!("\nby {a}"))
+            .unwrap_or_default();
+        let at = commit
+            .committed_at
+            .map(|t| format!(", {}", local_time(t, "%Y-%m-%d %H:%M")))
+            .unwrap_or_default();
+        let subject = commit.subject.map(|s| format!("\n{s}")).unwrap_or_default();
+        field("commit", &format!("{sha}{on}{dirty}{by}{at}{subject}"));
+    }
+    let links = &glance.links;
+    let mut lines = Vec::new();
+    for (name, link) in [
+        ("commit", &links.commit),
+        ("diff", &links.diff),
+        ("pr", &links.pr),
+        ("ci run", &links.ci_run),
+    ] {
+        if let Some(link) = link {
+            lines.push(format!("{name:<7} {link}"));
+        }
+    }
+    if !lines.is_empty() {
+        field("links", &lines.join("\n"));
+    }
+    let width = glance
+        .stages
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(0);
+    let stages: Vec<String> = glance
+        .stages
+        .iter()
+        .map(|s| {
+            let exit = match s.exit_code {
+                Some(code) if code != 0 => format!("  exit {code}"),
+                _ => String::new(),
+            };
+            format!(
+                "{:<width$}  {:<14} {:>7}{exit}",
+                s.name,
+                s.state.word(),
+                millis(s.duration_ms)
+            )
+        })
+        .collect();
+    field("stages", &stages.join("\n"));
+    print!("{out}");
+    Ok(())
 }
 
 pub(super) fn print_status(view: &RunView) {
@@ -78,7 +285,7 @@ pub(super) fn print_status(view: &RunView) {
         "run {} of `{}`: {}, started {}{}",
         view.run_id,
         view.pipeline,
-        format!("{:?}", view.status).to_lowercase(),
+        view.status.word(),
         local_time(view.started_at, "%Y-%m-%d %H:%M:%S"),
         view.duration_ms
             .map(|ms| format!(", took {}", millis(Some(ms))))

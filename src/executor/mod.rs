@@ -52,6 +52,8 @@ pub struct Start {
     pub discard: Vec<StageId>,
     /// Whether this continues a recorded run (`murphy resume`).
     pub resumed: bool,
+    /// Stages whose `when:` does not hold for this run, with the reason.
+    pub skip_when: HashMap<StageId, String>,
 }
 
 /// What every stage of one run shares.
@@ -66,6 +68,10 @@ pub struct Context {
     pub stat_cache: StatCache,
     /// The outer environment, read once: stages take from it what `environment` allows.
     pub outer_env: BTreeMap<String, String>,
+    /// Per-run variables every stage gets and no fingerprint sees (`MURPHY_TRIGGER`, ...).
+    pub run_env: Vec<(String, String)>,
+    /// Per-run variables that decide results (`MURPHY_VERSION`, `MURPHY_PRERELEASE`).
+    pub release_env: Vec<(String, String)>,
     pub verbose: bool,
     journal_failed: AtomicBool,
 }
@@ -80,6 +86,8 @@ impl Context {
         verbose: bool,
     ) -> Context {
         Context {
+            run_env: Vec::new(),
+            release_env: Vec::new(),
             store: Store::new(&state_dir),
             stat_cache: StatCache::load(&state_dir.join("stat-cache")),
             outer_env: crate::environment::outer(),
@@ -124,7 +132,11 @@ enum Slot {
     Succeeded { output_digest: String, cached: bool },
     Failed(Outcome),
     Skipped,
+    SkippedWhen,
 }
+
+/// The digest a skipped optional need contributes to its dependents' fingerprints.
+const SKIPPED_DIGEST: &str = "skipped";
 
 /// Runs the selected stages and returns how the run ended. Errors are about the records
 /// (the journal could not be written), never about stages: those end up in the journal.
@@ -159,6 +171,17 @@ pub async fn execute(
 
     let mut slots = vec![Slot::NotSelected; plan.stages.len()];
     for &id in selected {
+        if let Some(reason) = start.skip_when.get(&id) {
+            slots[id] = Slot::SkippedWhen;
+            ctx.reporter
+                .stage_skipped(&plan.stages[id].name, &format!("(when): {reason}"));
+            ctx.record(Event::StageSkipped {
+                stage: plan.stages[id].name.clone(),
+                reason: reason.clone(),
+                when: true,
+            });
+            continue;
+        }
         slots[id] = match start.done.get(&id) {
             Some(digest) => {
                 ctx.reporter.stage_skipped(
@@ -190,9 +213,14 @@ pub async fn execute(
                     continue;
                 }
                 let mut upstream = BTreeMap::new();
-                let ready = plan.stages[id].needs.iter().all(|&n| match &slots[n] {
+                let stage = &plan.stages[id];
+                let ready = stage.needs.iter().all(|&n| match &slots[n] {
                     Slot::Succeeded { output_digest, .. } => {
                         upstream.insert(plan.stages[n].name.clone(), output_digest.clone());
+                        true
+                    }
+                    Slot::SkippedWhen if stage.needs_optional.contains(&n) => {
+                        upstream.insert(plan.stages[n].name.clone(), SKIPPED_DIGEST.into());
                         true
                     }
                     _ => false,
@@ -271,7 +299,7 @@ pub async fn execute(
     let succeeded = count(&|s| matches!(s, Slot::Succeeded { .. }));
     let cached = count(&|s| matches!(s, Slot::Succeeded { cached: true, .. }));
     let failed = count(&|s| matches!(s, Slot::Failed(o) if *o != Outcome::Interrupted));
-    let skipped = count(&|s| *s == Slot::Skipped);
+    let skipped = count(&|s| matches!(s, Slot::Skipped | Slot::SkippedWhen));
     let status = if interrupted {
         RunStatus::Interrupted
     } else if failed > 0 || ctx.journal_failed.load(Ordering::SeqCst) {
@@ -307,9 +335,14 @@ fn skip_dependents_of_failures(ctx: &Context, slots: &mut [Slot]) {
             if slots[id] != Slot::Pending {
                 return None;
             }
-            ctx.plan.stages[id].needs.iter().find_map(|&n| {
+            let stage = &ctx.plan.stages[id];
+            stage.needs.iter().find_map(|&n| {
                 let need = &ctx.plan.stages[n].name;
                 match slots[n] {
+                    Slot::SkippedWhen if !stage.needs_optional.contains(&n) => Some((
+                        id,
+                        format!("because `{need}` was skipped by its `when` (list it in `needs_optional` to run without it)"),
+                    )),
                     Slot::Failed(Outcome::Interrupted) => {
                         Some((id, format!("because `{need}` was interrupted")))
                     }
@@ -333,5 +366,6 @@ fn skip(ctx: &Context, slots: &mut [Slot], id: StageId, reason: String) {
     ctx.record(Event::StageSkipped {
         stage: name.clone(),
         reason,
+        when: false,
     });
 }

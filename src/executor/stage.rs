@@ -45,7 +45,12 @@ impl Task {
     }
 
     pub(super) async fn run(mut self) -> StageEnd {
-        let env = environment::resolve(&self.ctx.plan, self.stage(), &self.ctx.outer_env);
+        let env = environment::resolve(
+            &self.ctx.plan,
+            self.stage(),
+            &self.ctx.outer_env,
+            &self.ctx.release_env,
+        );
         let (manifest, env) = match self.manifest(env).await {
             Ok(done) => done,
             Err(message) => return self.fail_before_running(message),
@@ -316,6 +321,7 @@ impl Task {
         let log_path = ctx.run.log_path(&stage.name);
         let attempts = stage.retry.attempts;
         let mut env = env.vars.clone();
+        env.extend(ctx.run_env.iter().cloned());
         env.insert("MURPHY_RUN_ID".into(), ctx.run.id.clone());
         env.insert("MURPHY_STAGE".into(), stage.name.clone());
         env.insert(

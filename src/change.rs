@@ -1,0 +1,231 @@
+//! What a run is about, collected once when it starts and kept in its `meta.json`: the change
+//! (description, commit, links) and why it runs (trigger, branch, tag, version).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ci::{self, CiInfo};
+use crate::git::{self, GitInfo};
+use crate::plan::Plan;
+use crate::trigger::{Situation, Trigger};
+use crate::version::{self, Version, VersionError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error(transparent)]
+    Version(#[from] VersionError),
+    #[error(
+        "a `tag` run needs a tag: push one (CI reads it from the event) or tag HEAD with a tag matching `{0}`"
+    )]
+    NoTag(String),
+    #[error("aborted: the description is empty, so nothing was run")]
+    EmptyDescription,
+    #[error("cannot run the editor `{editor}` for the description")]
+    Editor {
+        editor: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub trigger: Trigger,
+    pub description: Option<String>,
+    pub branch: Option<String>,
+    pub tag: Option<String>,
+    pub version: Option<Version>,
+    pub git: Option<GitInfo>,
+    pub ci: Option<CiInfo>,
+}
+
+/// What the command line asks for.
+#[derive(Debug, Default)]
+pub struct Request {
+    pub trigger: Option<Trigger>,
+    pub description: Option<String>,
+    /// Open `$VISUAL`/`$EDITOR` for the description.
+    pub edit: bool,
+}
+
+impl Change {
+    pub fn situation(&self) -> Situation {
+        Situation {
+            trigger: self.trigger,
+            branch: self.branch.clone(),
+            tag: self.tag.clone(),
+        }
+    }
+
+    /// Every link to the change, in the order a person wants them.
+    pub fn links(&self) -> Links {
+        let git = self.git.as_ref().map(|g| &g.links);
+        Links {
+            commit: git.and_then(|l| l.commit.clone()),
+            diff: git.and_then(|l| l.compare.clone()),
+            tree: git.and_then(|l| l.tree.clone()),
+            pr: self.ci.as_ref().and_then(|c| c.pr_url.clone()),
+            ci_run: self.ci.as_ref().and_then(|c| c.run_url.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Links {
+    pub commit: Option<String>,
+    /// The previous release ... this commit.
+    pub diff: Option<String>,
+    pub tree: Option<String>,
+    pub pr: Option<String>,
+    pub ci_run: Option<String>,
+}
+
+/// Reads git and the CI environment (`env`) for the run of `plan` that `request` asks for.
+pub fn collect(
+    plan: &Plan,
+    env: &BTreeMap<String, String>,
+    request: &Request,
+    state_dir: &Path,
+) -> Result<Change, ChangeError> {
+    let repo = git::open(&plan.root);
+    let git = repo
+        .as_ref()
+        .map(|r| git::read(r, &plan.release_tags.matcher));
+    let ci = ci::detect(env);
+    let trigger = request
+        .trigger
+        .or(ci.as_ref().map(|c| c.trigger))
+        .unwrap_or(Trigger::Local);
+    let branch = ci
+        .as_ref()
+        .and_then(|c| c.branch.clone())
+        .or_else(|| git.as_ref().and_then(|g| g.branch.clone()));
+    let tag = ci.as_ref().and_then(|c| c.tag.clone()).or_else(|| {
+        git.as_ref().and_then(|g| {
+            g.tags
+                .iter()
+                .filter(|t| plan.release_tags.matcher.is_match(t.as_str()))
+                .max_by(|a, b| version::compare_tags(a, b))
+                .cloned()
+        })
+    });
+    let version = match (&tag, trigger) {
+        (Some(tag), Trigger::Tag) => Some(version::from_tag(tag)?),
+        (Some(tag), _) => version::from_tag(tag).ok(),
+        (None, Trigger::Tag) => return Err(ChangeError::NoTag(plan.release_tags.text.clone())),
+        (None, _) => None,
+    };
+    let subject = git.as_ref().and_then(|g| g.subject.clone());
+    let description = if let Some(text) = &request.description {
+        Some(text.trim().to_owned()).filter(|t| !t.is_empty())
+    } else if request.edit {
+        Some(edit_description(subject.as_deref(), env, state_dir)?)
+    } else if plan.description_from_commit {
+        git.as_ref().and_then(|g| {
+            let message = match (&g.subject, &g.body) {
+                (Some(s), Some(b)) => format!("{s}\n\n{b}"),
+                (Some(s), None) => s.clone(),
+                _ => return None,
+            };
+            Some(message.trim().to_owned())
+        })
+    } else {
+        None
+    };
+    Ok(Change {
+        trigger,
+        description,
+        branch,
+        tag,
+        version,
+        git,
+        ci,
+    })
+}
+
+/// The files a `local`, `pre-push` or `pr` run changes, for `MURPHY_CHANGED_FILES`: against
+/// the pull request's base branch (`pr`), the commit being pushed over (`pre-push`, from the
+/// hook's `MURPHY_PUSH_BASE`) or the branch's upstream; a local run includes uncommitted
+/// changes. Other triggers (and runs outside a repository) get none.
+pub fn changed_files(
+    plan: &Plan,
+    change: &Change,
+    env: &BTreeMap<String, String>,
+) -> Option<git::ChangedFiles> {
+    let repo = git::open(&plan.root)?;
+    let base = match change.trigger {
+        Trigger::Pr => change
+            .ci
+            .as_ref()
+            .and_then(|c| c.base_branch.as_ref())
+            .and_then(|b| {
+                [format!("refs/remotes/origin/{b}"), b.clone()]
+                    .into_iter()
+                    .find(|r| repo.revparse_single(r).is_ok())
+            }),
+        Trigger::PrePush => env
+            .get("MURPHY_PUSH_BASE")
+            .filter(|sha| !sha.is_empty() && sha.chars().any(|c| c != '0'))
+            .cloned(),
+        Trigger::Local => None,
+        Trigger::Push | Trigger::Nightly | Trigger::Tag => return None,
+    };
+    Some(git::changed_files(
+        &repo,
+        base.as_deref(),
+        change.trigger == Trigger::Local,
+    ))
+}
+
+const TEMPLATE_HELP: &str = "\
+# Describe this change for the run's record: what it is and why.
+# Lines starting with '#' are ignored; an empty description aborts the run.";
+
+/// Opens the user's editor on a template holding the commit subject, as `git commit` does.
+fn edit_description(
+    subject: Option<&str>,
+    env: &BTreeMap<String, String>,
+    state_dir: &Path,
+) -> Result<String, ChangeError> {
+    let editor = env
+        .get("VISUAL")
+        .or_else(|| env.get("EDITOR"))
+        .filter(|e| !e.trim().is_empty())
+        .cloned()
+        .unwrap_or_else(|| "vi".to_owned());
+    let failed = |source| ChangeError::Editor {
+        editor: editor.clone(),
+        source,
+    };
+    std::fs::create_dir_all(state_dir).map_err(failed)?;
+    let path = state_dir.join("DESCRIPTION_EDITMSG");
+    std::fs::write(
+        &path,
+        format!("{}\n\n{TEMPLATE_HELP}\n", subject.unwrap_or("")),
+    )
+    .map_err(failed)?;
+    // Through the shell, so `EDITOR="code --wait"` works as it does for git.
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("murphy-editor")
+        .arg(&path)
+        .status()
+        .map_err(failed)?;
+    if !status.success() {
+        return Err(failed(io::Error::other(format!(
+            "the editor exited with {status}"
+        ))));
+    }
+    let text = std::fs::read_to_string(&path).map_err(failed)?;
+    let _ = std::fs::remove_file(&path);
+    let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    let description = kept.join("\n").trim().to_owned();
+    if description.is_empty() {
+        return Err(ChangeError::EmptyDescription);
+    }
+    Ok(description)
+}

@@ -1,0 +1,444 @@
+//! What a run knows of its commit, read with libgit2 (no `git` process): sha, branch, tags,
+//! dirty flag, author, message, the previous release tag, and web links for the hosts people
+//! click through to. Every field degrades to "unknown" rather than failing: an empty
+//! repository, a detached HEAD, a shallow clone and no repository at all are normal.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use git2::{Repository, StatusOptions};
+use globset::GlobMatcher;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// The commit a run is about.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GitInfo {
+    /// `None` in a repository with no commit yet.
+    pub sha: Option<String>,
+    /// `None` on a detached HEAD.
+    pub branch: Option<String>,
+    /// Tags pointing at HEAD, sorted.
+    pub tags: Vec<String>,
+    /// Tracked files differ from HEAD (untracked files do not count).
+    pub dirty: bool,
+    pub shallow: bool,
+    pub author: Option<String>,
+    pub committed_at: Option<Timestamp>,
+    pub subject: Option<String>,
+    pub body: Option<String>,
+    /// The nearest release tag reachable from HEAD, HEAD's own tags excluded.
+    pub previous_release: Option<String>,
+    /// The remote's URL, without any credentials it held.
+    pub remote: Option<String>,
+    pub links: Links,
+}
+
+/// Web pages for the commit, when the remote is on a host murphy knows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Links {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// previous release ... this commit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compare: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tree: Option<String>,
+}
+
+/// The repository holding `dir`, if any.
+pub fn open(dir: &Path) -> Option<Repository> {
+    Repository::discover(dir).ok()
+}
+
+/// Reads what is known of HEAD. `release` matches release tags (default `v*`).
+pub fn read(repo: &Repository, release: &GlobMatcher) -> GitInfo {
+    let mut info = GitInfo {
+        shallow: repo.is_shallow(),
+        ..GitInfo::default()
+    };
+    let head = repo.head().ok();
+    info.branch = head
+        .as_ref()
+        .filter(|h| h.is_branch())
+        .and_then(|h| h.shorthand().ok().map(str::to_owned))
+        .or_else(|| unborn_branch(repo));
+    let commit = head.and_then(|h| h.peel_to_commit().ok());
+    if let Some(commit) = &commit {
+        info.sha = Some(commit.id().to_string());
+        let author = commit.author();
+        info.author = Some(match (author.name().ok(), author.email().ok()) {
+            (Some(name), Some(email)) => format!("{name} <{email}>"),
+            (Some(name), None) => name.to_owned(),
+            (None, email) => email.unwrap_or_default().to_owned(),
+        });
+        info.committed_at = Timestamp::from_second(commit.time().seconds()).ok();
+        info.subject = commit.summary().ok().flatten().map(str::to_owned);
+        info.body = commit.body().ok().flatten().map(str::to_owned);
+        let tags = tags_by_commit(repo);
+        info.tags = tags.get(&commit.id()).cloned().unwrap_or_default();
+        info.previous_release = previous_release(repo, commit.id(), &tags, release);
+    }
+    info.dirty = is_dirty(repo);
+    info.remote = remote_url(repo);
+    if let (Some(remote), Some(sha)) = (&info.remote, &info.sha) {
+        info.links = web_links(remote, sha, info.previous_release.as_deref());
+    }
+    info
+}
+
+/// On an unborn branch (no commit yet) HEAD still names the branch to be.
+fn unborn_branch(repo: &Repository) -> Option<String> {
+    let head = repo.find_reference("HEAD").ok()?;
+    let target = head.symbolic_target().ok()??;
+    target.strip_prefix("refs/heads/").map(str::to_owned)
+}
+
+/// Every tag name, by the commit it points at (annotated tags peeled), sorted.
+fn tags_by_commit(repo: &Repository) -> HashMap<git2::Oid, Vec<String>> {
+    let mut map: HashMap<git2::Oid, Vec<String>> = HashMap::new();
+    let Ok(names) = repo.tag_names(None) else {
+        return map;
+    };
+    for name in names.iter().flatten().flatten() {
+        let Ok(reference) = repo.find_reference(&format!("refs/tags/{name}")) else {
+            continue;
+        };
+        if let Ok(commit) = reference.peel_to_commit() {
+            map.entry(commit.id()).or_default().push(name.to_owned());
+        }
+    }
+    for tags in map.values_mut() {
+        tags.sort();
+    }
+    map
+}
+
+/// Walks back from HEAD (newest first; a shallow clone simply ends sooner) to the first other
+/// commit carrying a release tag.
+fn previous_release(
+    repo: &Repository,
+    head: git2::Oid,
+    tags: &HashMap<git2::Oid, Vec<String>>,
+    release: &GlobMatcher,
+) -> Option<String> {
+    let mut walk = repo.revwalk().ok()?;
+    walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::TIME)
+        .ok()?;
+    walk.push(head).ok()?;
+    walk.flatten().filter(|oid| *oid != head).find_map(|oid| {
+        tags.get(&oid)?
+            .iter()
+            .filter(|t| release.is_match(t.as_str()))
+            .max_by(|a, b| crate::version::compare_tags(a, b))
+            .cloned()
+    })
+}
+
+fn is_dirty(repo: &Repository) -> bool {
+    if repo.is_bare() {
+        return false;
+    }
+    let mut options = StatusOptions::new();
+    options.include_untracked(false).include_ignored(false);
+    repo.statuses(Some(&mut options))
+        .is_ok_and(|statuses| !statuses.is_empty())
+}
+
+/// `origin`'s URL, else the first remote's, with credentials removed.
+fn remote_url(repo: &Repository) -> Option<String> {
+    let remote = repo.find_remote("origin").ok().or_else(|| {
+        let names = repo.remotes().ok()?;
+        let first = names.iter().flatten().flatten().next()?.to_owned();
+        repo.find_remote(&first).ok()
+    })?;
+    remote.url().ok().map(strip_credentials)
+}
+
+/// `https://user:token@host/x` becomes `https://host/x`: a token must never reach a record.
+pub fn strip_credentials(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            if path.is_empty() && !rest.contains('/') {
+                format!("{scheme}://{host}")
+            } else {
+                format!("{scheme}://{host}/{path}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// A remote URL split into host and repository path, for the https, ssh and scp-like forms.
+fn host_and_path(remote: &str) -> Option<(String, String)> {
+    let (host, path) = match remote.split_once("://") {
+        Some((_, rest)) => {
+            let (authority, path) = rest.split_once('/')?;
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            let host = host.split(':').next().unwrap_or(host);
+            (host.to_owned(), path.to_owned())
+        }
+        None => {
+            // scp-like: `git@github.com:owner/repo.git`
+            let (authority, path) = remote.split_once(':')?;
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            (host.to_owned(), path.to_owned())
+        }
+    };
+    let path = path.trim_end_matches('/');
+    let path = path.strip_suffix(".git").unwrap_or(path);
+    Some((
+        host.to_ascii_lowercase(),
+        path.trim_start_matches('/').to_owned(),
+    ))
+}
+
+/// `https://github.com/owner/repo` for a GitHub remote in any of its forms.
+pub fn github_repo(remote: &str) -> Option<String> {
+    let (host, path) = host_and_path(remote)?;
+    (host == "github.com").then(|| format!("https://github.com/{path}"))
+}
+
+/// Commit, compare and tree links for GitHub, GitLab, Bitbucket and Azure DevOps. Other hosts
+/// (self-hosted included: murphy cannot know their URL scheme) get none.
+pub fn web_links(remote: &str, sha: &str, previous: Option<&str>) -> Links {
+    let Some((host, path)) = host_and_path(remote) else {
+        return Links::default();
+    };
+    let compare = |f: &dyn Fn(&str) -> String| previous.map(f);
+    match host.as_str() {
+        "github.com" => {
+            let base = format!("https://github.com/{path}");
+            Links {
+                commit: Some(format!("{base}/commit/{sha}")),
+                compare: compare(&|prev| format!("{base}/compare/{prev}...{sha}")),
+                tree: Some(format!("{base}/tree/{sha}")),
+            }
+        }
+        "gitlab.com" => {
+            let base = format!("https://gitlab.com/{path}");
+            Links {
+                commit: Some(format!("{base}/-/commit/{sha}")),
+                compare: compare(&|prev| format!("{base}/-/compare/{prev}...{sha}")),
+                tree: Some(format!("{base}/-/tree/{sha}")),
+            }
+        }
+        "bitbucket.org" => {
+            let base = format!("https://bitbucket.org/{path}");
+            Links {
+                commit: Some(format!("{base}/commits/{sha}")),
+                compare: compare(&|prev| format!("{base}/branches/compare/{sha}%0D{prev}#diff")),
+                tree: Some(format!("{base}/src/{sha}")),
+            }
+        }
+        _ => match azure_base(&host, &path) {
+            Some(base) => Links {
+                commit: Some(format!("{base}/commit/{sha}")),
+                compare: compare(&|prev| {
+                    format!("{base}/branchCompare?baseVersion=GT{prev}&targetVersion=GC{sha}")
+                }),
+                tree: Some(format!("{base}?version=GC{sha}")),
+            },
+            None => Links::default(),
+        },
+    }
+}
+
+/// `https://dev.azure.com/{org}/{project}/_git/{repo}` from any Azure DevOps remote form.
+fn azure_base(host: &str, path: &str) -> Option<String> {
+    let parts: Vec<&str> = path.split('/').collect();
+    let (org, project, repo) = match (host, parts.as_slice()) {
+        ("dev.azure.com", [org, project, "_git", repo]) => (*org, *project, *repo),
+        ("ssh.dev.azure.com", ["v3", org, project, repo]) => (*org, *project, *repo),
+        ("vs-ssh.visualstudio.com", ["v3", org, project, repo]) => (*org, *project, *repo),
+        (h, rest) if h.ends_with(".visualstudio.com") => {
+            let org = h.strip_suffix(".visualstudio.com")?;
+            match rest {
+                ["DefaultCollection", project, "_git", repo] | [project, "_git", repo] => {
+                    (org, *project, *repo)
+                }
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    Some(format!("https://dev.azure.com/{org}/{project}/_git/{repo}"))
+}
+
+/// What changed, and against what: for `MURPHY_CHANGED_FILES`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedFiles {
+    /// The commit compared against, or `None` when no base could be found and every tracked
+    /// file is listed instead (checking everything is the safe fallback).
+    pub base: Option<String>,
+    pub files: Vec<PathBuf>,
+}
+
+/// Files changed between the merge base of HEAD with `base_ref` (a sha or a ref such as
+/// `origin/main`; default: the current branch's upstream) and HEAD, plus, when
+/// `include_worktree`, changes not yet committed.
+pub fn changed_files(
+    repo: &Repository,
+    base_ref: Option<&str>,
+    include_worktree: bool,
+) -> ChangedFiles {
+    let all_tracked = || ChangedFiles {
+        base: None,
+        files: repo
+            .index()
+            .map(|index| {
+                index
+                    .iter()
+                    .map(|e| PathBuf::from(String::from_utf8_lossy(&e.path).into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let Some(head) = repo.head().ok().and_then(|h| h.peel_to_commit().ok()) else {
+        return all_tracked();
+    };
+    let base = base_ref
+        .and_then(|r| repo.revparse_single(r).ok())
+        .or_else(|| upstream(repo))
+        .and_then(|o| o.peel_to_commit().ok())
+        .and_then(|c| repo.merge_base(head.id(), c.id()).ok())
+        .and_then(|oid| repo.find_commit(oid).ok());
+    let Some(base) = base else {
+        return all_tracked();
+    };
+    let diff = match (base.tree(), include_worktree) {
+        (Ok(tree), true) => repo.diff_tree_to_workdir_with_index(Some(&tree), None),
+        (Ok(tree), false) => head
+            .tree()
+            .and_then(|head_tree| repo.diff_tree_to_tree(Some(&tree), Some(&head_tree), None)),
+        (Err(e), _) => Err(e),
+    };
+    let Ok(diff) = diff else {
+        return all_tracked();
+    };
+    let mut files: Vec<PathBuf> = diff
+        .deltas()
+        .filter_map(|d| {
+            d.new_file()
+                .path()
+                .or(d.old_file().path())
+                .map(Path::to_path_buf)
+        })
+        .collect();
+    files.sort();
+    files.dedup();
+    ChangedFiles {
+        base: Some(base.id().to_string()),
+        files,
+    }
+}
+
+/// The current branch's upstream, else the remote's default branch (`origin/HEAD`).
+fn upstream(repo: &Repository) -> Option<git2::Object<'_>> {
+    let head = repo.head().ok()?;
+    let name = head.name().ok()?;
+    repo.branch_upstream_name(name)
+        .ok()
+        .and_then(|up| {
+            up.as_str()
+                .ok()
+                .and_then(|up| repo.revparse_single(up).ok())
+        })
+        .or_else(|| repo.revparse_single("refs/remotes/origin/HEAD").ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    #[test]
+    fn links_for_each_host_and_form() {
+        let cases = [
+            (
+                "https://github.com/o/r.git",
+                "https://github.com/o/r/commit/",
+            ),
+            ("git@github.com:o/r.git", "https://github.com/o/r/commit/"),
+            ("ssh://git@github.com/o/r", "https://github.com/o/r/commit/"),
+            (
+                "https://tok:x@github.com/o/r",
+                "https://github.com/o/r/commit/",
+            ),
+            (
+                "https://gitlab.com/g/sub/r.git",
+                "https://gitlab.com/g/sub/r/-/commit/",
+            ),
+            (
+                "git@gitlab.com:g/sub/r.git",
+                "https://gitlab.com/g/sub/r/-/commit/",
+            ),
+            (
+                "https://bitbucket.org/o/r.git",
+                "https://bitbucket.org/o/r/commits/",
+            ),
+            (
+                "git@bitbucket.org:o/r.git",
+                "https://bitbucket.org/o/r/commits/",
+            ),
+            (
+                "https://org@dev.azure.com/org/proj/_git/repo",
+                "https://dev.azure.com/org/proj/_git/repo/commit/",
+            ),
+            (
+                "git@ssh.dev.azure.com:v3/org/proj/repo",
+                "https://dev.azure.com/org/proj/_git/repo/commit/",
+            ),
+            (
+                "https://org.visualstudio.com/DefaultCollection/proj/_git/repo",
+                "https://dev.azure.com/org/proj/_git/repo/commit/",
+            ),
+        ];
+        for (remote, prefix) in cases {
+            let links = web_links(remote, SHA, Some("v1.0.0"));
+            assert_eq!(links.commit, Some(format!("{prefix}{SHA}")), "{remote}");
+            assert!(
+                links
+                    .compare
+                    .as_deref()
+                    .is_some_and(|c| c.contains("v1.0.0")),
+                "{remote}"
+            );
+            assert!(links.tree.is_some(), "{remote}");
+        }
+        assert_eq!(
+            web_links("git@github.com:o/r.git", SHA, Some("v1.0.0"))
+                .compare
+                .as_deref(),
+            Some(format!("https://github.com/o/r/compare/v1.0.0...{SHA}").as_str())
+        );
+        assert_eq!(web_links("https://github.com/o/r", SHA, None).compare, None);
+    }
+
+    #[test]
+    fn other_hosts_get_no_links_and_no_error() {
+        for remote in [
+            "https://git.example.org/o/r.git",
+            "/srv/git/r.git",
+            "file:///tmp/r",
+            "",
+        ] {
+            assert_eq!(web_links(remote, SHA, None), Links::default(), "{remote}");
+        }
+    }
+
+    #[test]
+    fn credentials_never_survive() {
+        assert_eq!(
+            strip_credentials("https://user:s3cret@github.com/o/r.git"),
+            "https://github.com/o/r.git"
+        );
+        assert_eq!(
+            strip_credentials("git@github.com:o/r.git"),
+            "git@github.com:o/r.git"
+        );
+    }
+}
