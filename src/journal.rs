@@ -27,11 +27,10 @@ pub struct Record {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
+    /// The first record; what the run was asked to do is in its `meta.json`.
     RunStarted {
         run_id: String,
         pid: u32,
-        /// The stages this run was asked to run, in pipeline order.
-        stages: Vec<String>,
     },
     /// A run picked up again by `murphy resume`, by the murphy with this pid.
     RunResumed {

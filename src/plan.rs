@@ -277,7 +277,15 @@ impl Planner<'_> {
                 self.error("`timeout` must be longer than zero", t);
             }
             for pattern in def.inputs.iter().chain(&def.outputs) {
-                if let Err(err) = crate::inputs::compile(&pattern.value) {
+                if Path::new(&pattern.value).is_absolute() {
+                    self.error(
+                        format!(
+                            "`{}` is an absolute path: inputs and outputs are relative to the pipeline's directory",
+                            pattern.value
+                        ),
+                        pattern,
+                    );
+                } else if let Err(err) = crate::inputs::compile(&pattern.value) {
                     self.error(
                         format!("bad glob `{}`: {}", pattern.value, err.kind()),
                         pattern,

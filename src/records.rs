@@ -61,9 +61,23 @@ pub struct RunMeta {
     pub file: PathBuf,
     pub started_at: Timestamp,
     pub murphy_version: String,
-    /// What the run is about (absent in records of murphy before 0.1's change tracking).
+    /// What the run is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change: Option<Change>,
+    /// What the run was asked to do; a resumed run does the same.
+    #[serde(default)]
+    pub params: RunParams,
+}
+
+/// What a run was asked to do, fixed when it starts: the stages (in pipeline order), and
+/// those `--force` re-runs and `--from` takes from checkpoints.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunParams {
+    pub stages: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub force: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from_checkpoint: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +123,7 @@ impl StateDir {
         pipeline: &str,
         file: &Path,
         change: Change,
+        params: RunParams,
     ) -> Result<(RunDir, RunMeta, Journal), RecordsError> {
         let runs = self.runs_dir();
         fs::create_dir_all(&runs).map_err(io_err(&runs))?;
@@ -138,6 +153,7 @@ impl StateDir {
             started_at,
             murphy_version: env!("CARGO_PKG_VERSION").to_owned(),
             change: Some(change),
+            params,
         };
         let meta_path = dir.meta_path();
         let bytes = serde_json::to_vec_pretty(&meta)
@@ -303,6 +319,9 @@ pub struct RunView {
     /// Everything known of the change, for `murphy show`.
     #[serde(skip)]
     pub change: Option<Change>,
+    /// What the run was asked to do, for `murphy resume`.
+    #[serde(skip)]
+    pub params: RunParams,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -348,6 +367,7 @@ impl RunView {
             run_id: meta.run_id,
             pipeline: meta.pipeline,
             status: RunState::Killed,
+            params: meta.params.clone(),
             trigger: meta.change.as_ref().map(|c| c.trigger),
             description: meta.change.as_ref().and_then(|c| c.description.clone()),
             change: meta.change,
@@ -356,13 +376,12 @@ impl RunView {
             duration_ms: None,
             stages: Vec::new(),
         };
+        for name in &view.params.stages.clone() {
+            view.stage_mut(name);
+        }
         for record in records {
             match &record.event {
-                Event::RunStarted { stages, .. } => {
-                    for name in stages {
-                        view.stage_mut(name);
-                    }
-                }
+                Event::RunStarted { .. } => {}
                 Event::RunResumed { .. } => {
                     view.status = RunState::Killed;
                     view.finished_at = None;
@@ -396,6 +415,9 @@ impl RunView {
                 } => {
                     let s = view.stage_mut(stage);
                     s.state = StageState::Cached;
+                    s.why = None;
+                    s.exit_code = None;
+                    s.signal = None;
                     s.fingerprint = Some(fingerprint.clone());
                     s.output_digest = Some(output_digest.clone());
                     s.reason = note.clone();

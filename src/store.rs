@@ -348,8 +348,9 @@ impl Store {
         result
     }
 
-    /// Makes the workspace hold exactly the record's outputs, copying back what is missing or
-    /// different and checking each object's bytes on the way. Returns how many were restored.
+    /// Makes the workspace hold the record's outputs, copying back what is missing or different
+    /// and checking each object's bytes on the way; files the record does not name are left
+    /// alone. Returns how many entries were restored.
     pub fn restore(
         &self,
         root: &Path,
@@ -433,7 +434,7 @@ impl Store {
         result
     }
 
-    /// Removes records older than `keep_days` (if given), then every object no remaining
+    /// Removes records at least `keep_days` old (if given; 0 removes all), then every object no remaining
     /// record names. Records go first: a kill in between leaves only unreferenced objects,
     /// which the next gc removes. Call with the state directory's lock held.
     pub fn gc(&self, keep_days: Option<u32>, now: Timestamp) -> Result<Stats, StoreError> {
@@ -444,7 +445,8 @@ impl Store {
             let expired = match (&record, keep_days) {
                 (None, _) => true,
                 (Some(r), Some(days)) => {
-                    now.as_second() - r.created_at.as_second() > i64::from(days) * 86_400
+                    now.as_nanosecond() - r.created_at.as_nanosecond()
+                        >= i128::from(days) * 86_400 * 1_000_000_000
                 }
                 (Some(_), None) => false,
             };

@@ -12,7 +12,7 @@ use crate::executor::{self, Context, Mode, Options, Start};
 use crate::journal::{Journal, RunStatus};
 use crate::lock::RunLock;
 use crate::plan::{self, Plan, StageId};
-use crate::records::{RunDir, RunState, RunView, StateDir};
+use crate::records::{RunDir, RunParams, RunState, RunView, StateDir};
 use crate::report::Reporter;
 use crate::store::Store;
 use crate::trigger::Trigger;
@@ -88,7 +88,22 @@ pub(super) fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
     let change = change::collect(&plan, &env, &request, state.root())?;
     let mut lock = RunLock::acquire(state.root())?;
     let modes = modes(&plan, &selected, args, &Store::new(state.root()))?;
-    let (run_dir, _meta, journal) = state.create_run(&plan.name, &file, change.clone())?;
+    let names = |mode: Mode| -> Vec<String> {
+        selected
+            .iter()
+            .filter(|&&id| modes[id] == mode)
+            .map(|&id| plan.stages[id].name.clone())
+            .collect()
+    };
+    let params = RunParams {
+        stages: selected
+            .iter()
+            .map(|&id| plan.stages[id].name.clone())
+            .collect(),
+        force: names(Mode::Force),
+        from_checkpoint: names(Mode::Checkpoint),
+    };
+    let (run_dir, _meta, journal) = state.create_run(&plan.name, &file, change.clone(), params)?;
     lock.set_run(&run_dir.id)
         .map_err(|e| io_error("cannot write the state directory's lock", e))?;
     let start = Start {
@@ -227,7 +242,16 @@ pub(super) fn resume(cli: &Cli, args: &ResumeArgs) -> Result<i32, Error> {
         resumed: true,
         skip_when: skip_when(&plan, &selected, &change),
     };
-    let modes = vec![Mode::Normal; plan.stages.len()];
+    // What `--force` and `--from` asked of the run still holds for what it has left to do.
+    let mut modes = vec![Mode::Normal; plan.stages.len()];
+    for (names, mode) in [
+        (&view.params.force, Mode::Force),
+        (&view.params.from_checkpoint, Mode::Checkpoint),
+    ] {
+        for id in names.iter().filter_map(|n| plan.stage_id(n)) {
+            modes[id] = mode;
+        }
+    }
     let prepared = Prepared {
         plan,
         run_dir,

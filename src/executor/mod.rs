@@ -158,10 +158,6 @@ pub async fn execute(
         Event::RunStarted {
             run_id: ctx.run.id.clone(),
             pid: std::process::id(),
-            stages: selected
-                .iter()
-                .map(|&i| plan.stages[i].name.clone())
-                .collect(),
         }
     };
     ctx.journal.append(event)?;

@@ -56,6 +56,11 @@ impl Task {
             Err(message) => return self.fail_before_running(message),
         };
         let fingerprint = manifest.fingerprint();
+        // What a killed attempt left (processes, half-written outputs) goes before anything
+        // else happens to the stage, whether it is then restored or run again.
+        if self.discard {
+            self.discard_outputs();
+        }
 
         if self.mode == Mode::Checkpoint {
             let ctx = self.ctx.clone();
@@ -93,9 +98,6 @@ impl Task {
         }
 
         let why = self.why(&manifest);
-        if self.discard {
-            self.discard_outputs();
-        }
         let started = Instant::now();
         let attempt = match self.attempts(&env, why).await {
             Ok(attempt) => attempt,

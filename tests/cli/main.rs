@@ -2,8 +2,10 @@
 //! and real signals. Timing is proven from the timestamps murphy records, never from how
 //! long a test took.
 
+mod checkpoints;
 mod config;
 mod records;
+mod resume;
 mod run;
 mod signals;
 mod support;

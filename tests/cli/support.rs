@@ -81,6 +81,7 @@ impl Test {
             .env_remove("MURPHY_RUN_ID")
             .env_remove("MURPHY_STAGE")
             .env_remove("MURPHY_LOG")
+            .env_remove("MURPHY_CRASH_AT")
             .env_remove("GITHUB_ACTIONS")
             .env("NO_COLOR", "1")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -94,6 +95,13 @@ impl Test {
     pub fn run(self) -> Output {
         let output = self.command().output().expect("cannot start murphy");
         Output::check(&self, output)
+    }
+
+    /// Runs murphy to the end, which must be death by SIGKILL: a crash point
+    /// (`MURPHY_CRASH_AT`) fired.
+    pub fn run_killed(self) -> Output {
+        let output = self.command().output().expect("cannot start murphy");
+        Output::killed(&self, output)
     }
 
     /// Starts murphy and returns at once, to signal it while it runs.
@@ -131,6 +139,62 @@ impl Output {
             stderr,
             tempdir: test.tempdir.clone(),
         }
+    }
+
+    /// What a murphy that died by SIGKILL printed.
+    fn killed(test: &Test, output: std::process::Output) -> Output {
+        use std::os::unix::process::ExitStatusExt;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_eq!(
+            output.status.signal(),
+            Some(libc::SIGKILL),
+            "`murphy {}` ended with {}, expected death by SIGKILL\n--- stdout:\n{stdout}--- stderr:\n{stderr}",
+            test.args.join(" "),
+            output.status,
+        );
+        Output {
+            stdout,
+            stderr,
+            tempdir: test.tempdir.clone(),
+        }
+    }
+
+    /// Rewrites `pipeline.yml`, unindented like [`Test::pipeline`].
+    pub fn pipeline(&self, yaml: &str) {
+        self.write("pipeline.yml", &unindent(yaml));
+    }
+
+    /// Writes a file under the temp dir, exactly as given.
+    pub fn write(&self, path: &str, contents: &str) {
+        let path = self.file(path);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).unwrap();
+        }
+        fs::write(path, contents).unwrap();
+    }
+
+    /// The lines in a file, 0 if it does not exist: how often a stage appended to a counter.
+    pub fn count(&self, path: &str) -> usize {
+        fs::read_to_string(self.file(path)).map_or(0, |text| text.lines().count())
+    }
+
+    /// The events of a run's journal, skipping a line torn by a kill.
+    pub fn intact_journal(&self, run_id: &str) -> Vec<serde_json::Value> {
+        self.read(&format!(".murphy/runs/{run_id}/journal.jsonl"))
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// `murphy runs --json`: every run, newest first.
+    pub fn runs(&self) -> Vec<RunView> {
+        parse_json(&self.murphy(["runs", "--json"]).run().stdout)
+    }
+
+    /// `murphy cache stats --json`.
+    pub fn cache_stats(&self) -> CacheStats {
+        parse_json(&self.murphy(["cache", "stats", "--json"]).run().stdout)
     }
 
     /// The temp dir murphy ran in (the pipeline's directory).
@@ -211,6 +275,28 @@ impl Running {
         self.test.tempdir.path()
     }
 
+    /// The pid of the murphy process.
+    pub fn pid(&self) -> libc::pid_t {
+        let child = self.child.as_ref().expect("murphy was already waited for");
+        libc::pid_t::try_from(child.id()).unwrap()
+    }
+
+    /// Another murphy command in the same temp dir, while this one runs.
+    pub fn murphy<I, S>(&self, args: I) -> Test
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Test::in_dir(self.test.tempdir.clone()).args(args)
+    }
+
+    /// Waits for murphy to end, which must be death by SIGKILL.
+    pub fn wait_killed(mut self) -> Output {
+        let child = self.child.take().expect("murphy was already waited for");
+        let output = child.wait_with_output().unwrap();
+        Output::killed(&self.test, output)
+    }
+
     pub fn signal(&mut self, signal: libc::c_int) {
         let pid = libc::pid_t::try_from(self.child().id()).unwrap();
         // SAFETY: kill only sends a signal, to the murphy this test started.
@@ -275,6 +361,13 @@ pub struct StageView {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub reason: Option<String>,
+    /// Why it ran instead of being restored from a checkpoint.
+    #[serde(default)]
+    pub why: Option<String>,
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    #[serde(default)]
+    pub output_digest: Option<String>,
 }
 
 impl StageView {
@@ -291,6 +384,18 @@ impl StageView {
     pub fn reason(&self) -> &str {
         self.reason.as_deref().unwrap_or_default()
     }
+
+    pub fn why(&self) -> &str {
+        self.why.as_deref().unwrap_or_default()
+    }
+}
+
+/// `murphy cache stats --json`.
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+pub struct CacheStats {
+    pub objects: u64,
+    pub bytes: u64,
+    pub records: u64,
 }
 
 pub fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> T {
