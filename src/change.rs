@@ -52,6 +52,19 @@ pub struct Request {
 }
 
 impl Change {
+    /// A local run with nothing known: what records from before change tracking stand for.
+    pub fn local() -> Change {
+        Change {
+            trigger: Trigger::Local,
+            description: None,
+            branch: None,
+            tag: None,
+            version: None,
+            git: None,
+            ci: None,
+        }
+    }
+
     pub fn situation(&self) -> Situation {
         Situation {
             trigger: self.trigger,
@@ -73,7 +86,7 @@ impl Change {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Links {
     pub commit: Option<String>,
     /// The previous release ... this commit.

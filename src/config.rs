@@ -223,6 +223,33 @@ pub struct StageDef {
     pub timeout: Option<Spanned<Scalar>>,
     /// Run a failed stage again.
     pub retry: Option<RetryDef>,
+    /// Keep this run's artifacts as a numbered build in the archive, after `run` (if any).
+    pub archive: Option<ArchiveDef>,
+}
+
+/// `archive: {name: "{name}-{version}", files: [...], retention: {...}, root: artifacts}`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveDef {
+    /// The bundle's name; placeholders: {name} {version} {build} {sha} {date} {trigger}.
+    #[schemars(with = "Option<String>")]
+    pub name: Option<Spanned<String>>,
+    /// Globs of the files to keep, relative to the pipeline's directory.
+    #[schemars(with = "Vec<String>")]
+    pub files: Vec<Spanned<String>>,
+    /// A build is deleted only when it is both older than `keep_days` and not among the
+    /// `keep_last` newest. Both default to 30.
+    pub retention: Option<RetentionDef>,
+    /// Where builds are kept, relative to the pipeline's directory; default `artifacts`.
+    #[schemars(with = "Option<String>")]
+    pub root: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionDef {
+    pub keep_last: Option<u64>,
+    pub keep_days: Option<u64>,
 }
 
 /// `when: {trigger: [pr, push], branch: [main, "release/*"], tag: "v*"}`.

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::archive::ArchiveError;
 use crate::change::ChangeError;
 use crate::config::ConfigError;
 use crate::hooks::HookError;
@@ -37,6 +38,8 @@ pub enum Error {
     Change(#[from] ChangeError),
     #[error(transparent)]
     Hook(#[from] HookError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
     #[error("{0}")]
     Usage(String),
     #[error("{context}")]
@@ -57,7 +60,9 @@ impl Error {
             Error::Hook(
                 HookError::NoRepository(_) | HookError::Foreign(_) | HookError::NotOurs(_),
             ) => exit::USAGE,
+            Error::Archive(ArchiveError::NoSuchBuild { .. }) => exit::USAGE,
             Error::Records(_)
+            | Error::Archive(_)
             | Error::Lock(_)
             | Error::Store(_)
             | Error::Hook(_)
@@ -79,4 +84,15 @@ impl fmt::Display for Report<'_> {
         }
         Ok(())
     }
+}
+
+/// `message: cause: cause`, on one line, for journals and one-line reports.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }

@@ -71,6 +71,12 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         output_digest: Option<String>,
     },
+    /// An archiving stage made (or, resumed, found) its build.
+    Archived {
+        stage: String,
+        build: u64,
+        path: String,
+    },
     StageSkipped {
         stage: String,
         reason: String,

@@ -8,7 +8,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{self, Entries, Scalar, Source, Spanned, StringList, WhenDef, span_of};
+use crate::config::{
+    self, ArchiveDef, Entries, Scalar, Source, Spanned, StringList, WhenDef, span_of,
+};
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::trigger::{Pattern, Trigger, When};
 
@@ -62,9 +64,24 @@ pub struct Stage {
     pub retry: Retry,
     /// A successful result may be reused while the fingerprint is unchanged. A stage with
     /// neither inputs nor outputs has nothing to key on, so it always runs unless it says
-    /// `cache: true`.
+    /// `cache: true`; an archiving stage records a build each run, so it is not cached either.
     pub cacheable: bool,
+    pub archive: Option<ArchiveSpec>,
 }
+
+/// A stage's `archive:` block, checked.
+#[derive(Debug, Clone)]
+pub struct ArchiveSpec {
+    pub name: String,
+    pub files: Vec<String>,
+    pub keep_last: u64,
+    pub keep_days: u64,
+    /// Relative to [`Plan::root`].
+    pub root: PathBuf,
+}
+
+/// Placeholders an archive name may use.
+pub const ARCHIVE_PLACEHOLDERS: &[&str] = &["name", "version", "build", "sha", "date", "trigger"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retry {
@@ -301,9 +318,10 @@ impl Planner<'_> {
                 commands,
                 inputs: def.inputs.iter().map(|s| s.value.clone()).collect(),
                 outputs: def.outputs.iter().map(|s| s.value.clone()).collect(),
-                cacheable: def
-                    .cache
-                    .unwrap_or(!def.inputs.is_empty() || !def.outputs.is_empty()),
+                cacheable: def.cache.unwrap_or(
+                    def.archive.is_none() && (!def.inputs.is_empty() || !def.outputs.is_empty()),
+                ),
+                archive: def.archive.as_ref().map(|a| self.archive(name, a)),
                 env: self.env(&def.env),
                 pass_env: def.pass_env.clone(),
                 workdir: def
@@ -319,6 +337,7 @@ impl Planner<'_> {
         if self.errors.is_empty() {
             self.check_cycles(&stages);
             self.check_outputs();
+            self.check_retention(&stages);
         }
         if !self.errors.is_empty() {
             return Err(PlanError::Invalid(self.errors));
@@ -383,6 +402,78 @@ impl Planner<'_> {
                 self.error(format!("bad pattern `{text}`: {}", err.kind()), at);
                 None
             }
+        }
+    }
+
+    fn archive(&mut self, stage: &Spanned<String>, def: &ArchiveDef) -> ArchiveSpec {
+        let name = match &def.name {
+            Some(template) => {
+                let mut rest = template.value.as_str();
+                while let Some(open) = rest.find('{') {
+                    let Some(close) = rest[open..].find('}') else {
+                        self.error("unclosed `{` in the archive name", template);
+                        break;
+                    };
+                    let key = &rest[open + 1..open + close];
+                    if !ARCHIVE_PLACEHOLDERS.contains(&key) {
+                        let hint = did_you_mean(key, ARCHIVE_PLACEHOLDERS.iter().copied())
+                            .map(|n| format!(" (did you mean `{{{n}}}`?)"))
+                            .unwrap_or_else(|| {
+                                format!(
+                                    "; placeholders are {{{}}}",
+                                    ARCHIVE_PLACEHOLDERS.join("} {")
+                                )
+                            });
+                        self.error(
+                            format!("unknown placeholder `{{{key}}}` in the archive name{hint}"),
+                            template,
+                        );
+                    }
+                    rest = &rest[open + close + 1..];
+                }
+                if template.value.contains('/') {
+                    self.error(
+                        "the archive name is a file name: it cannot hold `/`",
+                        template,
+                    );
+                }
+                template.value.clone()
+            }
+            None => "{name}-{build}".to_owned(),
+        };
+        if def.files.is_empty() {
+            self.error(
+                format!(
+                    "the `archive` of stage `{}` has no `files` to keep",
+                    stage.value
+                ),
+                stage,
+            );
+        }
+        for pattern in &def.files {
+            if Path::new(&pattern.value).is_absolute() {
+                self.error(
+                    format!("`{}` is an absolute path: archive files are relative to the pipeline's directory", pattern.value),
+                    pattern,
+                );
+            } else if let Err(err) = crate::inputs::compile(&pattern.value) {
+                self.error(
+                    format!("bad glob `{}`: {}", pattern.value, err.kind()),
+                    pattern,
+                );
+            }
+        }
+        let retention = def.retention.as_ref();
+        ArchiveSpec {
+            name,
+            files: def.files.iter().map(|f| f.value.clone()).collect(),
+            keep_last: retention.and_then(|r| r.keep_last).unwrap_or(30),
+            keep_days: retention.and_then(|r| r.keep_days).unwrap_or(30),
+            root: def
+                .root
+                .as_ref()
+                .map(|r| PathBuf::from(&r.value))
+                .unwrap_or_else(|| PathBuf::from("artifacts")),
         }
     }
 
@@ -526,6 +617,36 @@ impl Planner<'_> {
             .and_then(|(_, def)| def.needs.iter().find(|n| n.value == closing_need))
         {
             self.error(message, need);
+        }
+    }
+
+    /// Stages archiving into one root share its builds, so they must agree on retention.
+    fn check_retention(&mut self, stages: &[Stage]) {
+        let mut seen: HashMap<&Path, &Stage> = HashMap::new();
+        for stage in stages {
+            let Some(spec) = &stage.archive else { continue };
+            match seen.get(spec.root.as_path()) {
+                Some(first) => {
+                    let other = first.archive.as_ref().map(|a| (a.keep_last, a.keep_days));
+                    if other != Some((spec.keep_last, spec.keep_days)) {
+                        let at = &self.source.pipeline.stages.0;
+                        if let Some((name, _)) = at.iter().find(|(n, _)| n.value == stage.name) {
+                            self.error(
+                                format!(
+                                    "stages `{}` and `{}` archive into `{}` with different retention; give them the same",
+                                    first.name,
+                                    stage.name,
+                                    spec.root.display()
+                                ),
+                                name,
+                            );
+                        }
+                    }
+                }
+                None => {
+                    seen.insert(&spec.root, stage);
+                }
+            }
         }
     }
 

@@ -340,6 +340,8 @@ pub struct StageView {
     pub why: Option<String>,
     pub fingerprint: Option<String>,
     pub output_digest: Option<String>,
+    /// The archive build an archiving stage made.
+    pub build: Option<u64>,
 }
 
 impl RunView {
@@ -447,6 +449,9 @@ impl RunView {
                     s.signal = *signal;
                     s.reason = message.clone();
                 }
+                Event::Archived { stage, build, .. } => {
+                    view.stage_mut(stage).build = Some(*build);
+                }
                 Event::StageSkipped {
                     stage,
                     reason,
@@ -504,6 +509,7 @@ impl RunView {
                     why: None,
                     fingerprint: None,
                     output_digest: None,
+                    build: None,
                 });
                 self.stages.len() - 1
             }

@@ -85,6 +85,11 @@ impl Reporter {
         ));
     }
 
+    /// A line of news about a stage that is not its start or end.
+    pub fn note(&self, line: &str) {
+        self.println(line);
+    }
+
     /// A stage a resumed run does not run again: it succeeded before murphy stopped.
     pub fn stage_done_before(&self, stage: &str) {
         let line = format!(

@@ -1,5 +1,6 @@
 //! The command line: argument parsing and one function per subcommand.
 
+mod archive;
 mod run;
 mod show;
 
@@ -52,6 +53,25 @@ enum Command {
     Hooks {
         #[command(subcommand)]
         command: HooksCommand,
+    },
+    /// The artifact archive: `list`, `show`, `get`, `prune`, `sizes`
+    Archive {
+        #[command(subcommand)]
+        command: archive::ArchiveCommand,
+    },
+    /// Check every archived build against its manifest and retention; exit 1 on any problem
+    Audit {
+        #[command(flatten)]
+        at: archive::Where,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The archived builds holding a file (a path, or its sha256) and what they were made from
+    Trace {
+        #[arg(value_name = "PATH|SHA256")]
+        target: String,
+        #[command(flatten)]
+        at: archive::Where,
     },
     /// The checkpoint store: `stats`, `gc`
     Cache {
@@ -156,6 +176,9 @@ fn dispatch(cli: &Cli) -> Result<i32, Error> {
         Command::Run(args) => run::run(cli, args),
         Command::Resume(args) => run::resume(cli, args),
         Command::Cache { command } => cache(cli, command),
+        Command::Archive { command } => archive::archive(cli, command),
+        Command::Audit { at, json } => archive::audit(cli, at, *json),
+        Command::Trace { target, at } => archive::trace(cli, at, target),
         Command::Hooks { command } => hooks(command),
         Command::Validate => {
             let file = pipeline_file(cli)?;

@@ -227,15 +227,7 @@ pub(super) fn resume(cli: &Cli, args: &ResumeArgs) -> Result<i32, Error> {
     let journal = Journal::open(&run_dir.journal_path())
         .map_err(|e| io_error("cannot open the run's journal", e))?;
     // The run keeps what it was about: same trigger, same version, same `when:` answers.
-    let change = view.change.clone().unwrap_or(Change {
-        trigger: Trigger::Local,
-        description: None,
-        branch: None,
-        tag: None,
-        version: None,
-        git: None,
-        ci: None,
-    });
+    let change = view.change.clone().unwrap_or_else(Change::local);
     let start = Start {
         done,
         discard,
@@ -350,6 +342,7 @@ fn execute(
     let mut ctx = Context::new(plan, run_dir, journal, reporter, state_abs, cli.verbose > 0);
     ctx.run_env = run_env;
     ctx.release_env = release_env;
+    ctx.change = Some(change.clone());
     let ctx = Arc::new(ctx);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -335,22 +335,19 @@ fn local_time(at: Timestamp, format: &str) -> String {
 }
 
 /// Left-aligned columns, two spaces apart; the last column is not padded.
-pub(super) fn print_table<const N: usize>(rows: &[[String; N]]) {
-    let mut widths = [0usize; N];
+pub(super) fn print_table<R: AsRef<[String]>>(rows: &[R]) {
+    let columns = rows.iter().map(|r| r.as_ref().len()).max().unwrap_or(0);
+    let mut widths = vec![0usize; columns];
     for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
+        for (w, cell) in widths.iter_mut().zip(row.as_ref()) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = std::io::stdout().lock();
     for row in rows {
         let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i + 1 == N {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<width$}  ", width = widths[i]));
-            }
+        for (i, cell) in row.as_ref().iter().enumerate() {
+            line.push_str(&format!("{cell:<width$}  ", width = widths[i]));
         }
         let _ = writeln!(out, "{}", line.trim_end());
     }

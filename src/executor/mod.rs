@@ -18,6 +18,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::archive;
+use crate::change::Change;
 use crate::journal::{Event, Journal, Outcome, RunStatus};
 use crate::plan::{Plan, StageId};
 use crate::process;
@@ -72,6 +74,8 @@ pub struct Context {
     pub run_env: Vec<(String, String)>,
     /// Per-run variables that decide results (`MURPHY_VERSION`, `MURPHY_PRERELEASE`).
     pub release_env: Vec<(String, String)>,
+    /// What the run is about, for archive manifests.
+    pub change: Option<Change>,
     pub verbose: bool,
     journal_failed: AtomicBool,
 }
@@ -88,6 +92,7 @@ impl Context {
         Context {
             run_env: Vec::new(),
             release_env: Vec::new(),
+            change: None,
             store: Store::new(&state_dir),
             stat_cache: StatCache::load(&state_dir.join("stat-cache")),
             outer_env: crate::environment::outer(),
@@ -231,6 +236,11 @@ pub async fn execute(
                         mode: modes.get(id).copied().unwrap_or(Mode::Normal),
                         discard: start.discard.contains(&id),
                         cancel: cancel.clone(),
+                        chain: if stage.archive.is_some() {
+                            chain(&plan, id, &slots)
+                        } else {
+                            Vec::new()
+                        },
                     };
                     let handle = tasks.spawn(task.run());
                     task_stage.insert(handle.id(), id);
@@ -322,6 +332,38 @@ pub async fn execute(
         format_duration(started.elapsed()),
     ));
     Ok(status)
+}
+
+/// The stages that led to `id` (its needs, transitively, then itself) with how they ended:
+/// an archive's QA status and provenance.
+fn chain(plan: &Plan, id: StageId, slots: &[Slot]) -> Vec<archive::ChainStage> {
+    let name = plan.stages[id].name.clone();
+    plan.select(std::slice::from_ref(&name))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| {
+            let stage = &plan.stages[i];
+            let state = match &slots[i] {
+                _ if i == id => "succeeded",
+                Slot::Succeeded { cached: true, .. } => "cached",
+                Slot::Succeeded { .. } => "succeeded",
+                Slot::SkippedWhen => "skipped (when)",
+                Slot::Skipped => "skipped",
+                Slot::Failed(_) => "failed",
+                Slot::Pending | Slot::Running | Slot::NotSelected => "not run",
+            };
+            archive::ChainStage {
+                name: stage.name.clone(),
+                state: state.to_owned(),
+                needs: stage
+                    .needs
+                    .iter()
+                    .map(|&n| plan.stages[n].name.clone())
+                    .collect(),
+                inputs: stage.inputs.clone(),
+            }
+        })
+        .collect()
 }
 
 /// Marks pending stages whose needs failed or were skipped, until nothing changes.

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{Context, Mode, StageEnd};
+use crate::archive;
+use crate::change::Change;
 use crate::environment::{self, StageEnv};
 use crate::fingerprint::{Manifest, summarize};
 use crate::inputs;
@@ -37,6 +39,8 @@ pub(super) struct Task {
     /// Remove the declared outputs first: a killed earlier attempt may have left them half made.
     pub discard: bool,
     pub cancel: watch::Receiver<bool>,
+    /// For an archiving stage: the stages that led to it and how they ended.
+    pub chain: Vec<archive::ChainStage>,
 }
 
 impl Task {
@@ -99,6 +103,7 @@ impl Task {
 
         let why = self.why(&manifest);
         let started = Instant::now();
+        let started_at = Timestamp::now();
         let attempt = match self.attempts(&env, why).await {
             Ok(attempt) => attempt,
             Err(outcome) => {
@@ -109,8 +114,14 @@ impl Task {
                 };
             }
         };
-        self.checkpoint(manifest, fingerprint, attempt, started.elapsed())
-            .await
+        self.checkpoint(
+            manifest,
+            fingerprint,
+            attempt,
+            started.elapsed(),
+            started_at,
+        )
+        .await
     }
 
     /// Hashes the inputs off the async threads: 20,000 files is real work.
@@ -207,12 +218,88 @@ impl Task {
     }
 
     /// Verifies and stores the outputs of a successful attempt, then records the success.
+    /// Makes the stage's archive build, then lets retention prune the archive. A failed
+    /// prune is a warning: the build itself is safe.
+    async fn archive(&self, started_at: Timestamp) -> Result<(), String> {
+        let stage = self.stage();
+        let Some(spec) = stage.archive.clone() else {
+            return Ok(());
+        };
+        let ctx = self.ctx.clone();
+        let id = self.id;
+        let chain = self
+            .chain
+            .iter()
+            .map(|c| archive::ChainStage {
+                name: c.name.clone(),
+                state: c.state.clone(),
+                needs: c.needs.clone(),
+                inputs: c.inputs.clone(),
+            })
+            .collect();
+        let made = tokio::task::spawn_blocking(move || -> Result<(u64, PathBuf), String> {
+            let stage = &ctx.plan.stages[id];
+            let root = ctx.plan.root.join(&spec.root);
+            let store = archive::Archive::new(root.clone());
+            let change = ctx.change.clone().unwrap_or_else(Change::local);
+            let request = archive::Request {
+                project_root: &ctx.plan.root,
+                state_dir: &ctx.state_dir,
+                pipeline: &ctx.plan.name,
+                pipeline_file: &ctx.plan.file.to_string_lossy(),
+                stage: &stage.name,
+                run_id: &ctx.run.id,
+                started_at,
+                change: &change,
+                name_template: &spec.name,
+                files: spec.files.clone(),
+                chain,
+            };
+            let build = store
+                .create(&request)
+                .map_err(|e| crate::error::chain(&e))?;
+            let policy = archive::retention::Policy {
+                keep_last: spec.keep_last,
+                keep_days: spec.keep_days,
+            };
+            match store.prune(policy, Timestamp::now(), false, false) {
+                Ok(pruned) if !pruned.is_empty() => tracing::info!(
+                    "retention removed {} build(s) from {}",
+                    pruned.len(),
+                    root.display()
+                ),
+                Ok(_) => {}
+                Err(err) => tracing::warn!(
+                    "build {build} is archived, but pruning {} failed: {}",
+                    root.display(),
+                    crate::error::chain(&err)
+                ),
+            }
+            Ok((build, store.build_dir(build)))
+        })
+        .await
+        .map_err(|e| format!("archiving failed: {e}"))??;
+        let (build, dir) = made;
+        self.ctx.record(Event::Archived {
+            stage: stage.name.clone(),
+            build,
+            path: dir.to_string_lossy().into_owned(),
+        });
+        self.ctx.reporter.note(&format!(
+            "{} archived build {build} in {}",
+            stage.name,
+            dir.display()
+        ));
+        Ok(())
+    }
+
     async fn checkpoint(
         &self,
         manifest: Manifest,
         fingerprint: String,
         attempt: u32,
         elapsed: Duration,
+        started_at: Timestamp,
     ) -> StageEnd {
         let ctx = self.ctx.clone();
         let id = self.id;
@@ -245,8 +332,12 @@ impl Task {
         })
         .await
         .map_err(|e| format!("storing the outputs failed: {e}"))
-        .and_then(|saved| saved.map_err(|e| error_chain(&e)));
+        .and_then(|saved| saved.map_err(|e| crate::error::chain(&e)));
 
+        let saved = match saved {
+            Ok(digest) => self.archive(started_at).await.map(|()| digest),
+            Err(message) => Err(message),
+        };
         let stage = self.stage();
         let (outcome, message, output_digest) = match saved {
             Ok(digest) => (Outcome::Succeeded, None, Some(digest)),
@@ -402,17 +493,6 @@ impl Task {
         }
         Err(Outcome::Failed)
     }
-}
-
-/// `message: cause: cause`, on one line, for the journal and the terminal.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
 }
 
 /// How one attempt ended, in the terms the journal and the terminal use.

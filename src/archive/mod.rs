@@ -1,0 +1,436 @@
+//! The artifact archive: numbered builds, each a folder with a deterministic zip bundle and a
+//! `manifest.json`, kept by retention, checked by `audit`, searched by `trace`.
+//!
+//! ```text
+//! artifacts/.lock                 flock: numbering and pruning, one writer at a time
+//! artifacts/.next                 the next build number (numbers are never reused)
+//! artifacts/000042/manifest.json
+//! artifacts/000042/<name>.zip
+//! artifacts/.tmp-...              a build being written (not a build yet)
+//! artifacts/.deleting-000017      a build being pruned (not a build any more)
+//! ```
+//!
+//! **Invariant:** a build appears whole or not at all: it is written under a temporary name,
+//! fsynced, and renamed into place under the lock, which is also when it gets its number, so
+//! numbers have no gaps that retention did not make. A prune renames a build out of the way
+//! before deleting it, so a killed prune leaves each build intact or gone.
+
+pub mod audit;
+pub mod bundle;
+pub mod manifest;
+pub mod retention;
+pub mod sizes;
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+
+use crate::atomic_file;
+use crate::change::Change;
+use crate::inputs;
+use manifest::{BuildManifest, FileEntry, MANIFEST_VERSION, ProvenanceInput, StageEntry};
+use retention::{Candidate, Expired, Policy};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("cannot access the archive at `{}`", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the archive's `files` matched nothing: {0}")]
+    NothingToArchive(String),
+    #[error(transparent)]
+    Bundle(#[from] bundle::BundleError),
+    #[error("no build {build} in `{}` (see `murphy archive list`)", root.display())]
+    NoSuchBuild { build: u64, root: PathBuf },
+    #[error("build {build}'s manifest is unreadable")]
+    BadManifest {
+        build: u64,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ArchiveError + '_ {
+    move |source| ArchiveError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// One build folder as found on disk: its manifest, if it reads.
+#[derive(Debug)]
+pub struct Build {
+    pub number: u64,
+    pub dir: PathBuf,
+    pub manifest: Result<BuildManifest, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Archive {
+    root: PathBuf,
+}
+
+/// Holds the archive's lock until dropped.
+struct ArchiveLock {
+    _file: File,
+}
+
+impl Archive {
+    pub fn new(root: PathBuf) -> Archive {
+        Archive { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn build_dir(&self, number: u64) -> PathBuf {
+        self.root.join(format!("{number:06}"))
+    }
+
+    /// Waits for the archive's lock: writers and pruners take turns; readers need none.
+    fn lock(&self) -> Result<ArchiveLock, ArchiveError> {
+        fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
+        let path = self.root.join(".lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        // SAFETY: flock on a descriptor we own; blocks until the other writer is done.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io_err(&path)(io::Error::last_os_error()));
+        }
+        Ok(ArchiveLock { _file: file })
+    }
+
+    /// Every build folder, oldest first. Temporary and half-deleted folders are not builds.
+    pub fn builds(&self) -> Result<Vec<Build>, ArchiveError> {
+        let entries = match fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(&self.root)(e)),
+        };
+        let mut builds = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_err(&self.root))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(number) = name.parse::<u64>() else {
+                continue;
+            };
+            if !entry.path().is_dir() {
+                continue;
+            }
+            let manifest = read_manifest(&entry.path());
+            builds.push(Build {
+                number,
+                dir: entry.path(),
+                manifest,
+            });
+        }
+        builds.sort_by_key(|b| b.number);
+        Ok(builds)
+    }
+
+    pub fn build(&self, number: u64) -> Result<(PathBuf, BuildManifest), ArchiveError> {
+        let dir = self.build_dir(number);
+        if !dir.is_dir() {
+            return Err(ArchiveError::NoSuchBuild {
+                build: number,
+                root: self.root.clone(),
+            });
+        }
+        let text = fs::read(dir.join("manifest.json")).map_err(io_err(&dir))?;
+        let manifest =
+            serde_json::from_slice(&text).map_err(|source| ArchiveError::BadManifest {
+                build: number,
+                source,
+            })?;
+        Ok((dir, manifest))
+    }
+
+    /// Makes a build of `request`'s files, or returns the one this run's stage already made
+    /// (a resumed run never archives twice).
+    pub fn create(&self, request: &Request<'_>) -> Result<u64, ArchiveError> {
+        if let Some(existing) = self.builds()?.iter().find(|b| {
+            b.manifest
+                .as_ref()
+                .is_ok_and(|m| m.run_id == request.run_id && m.stage == request.stage)
+        }) {
+            return Ok(existing.number);
+        }
+        let files = inputs::expand(request.project_root, &request.files, request.state_dir)
+            .map_err(io_err(request.project_root))?;
+        if files.is_empty() {
+            return Err(ArchiveError::NothingToArchive(request.files.join(", ")));
+        }
+        let mut entries = Vec::with_capacity(files.len());
+        let mut file_entries = Vec::with_capacity(files.len());
+        for relative in &files {
+            let source = request.project_root.join(relative);
+            let (sha256, size) = bundle::sha256_file(&source).map_err(io_err(&source))?;
+            let name = relative.to_string_lossy().into_owned();
+            file_entries.push(FileEntry {
+                path: name.clone(),
+                sha256,
+                size,
+            });
+            entries.push(bundle::Entry { name, source });
+        }
+        fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
+        let tmp = self.root.join(atomic_file::temp_name("build"));
+        fs::create_dir(&tmp).map_err(io_err(&tmp))?;
+        let result = self.write_and_commit(&tmp, entries, file_entries, request);
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        result
+    }
+
+    fn write_and_commit(
+        &self,
+        tmp: &Path,
+        entries: Vec<bundle::Entry>,
+        files: Vec<FileEntry>,
+        request: &Request<'_>,
+    ) -> Result<u64, ArchiveError> {
+        // The bundle does not depend on the build number, so it is written outside the lock.
+        let staged = tmp.join("bundle.zip");
+        bundle::write(&staged, entries)?;
+        let (bundle_sha256, bundle_size) = bundle::sha256_file(&staged).map_err(io_err(&staged))?;
+        let stages = stage_entries(request)?;
+
+        let _lock = self.lock()?;
+        self.clean_leftovers();
+        let number = self.next_number()?;
+        let name = render_name(request, number);
+        let bundle_name = format!("{name}.zip");
+        fs::rename(&staged, tmp.join(&bundle_name)).map_err(io_err(tmp))?;
+        let change = request.change;
+        let version = change.version.as_ref();
+        let git = change.git.as_ref();
+        let finished = Timestamp::now();
+        let provenance = manifest::provenance(&ProvenanceInput {
+            files: &files,
+            stages: &stages,
+            pipeline_file: request.pipeline_file,
+            stage: request.stage,
+            run_id: request.run_id,
+            trigger: change.trigger,
+            version: version.map(|v| v.text.as_str()),
+            commit: git.and_then(|g| g.sha.as_deref()),
+            remote: git.and_then(|g| g.remote.as_deref()),
+            started_at: request.started_at,
+            finished_at: finished,
+        });
+        let manifest = BuildManifest {
+            v: MANIFEST_VERSION,
+            build: number,
+            name,
+            bundle: bundle_name,
+            bundle_sha256,
+            bundle_size,
+            created_at: finished,
+            pipeline: request.pipeline.to_owned(),
+            run_id: request.run_id.to_owned(),
+            stage: request.stage.to_owned(),
+            trigger: change.trigger,
+            version: version.map(|v| v.text.clone()),
+            prerelease: version.map(|v| v.prerelease),
+            commit: git.and_then(|g| g.sha.clone()),
+            branch: change.branch.clone(),
+            tag: change.tag.clone(),
+            links: change.links(),
+            description: change.description.clone(),
+            files,
+            stages,
+            provenance,
+        };
+        let path = tmp.join("manifest.json");
+        let bytes =
+            serde_json::to_vec_pretty(&manifest).map_err(|e| io_err(&path)(io::Error::other(e)))?;
+        atomic_file::write(&path, &bytes).map_err(io_err(&path))?;
+        atomic_file::sync_dir(tmp).map_err(io_err(tmp))?;
+        crate::crash::at("archive-staged", request.stage);
+        let dir = self.build_dir(number);
+        fs::rename(tmp, &dir).map_err(io_err(&dir))?;
+        let next = self.root.join(".next");
+        atomic_file::write(&next, (number + 1).to_string().as_bytes()).map_err(io_err(&next))?;
+        Ok(number)
+    }
+
+    /// One more than any number ever given out (`.next`) or any build present.
+    fn next_number(&self) -> Result<u64, ArchiveError> {
+        let recorded = fs::read_to_string(self.root.join(".next"))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .unwrap_or(1);
+        let present = self.builds()?.last().map_or(1, |b| b.number + 1);
+        Ok(recorded.max(present))
+    }
+
+    /// Finishes what a killed writer or pruner left: half-deleted builds go, and temporary
+    /// folders whose writer is dead go. Called with the lock held.
+    fn clean_leftovers(&self) {
+        let Ok(entries) = fs::read_dir(&self.root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let dead_writer = name
+                .strip_prefix(".build.tmp-")
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|pid| pid.parse::<i32>().ok())
+                // SAFETY: signal 0 only asks whether the process exists.
+                .is_some_and(|pid| unsafe { libc::kill(pid, 0) } != 0);
+            if name.starts_with(".deleting-") || dead_writer {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+
+    /// Deletes the builds retention lets go (see [`retention::expired`]), each atomically.
+    pub fn prune(
+        &self,
+        policy: Policy,
+        now: Timestamp,
+        include_releases: bool,
+        dry_run: bool,
+    ) -> Result<Vec<Expired>, ArchiveError> {
+        let _lock = if dry_run { None } else { Some(self.lock()?) };
+        let expired = self.expired(policy, now, include_releases)?;
+        if dry_run {
+            return Ok(expired);
+        }
+        self.clean_leftovers();
+        for e in &expired {
+            let dir = self.build_dir(e.build);
+            let doomed = self.root.join(format!(".deleting-{:06}", e.build));
+            fs::rename(&dir, &doomed).map_err(io_err(&dir))?;
+            atomic_file::sync_dir(&self.root).map_err(io_err(&self.root))?;
+            crate::crash::at("prune-renamed", &e.build.to_string());
+            fs::remove_dir_all(&doomed).map_err(io_err(&doomed))?;
+        }
+        Ok(expired)
+    }
+
+    /// The builds retention lets go at `now`. Builds with unreadable manifests are never
+    /// deleted: `audit` reports them, and a person decides.
+    pub fn expired(
+        &self,
+        policy: Policy,
+        now: Timestamp,
+        include_releases: bool,
+    ) -> Result<Vec<Expired>, ArchiveError> {
+        let candidates: Vec<Candidate> = self
+            .builds()?
+            .iter()
+            .filter_map(|b| {
+                let m = b.manifest.as_ref().ok()?;
+                Some(Candidate {
+                    build: b.number,
+                    created_at: m.created_at,
+                    release: m.is_release(),
+                })
+            })
+            .collect();
+        Ok(retention::expired(
+            &candidates,
+            policy,
+            now,
+            include_releases,
+        ))
+    }
+}
+
+fn read_manifest(dir: &Path) -> Result<BuildManifest, String> {
+    let bytes = fs::read(dir.join("manifest.json")).map_err(|e| e.to_string())?;
+    let manifest: BuildManifest = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    if manifest.v != MANIFEST_VERSION {
+        return Err(format!(
+            "manifest version {} is not {MANIFEST_VERSION}",
+            manifest.v
+        ));
+    }
+    Ok(manifest)
+}
+
+/// What a stage asks to archive, and the run it belongs to.
+pub struct Request<'a> {
+    pub project_root: &'a Path,
+    pub state_dir: &'a Path,
+    pub pipeline: &'a str,
+    pub pipeline_file: &'a str,
+    pub stage: &'a str,
+    pub run_id: &'a str,
+    pub started_at: Timestamp,
+    pub change: &'a Change,
+    pub name_template: &'a str,
+    pub files: Vec<String>,
+    /// The stages that led to this one, with their states in this run and input globs.
+    pub chain: Vec<ChainStage>,
+}
+
+pub struct ChainStage {
+    pub name: String,
+    pub state: String,
+    pub needs: Vec<String>,
+    pub inputs: Vec<String>,
+}
+
+/// The chain's stages with their input files hashed (SHA-256: these digests are for others).
+fn stage_entries(request: &Request<'_>) -> Result<Vec<StageEntry>, ArchiveError> {
+    let mut out = Vec::with_capacity(request.chain.len());
+    for stage in &request.chain {
+        let mut inputs = Vec::new();
+        for relative in inputs::expand(request.project_root, &stage.inputs, request.state_dir)
+            .map_err(io_err(request.project_root))?
+        {
+            let path = request.project_root.join(&relative);
+            let (sha256, size) = bundle::sha256_file(&path).map_err(io_err(&path))?;
+            inputs.push(FileEntry {
+                path: relative.to_string_lossy().into_owned(),
+                sha256,
+                size,
+            });
+        }
+        out.push(StageEntry {
+            name: stage.name.clone(),
+            state: stage.state.clone(),
+            needs: stage.needs.clone(),
+            inputs,
+        });
+    }
+    Ok(out)
+}
+
+/// Fills the name template's placeholders; an unknown version renders as `dev`.
+fn render_name(request: &Request<'_>, build: u64) -> String {
+    let change = request.change;
+    let sha = change
+        .git
+        .as_ref()
+        .and_then(|g| g.sha.as_deref())
+        .map(|s| s[..s.len().min(12)].to_owned())
+        .unwrap_or_else(|| "nosha".into());
+    let name = request
+        .name_template
+        .replace("{name}", request.pipeline)
+        .replace(
+            "{version}",
+            change.version.as_ref().map_or("dev", |v| v.text.as_str()),
+        )
+        .replace("{build}", &build.to_string())
+        .replace("{sha}", &sha)
+        .replace("{date}", &request.started_at.strftime("%Y%m%d").to_string())
+        .replace("{trigger}", change.trigger.name());
+    // A name is a file name: nothing in it may climb out of the build folder.
+    name.replace(['/', '\\', '\0'], "_")
+}
