@@ -126,8 +126,10 @@ pub fn collect(
         })
     });
     let version = match (&tag, trigger) {
-        (Some(tag), Trigger::Tag) => Some(version::from_tag(tag)?),
-        (Some(tag), _) => version::from_tag(tag).ok(),
+        (Some(tag), Trigger::Tag) => {
+            Some(version::from_tag(tag, plan.release_tags.literal_prefix())?)
+        }
+        (Some(tag), _) => version::from_tag(tag, plan.release_tags.literal_prefix()).ok(),
         (None, Trigger::Tag) => return Err(ChangeError::NoTag(plan.release_tags.text.clone())),
         (None, _) => None,
     };
@@ -160,8 +162,8 @@ pub fn collect(
 }
 
 /// The files a `local`, `pre-push` or `pr` run changes, for `MURPHY_CHANGED_FILES`: against
-/// the pull request's base branch (`pr`), the commit being pushed over (`pre-push`, from the
-/// hook's `MURPHY_PUSH_BASE`) or the branch's upstream; a local run includes uncommitted
+/// the pull request's base branch (`pr`), the commit being pushed over (`pre-push`: the
+/// hook's `MURPHY_PUSH_HEAD` against `MURPHY_PUSH_BASE`) or the branch's upstream; a local run includes uncommitted
 /// changes. Other triggers (and runs outside a repository) get none.
 pub fn changed_files(
     plan: &Plan,
@@ -169,6 +171,15 @@ pub fn changed_files(
     env: &BTreeMap<String, String>,
 ) -> Option<git::ChangedFiles> {
     let repo = git::open(&plan.root)?;
+    let pushed = |name: &str| {
+        env.get(name)
+            .filter(|sha| !sha.is_empty() && sha.chars().any(|c| c != '0'))
+            .cloned()
+    };
+    let head = match change.trigger {
+        Trigger::PrePush => pushed("MURPHY_PUSH_HEAD"),
+        _ => None,
+    };
     let base = match change.trigger {
         Trigger::Pr => change
             .ci
@@ -179,16 +190,14 @@ pub fn changed_files(
                     .into_iter()
                     .find(|r| repo.revparse_single(r).is_ok())
             }),
-        Trigger::PrePush => env
-            .get("MURPHY_PUSH_BASE")
-            .filter(|sha| !sha.is_empty() && sha.chars().any(|c| c != '0'))
-            .cloned(),
+        Trigger::PrePush => pushed("MURPHY_PUSH_BASE"),
         Trigger::Local => None,
         Trigger::Push | Trigger::Nightly | Trigger::Tag => return None,
     };
     Some(git::changed_files(
         &repo,
         base.as_deref(),
+        head.as_deref(),
         change.trigger == Trigger::Local,
     ))
 }

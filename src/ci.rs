@@ -139,7 +139,7 @@ pub fn detect(env: &BTreeMap<String, String>) -> Option<CiInfo> {
         };
         let collection =
             get("SYSTEM_COLLECTIONURI").map(|c| if c.ends_with('/') { c } else { format!("{c}/") });
-        let project = get("SYSTEM_TEAMPROJECT");
+        let project = get("SYSTEM_TEAMPROJECT").map(|p| encode_segment(&p));
         let run_url = match (&collection, &project, get("BUILD_BUILDID")) {
             (Some(c), Some(p), Some(id)) => Some(format!("{c}{p}/_build/results?buildId={id}")),
             _ => None,
@@ -147,7 +147,7 @@ pub fn detect(env: &BTreeMap<String, String>) -> Option<CiInfo> {
         let pr_url = match (
             &collection,
             &project,
-            get("BUILD_REPOSITORY_NAME"),
+            get("BUILD_REPOSITORY_NAME").map(|r| encode_segment(&r)),
             get("SYSTEM_PULLREQUEST_PULLREQUESTID"),
         ) {
             (Some(c), Some(p), Some(repo), Some(id)) => {
@@ -266,6 +266,19 @@ pub fn detect(env: &BTreeMap<String, String>) -> Option<CiInfo> {
         });
     }
     None
+}
+
+/// Percent-encodes one URL path segment: Azure project and repository names hold spaces.
+fn encode_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -47,6 +47,28 @@ impl Source {
     pub fn error(&self, message: impl Into<String>, at: Span) -> Diagnostic {
         Diagnostic::new(message, &self.path, &self.text, at)
     }
+
+    /// Where `needle` is first written at or after `from`: the place of one entry of a list
+    /// whose only recorded place is the list's start.
+    pub fn find_after(&self, from: Span, needle: &str) -> Span {
+        let line_start: usize = self
+            .text
+            .split_inclusive('\n')
+            .take(from.line.saturating_sub(1))
+            .map(str::len)
+            .sum();
+        let offset = self.text[line_start..]
+            .char_indices()
+            .nth(from.column.saturating_sub(1))
+            .map_or(self.text.len(), |(i, _)| line_start + i);
+        let Some(found) = self.text[offset..].find(needle).map(|i| offset + i) else {
+            return from;
+        };
+        let before = &self.text[..found];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Span::new(line, column, needle.chars().count())
+    }
 }
 
 /// Reads and parses a pipeline file. Syntax, unknown keys, wrong types and the format

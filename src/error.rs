@@ -58,7 +58,11 @@ impl Error {
                 exit::USAGE
             }
             Error::Hook(
-                HookError::NoRepository(_) | HookError::Foreign(_) | HookError::NotOurs(_),
+                HookError::NoRepository(_)
+                | HookError::Foreign(_)
+                | HookError::AlreadyKept { .. }
+                | HookError::NotOurs(_)
+                | HookError::PipelineOutside { .. },
             ) => exit::USAGE,
             Error::Archive(ArchiveError::NoSuchBuild { .. }) => exit::USAGE,
             Error::Records(_)

@@ -46,9 +46,17 @@ pub struct Links {
     pub tree: Option<String>,
 }
 
-/// The repository holding `dir`, if any.
+/// The repository holding `dir`, if any, looking up no further than `GIT_CEILING_DIRECTORIES`
+/// allows, as git does.
 pub fn open(dir: &Path) -> Option<Repository> {
-    Repository::discover(dir).ok()
+    let ceilings: Vec<PathBuf> = std::env::var_os("GIT_CEILING_DIRECTORIES")
+        .map(|v| {
+            std::env::split_paths(&v)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    Repository::open_ext(dir, git2::RepositoryOpenFlags::empty(), &ceilings).ok()
 }
 
 /// Reads what is known of HEAD. `release` matches release tags (default `v*`).
@@ -276,12 +284,13 @@ pub struct ChangedFiles {
     pub files: Vec<PathBuf>,
 }
 
-/// Files changed between the merge base of HEAD with `base_ref` (a sha or a ref such as
-/// `origin/main`; default: the current branch's upstream) and HEAD, plus, when
-/// `include_worktree`, changes not yet committed.
+/// Files changed between the merge base of `head_ref` (default: HEAD) with `base_ref` (a sha
+/// or a ref such as `origin/main`; default: HEAD's upstream, else `origin/HEAD`) and
+/// `head_ref`, plus, when `include_worktree`, changes not yet committed.
 pub fn changed_files(
     repo: &Repository,
     base_ref: Option<&str>,
+    head_ref: Option<&str>,
     include_worktree: bool,
 ) -> ChangedFiles {
     let all_tracked = || ChangedFiles {
@@ -296,12 +305,23 @@ pub fn changed_files(
             })
             .unwrap_or_default(),
     };
-    let Some(head) = repo.head().ok().and_then(|h| h.peel_to_commit().ok()) else {
+    let head = match head_ref {
+        Some(r) => repo
+            .revparse_single(r)
+            .ok()
+            .and_then(|o| o.peel_to_commit().ok()),
+        None => repo.head().ok().and_then(|h| h.peel_to_commit().ok()),
+    };
+    let Some(head) = head else {
         return all_tracked();
     };
     let base = base_ref
         .and_then(|r| repo.revparse_single(r).ok())
-        .or_else(|| upstream(repo))
+        .or_else(|| match head_ref {
+            None => upstream(repo),
+            // Another branch is being pushed: HEAD's upstream says nothing about it.
+            Some(_) => repo.revparse_single("refs/remotes/origin/HEAD").ok(),
+        })
         .and_then(|o| o.peel_to_commit().ok())
         .and_then(|c| repo.merge_base(head.id(), c.id()).ok())
         .and_then(|oid| repo.find_commit(oid).ok());

@@ -1,8 +1,9 @@
 //! `murphy hooks install|uninstall`: the git pre-push hook that runs the pipeline before a push.
 //!
 //! The hook is a small shell script that git runs with the push's refs on stdin. It hands the
-//! commit being pushed over to murphy as `MURPHY_PUSH_BASE` (for `MURPHY_CHANGED_FILES`) and
-//! runs `murphy run --trigger pre-push`; a failing stage refuses the push. A hook murphy did
+//! commit being pushed and the one it goes over to murphy as `MURPHY_PUSH_HEAD` and
+//! `MURPHY_PUSH_BASE` (for `MURPHY_CHANGED_FILES`) and runs `murphy run --trigger pre-push` on
+//! the pipeline file it was installed for; a failing stage refuses the push. A hook murphy did
 //! not write is never replaced silently: with `--force` it is kept beside murphy's and run
 //! first, with the same arguments and stdin.
 
@@ -26,8 +27,20 @@ pub enum HookError {
         .0.display()
     )]
     Foreign(PathBuf),
+    #[error(
+        "`{}` was not written by murphy, and `{}` already keeps an earlier hook; move one of them away first",
+        hook.display(),
+        kept.display()
+    )]
+    AlreadyKept { hook: PathBuf, kept: PathBuf },
     #[error("`{}` was not written by murphy; leaving it alone", .0.display())]
     NotOurs(PathBuf),
+    #[error(
+        "`{}` is outside the repository at `{}`: the hook can only run a pipeline inside it",
+        pipeline.display(),
+        root.display()
+    )]
+    PipelineOutside { pipeline: PathBuf, root: PathBuf },
     #[error("cannot write the hook `{}`", path.display())]
     Io {
         path: PathBuf,
@@ -72,9 +85,12 @@ pub fn hook_path(dir: &Path) -> Result<PathBuf, HookError> {
     Ok(hooks_dir.join("pre-push"))
 }
 
-/// The script; `murphy` is the binary that installed it (or `murphy` on PATH if it moved).
-fn script(murphy: &Path) -> String {
-    let murphy = murphy.to_string_lossy().replace('\'', "'\\''");
+/// The script; `murphy` is the binary that installed it (or `murphy` on PATH if it moved),
+/// `pipeline` the pipeline file relative to the worktree root, where git runs hooks.
+fn script(murphy: &Path, pipeline: &Path) -> String {
+    let quote = |p: &Path| p.to_string_lossy().replace('\'', "'\\''");
+    let murphy = quote(murphy);
+    let pipeline = quote(pipeline);
     format!(
         r#"#!/bin/sh
 {MARKER}; `murphy hooks uninstall` removes it.
@@ -86,10 +102,12 @@ chained="$0{CHAINED_SUFFIX}"
 if [ -x "$chained" ]; then
     printf '%s\n' "$input" | "$chained" "$@" || exit $?
 fi
-# The remote's old commit of the first ref pushed: what the push's changes are against.
-MURPHY_PUSH_BASE=$(printf '%s\n' "$input" | awk 'NF == 4 {{ print $4; exit }}')
-export MURPHY_PUSH_BASE
-exec "$murphy" run --trigger pre-push
+# The first ref pushed: its new commit, and the remote's old one (what its changes are against).
+first=$(printf '%s\n' "$input" | awk 'NF == 4 {{ print $2, $4; exit }}')
+MURPHY_PUSH_HEAD=${{first%% *}}
+MURPHY_PUSH_BASE=${{first#* }}
+export MURPHY_PUSH_HEAD MURPHY_PUSH_BASE
+exec "$murphy" --file '{pipeline}' run --trigger pre-push
 "#
     )
 }
@@ -105,8 +123,20 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> HookError + '_ {
     }
 }
 
-pub fn install(dir: &Path, murphy: &Path, force: bool) -> Result<Done, HookError> {
+/// Installs the hook for the pipeline file `pipeline` (found from `dir`).
+pub fn install(dir: &Path, murphy: &Path, pipeline: &Path, force: bool) -> Result<Done, HookError> {
     let hook = hook_path(dir)?;
+    let repo = crate::git::open(dir).ok_or_else(|| HookError::NoRepository(dir.to_owned()))?;
+    let root = repo.workdir().unwrap_or(repo.path()).to_path_buf();
+    let absolute = std::path::absolute(pipeline).map_err(io_err(pipeline))?;
+    let relative = absolute
+        .strip_prefix(fs::canonicalize(&root).unwrap_or(root.clone()))
+        .or_else(|_| absolute.strip_prefix(&root))
+        .map_err(|_| HookError::PipelineOutside {
+            pipeline: absolute.clone(),
+            root: root.clone(),
+        })?
+        .to_path_buf();
     let exists = fs::symlink_metadata(&hook).is_ok();
     let mut chained = None;
     if exists && !is_ours(&hook) {
@@ -116,14 +146,15 @@ pub fn install(dir: &Path, murphy: &Path, force: bool) -> Result<Done, HookError
         let keep = chained_path(&hook);
         if fs::symlink_metadata(&keep).is_ok() {
             // Renaming would overwrite the hook kept by an earlier install.
-            return Err(HookError::Foreign(hook));
+            return Err(HookError::AlreadyKept { hook, kept: keep });
         }
         fs::rename(&hook, &keep).map_err(io_err(&keep))?;
         chained = Some(keep);
     }
     let dir = hook.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io_err(dir))?;
-    crate::atomic_file::write(&hook, script(murphy).as_bytes()).map_err(io_err(&hook))?;
+    crate::atomic_file::write(&hook, script(murphy, &relative).as_bytes())
+        .map_err(io_err(&hook))?;
     fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).map_err(io_err(&hook))?;
     Ok(if exists && chained.is_none() {
         Done::Updated { hook }

@@ -369,7 +369,11 @@ impl Planner<'_> {
                         let hint = did_you_mean(name, names)
                             .map(|n| format!(" (did you mean `{n}`?)"))
                             .unwrap_or_else(|| format!("; triggers are: {}", names.join(", ")));
-                        self.error(format!("`{name}` is not a trigger{hint}"), list);
+                        let at = self.source.find_after(span_of(list), name);
+                        self.errors.push(
+                            self.source
+                                .error(format!("`{name}` is not a trigger{hint}"), at),
+                        );
                     }
                 }
             }

@@ -70,6 +70,17 @@ pub struct Pattern {
     pub matcher: GlobMatcher,
 }
 
+impl Pattern {
+    /// The text before the first glob character: `release-` for `release-*`.
+    pub fn literal_prefix(&self) -> &str {
+        let end = self
+            .text
+            .find(['*', '?', '[', '{'])
+            .unwrap_or(self.text.len());
+        &self.text[..end]
+    }
+}
+
 /// A stage's `when:`; every given part must hold (AND), any listed value within a part (OR).
 #[derive(Debug, Clone, Default)]
 pub struct When {

@@ -19,9 +19,11 @@ pub struct Version {
 )]
 pub struct VersionError(pub String);
 
-/// Reads the version a release tag names.
-pub fn from_tag(tag: &str) -> Result<Version, VersionError> {
-    let text = tag.strip_prefix(['v', 'V']).unwrap_or(tag);
+/// Reads the version a release tag names. `prefix` is the literal start of the release tag
+/// pattern (`release-` for `release-*`), taken off first; then a leading `v`.
+pub fn from_tag(tag: &str, prefix: &str) -> Result<Version, VersionError> {
+    let text = tag.strip_prefix(prefix).unwrap_or(tag);
+    let text = text.strip_prefix(['v', 'V']).unwrap_or(text);
     let parsed = parse(text).ok_or_else(|| VersionError(tag.to_owned()))?;
     Ok(Version {
         text: text.to_owned(),
@@ -129,8 +131,9 @@ fn all_digits(s: &str) -> bool {
 /// Orders two tags by version where both are versions (`v1.10.0` after `v1.9.0`), else by
 /// name; for choosing among several tags on one commit.
 pub fn compare_tags(a: &str, b: &str) -> Ordering {
+    // Whatever comes before the first digit is the tag's prefix (`v`, `release-`).
     let key = |t: &str| {
-        let text = t.strip_prefix(['v', 'V']).unwrap_or(t);
+        let text = t.trim_start_matches(|c: char| !c.is_ascii_digit());
         parse(text).map(|p| (p.release, !p.prerelease))
     };
     match (key(a), key(b)) {
@@ -160,7 +163,7 @@ mod tests {
             ("v1.2.0.rc.2", "1.2.0.rc.2", true),
         ];
         for (tag, text, pre) in cases {
-            let v = from_tag(tag).unwrap_or_else(|e| panic!("{tag}: {e}"));
+            let v = from_tag(tag, "v").unwrap_or_else(|e| panic!("{tag}: {e}"));
             assert_eq!((v.text.as_str(), v.prerelease), (text, pre), "{tag}");
         }
     }
@@ -177,9 +180,15 @@ mod tests {
             "v1.2.0+",
             "v1.2.0rcx",
         ] {
-            let err = from_tag(tag).expect_err(tag);
+            let err = from_tag(tag, "v").expect_err(tag);
             assert!(err.to_string().contains(&format!("`{tag}`")), "{err}");
         }
+    }
+
+    #[test]
+    fn a_custom_prefix_is_taken_off() {
+        let v = from_tag("release-1.2.0", "release-").unwrap();
+        assert_eq!((v.text.as_str(), v.prerelease), ("1.2.0", false));
     }
 
     #[test]

@@ -179,7 +179,7 @@ fn dispatch(cli: &Cli) -> Result<i32, Error> {
         Command::Archive { command } => archive::archive(cli, command),
         Command::Audit { at, json } => archive::audit(cli, at, *json),
         Command::Trace { target, at } => archive::trace(cli, at, target),
-        Command::Hooks { command } => hooks(command),
+        Command::Hooks { command } => hooks(cli, command),
         Command::Validate => {
             let file = pipeline_file(cli)?;
             let plan = plan::load(&file)?;
@@ -280,14 +280,14 @@ fn state_dir(cli: &Cli) -> Result<StateDir, Error> {
     Ok(StateDir::new(root.join(".murphy")))
 }
 
-fn hooks(command: &HooksCommand) -> Result<i32, Error> {
+fn hooks(cli: &Cli, command: &HooksCommand) -> Result<i32, Error> {
     let cwd =
         std::env::current_dir().map_err(|e| io_error("cannot read the current directory", e))?;
     let done = match command {
         HooksCommand::Install { force } => {
             let murphy = std::env::current_exe()
                 .map_err(|e| io_error("cannot find murphy's own path", e))?;
-            hooks::install(&cwd, &murphy, *force)?
+            hooks::install(&cwd, &murphy, &pipeline_file(cli)?, *force)?
         }
         HooksCommand::Uninstall => hooks::uninstall(&cwd)?,
     };

@@ -2,8 +2,10 @@
 //! and real signals. Timing is proven from the timestamps murphy records, never from how
 //! long a test took.
 
+mod change;
 mod checkpoints;
 mod config;
+mod hooks;
 mod records;
 mod resume;
 mod run;

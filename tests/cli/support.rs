@@ -16,6 +16,8 @@ pub struct Test {
     args: Vec<String>,
     env: Vec<(String, String)>,
     code: i32,
+    /// A directory under the temp dir to run in, instead of the temp dir itself.
+    cwd: Option<String>,
 }
 
 impl Test {
@@ -33,7 +35,42 @@ impl Test {
             args: Vec::new(),
             env: Vec::new(),
             code: 0,
+            cwd: None,
         }
+    }
+
+    /// The temp dir murphy will run in.
+    pub fn path(&self) -> &Path {
+        self.tempdir.path()
+    }
+
+    /// Runs murphy in a directory under the temp dir (which must exist by then).
+    pub fn cwd(mut self, dir: &str) -> Test {
+        self.cwd = Some(dir.to_owned());
+        self
+    }
+
+    /// Makes the temp dir a git repository on branch `main`, isolated from the machine's git
+    /// configuration (see [`git_command`]); `out/`, `.home/` and `remote.git/` are ignored.
+    pub fn git_init(self) -> Test {
+        git(self.tempdir.path(), ["init", "-q", "-b", "main"]);
+        self.write(".git/info/exclude", "/.home/\n/out/\n/remote.git/\n")
+    }
+
+    /// Runs the real `git` in the temp dir (see [`git_command`]); it must succeed.
+    pub fn git<I, S>(self, args: I) -> Test
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        git(self.tempdir.path(), args);
+        self
+    }
+
+    /// Stages everything and commits it with `message` (subject, blank line, body).
+    pub fn commit(self, message: &str) -> Test {
+        commit(self.tempdir.path(), message);
+        self
     }
 
     /// Writes `pipeline.yml`, unindented, so pipelines can be indented with the test code.
@@ -73,8 +110,18 @@ impl Test {
 
     fn command(&self) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_murphy"));
+        let dir = match &self.cwd {
+            Some(sub) => self.tempdir.path().join(sub),
+            None => self.tempdir.path().to_owned(),
+        };
+        without_ci(&mut command);
+        // In a test that made a repository, murphy reads no git configuration of the machine.
+        let home = self.tempdir.path().join(HOME);
+        if home.is_dir() {
+            command.env("HOME", &home).env("XDG_CONFIG_HOME", &home);
+        }
         command
-            .current_dir(self.tempdir.path())
+            .current_dir(dir)
             .args(&self.args)
             // This suite itself runs inside a murphy stage: nothing of that run may leak in.
             .env_remove("MURPHY_STATE_DIR")
@@ -218,6 +265,26 @@ impl Output {
         S: Into<String>,
     {
         Test::in_dir(self.tempdir.clone()).args(args)
+    }
+
+    /// `murphy show --json` of the latest run.
+    pub fn show(&self) -> serde_json::Value {
+        parse_json(&self.murphy(["show", "--json"]).run().stdout)
+    }
+
+    /// Runs the real `git` in the temp dir (see [`git_command`]) and returns its stdout,
+    /// trimmed; it must succeed.
+    pub fn git<I, S>(&self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        git(self.path(), args)
+    }
+
+    /// Stages everything and commits it; returns the new commit's sha.
+    pub fn commit(&self, message: &str) -> String {
+        commit(self.path(), message)
     }
 
     /// `murphy status --json` of the latest run.
@@ -421,7 +488,7 @@ pub fn assert_gone(pid: libc::pid_t) {
 }
 
 /// Strips the indentation common to all lines, and the first line if it is empty.
-fn unindent(text: &str) -> String {
+pub fn unindent(text: &str) -> String {
     let text = text.strip_prefix('\n').unwrap_or(text);
     let indent = text
         .lines()
@@ -439,4 +506,121 @@ fn unindent(text: &str) -> String {
         out.pop();
     }
     out
+}
+
+/// The home directory of a test that made a git repository: empty, and ignored by it.
+const HOME: &str = ".home";
+
+/// The author and committer of every commit a test makes.
+pub const AUTHOR_NAME: &str = "Ann Author";
+pub const AUTHOR_EMAIL: &str = "ann@example.com";
+
+/// Whether an inherited variable may tell murphy it runs in CI: the variables that detect a
+/// provider, and everything under the providers' prefixes (a leaked `GITHUB_REF` would
+/// change what a test that sets `GITHUB_ACTIONS` itself sees). `CI` itself may stay.
+fn is_ci_variable(name: &str) -> bool {
+    const DETECT: &[&str] = &[
+        "GITHUB_ACTIONS",
+        "GITLAB_CI",
+        "TF_BUILD",
+        "JENKINS_URL",
+        "BUILDKITE",
+        "CIRCLECI",
+    ];
+    const PREFIXES: &[&str] = &[
+        "GITHUB_",
+        "GITLAB_",
+        "CI_",
+        "BUILDKITE_",
+        "CIRCLE_",
+        "SYSTEM_",
+        "BUILD_",
+        "AGENT_",
+        "JENKINS_",
+        "CHANGE_",
+    ];
+    DETECT.contains(&name)
+        || PREFIXES.iter().any(|p| name.starts_with(p))
+        || ["TAG_NAME", "BRANCH_NAME", "GIT_BRANCH"].contains(&name)
+}
+
+/// Removes every inherited CI variable from a command's environment, so that no test sees the
+/// CI the suite itself runs in.
+fn without_ci(command: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(is_ci_variable) {
+            command.env_remove(name);
+        }
+    }
+}
+
+/// The real `git`, run in `dir` (under a test's temp dir) and isolated: no configuration of
+/// the machine (`GIT_CONFIG_GLOBAL=/dev/null`, `GIT_CONFIG_NOSYSTEM=1`, and `HOME` the test's
+/// empty `.home`), no inherited `GIT_*` variable (the suite may itself run inside a git hook),
+/// no CI or murphy variable (a hook it fires runs murphy with this environment), and a fixed
+/// author.
+pub fn git_command(dir: &Path) -> Command {
+    let home = test_root(dir).join(HOME);
+    fs::create_dir_all(&home).unwrap();
+    let mut command = Command::new("git");
+    for (name, _) in std::env::vars_os() {
+        if name
+            .to_str()
+            .is_some_and(|n| n.starts_with("GIT_") || n.starts_with("MURPHY_"))
+        {
+            command.env_remove(name);
+        }
+    }
+    without_ci(&mut command);
+    command
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("HOME", &home)
+        .env("XDG_CONFIG_HOME", &home)
+        .env("GIT_AUTHOR_NAME", AUTHOR_NAME)
+        .env("GIT_AUTHOR_EMAIL", AUTHOR_EMAIL)
+        .env("GIT_COMMITTER_NAME", AUTHOR_NAME)
+        .env("GIT_COMMITTER_EMAIL", AUTHOR_EMAIL)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    command
+}
+
+/// The test's temp dir holding `dir`: the nearest ancestor named `murphy-test-*`.
+fn test_root(dir: &Path) -> PathBuf {
+    dir.ancestors()
+        .find(|d| {
+            d.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("murphy-test-"))
+        })
+        .unwrap_or_else(|| panic!("{} is not in a test's temp dir", dir.display()))
+        .to_owned()
+}
+
+/// Runs [`git_command`] to the end; it must succeed. Returns its stdout, trimmed.
+pub fn git<I, S>(dir: &Path, args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut command = git_command(dir);
+    command.args(args);
+    let output = command.output().expect("cannot start git");
+    assert!(
+        output.status.success(),
+        "{command:?} ended with {}\n--- stdout:\n{}--- stderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// `git add -A` and `git commit`, in `dir`; returns the new commit's sha.
+pub fn commit(dir: &Path, message: &str) -> String {
+    git(dir, ["add", "-A"]);
+    git(dir, ["commit", "-q", "--allow-empty", "-m", message]);
+    git(dir, ["rev-parse", "HEAD"])
 }
