@@ -29,12 +29,21 @@ pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
+/// In every temp file murphy makes; walks of inputs and outputs pass such files by, so one
+/// left by a kill never becomes part of a fingerprint or a record.
+pub const TEMP_MARKER: &str = ".murphy-tmp-";
+
+/// Whether `name` is one of murphy's temp files.
+pub fn is_temp(name: &std::ffi::OsStr) -> bool {
+    name.to_string_lossy().contains(TEMP_MARKER)
+}
+
 /// A temp file name for `name` that no other thread or process writing `name` can pick:
 /// two stages may store the same record or object at the same moment.
 pub fn temp_name(name: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     format!(
-        ".{name}.tmp-{}-{}",
+        ".{name}{TEMP_MARKER}{}-{}",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )

@@ -161,7 +161,8 @@ pub fn collect(
     })
 }
 
-/// The files a `local`, `pre-push` or `pr` run changes, for `MURPHY_CHANGED_FILES`: against
+/// The files a `local`, `pre-push` or `pr` run changes, for `MURPHY_CHANGED_FILES` (relative
+/// to the pipeline's directory): against
 /// the pull request's base branch (`pr`), the commit being pushed over (`pre-push`: the
 /// hook's `MURPHY_PUSH_HEAD` against `MURPHY_PUSH_BASE`) or the branch's upstream; a local run includes uncommitted
 /// changes. Other triggers (and runs outside a repository) get none.
@@ -194,12 +195,24 @@ pub fn changed_files(
         Trigger::Local => None,
         Trigger::Push | Trigger::Nightly | Trigger::Tag => return None,
     };
-    Some(git::changed_files(
+    let mut changed = git::changed_files(
         &repo,
         base.as_deref(),
         head.as_deref(),
         change.trigger == Trigger::Local,
-    ))
+    );
+    // Stages run from the pipeline's directory, so the paths are relative to it (a file
+    // outside it keeps its absolute path).
+    if let (Some(workdir), Ok(root)) = (repo.workdir(), std::fs::canonicalize(&plan.root)) {
+        for file in &mut changed.files {
+            let absolute = workdir.join(&*file);
+            *file = match absolute.strip_prefix(&root) {
+                Ok(relative) => relative.to_path_buf(),
+                Err(_) => absolute,
+            };
+        }
+    }
+    Some(changed)
 }
 
 const TEMPLATE_HELP: &str = "\

@@ -2,10 +2,10 @@
 //!
 //! A stage does not inherit the whole outer environment: what it may read is what may change
 //! its result, so it must be named. Variables in [`ALWAYS_PASSED`] (and the CI providers'
-//! own, by prefix) always pass and do not count in the fingerprint: a new `PATH` entry or a
-//! new CI run id must not invalidate every checkpoint. Any other variable passes only when
-//! listed in `pass_env:`, and then its value is part of the fingerprint, so a build made with
-//! one configuration is never restored for another.
+//! own, by prefix, except those whose names say they hold credentials) always pass and do not
+//! count in the fingerprint: a new `PATH` entry or a new CI run id must not invalidate every
+//! checkpoint. Any variable listed in `pass_env:` passes, and its value is part of the
+//! fingerprint, so a build made with one configuration is never restored for another.
 
 use std::collections::BTreeMap;
 
@@ -34,8 +34,25 @@ pub const ALWAYS_PASSED_PREFIXES: &[&str] = &[
     "CIRCLE",
 ];
 
+/// Parts of a name that say it holds a credential (`CI_JOB_TOKEN`, `GITHUB_TOKEN`,
+/// `SYSTEM_ACCESSTOKEN`, `CI_REGISTRY_PASSWORD`): never passed by prefix, only when listed.
+const CREDENTIAL_WORDS: &[&str] = &[
+    "TOKEN",
+    "PASSWORD",
+    "PASSWD",
+    "SECRET",
+    "KEY",
+    "CREDENTIAL",
+    "AUTH",
+];
+
 pub fn always_passed(name: &str) -> bool {
-    ALWAYS_PASSED.contains(&name) || ALWAYS_PASSED_PREFIXES.iter().any(|p| name.starts_with(p))
+    if ALWAYS_PASSED.contains(&name) {
+        return true;
+    }
+    let upper = name.to_ascii_uppercase();
+    ALWAYS_PASSED_PREFIXES.iter().any(|p| name.starts_with(p))
+        && !CREDENTIAL_WORDS.iter().any(|w| upper.contains(w))
 }
 
 /// A stage's environment, without the per-run `MURPHY_*` variables.
@@ -68,9 +85,8 @@ pub fn resolve(
         if let Some(v) = &value {
             env.vars.insert(name.clone(), v.clone());
         }
-        if !always_passed(name) {
-            env.fingerprinted.insert(name.clone(), value);
-        }
+        // Listing a variable says its value matters, whatever its name.
+        env.fingerprinted.insert(name.clone(), value);
     }
     for (name, value) in plan.env.iter().chain(&stage.env).chain(release) {
         env.vars.insert(name.clone(), value.clone());

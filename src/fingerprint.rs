@@ -16,11 +16,15 @@ use crate::plan::Stage;
 use crate::stat_cache::StatCache;
 
 /// Bumped whenever the way a fingerprint is computed changes, so old checkpoints miss.
-const DOMAIN: &str = "murphy-fingerprint-v1";
+const DOMAIN: &str = "murphy-fingerprint-v2";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// Two stages never share a result, even with the same commands and inputs.
+    pub stage: String,
     pub commands: Vec<String>,
+    /// The declared outputs: declaring one more must not restore a record without it.
+    pub outputs: Vec<String>,
     pub workdir: String,
     /// Variable name to a digest of its value (values may be secrets; digests are not).
     pub env: BTreeMap<String, String>,
@@ -42,7 +46,17 @@ impl Manifest {
     ) -> std::io::Result<Manifest> {
         let mut files = BTreeMap::new();
         for relative in inputs::expand(root, &stage.inputs, state_dir)? {
-            let digest = stat_cache.digest(&root.join(&relative))?.0;
+            let path = root.join(&relative);
+            let digest = match stat_cache.digest(&path) {
+                Ok((digest, _)) => digest,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(std::io::Error::new(
+                        e.kind(),
+                        format!("{}: {e}", path.display()),
+                    ));
+                }
+            };
             files.insert(relative.to_string_lossy().into_owned(), hex(&digest));
         }
         let env = env
@@ -56,7 +70,16 @@ impl Manifest {
                 (name.clone(), digest)
             })
             .collect();
+        let mut outputs: Vec<String> = stage
+            .outputs
+            .iter()
+            .map(|o| inputs::clean(o).to_owned())
+            .collect();
+        outputs.sort();
+        outputs.dedup();
         Ok(Manifest {
+            stage: stage.name.clone(),
+            outputs,
             commands: stage.commands.clone(),
             workdir: stage.workdir.to_string_lossy().into_owned(),
             env,
@@ -74,8 +97,11 @@ impl Manifest {
             h.update(s.as_bytes());
         };
         put(DOMAIN);
-        put(&self.commands.len().to_string());
-        self.commands.iter().for_each(|c| put(c));
+        put(&self.stage);
+        for list in [&self.commands, &self.outputs] {
+            put(&list.len().to_string());
+            list.iter().for_each(|c| put(c));
+        }
         put(&self.workdir);
         for map in [&self.env, &self.inputs, &self.upstream] {
             put(&map.len().to_string());
@@ -92,6 +118,9 @@ impl Manifest {
         let mut changes = Vec::new();
         if self.commands != before.commands {
             changes.push("its commands changed".to_owned());
+        }
+        if self.outputs != before.outputs {
+            changes.push("its declared outputs changed".to_owned());
         }
         if self.workdir != before.workdir {
             changes.push("its workdir changed".to_owned());
@@ -151,6 +180,8 @@ mod tests {
 
     fn manifest() -> Manifest {
         Manifest {
+            stage: "build".into(),
+            outputs: vec!["dist".into()],
             commands: vec!["make".into()],
             workdir: ".".into(),
             env: [("A".to_owned(), "1".to_owned())].into(),
@@ -168,6 +199,12 @@ mod tests {
         changed.push(m);
         let mut m = manifest();
         m.workdir = "sub".into();
+        changed.push(m);
+        let mut m = manifest();
+        m.stage = "other".into();
+        changed.push(m);
+        let mut m = manifest();
+        m.outputs.push("docs".into());
         changed.push(m);
         let mut m = manifest();
         m.env.insert("B".into(), "2".into());

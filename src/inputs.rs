@@ -1,7 +1,9 @@
 //! Expands `inputs` and `outputs` patterns into the sorted files they name.
 //!
-//! A pattern is walked from its literal prefix (`src/**/*.rs` walks `src/` only), so a glob
-//! never makes murphy read the whole tree, `target/` included.
+//! A pattern is walked from its literal prefix (`src/**/*.rs` walks `src/` only); a pattern
+//! that starts with a glob (`**/*.rs`) walks the whole project, `target/` included, so
+//! prefer rooted patterns. The state directory, `.git` and murphy's temp files are never
+//! matched.
 
 use std::collections::BTreeSet;
 use std::io;
@@ -38,6 +40,9 @@ pub fn is_glob(pattern: &str) -> bool {
 /// without duplicates. A plain path names a file, or every file below a directory. Paths
 /// inside `skip` (the state directory) and `.git` directories are never inputs.
 pub fn expand(root: &Path, patterns: &[String], skip: &Path) -> io::Result<Vec<PathBuf>> {
+    // Compared as absolute paths: `root` is often the relative `.`, `skip` an absolute path.
+    let root = std::path::absolute(root)?;
+    let skip = std::path::absolute(skip)?;
     let mut files = BTreeSet::new();
     for pattern in patterns {
         let pattern = clean(pattern);
@@ -46,8 +51,7 @@ pub fn expand(root: &Path, patterns: &[String], skip: &Path) -> io::Result<Vec<P
         } else {
             None
         };
-        let base = literal_prefix(pattern);
-        let start = root.join(&base);
+        let start = root.join(literal_prefix(pattern));
         if std::fs::symlink_metadata(&start).is_err() {
             continue;
         }
@@ -55,14 +59,27 @@ pub fn expand(root: &Path, patterns: &[String], skip: &Path) -> io::Result<Vec<P
             .follow_links(false)
             .into_iter()
             .filter_entry(|e| {
-                !(e.file_type().is_dir() && (e.file_name() == ".git" || e.path() == skip))
+                let dir = e.file_type().is_dir();
+                !(dir && (e.file_name() == ".git" || e.path() == skip))
+                    && !crate::atomic_file::is_temp(e.file_name())
             });
         for entry in walker {
-            let entry = entry.map_err(io::Error::other)?;
+            let entry = match entry {
+                Ok(entry) => entry,
+                // Another stage may delete files while this one is fingerprinted: a file
+                // that is gone is not an input.
+                Err(e)
+                    if e.io_error()
+                        .is_some_and(|io| io.kind() == io::ErrorKind::NotFound) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(io::Error::other(e)),
+            };
             if entry.file_type().is_dir() {
                 continue;
             }
-            let Ok(relative) = entry.path().strip_prefix(root) else {
+            let Ok(relative) = entry.path().strip_prefix(&root) else {
                 continue;
             };
             if matcher.as_ref().is_none_or(|m| m.is_match(relative)) {

@@ -113,7 +113,8 @@ pub enum RunStatus {
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
-    file: Mutex<File>,
+    /// The file, and whether a failed write (a full disk) may have left half a line.
+    file: Mutex<(File, bool)>,
 }
 
 impl Journal {
@@ -136,7 +137,7 @@ impl Journal {
         }
         Ok(Journal {
             path: path.to_owned(),
-            file: Mutex::new(file),
+            file: Mutex::new((file, false)),
         })
     }
 
@@ -152,12 +153,18 @@ impl Journal {
         };
         let mut line = serde_json::to_vec(&record).map_err(io::Error::other)?;
         line.push(b'\n');
-        let file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let (file, torn) = &mut *guard;
         if crate::crash::tear_journal_append() {
-            let _ = (&*file).write_all(&line[..line.len() / 2]);
+            let _ = file.write_all(&line[..line.len() / 2]);
             crate::crash::die();
         }
-        (&*file).write_all(&line)
+        if *torn {
+            line.insert(0, b'\n');
+        }
+        let written = file.write_all(&line);
+        *torn = written.is_err();
+        written
     }
 
     /// Makes every record appended so far survive a power cut.
@@ -165,6 +172,7 @@ impl Journal {
         self.file
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .0
             .sync_data()
     }
 }

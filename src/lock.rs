@@ -62,7 +62,14 @@ impl RunLock {
             .write(true)
             .open(&path)
             .map_err(io_err)?;
-        if !try_flock(&file, libc::LOCK_EX).map_err(io_err)? {
+        // A `status` probing the lock holds it shared for a moment; that is not a live run.
+        let mut tries = 0;
+        while !try_flock(&file, libc::LOCK_EX).map_err(&io_err)? {
+            tries += 1;
+            if tries < 10 {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            }
             let holder = read_holder(&mut file).unwrap_or(Holder {
                 run_id: "(starting)".into(),
                 pid: 0,
@@ -73,10 +80,14 @@ impl RunLock {
                 state_dir: state_dir.to_owned(),
             });
         }
-        Ok(RunLock { file })
+        let mut lock = RunLock { file };
+        // Until a run id is known, the file must not keep naming a dead holder.
+        lock.set_run("(starting)").map_err(io_err)?;
+        Ok(lock)
     }
 
-    /// Records which run holds the lock, for the message a second murphy prints.
+    /// Records which run (or which command: `(gc)`) holds the lock, for the message a second
+    /// murphy prints.
     pub fn set_run(&mut self, run_id: &str) -> io::Result<()> {
         self.file.set_len(0)?;
         self.file.seek(SeekFrom::Start(0))?;

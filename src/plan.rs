@@ -293,6 +293,18 @@ impl Planner<'_> {
             {
                 self.error("`timeout` must be longer than zero", t);
             }
+            for output in &def.outputs {
+                let clean = normalize_path(&output.value);
+                if clean.is_empty() || clean == ".." || clean.starts_with("../") {
+                    self.error(
+                        format!(
+                            "output `{}` is the project itself or outside it: an output must be a path inside the pipeline's directory",
+                            output.value
+                        ),
+                        output,
+                    );
+                }
+            }
             for pattern in def.inputs.iter().chain(&def.outputs) {
                 if Path::new(&pattern.value).is_absolute() {
                     self.error(
@@ -541,7 +553,19 @@ impl Planner<'_> {
     }
 
     fn duration(&mut self, value: &Spanned<Scalar>) -> Option<Duration> {
+        // A week is longer than any CI system lets a job run; beyond it is a typo.
+        const LONGEST: Duration = Duration::from_secs(7 * 24 * 3600);
         match humantime::parse_duration(&value.value.0) {
+            Ok(d) if d > LONGEST => {
+                self.error(
+                    format!(
+                        "duration `{}` is longer than a week; murphy allows at most `7d`",
+                        value.value.0
+                    ),
+                    value,
+                );
+                None
+            }
             Ok(d) => Some(d),
             Err(_) => {
                 self.error(
@@ -615,12 +639,17 @@ impl Planner<'_> {
         let closing_stage = names[names.len() - 2];
         let closing_need = names[names.len() - 1];
         let defs = &self.source.pipeline.stages.0;
-        if let Some(need) = defs
+        let Some((stage, def)) = defs.iter().find(|(n, _)| n.value == closing_stage) else {
+            return;
+        };
+        match def
+            .needs
             .iter()
-            .find(|(n, _)| n.value == closing_stage)
-            .and_then(|(_, def)| def.needs.iter().find(|n| n.value == closing_need))
+            .chain(&def.needs_optional)
+            .find(|n| n.value == closing_need)
         {
-            self.error(message, need);
+            Some(need) => self.error(message, need),
+            None => self.error(message, stage),
         }
     }
 

@@ -33,6 +33,7 @@ pub type Echo = Box<dyn Fn(&[u8]) + Send + Sync>;
 pub struct Output {
     log: Mutex<std::fs::File>,
     echo: Option<Echo>,
+    warned: std::sync::atomic::AtomicBool,
 }
 
 impl Output {
@@ -40,6 +41,7 @@ impl Output {
         Output {
             log: Mutex::new(log),
             echo,
+            warned: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -47,7 +49,9 @@ impl Output {
     pub fn line(&self, line: &[u8]) {
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         // A full disk must not stop the stage; the write error is reported once by tracing.
-        if let Err(err) = log.write_all(line) {
+        if let Err(err) = log.write_all(line)
+            && !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
             tracing::warn!("cannot write a stage log: {err}");
         }
         drop(log);
@@ -197,7 +201,7 @@ pub fn kill_leftovers(run_id: &str, stage: &str) -> usize {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
     };
-    let mut killed = 0;
+    let mut killed = Vec::new();
     for entry in entries.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -214,10 +218,26 @@ pub fn kill_leftovers(run_id: &str, stage: &str) -> usize {
         if ours && pid != std::process::id() as libc::pid_t {
             // SAFETY: sends a signal to a process we identified by its environment.
             unsafe { libc::kill(pid, libc::SIGKILL) };
-            killed += 1;
+            killed.push(pid);
         }
     }
-    killed
+    // SIGKILL is not instant: wait (briefly) until none of them can write anything more.
+    let deadline = std::time::Instant::now() + KILL_GRACE;
+    while killed.iter().any(|&pid| running(pid)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    killed.len()
+}
+
+/// Whether a process exists and is not a zombie.
+fn running(pid: libc::pid_t) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(") ")
+                .map(|(_, rest)| !rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
 }
 
 /// Copies a pipe to `output` line by line until end of file.

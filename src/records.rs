@@ -37,6 +37,12 @@ pub enum RecordsError {
     NoRuns { state_dir: PathBuf },
     #[error("no run `{id}` in `{}` (see `murphy runs`)", state_dir.display())]
     UnknownRun { id: String, state_dir: PathBuf },
+    #[error(
+        "`{}` is format version {version}; this murphy reads version {}",
+        path.display(),
+        META_VERSION
+    )]
+    NewerMeta { path: PathBuf, version: u32 },
     #[error("`{}` is not a murphy run record", path.display())]
     BadMeta {
         path: PathBuf,
@@ -137,7 +143,10 @@ impl StateDir {
             let id = new_run_id(started_at);
             let path = runs.join(&id);
             match fs::create_dir(&path) {
-                Ok(()) => break (id, path),
+                Ok(()) => {
+                    atomic_file::sync_dir(&runs).map_err(io_err(&runs))?;
+                    break (id, path);
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(io_err(&path)(e)),
             }
@@ -162,6 +171,7 @@ impl StateDir {
         atomic_file::write(&meta_path, &bytes).map_err(io_err(&meta_path))?;
         let journal_path = dir.journal_path();
         let journal = Journal::open(&journal_path).map_err(io_err(&journal_path))?;
+        atomic_file::sync_dir(&dir.path).map_err(io_err(&dir.path))?;
         Ok((dir, meta, journal))
     }
 
@@ -213,7 +223,12 @@ impl StateDir {
                 path: self.runs_dir().join(&id),
                 id,
             };
-            views.push(RunView::load(self, &dir)?);
+            match RunView::load(self, &dir) {
+                Ok(view) => views.push(view),
+                Err(err) => {
+                    tracing::warn!("skipping run {}: {}", dir.id, crate::error::chain(&err))
+                }
+            }
         }
         Ok(views)
     }
@@ -354,6 +369,12 @@ impl RunView {
                 path: meta_path.clone(),
                 source,
             })?;
+        if meta.v != META_VERSION {
+            return Err(RecordsError::NewerMeta {
+                path: meta_path,
+                version: meta.v,
+            });
+        }
         let journal_path = dir.journal_path();
         let records = match journal::read(&journal_path) {
             Ok(records) => records,

@@ -15,7 +15,13 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// How a finished stage is described.
 pub enum Finish<'a> {
     Succeeded,
-    Failed { how: &'a str },
+    Failed {
+        how: &'a str,
+    },
+    /// A failed attempt that will be tried again: the stage is not over.
+    Retrying {
+        how: &'a str,
+    },
 }
 
 pub struct Reporter {
@@ -159,6 +165,14 @@ impl Reporter {
                     "{stage} {} after {took}",
                     style(how).red().bold().for_stderr()
                 )
+            }
+            Finish::Retrying { how } => {
+                // The spinner stays: the stage goes on after the delay.
+                self.println(&format!(
+                    "{stage} {} after {took}",
+                    style(how).yellow().for_stderr()
+                ));
+                return;
             }
         };
         self.end_stage(stage, &line);

@@ -86,12 +86,17 @@ impl StatCache {
     }
 
     /// The digest and size of the file at `path`, reading it only when it may have changed.
-    /// A symlink is not followed: its digest is that of its target's path.
+    /// A symlink's digest covers both where it points and, if that is a file, its bytes.
     pub fn digest(&self, path: &Path) -> io::Result<(Digest, u64)> {
         let meta = std::fs::symlink_metadata(path)?;
         if meta.file_type().is_symlink() {
             let target = std::fs::read_link(path)?;
-            return Ok((*blake3::hash(target.as_os_str().as_bytes()).as_bytes(), 0));
+            let mut h = blake3::Hasher::new();
+            h.update(target.as_os_str().as_bytes());
+            if std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+                h.update(&hash_file(path)?);
+            }
+            return Ok((*h.finalize().as_bytes(), 0));
         }
         let stamp = Stamp::of(&meta);
         if let Some((cached, digest)) = self.lock().map.get(path)

@@ -46,12 +46,25 @@ pub enum StoreError {
     Unstable(PathBuf),
     #[error("stored object {0} is damaged")]
     Corrupt(String),
+    #[error("cannot restore `{}` in the workspace", path.display())]
+    Workspace {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot access the checkpoint store at `{}`", path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
+}
+
+fn workspace_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Workspace {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -154,8 +167,16 @@ impl Store {
     }
 
     /// The verified record for `fingerprint`, or `None` if there is none or it is damaged.
-    pub fn lookup(&self, fingerprint: &str, stat_cache: &StatCache) -> Option<StageRecord> {
+    pub fn lookup(
+        &self,
+        stage: &str,
+        fingerprint: &str,
+        stat_cache: &StatCache,
+    ) -> Option<StageRecord> {
         let record = self.read_record(fingerprint)?;
+        if record.stage != stage {
+            return None;
+        }
         for entry in &record.outputs {
             if let OutputKind::File { digest, .. } = &entry.kind
                 && !self.object_ok(digest, stat_cache)
@@ -173,7 +194,7 @@ impl Store {
     /// The stage's newest record, whatever its fingerprint (for `--from` and for "why").
     pub fn latest(&self, stage: &str, stat_cache: &StatCache) -> Option<StageRecord> {
         let fingerprint = fs::read_to_string(self.latest_path(stage)).ok()?;
-        self.lookup(fingerprint.trim(), stat_cache)
+        self.lookup(stage, fingerprint.trim(), stat_cache)
     }
 
     /// Whether the stage has a readable record at all (checked before `--from` starts).
@@ -216,11 +237,12 @@ impl Store {
         patterns: &[String],
         stat_cache: &StatCache,
     ) -> Result<Vec<OutputEntry>, StoreError> {
+        let state_dir = self.root.parent().unwrap_or(&self.root);
         let mut entries = Vec::new();
         for pattern in patterns {
             let clean = inputs::clean(pattern);
             let matches: Vec<PathBuf> = if inputs::is_glob(clean) {
-                inputs::expand(root, &[clean.to_owned()], &self.root).map_err(|source| {
+                inputs::expand(root, &[clean.to_owned()], state_dir).map_err(|source| {
                     StoreError::Output {
                         path: PathBuf::from(clean),
                         source,
@@ -237,7 +259,11 @@ impl Store {
                 if fs::symlink_metadata(&path).is_err() {
                     return Err(StoreError::MissingOutput(pattern.clone()));
                 }
-                for entry in walkdir::WalkDir::new(&path).follow_links(false) {
+                let walk = walkdir::WalkDir::new(&path)
+                    .follow_links(false)
+                    .into_iter()
+                    .filter_entry(|e| !crate::atomic_file::is_temp(e.file_name()));
+                for entry in walk {
                     let entry = entry.map_err(|e| StoreError::Output {
                         path: path.clone(),
                         source: e.into(),
@@ -362,21 +388,22 @@ impl Store {
             let path = root.join(&entry.path);
             let current = fs::symlink_metadata(&path).ok();
             match &entry.kind {
-                OutputKind::Dir { mode } => {
+                OutputKind::Dir { .. } => {
                     if !current.as_ref().is_some_and(|m| m.is_dir()) {
                         remove_any(&path);
-                        fs::create_dir_all(&path).map_err(io_err(&path))?;
+                        fs::create_dir_all(&path).map_err(workspace_err(&path))?;
                         restored += 1;
                     }
-                    fs::set_permissions(&path, fs::Permissions::from_mode(*mode))
-                        .map_err(io_err(&path))?;
+                    // Writable while its files are put back; its own mode comes last.
+                    fs::set_permissions(&path, fs::Permissions::from_mode(0o700))
+                        .map_err(workspace_err(&path))?;
                 }
                 OutputKind::Symlink { target } => {
                     let same = fs::read_link(&path).is_ok_and(|t| t.as_os_str() == target.as_str());
                     if !same {
                         remove_any(&path);
                         ensure_parent(&path)?;
-                        std::os::unix::fs::symlink(target, &path).map_err(io_err(&path))?;
+                        std::os::unix::fs::symlink(target, &path).map_err(workspace_err(&path))?;
                         restored += 1;
                     }
                 }
@@ -396,6 +423,14 @@ impl Store {
                 }
             }
         }
+        // Deepest first, so a read-only directory is sealed only after what it holds.
+        for entry in record.outputs.iter().rev() {
+            if let OutputKind::Dir { mode } = entry.kind {
+                let path = root.join(&entry.path);
+                fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                    .map_err(workspace_err(&path))?;
+            }
+        }
         Ok(restored)
     }
 
@@ -408,9 +443,11 @@ impl Store {
             .unwrap_or_default();
         let tmp = dest.with_file_name(atomic_file::temp_name(&name));
         let result = (|| {
-            let mut from =
-                fs::File::open(&object).map_err(|_| StoreError::Corrupt(digest.to_owned()))?;
-            let mut to = fs::File::create(&tmp).map_err(io_err(&tmp))?;
+            let mut from = fs::File::open(&object).map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => StoreError::Corrupt(digest.to_owned()),
+                _ => io_err(&object)(e),
+            })?;
+            let mut to = fs::File::create(&tmp).map_err(workspace_err(&tmp))?;
             let mut hasher = blake3::Hasher::new();
             let mut buf = vec![0u8; 1 << 20];
             loop {
@@ -419,14 +456,15 @@ impl Store {
                     break;
                 }
                 hasher.update(&buf[..n]);
-                to.write_all(&buf[..n]).map_err(io_err(&tmp))?;
+                to.write_all(&buf[..n]).map_err(workspace_err(&tmp))?;
             }
             if hasher.finalize().to_hex().as_str() != digest {
                 return Err(StoreError::Corrupt(digest.to_owned()));
             }
             drop(to);
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).map_err(io_err(&tmp))?;
-            fs::rename(&tmp, dest).map_err(io_err(dest))
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
+                .map_err(workspace_err(&tmp))?;
+            fs::rename(&tmp, dest).map_err(workspace_err(dest))
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -521,7 +559,7 @@ fn read_dir_if_any(dir: &Path) -> Result<Vec<fs::DirEntry>, StoreError> {
 
 fn ensure_parent(path: &Path) -> Result<(), StoreError> {
     match path.parent() {
-        Some(parent) => fs::create_dir_all(parent).map_err(io_err(parent)),
+        Some(parent) => fs::create_dir_all(parent).map_err(workspace_err(parent)),
         None => Ok(()),
     }
 }

@@ -285,7 +285,7 @@ impl Archive {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let dead_writer = name
-                .strip_prefix(".build.tmp-")
+                .strip_prefix(&format!(".build{}", atomic_file::TEMP_MARKER))
                 .and_then(|rest| rest.split('-').next())
                 .and_then(|pid| pid.parse::<i32>().ok())
                 // SAFETY: signal 0 only asks whether the process exists.

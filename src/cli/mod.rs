@@ -32,8 +32,9 @@ pub struct Cli {
     /// The pipeline file [default: pipeline.yml in this or the nearest parent directory]
     #[arg(long, short = 'f', global = true, value_name = "FILE")]
     file: Option<PathBuf>,
-    /// Where runs are recorded [default: .murphy beside the pipeline file]
-    #[arg(long, global = true, env = "MURPHY_STATE_DIR", value_name = "DIR")]
+    /// Where runs are recorded (or `MURPHY_STATE_DIR`) [default: .murphy beside the pipeline
+    /// file]
+    #[arg(long, global = true, value_name = "DIR")]
     state_dir: Option<PathBuf>,
     /// More output: -v streams stage output and murphy's notes, -vv and -vvv murphy's debug
     /// diagnostics (`MURPHY_LOG` sets the filter outright)
@@ -143,8 +144,14 @@ enum CacheCommand {
 /// Parses the command line, runs it and returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
     report::init_colour();
+    init_tracing(cli.verbose);
+    if !matches!(cli.command, Command::Run(_) | Command::Resume(_)) {
+        // `murphy runs | head` should end quietly, as other tools do. Not for a run: a closed
+        // stderr must never kill murphy between two records.
+        // SAFETY: restoring the default disposition of SIGPIPE has no preconditions.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match dispatch(&cli) {
         Ok(code) => code,
         Err(err) => {
@@ -166,6 +173,7 @@ fn init_tracing(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(console::colors_enabled_stderr())
         .without_time()
         .with_target(false)
         .try_init();
@@ -259,7 +267,7 @@ fn pipeline_file(cli: &Cli) -> Result<PathBuf, Error> {
             Some(parent) => dir = parent,
             None => {
                 return Err(Error::Usage(format!(
-                    "no `{}` in `{}` or any parent directory (use --file, or `murphy init` once it exists)",
+                    "no `{}` in `{}` or any parent directory (use --file)",
                     config::DEFAULT_FILE,
                     cwd.display()
                 )));
@@ -272,6 +280,13 @@ fn pipeline_file(cli: &Cli) -> Result<PathBuf, Error> {
 fn state_dir(cli: &Cli) -> Result<StateDir, Error> {
     if let Some(dir) = &cli.state_dir {
         return Ok(StateDir::new(dir.clone()));
+    }
+    // murphy sets MURPHY_STATE_DIR for its stages; a murphy started by a stage (`MURPHY_RUN_ID`
+    // set) must not take the outer run's records for its own.
+    if std::env::var_os("MURPHY_RUN_ID").is_none()
+        && let Some(dir) = std::env::var_os("MURPHY_STATE_DIR").filter(|d| !d.is_empty())
+    {
+        return Ok(StateDir::new(PathBuf::from(dir)));
     }
     let root = match pipeline_file(cli) {
         Ok(file) => file.parent().map(Path::to_path_buf).unwrap_or_default(),
@@ -337,7 +352,9 @@ fn cache(cli: &Cli, command: &CacheCommand) -> Result<i32, Error> {
         }
         CacheCommand::Gc { keep_days } => {
             // A live run may be between storing objects and writing the record naming them.
-            let _lock = RunLock::acquire(state.root())?;
+            let mut lock = RunLock::acquire(state.root())?;
+            lock.set_run("(cache gc)")
+                .map_err(|e| io_error("cannot write the state directory's lock", e))?;
             let removed = store.gc(*keep_days, jiff::Timestamp::now())?;
             println!(
                 "removed {} records and {} objects ({} bytes)",

@@ -87,6 +87,7 @@ pub(super) fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
     // Before the lock: an editor may stay open for minutes.
     let change = change::collect(&plan, &env, &request, state.root())?;
     let mut lock = RunLock::acquire(state.root())?;
+    stop_leftovers_of_killed_run(&state);
     let modes = modes(&plan, &selected, args, &Store::new(state.root()))?;
     let names = |mode: Mode| -> Vec<String> {
         selected
@@ -119,6 +120,35 @@ pub(super) fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
         start,
     };
     execute(cli, &state, prepared, &change, &env, &options)
+}
+
+/// If the latest run was killed, its stages' processes may still be running (they lead their
+/// own process groups): they must not write into the outputs of this run. Call with the lock
+/// held.
+fn stop_leftovers_of_killed_run(state: &StateDir) {
+    let Ok(view) = state
+        .find_run(None)
+        .and_then(|dir| RunView::load(state, &dir))
+    else {
+        return;
+    };
+    if view.status != RunState::Killed {
+        return;
+    }
+    for stage in view
+        .stages
+        .iter()
+        .filter(|s| s.state == crate::records::StageState::Interrupted)
+    {
+        let killed = crate::process::kill_leftovers(&view.run_id, &stage.name);
+        if killed > 0 {
+            tracing::info!(
+                "killed {killed} processes left running by `{}` of killed run {}",
+                stage.name,
+                view.run_id
+            );
+        }
+    }
 }
 
 /// The stages whose `when:` does not hold for this run, with the reason.
@@ -156,6 +186,10 @@ fn modes(
                 continue;
             }
             let name = &plan.stages[before].name;
+            // A stage that is never cached has no checkpoint to take: it runs as usual.
+            if !plan.stages[before].cacheable {
+                continue;
+            }
             if !store.has_record(name) {
                 return Err(Error::Usage(format!(
                     "stage `{name}` has no checkpoint, so the run cannot start at `{from}`: run `murphy run {name}` first"
@@ -339,7 +373,15 @@ fn execute(
         .map(|&i| plan.stages[i].name.as_str())
         .collect();
     let reporter = Reporter::new(&names);
-    let mut ctx = Context::new(plan, run_dir, journal, reporter, state_abs, cli.verbose > 0);
+    let mut ctx = Context::new(
+        plan,
+        run_dir,
+        journal,
+        reporter,
+        state_abs,
+        env.clone(),
+        cli.verbose > 0,
+    );
     ctx.run_env = run_env;
     ctx.release_env = release_env;
     ctx.change = Some(change.clone());

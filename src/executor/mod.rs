@@ -87,6 +87,7 @@ impl Context {
         journal: Journal,
         reporter: Reporter,
         state_dir: PathBuf,
+        outer_env: BTreeMap<String, String>,
         verbose: bool,
     ) -> Context {
         Context {
@@ -95,7 +96,7 @@ impl Context {
             change: None,
             store: Store::new(&state_dir),
             stat_cache: StatCache::load(&state_dir.join("stat-cache")),
-            outer_env: crate::environment::outer(),
+            outer_env,
             plan,
             run,
             journal,
@@ -185,10 +186,7 @@ pub async fn execute(
         }
         slots[id] = match start.done.get(&id) {
             Some(digest) => {
-                ctx.reporter.stage_skipped(
-                    &plan.stages[id].name,
-                    "(succeeded before the run was resumed)",
-                );
+                ctx.reporter.stage_done_before(&plan.stages[id].name);
                 Slot::Succeeded {
                     output_digest: digest.clone(),
                     cached: false,
@@ -256,8 +254,22 @@ pub async fn execute(
                 let (task, end) = match joined {
                     Ok(done) => done,
                     Err(err) => {
-                        // A panic in a stage task is murphy's bug; the stage counts as failed.
+                        // A panic in a stage task is murphy's bug; the stage counts as failed,
+                        // and the journal must say so, or it would show it running forever.
                         tracing::error!("a stage task failed: {err}");
+                        if let Some(&id) = task_stage.get(&err.id()) {
+                            ctx.record(Event::StageFinished {
+                                stage: plan.stages[id].name.clone(),
+                                attempt: 1,
+                                outcome: Outcome::Failed,
+                                exit_code: None,
+                                signal: None,
+                                duration_ms: 0,
+                                message: Some(format!("murphy failed internally: {err}")),
+                                fingerprint: None,
+                                output_digest: None,
+                            });
+                        }
                         (err.id(), StageEnd { outcome: Outcome::Failed, output_digest: None, cached: false })
                     }
                 };
@@ -280,6 +292,13 @@ pub async fn execute(
         }
     }
 
+    // Stages left pending with nothing failed and no stop would mean the plan's graph was not
+    // a DAG: the planner rules that out, and this makes sure it can never pass for success.
+    let stuck = stopped_by.is_none() && !interrupted && slots.contains(&Slot::Pending);
+    if stuck {
+        tracing::error!("stages were left waiting on each other; this is a bug in murphy");
+        stopped_by = Some("murphy (a stage waited on itself)".into());
+    }
     // A stage task may see the cancel before this loop does; the signal still decides.
     interrupted |= *cancel.borrow() || slots.contains(&Slot::Failed(Outcome::Interrupted));
 
@@ -308,7 +327,7 @@ pub async fn execute(
     let skipped = count(&|s| matches!(s, Slot::Skipped | Slot::SkippedWhen));
     let status = if interrupted {
         RunStatus::Interrupted
-    } else if failed > 0 || ctx.journal_failed.load(Ordering::SeqCst) {
+    } else if failed > 0 || stuck || ctx.journal_failed.load(Ordering::SeqCst) {
         RunStatus::Failed
     } else {
         RunStatus::Succeeded

@@ -69,7 +69,7 @@ impl Task {
         if self.mode == Mode::Checkpoint {
             let ctx = self.ctx.clone();
             let name = self.stage().name.clone();
-            let exact = ctx.store.lookup(&fingerprint, &ctx.stat_cache);
+            let exact = ctx.store.lookup(&name, &fingerprint, &ctx.stat_cache);
             let (record, note) = match exact {
                 Some(record) => (Some(record), None),
                 None => (
@@ -91,7 +91,10 @@ impl Task {
         }
         if self.stage().cacheable
             && self.mode == Mode::Normal
-            && let Some(record) = self.ctx.store.lookup(&fingerprint, &self.ctx.stat_cache)
+            && let Some(record) =
+                self.ctx
+                    .store
+                    .lookup(&self.stage().name, &fingerprint, &self.ctx.stat_cache)
         {
             match self.restore(record, None).await {
                 Ok(end) => return end,
@@ -212,12 +215,27 @@ impl Task {
                 vec![clean.into()]
             };
             for path in paths {
-                store::remove_any(&root.join(path));
+                let path = root.join(path);
+                // Never the project, the records, or anything holding them.
+                let (Ok(target), Ok(project), Ok(state)) = (
+                    std::path::absolute(&path),
+                    std::path::absolute(root),
+                    std::path::absolute(&self.ctx.state_dir),
+                ) else {
+                    continue;
+                };
+                if project.starts_with(&target) || state.starts_with(&target) {
+                    tracing::warn!(
+                        "not removing `{}`: it holds the project or its records",
+                        path.display()
+                    );
+                    continue;
+                }
+                store::remove_any(&path);
             }
         }
     }
 
-    /// Verifies and stores the outputs of a successful attempt, then records the success.
     /// Makes the stage's archive build, then lets retention prune the archive. A failed
     /// prune is a warning: the build itself is safe.
     async fn archive(&self, started_at: Timestamp) -> Result<(), String> {
@@ -293,6 +311,7 @@ impl Task {
         Ok(())
     }
 
+    /// Verifies and stores the outputs of a successful attempt, then records the success.
     async fn checkpoint(
         &self,
         manifest: Manifest,
@@ -422,6 +441,16 @@ impl Task {
             ctx.state_dir.to_string_lossy().into_owned(),
         );
         let env: Vec<(String, String)> = env.into_iter().collect();
+        if *self.cancel.borrow() {
+            ctx.record(Event::StageSkipped {
+                stage: stage.name.clone(),
+                reason: "because the run was interrupted".into(),
+                when: false,
+            });
+            ctx.reporter
+                .stage_skipped(&stage.name, "because the run was interrupted");
+            return Err(Outcome::Interrupted);
+        }
         for attempt in 1..=attempts {
             ctx.record(Event::StageStarted {
                 stage: stage.name.clone(),
@@ -455,8 +484,12 @@ impl Task {
                     format_duration(stage.retry.delay)
                 ));
             }
-            ctx.reporter
-                .stage_finished(&stage.name, Finish::Failed { how: &how }, elapsed);
+            let finish = if retrying {
+                Finish::Retrying { how: &how }
+            } else {
+                Finish::Failed { how: &how }
+            };
+            ctx.reporter.stage_finished(&stage.name, finish, elapsed);
             if !retrying {
                 if result.outcome != Outcome::Interrupted {
                     ctx.reporter.failure_log(
@@ -565,6 +598,16 @@ async fn run_attempt(
     }
     let deadline = stage.timeout.map(|t| Instant::now() + t);
     for command in &stage.commands {
+        // A Ctrl-C that came while this stage was hashing or between two commands: start
+        // nothing more (a deploy must not begin after the user said stop).
+        if *cancel.borrow() {
+            return Attempt {
+                outcome: Outcome::Interrupted,
+                exit_code: None,
+                signal: None,
+                message: Some("interrupted before the command started".into()),
+            };
+        }
         output.line(format!("$ {command}\n").as_bytes());
         let ended = process::run(command, &cwd, env, output.clone(), deadline, cancel).await;
         let attempt = match ended {
@@ -590,7 +633,7 @@ async fn run_attempt(
                 signal: None,
                 message: None,
             },
-            Err(err) => Attempt::failed(format!("cannot start `sh`: {err}")),
+            Err(err) => Attempt::failed(format!("running the command through `sh` failed: {err}")),
         };
         if attempt.outcome == Outcome::TimedOut {
             output.line(b"murphy: timed out; the stage's processes were killed\n");

@@ -850,3 +850,153 @@ fn an_absolute_input_path_is_refused() {
     );
     assert!(!out.file(".murphy").exists(), "nothing ran");
 }
+
+// Regressions found in review: each test reproduces a defect that once got through.
+
+/// Two stages with the same commands and inputs are still two stages: neither is restored
+/// from the other's record.
+#[test]
+fn identical_stages_do_not_share_a_checkpoint() {
+    let out = Test::new()
+        .pipeline(
+            "
+            version: 1
+            stages:
+              docs: {inputs: [gen.sh], run: sh gen.sh, outputs: [docs.out]}
+              site: {inputs: [gen.sh], run: sh gen.sh, outputs: [site.out]}
+            ",
+        )
+        .write(
+            "gen.sh",
+            "echo x >> ran.$MURPHY_STAGE; echo hi > $MURPHY_STAGE.out\n",
+        )
+        .args(["run", "-j", "1"])
+        .run();
+    assert_eq!((out.count("ran.docs"), out.count("ran.site")), (1, 1));
+    assert!(out.file("site.out").exists());
+}
+
+/// Declaring one more output changes what a record must hold: the stage runs again.
+#[test]
+fn declaring_another_output_reruns_the_stage() {
+    let out = Test::new()
+        .pipeline("version: 1\nstages:\n  a: {inputs: [in.txt], run: 'echo x >> ran.a; mkdir -p dist; touch dist/a dist/b', outputs: [dist/a]}\n")
+        .write("in.txt", "x\n")
+        .args(["run"])
+        .run();
+    out.pipeline("version: 1\nstages:\n  a: {inputs: [in.txt], run: 'echo x >> ran.a; mkdir -p dist; touch dist/a dist/b', outputs: [dist/a, dist/b]}\n");
+    out.murphy(["run"]).run();
+    assert_eq!(out.count("ran.a"), 2);
+    assert_eq!(
+        out.status().stage("a").why(),
+        "its declared outputs changed"
+    );
+}
+
+/// With the pipeline in the current directory, `**/*` must not take murphy's own records
+/// (journals, locks, logs) as inputs, or the stage would never be cached.
+#[test]
+fn the_state_directory_is_never_an_input() {
+    let out = Test::new()
+        .pipeline("version: 1\nstages:\n  a: {inputs: ['**/*'], run: 'echo x >> ../ran.a'}\n")
+        .write("src/x.txt", "x\n")
+        .args(["run"])
+        .run();
+    out.murphy(["run"]).run();
+    assert_eq!(out.status().stage("a").state, "cached");
+}
+
+/// A directory output that is read-only comes back whole, its files first, its mode last.
+#[test]
+fn a_read_only_output_directory_is_restored() {
+    let out = Test::new()
+        .pipeline("version: 1\nstages:\n  a: {inputs: [in.txt], run: 'echo x >> ran.a; mkdir -p out; echo f > out/f; chmod 555 out', outputs: [out]}\n")
+        .write("in.txt", "x\n")
+        .args(["run"])
+        .run();
+    fs::set_permissions(out.file("out"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::remove_dir_all(out.file("out")).unwrap();
+    out.murphy(["run"]).run();
+    assert_eq!(out.count("ran.a"), 1, "restored, not run");
+    assert_eq!(out.read("out/f"), "f\n");
+    let mode = fs::metadata(out.file("out")).unwrap().mode() & 0o777;
+    assert_eq!(mode, 0o555);
+    fs::set_permissions(out.file("out"), fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A listed variable counts in the fingerprint even when its name looks like a CI one, and
+/// credential-looking CI variables never pass unlisted.
+#[test]
+fn listed_variables_count_and_ci_credentials_stay_out() {
+    let pipeline = "version: 1\nstages:\n  a: {pass_env: [BUILD_PROFILE], inputs: [in.txt], run: 'echo x >> ran.a; echo \"$BUILD_PROFILE ${GITHUB_TOKEN:-none} ${GITHUB_REF:-none}\" > out.txt', outputs: [out.txt]}\n";
+    let out = Test::new()
+        .pipeline(pipeline)
+        .write("in.txt", "x\n")
+        .env("BUILD_PROFILE", "debug")
+        .env("GITHUB_TOKEN", "ghp_secret")
+        .args(["run"])
+        .run();
+    assert_eq!(out.read("out.txt"), "debug none none\n");
+    out.murphy(["run"]).env("BUILD_PROFILE", "release").run();
+    assert_eq!(out.count("ran.a"), 2);
+    assert_eq!(out.read("out.txt"), "release none none\n");
+}
+
+/// A symlinked input counts by the bytes it points at, not only by where it points.
+#[test]
+fn a_symlinked_input_counts_by_its_target_bytes() {
+    let out = Test::new()
+        .pipeline("version: 1\nstages:\n  a: {inputs: [cfg.yml], run: 'echo x >> ran.a; cp cfg.yml out.txt', outputs: [out.txt]}\n")
+        .write("real/cfg.yml", "v1\n")
+        .args(["validate"])
+        .run();
+    std::os::unix::fs::symlink("real/cfg.yml", out.file("cfg.yml")).unwrap();
+    out.murphy(["run"]).run();
+    out.write("real/cfg.yml", "v2\n");
+    out.murphy(["run"]).run();
+    assert_eq!(out.count("ran.a"), 2);
+    assert_eq!(out.read("out.txt"), "v2\n");
+}
+
+/// `--from` runs an earlier stage that is never cached instead of asking for its checkpoint.
+#[test]
+fn from_runs_earlier_stages_that_are_never_cached() {
+    let out = Test::new()
+        .pipeline(
+            "
+            version: 1
+            stages:
+              setup: {run: echo x >> ran.setup}
+              build: {needs: [setup], inputs: [in.txt], run: echo x >> ran.build; cp in.txt b.out, outputs: [b.out]}
+              test: {needs: [build], inputs: [b.out], run: echo x >> ran.test}
+            ",
+        )
+        .write("in.txt", "x\n")
+        .args(["run"])
+        .run();
+    out.murphy(["run", "--from", "test"]).run();
+    assert_eq!(
+        (
+            out.count("ran.setup"),
+            out.count("ran.build"),
+            out.count("ran.test")
+        ),
+        (2, 1, 2)
+    );
+}
+
+/// A murphy started by a stage keeps its own records: it does not take the outer run's
+/// `MURPHY_STATE_DIR` (and its lock) for its own.
+#[test]
+fn a_nested_murphy_uses_its_own_state_dir() {
+    let inner = "version: 1\nstages:\n  x: {run: 'true'}\n";
+    let murphy = env!("CARGO_BIN_EXE_murphy");
+    let out = Test::new()
+        .pipeline(&format!(
+            "version: 1\nstages:\n  outer: {{run: 'cd sub && {murphy} run'}}\n"
+        ))
+        .write("sub/pipeline.yml", inner)
+        .args(["run"])
+        .run();
+    assert!(out.file("sub/.murphy/runs").is_dir(), "{}", out.stderr);
+}

@@ -293,3 +293,50 @@ fn schema_is_json_with_the_stages() {
     assert!(schema["properties"]["stages"].is_object(), "{schema:#}");
     assert!(schema["properties"]["version"].is_object(), "{schema:#}");
 }
+
+/// An output naming the project itself could make a resume delete the project.
+#[test]
+fn an_output_may_not_be_the_project_or_outside_it() {
+    for output in ["./", ".", "..", "../sibling"] {
+        let out = Test::new()
+            .pipeline(&format!(
+                "version: 1\nstages:\n  a: {{run: 'true', outputs: ['{output}']}}\n"
+            ))
+            .args(["validate"])
+            .code(2)
+            .run();
+        assert!(
+            out.stderr.contains("is the project itself or outside it"),
+            "{output}: {}",
+            out.stderr
+        );
+    }
+}
+
+/// A cycle closed through `needs_optional` is still a cycle.
+#[test]
+fn a_cycle_through_needs_optional_is_refused() {
+    let out = Test::new()
+        .pipeline("version: 1\nstages:\n  a: {needs: [b]}\n  b: {needs_optional: [a]}\n")
+        .args(["validate"])
+        .code(2)
+        .run();
+    assert!(out.stderr.contains("form a cycle"), "{}", out.stderr);
+}
+
+/// A timeout that overflows any clock is a typo, reported where it is written.
+#[test]
+fn an_absurd_timeout_is_refused() {
+    let out = Test::new()
+        .pipeline("version: 1\nstages:\n  a: {run: 'true', timeout: 500000000000y}\n")
+        .args(["validate"])
+        .code(2)
+        .run();
+    assert!(
+        out.stderr.starts_with(
+            "error: pipeline.yml:3:29: duration `500000000000y` is longer than a week"
+        ),
+        "{}",
+        out.stderr
+    );
+}
