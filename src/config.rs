@@ -199,6 +199,14 @@ pub struct PipelineFile {
     /// Which tags are releases (for the previous-release link and `MURPHY_VERSION`); `v*`.
     #[schemars(with = "Option<String>")]
     pub release_tags: Option<Spanned<String>>,
+    /// Secrets every stage gets, by name: from the environment or the secrets file. Their
+    /// values are masked (`***`) in logs, journals, the terminal and notifications.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub secrets: Vec<Spanned<String>>,
+    /// Who hears about runs: webhooks called on `success`, `failure` and `release`.
+    #[serde(default)]
+    pub notify: Vec<NotifyDef>,
     /// The stages, by name. A stage starts once every stage it `needs` succeeded.
     pub stages: Entries<StageDef>,
 }
@@ -247,6 +255,111 @@ pub struct StageDef {
     pub retry: Option<RetryDef>,
     /// Keep this run's artifacts as a numbered build in the archive, after `run` (if any).
     pub archive: Option<ArchiveDef>,
+    /// Publish files after `run` (and `archive`), each exactly once. Runs only on the `tag`
+    /// trigger unless `when:` says otherwise.
+    #[serde(default)]
+    pub publish: Vec<TargetDef>,
+    /// Stages that must have succeeded for this commit before this one publishes.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub requires: Vec<Spanned<String>>,
+    /// Secrets this stage gets, on top of the pipeline's.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub secrets: Vec<Spanned<String>>,
+}
+
+/// One place to publish to.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum TargetDef {
+    /// A Python package index, through the upload API twine uses.
+    Pypi(PypiDef),
+    /// PUT each file to a URL.
+    Http(HttpDef),
+    /// Commit a folder onto a branch of a git remote and push it.
+    GitPages(PagesDef),
+    /// Run a command, once or per file.
+    Command(CommandDef),
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PypiDef {
+    #[schemars(with = "Vec<String>")]
+    pub files: Vec<Spanned<String>>,
+    /// Upload URL; default the public index, `https://upload.pypi.org/legacy/`.
+    pub repository_url: Option<String>,
+    /// Simple index to check what is there; default derived from `repository_url`.
+    pub index_url: Option<String>,
+    /// Default `__token__` (an API token as the password).
+    pub username: Option<String>,
+    /// The name of the secret holding the password or token.
+    #[schemars(with = "String")]
+    pub password: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpDef {
+    #[schemars(with = "Vec<String>")]
+    pub files: Vec<Spanned<String>>,
+    /// Where each file goes; placeholders {name} {version} {file} {path}.
+    #[schemars(with = "String")]
+    pub url: Spanned<String>,
+    /// The name of a secret sent as a bearer token.
+    #[schemars(with = "Option<String>")]
+    pub token: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PagesDef {
+    /// The folder to publish (built docs).
+    #[schemars(with = "String")]
+    pub dir: Spanned<String>,
+    /// A git remote: a path or a `file://` URL.
+    #[schemars(with = "String")]
+    pub remote: Spanned<String>,
+    /// Default `gh-pages`.
+    pub branch: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommandDef {
+    /// A shell command; with `files`, run once per file with `{file}` replaced.
+    pub run: String,
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub files: Vec<Spanned<String>>,
+    /// A command whose success means "already published" (same placeholders), so a re-run
+    /// skips it.
+    pub check: Option<String>,
+}
+
+/// `notify: [{webhook: {url: ..., on: [failure]}}, {slack: {url_secret: SLACK_URL}}]`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum NotifyDef {
+    /// POST a JSON object describing the run.
+    Webhook(HookDef),
+    /// POST Slack-compatible `{"text": ...}`.
+    Slack(HookDef),
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HookDef {
+    #[schemars(with = "Option<String>")]
+    pub url: Option<Spanned<String>>,
+    /// The name of a secret holding the URL (Slack webhook URLs are secrets).
+    #[schemars(with = "Option<String>")]
+    pub url_secret: Option<Spanned<String>>,
+    /// `success`, `failure`, `release`; default `[failure, release]`.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub on: Vec<Spanned<String>>,
 }
 
 /// `archive: {name: "{name}-{version}", files: [...], retention: {...}, root: artifacts}`.
@@ -419,6 +532,30 @@ impl<V: JsonSchema> JsonSchema for Entries<V> {
             "additionalProperties": generator.subschema_for::<V>()
         })
     }
+}
+
+/// Reads a secrets file: a YAML mapping of names to values.
+pub fn load_secrets(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let options = serde_saphyr::options!(strict_booleans: true, with_snippet: false);
+    let entries: Entries<Scalar> =
+        serde_saphyr::from_str_with_options(&text, options).map_err(|err| {
+            let span = err
+                .location()
+                .map(|l| Span::new(l.line() as usize, l.column() as usize, 1))
+                .unwrap_or_else(Span::start);
+            // The message names the key or position, never a value.
+            ConfigError::Invalid(Box::new(Diagnostic::new(
+                "a secrets file is a mapping of names to values",
+                path,
+                "",
+                span,
+            )))
+        })?;
+    Ok(entries.0.into_iter().map(|(k, v)| (k.value, v.0)).collect())
 }
 
 /// The JSON Schema of `pipeline.yml`, for editors (yaml-language-server) and other tools.

@@ -40,6 +40,10 @@ pub enum Error {
     Hook(#[from] HookError),
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
+    #[error("the release cannot succeed; nothing was run:\n  {}", .0.join("\n  "))]
+    Preflight(Vec<String>),
     #[error("{0}")]
     Usage(String),
     #[error("{context}")]
@@ -64,7 +68,8 @@ impl Error {
                 | HookError::NotOurs(_)
                 | HookError::PipelineOutside { .. },
             ) => exit::USAGE,
-            Error::Archive(ArchiveError::NoSuchBuild { .. }) => exit::USAGE,
+            Error::Archive(ArchiveError::NoSuchBuild { .. }) | Error::Secret(_) => exit::USAGE,
+            Error::Preflight(_) => exit::FAILED,
             Error::Records(_)
             | Error::Archive(_)
             | Error::Lock(_)

@@ -71,6 +71,14 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         output_digest: Option<String>,
     },
+    /// A publication the server confirmed (fsynced at once: a release never publishes twice).
+    Published {
+        stage: String,
+        target: String,
+        file: String,
+        digest: String,
+        outcome: crate::publish::Confirmed,
+    },
     /// An archiving stage made (or, resumed, found) its build.
     Archived {
         stage: String,
@@ -151,7 +159,8 @@ impl Journal {
             at: Timestamp::now(),
             event,
         };
-        let mut line = serde_json::to_vec(&record).map_err(io::Error::other)?;
+        let json = serde_json::to_string(&record).map_err(io::Error::other)?;
+        let mut line = crate::secrets::redact(&json).into_owned().into_bytes();
         line.push(b'\n');
         let mut guard = self.file.lock().unwrap_or_else(|e| e.into_inner());
         let (file, torn) = &mut *guard;

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::{
-    self, ArchiveDef, Entries, Scalar, Source, Spanned, StringList, WhenDef, span_of,
+    self, ArchiveDef, Entries, NotifyDef, Scalar, Source, Spanned, StringList, TargetDef, WhenDef,
+    span_of,
 };
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::trigger::{Pattern, Trigger, When};
@@ -41,6 +42,9 @@ pub struct Plan {
     pub description_from_commit: bool,
     /// Which tags are releases.
     pub release_tags: Pattern,
+    /// Secrets every stage gets.
+    pub secrets: Vec<String>,
+    pub notify: Vec<Notify>,
     /// In file order; `needs` always point at other entries of this list.
     pub stages: Vec<Stage>,
 }
@@ -67,6 +71,93 @@ pub struct Stage {
     /// `cache: true`; an archiving stage records a build each run, so it is not cached either.
     pub cacheable: bool,
     pub archive: Option<ArchiveSpec>,
+    pub publish: Vec<Target>,
+    /// Stages that must have succeeded before this one publishes (also in `needs`).
+    pub requires: Vec<StageId>,
+    /// Secrets this stage gets besides the pipeline's.
+    pub secrets: Vec<String>,
+}
+
+/// A checked publish target. Secret fields hold the secret's name, never its value.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Pypi {
+        files: Vec<String>,
+        repository_url: String,
+        index_url: String,
+        username: String,
+        password_secret: String,
+    },
+    Http {
+        files: Vec<String>,
+        url: String,
+        token_secret: Option<String>,
+    },
+    GitPages {
+        dir: String,
+        remote: String,
+        branch: String,
+    },
+    Command {
+        run: String,
+        files: Vec<String>,
+        check: Option<String>,
+    },
+}
+
+/// The public index, where `pypi` publishes unless told otherwise.
+pub const PYPI_UPLOAD_URL: &str = "https://upload.pypi.org/legacy/";
+
+impl Target {
+    /// The target's name in records and messages: `pypi`, `http`, `git-pages`, `command`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Pypi { .. } => "pypi",
+            Target::Http { .. } => "http",
+            Target::GitPages { .. } => "git-pages",
+            Target::Command { .. } => "command",
+        }
+    }
+
+    /// The secrets the target reads.
+    pub fn secrets(&self) -> Vec<&str> {
+        match self {
+            Target::Pypi {
+                password_secret, ..
+            } => vec![password_secret.as_str()],
+            Target::Http { token_secret, .. } => token_secret.iter().map(String::as_str).collect(),
+            Target::GitPages { .. } | Target::Command { .. } => Vec::new(),
+        }
+    }
+}
+
+/// A notification target.
+#[derive(Debug, Clone)]
+pub struct Notify {
+    pub kind: NotifyKind,
+    pub url: UrlSource,
+    pub on: Vec<NotifyEvent>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyKind {
+    Webhook,
+    Slack,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlSource {
+    Literal(String),
+    Secret(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyEvent {
+    Success,
+    Failure,
+    Release,
 }
 
 /// A stage's `archive:` block, checked.
@@ -216,6 +307,11 @@ impl Planner<'_> {
                 false
             }
         };
+        let notify: Vec<Notify> = file
+            .notify
+            .iter()
+            .map(|n| self.notify(n, &file.secrets))
+            .collect();
         let release_tags = match &file.release_tags {
             Some(p) => self
                 .pattern(p, &p.value)
@@ -321,7 +417,52 @@ impl Planner<'_> {
                     );
                 }
             }
-            let when = def.when.as_ref().map(|w| self.when(w));
+            let mut when = def.when.as_ref().map(|w| self.when(w));
+            if !def.publish.is_empty() && when.is_none() {
+                // A release is pushing a tag: publishing happens on tag runs unless told.
+                when = Some(When {
+                    triggers: Some(vec![Trigger::Tag]),
+                    ..When::default()
+                });
+            }
+            let mut requires = Vec::new();
+            for required in &def.requires {
+                match ids.get(required.value.as_str()) {
+                    Some(&id) => {
+                        requires.push(id);
+                        if !needs.contains(&id) {
+                            needs.push(id);
+                        }
+                    }
+                    None => {
+                        let hint = did_you_mean(&required.value, ids.keys().copied())
+                            .map(|n| format!(" (did you mean `{n}`?)"))
+                            .unwrap_or_default();
+                        self.error(
+                            format!(
+                                "stage `{}` requires `{}`, which is not a stage{hint}",
+                                name.value, required.value
+                            ),
+                            required,
+                        );
+                    }
+                }
+            }
+            if !def.requires.is_empty() && def.publish.is_empty() {
+                self.error(
+                    format!(
+                        "`requires` gates publishing, and stage `{}` publishes nothing",
+                        name.value
+                    ),
+                    &def.requires[0],
+                );
+            }
+            let stage_secrets: Vec<String> = def.secrets.iter().map(|s| s.value.clone()).collect();
+            let publish: Vec<Target> = def
+                .publish
+                .iter()
+                .map(|t| self.target(t, &file.secrets, &def.secrets))
+                .collect();
             stages.push(Stage {
                 name: name.value.clone(),
                 needs,
@@ -331,8 +472,13 @@ impl Planner<'_> {
                 inputs: def.inputs.iter().map(|s| s.value.clone()).collect(),
                 outputs: def.outputs.iter().map(|s| s.value.clone()).collect(),
                 cacheable: def.cache.unwrap_or(
-                    def.archive.is_none() && (!def.inputs.is_empty() || !def.outputs.is_empty()),
+                    def.archive.is_none()
+                        && def.publish.is_empty()
+                        && (!def.inputs.is_empty() || !def.outputs.is_empty()),
                 ),
+                publish,
+                requires,
+                secrets: stage_secrets,
                 archive: def.archive.as_ref().map(|a| self.archive(name, a)),
                 env: self.env(&def.env),
                 pass_env: def.pass_env.clone(),
@@ -362,6 +508,8 @@ impl Planner<'_> {
             pass_env: file.pass_env.clone(),
             description_from_commit,
             release_tags,
+            secrets: file.secrets.iter().map(|s| s.value.clone()).collect(),
+            notify,
             stages,
         })
     }
@@ -419,6 +567,138 @@ impl Planner<'_> {
                 None
             }
         }
+    }
+
+    /// A secret a target or notification names must be declared in a `secrets:` list, so one
+    /// place says what a run needs and what must be masked.
+    fn declared_secret(&mut self, name: &Spanned<String>, lists: &[&[Spanned<String>]]) {
+        if !lists
+            .iter()
+            .any(|list| list.iter().any(|s| s.value == name.value))
+        {
+            self.error(
+                format!(
+                    "`{}` is not declared in `secrets:` (the pipeline's or the stage's)",
+                    name.value
+                ),
+                name,
+            );
+        }
+    }
+
+    fn files(&mut self, files: &[Spanned<String>]) -> Vec<String> {
+        for pattern in files {
+            if Path::new(&pattern.value).is_absolute() {
+                self.error(
+                    format!(
+                        "`{}` is an absolute path: files are relative to the pipeline's directory",
+                        pattern.value
+                    ),
+                    pattern,
+                );
+            } else if let Err(err) = crate::inputs::compile(&pattern.value) {
+                self.error(
+                    format!("bad glob `{}`: {}", pattern.value, err.kind()),
+                    pattern,
+                );
+            }
+        }
+        files.iter().map(|f| f.value.clone()).collect()
+    }
+
+    fn target(
+        &mut self,
+        def: &TargetDef,
+        pipeline_secrets: &[Spanned<String>],
+        stage_secrets: &[Spanned<String>],
+    ) -> Target {
+        match def {
+            TargetDef::Pypi(p) => {
+                self.declared_secret(&p.password, &[pipeline_secrets, stage_secrets]);
+                let repository_url = p
+                    .repository_url
+                    .clone()
+                    .unwrap_or_else(|| PYPI_UPLOAD_URL.into());
+                let index_url = p.index_url.clone().unwrap_or_else(|| {
+                    if repository_url == PYPI_UPLOAD_URL {
+                        "https://pypi.org/simple/".into()
+                    } else {
+                        format!("{}/simple/", repository_url.trim_end_matches('/'))
+                    }
+                });
+                Target::Pypi {
+                    files: self.files(&p.files),
+                    repository_url,
+                    index_url,
+                    username: p.username.clone().unwrap_or_else(|| "__token__".into()),
+                    password_secret: p.password.value.clone(),
+                }
+            }
+            TargetDef::Http(h) => {
+                if let Some(token) = &h.token {
+                    self.declared_secret(token, &[pipeline_secrets, stage_secrets]);
+                }
+                if !h.url.value.contains("{file}") && !h.url.value.contains("{path}") {
+                    self.error("the `url` must hold `{file}` or `{path}`, or every file would land on one URL", &h.url);
+                }
+                Target::Http {
+                    files: self.files(&h.files),
+                    url: h.url.value.clone(),
+                    token_secret: h.token.as_ref().map(|t| t.value.clone()),
+                }
+            }
+            TargetDef::GitPages(g) => Target::GitPages {
+                dir: g.dir.value.clone(),
+                remote: g.remote.value.clone(),
+                branch: g.branch.clone().unwrap_or_else(|| "gh-pages".into()),
+            },
+            TargetDef::Command(c) => Target::Command {
+                run: c.run.clone(),
+                files: self.files(&c.files),
+                check: c.check.clone(),
+            },
+        }
+    }
+
+    fn notify(&mut self, def: &NotifyDef, secrets: &[Spanned<String>]) -> Notify {
+        let (kind, hook) = match def {
+            NotifyDef::Webhook(h) => (NotifyKind::Webhook, h),
+            NotifyDef::Slack(h) => (NotifyKind::Slack, h),
+        };
+        let url = match (&hook.url, &hook.url_secret) {
+            (Some(url), None) => UrlSource::Literal(url.value.clone()),
+            (None, Some(secret)) => {
+                self.declared_secret(secret, &[secrets]);
+                UrlSource::Secret(secret.value.clone())
+            }
+            (Some(url), Some(_)) => {
+                self.error("give `url` or `url_secret`, not both", url);
+                UrlSource::Literal(url.value.clone())
+            }
+            (None, None) => {
+                self.errors.push(self.source.error(
+                    "a notification needs `url` or `url_secret`",
+                    crate::diagnostic::Span::start(),
+                ));
+                UrlSource::Literal(String::new())
+            }
+        };
+        let mut on = Vec::new();
+        for event in &hook.on {
+            match event.value.as_str() {
+                "success" => on.push(NotifyEvent::Success),
+                "failure" => on.push(NotifyEvent::Failure),
+                "release" => on.push(NotifyEvent::Release),
+                other => self.error(
+                    format!("`{other}` is not a notification event: use `success`, `failure` or `release`"),
+                    event,
+                ),
+            }
+        }
+        if hook.on.is_empty() {
+            on = vec![NotifyEvent::Failure, NotifyEvent::Release];
+        }
+        Notify { kind, url, on }
     }
 
     fn archive(&mut self, stage: &Spanned<String>, def: &ArchiveDef) -> ArchiveSpec {
@@ -488,7 +768,7 @@ impl Planner<'_> {
             root: def
                 .root
                 .as_ref()
-                .map(|r| PathBuf::from(&r.value))
+                .map(|r| normalize(Path::new(&r.value)))
                 .unwrap_or_else(|| PathBuf::from("artifacts")),
         }
     }
@@ -722,6 +1002,26 @@ fn default_release_tags() -> Pattern {
         matcher: globset::Glob::new("v*")
             .map(|g| g.compile_matcher())
             .unwrap_or_else(|_| unreachable!("`v*` is a valid glob")),
+    }
+}
+
+/// A path without `.` parts or doubled slashes, `..` resolved lexically: one spelling of one
+/// place.
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir if out.file_name().is_some() => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        out
     }
 }
 

@@ -45,8 +45,11 @@ impl Output {
         }
     }
 
-    /// Writes one line (with its newline, if it had one) to the log and the echo.
+    /// Writes one line (with its newline, if it had one) to the log and the echo, secrets
+    /// masked.
     pub fn line(&self, line: &[u8]) {
+        let line = crate::secrets::redact_bytes(line);
+        let line = line.as_ref();
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         // A full disk must not stop the stage; the write error is reported once by tracing.
         if let Err(err) = log.write_all(line)

@@ -165,7 +165,8 @@ impl StateDir {
             params,
         };
         let meta_path = dir.meta_path();
-        let bytes = serde_json::to_vec_pretty(&meta)
+        let bytes = serde_json::to_string_pretty(&meta)
+            .map(|text| crate::secrets::redact(&text).into_owned().into_bytes())
             .map_err(io::Error::other)
             .map_err(io_err(&meta_path))?;
         atomic_file::write(&meta_path, &bytes).map_err(io_err(&meta_path))?;
@@ -337,6 +338,17 @@ pub struct RunView {
     /// What the run was asked to do, for `murphy resume`.
     #[serde(skip)]
     pub params: RunParams,
+    /// Every publication the servers confirmed.
+    pub published: Vec<PublishedView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PublishedView {
+    pub stage: String,
+    pub target: String,
+    pub file: String,
+    pub digest: String,
+    pub outcome: crate::publish::Confirmed,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -398,6 +410,7 @@ impl RunView {
             finished_at: None,
             duration_ms: None,
             stages: Vec::new(),
+            published: Vec::new(),
         };
         for name in &view.params.stages.clone() {
             view.stage_mut(name);
@@ -470,6 +483,19 @@ impl RunView {
                     s.signal = *signal;
                     s.reason = message.clone();
                 }
+                Event::Published {
+                    stage,
+                    target,
+                    file,
+                    digest,
+                    outcome,
+                } => view.published.push(PublishedView {
+                    stage: stage.clone(),
+                    target: target.clone(),
+                    file: file.clone(),
+                    digest: digest.clone(),
+                    outcome: *outcome,
+                }),
                 Event::Archived { stage, build, .. } => {
                     view.stage_mut(stage).build = Some(*build);
                 }

@@ -73,6 +73,7 @@ impl Reporter {
     }
 
     fn println(&self, line: &str) {
+        let line = crate::secrets::redact(line);
         match &self.bars {
             Some(bars) => bars.multi.suspend(|| eprintln!("{line}")),
             None => {

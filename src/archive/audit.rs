@@ -143,8 +143,10 @@ pub fn audit(
             ),
         });
     }
-    // The newest `keep_last` numbers are never pruned, so a gap among them is a lost build.
-    if let Some(newest) = builds.last().map(|b| b.number) {
+    // The newest `keep_last` numbers are never pruned, so a gap among them is a lost build,
+    // counting from the highest number ever given out, not the highest still there.
+    let given = archive.last_given();
+    if let Some(newest) = builds.last().map(|b| b.number).max(given) {
         let floor = newest
             .saturating_sub(policy.keep_last.saturating_sub(1))
             .max(1);

@@ -41,7 +41,7 @@ pub enum BundleError {
         expected: String,
         actual: String,
     },
-    #[error("the bundle has no entry `{0}`")]
+    #[error("the bundle has no entry `{0}`, which the manifest lists")]
     NoSuchEntry(String),
     #[error("cannot extract `{}`", path.display())]
     Extract {
@@ -205,6 +205,16 @@ pub fn extract(
     }
     if let Some(at) = found.iter().position(|f| !f) {
         return Err(BundleError::NoSuchEntry(wanted[at].clone()));
+    }
+    if wanted.is_empty() {
+        let extracted: Vec<String> = written
+            .iter()
+            .filter_map(|p| p.strip_prefix(dest).ok())
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        if let Some(missing) = expected.keys().find(|k| !extracted.contains(k)) {
+            return Err(BundleError::NoSuchEntry(missing.clone()));
+        }
     }
     Ok(written)
 }

@@ -83,6 +83,8 @@ pub struct ProvenanceInput<'a> {
     pub version: Option<&'a str>,
     pub commit: Option<&'a str>,
     pub remote: Option<&'a str>,
+    /// Where the repository is, for a commit without a remote to name.
+    pub project: &'a std::path::Path,
     pub started_at: Timestamp,
     pub finished_at: Timestamp,
 }
@@ -98,8 +100,18 @@ pub fn provenance(p: &ProvenanceInput<'_>) -> Value {
     let mut dependencies = Vec::new();
     if let Some(commit) = p.commit {
         let uri = match p.remote {
-            Some(remote) => format!("git+{remote}@{commit}"),
-            None => format!("git+{commit}"),
+            Some(remote) if remote.contains("://") => format!("git+{remote}@{commit}"),
+            // scp-like `git@host:o/r` is not a URI; its ssh:// form is.
+            Some(remote) => match remote.split_once(':') {
+                Some((host, path)) if !remote.starts_with('/') => {
+                    format!("git+ssh://{host}/{}@{commit}", path.trim_start_matches('/'))
+                }
+                _ => format!("git+file://{remote}@{commit}"),
+            },
+            None => {
+                let path = std::path::absolute(p.project).unwrap_or_else(|_| p.project.to_owned());
+                format!("git+file://{}@{commit}", path.display())
+            }
         };
         dependencies.push(json!({"uri": uri, "digest": {"gitCommit": commit}}));
     }

@@ -166,8 +166,15 @@ impl Archive {
         }) {
             return Ok(existing.number);
         }
-        let files = inputs::expand(request.project_root, &request.files, request.state_dir)
+        let mut files = inputs::expand(request.project_root, &request.files, request.state_dir)
             .map_err(io_err(request.project_root))?;
+        // `files: ["**"]` must not take earlier builds (or the archive's own bookkeeping) in.
+        if let (Ok(archive), Ok(project)) = (
+            std::path::absolute(&self.root),
+            std::path::absolute(request.project_root),
+        ) {
+            files.retain(|f| !project.join(f).starts_with(&archive));
+        }
         if files.is_empty() {
             return Err(ArchiveError::NothingToArchive(request.files.join(", ")));
         }
@@ -227,6 +234,7 @@ impl Archive {
             version: version.map(|v| v.text.as_str()),
             commit: git.and_then(|g| g.sha.as_deref()),
             remote: git.and_then(|g| g.remote.as_deref()),
+            project: request.project_root,
             started_at: request.started_at,
             finished_at: finished,
         });
@@ -266,6 +274,15 @@ impl Archive {
         Ok(number)
     }
 
+    /// The highest build number ever given out, if any (from `.next`).
+    pub fn last_given(&self) -> Option<u64> {
+        fs::read_to_string(self.root.join(".next"))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .and_then(|next| next.checked_sub(1))
+            .filter(|n| *n > 0)
+    }
+
     /// One more than any number ever given out (`.next`) or any build present.
     fn next_number(&self) -> Result<u64, ArchiveError> {
         let recorded = fs::read_to_string(self.root.join(".next"))
@@ -288,8 +305,11 @@ impl Archive {
                 .strip_prefix(&format!(".build{}", atomic_file::TEMP_MARKER))
                 .and_then(|rest| rest.split('-').next())
                 .and_then(|pid| pid.parse::<i32>().ok())
-                // SAFETY: signal 0 only asks whether the process exists.
-                .is_some_and(|pid| unsafe { libc::kill(pid, 0) } != 0);
+                // SAFETY: signal 0 only asks whether the process exists; EPERM means it does.
+                .is_some_and(|pid| {
+                    let rc = unsafe { libc::kill(pid, 0) };
+                    rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+                });
             if name.starts_with(".deleting-") || dead_writer {
                 let _ = fs::remove_dir_all(entry.path());
             }

@@ -48,7 +48,9 @@ pub fn expired(
     for (rank, build) in newest_first.into_iter().enumerate() {
         let age_ns = now.as_nanosecond() - build.created_at.as_nanosecond();
         let old = age_ns > limit_ns;
-        let beyond = rank as u64 >= policy.keep_last;
+        // The newest build always stays, whatever `keep_last` says: an archive step must never
+        // delete the build it has just made.
+        let beyond = rank as u64 >= policy.keep_last.max(1);
         if old && beyond && (include_releases || !build.release) {
             out.push(Expired {
                 build: build.build,

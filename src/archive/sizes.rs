@@ -6,7 +6,8 @@ use std::fmt::Write;
 
 use super::manifest::BuildManifest;
 
-/// Files drawn as their own line; the rest are summed as "other".
+/// Files shown on their own (a column in the table, a line in the chart); the table sums the
+/// rest as "other", the chart leaves them to the total.
 const MAX_SERIES: usize = 6;
 
 /// Per build: its number, date, total size, and size by file (path to bytes).

@@ -101,9 +101,13 @@ fn locate(cli: &Cli, at: &Where) -> Result<(Archive, Policy), Error> {
             }
         }
     };
+    let same = |a: &Path, b: &Path| match (std::path::absolute(a), std::path::absolute(b)) {
+        (Ok(a), Ok(b)) => crate::plan::normalize(&a) == crate::plan::normalize(&b),
+        _ => a == b,
+    };
     let policy = specs
         .iter()
-        .find(|s| base.join(&s.root) == root)
+        .find(|s| same(&base.join(&s.root), &root))
         .map(|s| Policy {
             keep_last: s.keep_last,
             keep_days: s.keep_days,
@@ -215,7 +219,16 @@ pub(super) fn archive(cli: &Cli, command: &ArchiveCommand) -> Result<i32, Error>
         } => {
             let (archive, _) = locate(cli, at)?;
             let (dir, m) = archive.build(*build)?;
-            let dest = to.clone().unwrap_or_else(|| PathBuf::from(&m.name));
+            // The manifest's name is data, not a path: only a plain name here is used.
+            let dest = to.clone().unwrap_or_else(|| {
+                let plain = Path::new(&m.name)
+                    .file_name()
+                    .filter(|n| *n != ".." && *n != "." && m.name == n.to_string_lossy());
+                PathBuf::from(plain.map_or_else(
+                    || format!("build-{}", m.build),
+                    |n| n.to_string_lossy().into_owned(),
+                ))
+            });
             std::fs::create_dir_all(&dest)
                 .map_err(|e| io_error(&format!("cannot create `{}`", dest.display()), e))?;
             let expected: BTreeMap<String, String> = m

@@ -1,6 +1,7 @@
 //! The command line: argument parsing and one function per subcommand.
 
 mod archive;
+mod release;
 mod run;
 mod show;
 
@@ -74,6 +75,13 @@ enum Command {
         #[command(flatten)]
         at: archive::Where,
     },
+    /// Notifications waiting to be delivered: `list`, `flush`
+    Outbox {
+        #[command(subcommand)]
+        command: run::OutboxCommand,
+    },
+    /// What a tag run would publish, where, and which gates hold (`--dry-run`)
+    Release(release::ReleaseArgs),
     /// The checkpoint store: `stats`, `gc`
     Cache {
         #[command(subcommand)]
@@ -155,7 +163,8 @@ pub fn main() -> i32 {
     match dispatch(&cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("{}", crate::error::Report(&err));
+            let report = crate::error::Report(&err).to_string();
+            eprintln!("{}", crate::secrets::redact(&report));
             err.exit_code()
         }
     }
@@ -172,7 +181,7 @@ fn init_tracing(verbose: u8) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("murphy={level}")));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| crate::secrets::RedactingStderr)
         .with_ansi(console::colors_enabled_stderr())
         .without_time()
         .with_target(false)
@@ -184,6 +193,8 @@ fn dispatch(cli: &Cli) -> Result<i32, Error> {
         Command::Run(args) => run::run(cli, args),
         Command::Resume(args) => run::resume(cli, args),
         Command::Cache { command } => cache(cli, command),
+        Command::Outbox { command } => run::outbox(cli, command),
+        Command::Release(args) => release::release(cli, args),
         Command::Archive { command } => archive::archive(cli, command),
         Command::Audit { at, json } => archive::audit(cli, at, *json),
         Command::Trace { target, at } => archive::trace(cli, at, target),

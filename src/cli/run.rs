@@ -38,6 +38,8 @@ pub(super) struct RunArgs {
     /// Write the description in $VISUAL or $EDITOR (an empty one aborts the run)
     #[arg(long)]
     edit: bool,
+    #[command(flatten)]
+    secrets: SecretsFile,
 }
 
 #[derive(Debug, clap::Args)]
@@ -46,6 +48,99 @@ pub(super) struct ResumeArgs {
     run: Option<String>,
     #[command(flatten)]
     scheduling: Scheduling,
+    #[command(flatten)]
+    secrets: SecretsFile,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(super) enum OutboxCommand {
+    /// Notifications waiting to be delivered, and why
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Try to deliver every waiting notification; exit 1 if any still waits
+    Flush {
+        #[command(flatten)]
+        secrets: SecretsFile,
+    },
+}
+
+pub(super) fn outbox(cli: &Cli, command: &OutboxCommand) -> Result<i32, Error> {
+    let state = state_dir(cli)?;
+    let outbox = crate::outbox::Outbox::new(state.root());
+    match command {
+        OutboxCommand::List { json } => {
+            let items = outbox
+                .list()
+                .map_err(|e| io_error("cannot read the outbox", e))?;
+            if *json {
+                let messages: Vec<&crate::outbox::Message> =
+                    items.iter().filter_map(|i| i.as_ref().ok()).collect();
+                super::show::print_json(&messages)?;
+            } else if items.is_empty() {
+                println!("the outbox is empty");
+            } else {
+                for item in &items {
+                    match item {
+                        Ok(m) => println!(
+                            "{}  {:?} to notify entry {}  attempts {}{}",
+                            m.id,
+                            m.event,
+                            m.target + 1,
+                            m.attempts,
+                            m.last_error
+                                .as_deref()
+                                .map(|e| format!("  last error: {e}"))
+                                .unwrap_or_default()
+                        ),
+                        Err((path, err)) => println!("{}  unreadable: {err}", path.display()),
+                    }
+                }
+            }
+            Ok(exit::SUCCESS)
+        }
+        OutboxCommand::Flush { secrets } => {
+            let plan = plan::load(&pipeline_file(cli)?)?;
+            let env = environment::outer();
+            let secrets = crate::secrets::load(&plan.secrets, &env, &secrets.path(&state))?;
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .map_err(|e| io_error("cannot make an HTTP client", std::io::Error::other(e)))?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| io_error("cannot start the async runtime", e))?;
+            let (delivered, waiting) = runtime
+                .block_on(outbox.flush(&plan.notify, &secrets, &client, 3))
+                .map_err(|e| io_error("cannot read the outbox", e))?;
+            println!("delivered {delivered} notification(s)");
+            for (id, why) in &waiting {
+                println!("still waiting: {id}: {why}");
+            }
+            Ok(if waiting.is_empty() {
+                exit::SUCCESS
+            } else {
+                exit::FAILED
+            })
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub(super) struct SecretsFile {
+    /// The secrets file [default: secrets.yml in the state directory]; mode 600
+    #[arg(long = "secrets", env = "MURPHY_SECRETS_FILE", value_name = "FILE")]
+    file: Option<std::path::PathBuf>,
+}
+
+impl SecretsFile {
+    fn path(&self, state: &StateDir) -> std::path::PathBuf {
+        self.file
+            .clone()
+            .unwrap_or_else(|| state.root().join("secrets.yml"))
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -104,11 +199,16 @@ pub(super) fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
         force: names(Mode::Force),
         from_checkpoint: names(Mode::Checkpoint),
     };
+    let skip = skip_when(&plan, &selected, &change);
+    let secrets = load_secrets(&plan, &selected, &skip, &env, &args.secrets.path(&state))?;
+    if change.trigger == Trigger::Tag {
+        preflight(&plan, &selected, &skip, &change, &secrets, &state)?;
+    }
     let (run_dir, _meta, journal) = state.create_run(&plan.name, &file, change.clone(), params)?;
     lock.set_run(&run_dir.id)
         .map_err(|e| io_error("cannot write the state directory's lock", e))?;
     let start = Start {
-        skip_when: skip_when(&plan, &selected, &change),
+        skip_when: skip,
         ..Start::default()
     };
     let prepared = Prepared {
@@ -118,8 +218,80 @@ pub(super) fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
         selected,
         modes,
         start,
+        secrets,
+        confirmed: Default::default(),
     };
     execute(cli, &state, prepared, &change, &env, &options)
+}
+
+/// The secrets the stages that will run need: the pipeline's and theirs.
+fn load_secrets(
+    plan: &Plan,
+    selected: &[StageId],
+    skip: &HashMap<StageId, String>,
+    env: &BTreeMap<String, String>,
+    file: &std::path::Path,
+) -> Result<BTreeMap<String, String>, Error> {
+    let mut names: Vec<String> = plan.secrets.clone();
+    for &id in selected.iter().filter(|id| !skip.contains_key(id)) {
+        names.extend(plan.stages[id].secrets.iter().cloned());
+    }
+    Ok(crate::secrets::load(&names, env, file)?)
+}
+
+/// Before a tag run builds anything, every publish target it will use must be able to work:
+/// a release that cannot succeed fails in seconds, not after an hour of building.
+fn preflight(
+    plan: &Plan,
+    selected: &[StageId],
+    skip: &HashMap<StageId, String>,
+    change: &Change,
+    secrets: &BTreeMap<String, String>,
+    state: &StateDir,
+) -> Result<(), Error> {
+    let stages: Vec<_> = selected
+        .iter()
+        .filter(|id| !skip.contains_key(id))
+        .map(|&id| &plan.stages[id])
+        .filter(|s| !s.publish.is_empty())
+        .collect();
+    if stages.is_empty() {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| io_error("cannot start the async runtime", e))?;
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .timeout(std::time::Duration::from_secs(20))
+        .build()
+        .map_err(|e| io_error("cannot make an HTTP client", std::io::Error::other(e)))?;
+    let state_abs = std::path::absolute(state.root())
+        .map_err(|e| io_error("cannot resolve the state directory", e))?;
+    let release = crate::publish::Release {
+        root: &plan.root,
+        state_dir: &state_abs,
+        name: &plan.name,
+        version: change.version.as_ref().map(|v| v.text.as_str()),
+        secrets,
+        client: &client,
+    };
+    let mut problems = Vec::new();
+    for stage in stages {
+        let ids = crate::publish::target_ids(&stage.publish);
+        for (target, id) in stage.publish.iter().zip(&ids) {
+            match runtime.block_on(crate::publish::preflight(target, &release)) {
+                Ok(fine) => eprintln!("preflight: {} {id}: {fine}", stage.name),
+                Err(problem) => problems.push(format!("{} {id}: {problem}", stage.name)),
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Preflight(problems))
+    }
 }
 
 /// If the latest run was killed, its stages' processes may still be running (they lead their
@@ -262,11 +434,19 @@ pub(super) fn resume(cli: &Cli, args: &ResumeArgs) -> Result<i32, Error> {
         .map_err(|e| io_error("cannot open the run's journal", e))?;
     // The run keeps what it was about: same trigger, same version, same `when:` answers.
     let change = view.change.clone().unwrap_or_else(Change::local);
+    let skip = skip_when(&plan, &selected, &change);
+    let env = environment::outer();
+    let secrets = load_secrets(&plan, &selected, &skip, &env, &args.secrets.path(&state))?;
+    let confirmed = view
+        .published
+        .iter()
+        .map(|p| (p.target.clone(), p.file.clone(), p.digest.clone()))
+        .collect();
     let start = Start {
         done,
         discard,
         resumed: true,
-        skip_when: skip_when(&plan, &selected, &change),
+        skip_when: skip,
     };
     // What `--force` and `--from` asked of the run still holds for what it has left to do.
     let mut modes = vec![Mode::Normal; plan.stages.len()];
@@ -285,15 +465,10 @@ pub(super) fn resume(cli: &Cli, args: &ResumeArgs) -> Result<i32, Error> {
         selected,
         modes,
         start,
+        secrets,
+        confirmed,
     };
-    execute(
-        cli,
-        &state,
-        prepared,
-        &change,
-        &environment::outer(),
-        &options,
-    )
+    execute(cli, &state, prepared, &change, &env, &options)
 }
 
 /// Everything a run needs besides the command line.
@@ -304,6 +479,8 @@ struct Prepared {
     selected: Vec<StageId>,
     modes: Vec<Mode>,
     start: Start,
+    secrets: BTreeMap<String, String>,
+    confirmed: crate::publish::ConfirmedSet,
 }
 
 type Vars = Vec<(String, String)>;
@@ -367,6 +544,8 @@ fn execute(
         selected,
         modes,
         start,
+        secrets,
+        confirmed,
     } = prepared;
     let names: Vec<&str> = selected
         .iter()
@@ -385,6 +564,8 @@ fn execute(
     ctx.run_env = run_env;
     ctx.release_env = release_env;
     ctx.change = Some(change.clone());
+    ctx.secrets = secrets;
+    ctx.confirmed = confirmed;
     let ctx = Arc::new(ctx);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -393,14 +574,63 @@ fn execute(
     let status = runtime.block_on(async {
         let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
         let signals = tokio::spawn(wait_for_signal(cancel_tx));
-        let status = executor::execute(ctx, &selected, &modes, start, options, cancel_rx).await;
+        let status =
+            executor::execute(ctx.clone(), &selected, &modes, start, options, cancel_rx).await;
         signals.abort();
+        if status.is_ok() {
+            notify(&ctx, state).await;
+        }
         status
     });
     match status.map_err(|e| io_error("the run could not be recorded", e))? {
         RunStatus::Succeeded => Ok(exit::SUCCESS),
         RunStatus::Failed => Ok(exit::FAILED),
         RunStatus::Interrupted => Ok(exit::INTERRUPTED),
+    }
+}
+
+/// Tells the `notify:` targets how the run went. Each message goes to the outbox before it is
+/// sent, so one the receiver did not take waits for the next run or `murphy outbox flush`;
+/// a notification never changes how the run ended.
+async fn notify(ctx: &Context, state: &StateDir) {
+    if ctx.plan.notify.is_empty() {
+        return;
+    }
+    let view = match RunView::load(state, &ctx.run) {
+        Ok(view) => view,
+        Err(err) => {
+            tracing::warn!(
+                "cannot read the run back to notify: {}",
+                crate::error::chain(&err)
+            );
+            return;
+        }
+    };
+    let outbox = crate::outbox::Outbox::new(state.root());
+    for message in crate::outbox::messages(&view, &ctx.plan.notify) {
+        if let Err(err) = outbox.put(&message) {
+            tracing::warn!(
+                "cannot write notification {} to the outbox: {err}",
+                message.id
+            );
+        }
+    }
+    match outbox
+        .flush(&ctx.plan.notify, &ctx.secrets, &ctx.client, 3)
+        .await
+    {
+        Ok((delivered, waiting)) => {
+            if delivered > 0 {
+                ctx.reporter
+                    .note(&format!("sent {delivered} notification(s)"));
+            }
+            for (id, why) in waiting {
+                ctx.reporter.note(&format!(
+                    "notification {id} is waiting in the outbox ({why}); `murphy outbox flush` retries it"
+                ));
+            }
+        }
+        Err(err) => tracing::warn!("cannot read the outbox: {err}"),
     }
 }
 

@@ -76,6 +76,11 @@ pub struct Context {
     pub release_env: Vec<(String, String)>,
     /// What the run is about, for archive manifests.
     pub change: Option<Change>,
+    /// Loaded secrets, by name; each stage gets the pipeline's and its own.
+    pub secrets: BTreeMap<String, String>,
+    /// Publications this run's journal already confirms (a resumed run skips them).
+    pub confirmed: crate::publish::ConfirmedSet,
+    pub client: reqwest::Client,
     pub verbose: bool,
     journal_failed: AtomicBool,
 }
@@ -94,6 +99,14 @@ impl Context {
             run_env: Vec::new(),
             release_env: Vec::new(),
             change: None,
+            secrets: BTreeMap::new(),
+            confirmed: Default::default(),
+            client: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .timeout(std::time::Duration::from_secs(300))
+                .user_agent(concat!("murphy/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .unwrap_or_default(),
             store: Store::new(&state_dir),
             stat_cache: StatCache::load(&state_dir.join("stat-cache")),
             outer_env,
@@ -234,7 +247,7 @@ pub async fn execute(
                         mode: modes.get(id).copied().unwrap_or(Mode::Normal),
                         discard: start.discard.contains(&id),
                         cancel: cancel.clone(),
-                        chain: if stage.archive.is_some() {
+                        chain: if stage.archive.is_some() || !stage.publish.is_empty() {
                             chain(&plan, id, &slots)
                         } else {
                             Vec::new()

@@ -21,9 +21,10 @@ use crate::change::Change;
 use crate::environment::{self, StageEnv};
 use crate::fingerprint::{Manifest, summarize};
 use crate::inputs;
-use crate::journal::{Event, Outcome};
-use crate::plan::{Stage, StageId};
+use crate::journal::{self, Event, Outcome};
+use crate::plan::{Stage, StageId, Target};
 use crate::process::{self, Echo, Ended, Output};
+use crate::publish;
 use crate::report::{Finish, format_duration};
 use crate::store::{self, RECORD_VERSION, StageRecord, StoreError, outputs_digest};
 
@@ -55,7 +56,7 @@ impl Task {
             &self.ctx.outer_env,
             &self.ctx.release_env,
         );
-        let (manifest, env) = match self.manifest(env).await {
+        let manifest = match self.manifest(env).await {
             Ok(done) => done,
             Err(message) => return self.fail_before_running(message),
         };
@@ -107,7 +108,7 @@ impl Task {
         let why = self.why(&manifest);
         let started = Instant::now();
         let started_at = Timestamp::now();
-        let attempt = match self.attempts(&env, why).await {
+        let attempt = match self.attempts(why).await {
             Ok(attempt) => attempt,
             Err(outcome) => {
                 return StageEnd {
@@ -128,7 +129,7 @@ impl Task {
     }
 
     /// Hashes the inputs off the async threads: 20,000 files is real work.
-    async fn manifest(&self, env: StageEnv) -> Result<(Manifest, StageEnv), String> {
+    async fn manifest(&self, env: StageEnv) -> Result<Manifest, String> {
         let ctx = self.ctx.clone();
         let id = self.id;
         let upstream = self.upstream.clone();
@@ -142,7 +143,6 @@ impl Task {
                 upstream,
                 &ctx.stat_cache,
             )
-            .map(|m| (m, env))
             .map_err(|e| format!("cannot read the inputs of `{}`: {e}", stage.name))
         })
         .await
@@ -311,6 +311,199 @@ impl Task {
         Ok(())
     }
 
+    /// Publishes to every target of the stage, each file once: what the journal confirms is
+    /// skipped, each confirmation is journalled and synced the moment the server gives it.
+    async fn publish(&self) -> Result<(), String> {
+        let stage = self.stage();
+        if stage.publish.is_empty() {
+            return Ok(());
+        }
+        // Gates: every required stage succeeded (or was restored) for this commit.
+        for &required in &stage.requires {
+            let name = &self.ctx.plan.stages[required].name;
+            let state = self
+                .chain
+                .iter()
+                .find(|c| &c.name == name)
+                .map_or("not run", |c| c.state.as_str());
+            if state != "succeeded" && state != "cached" {
+                return Err(format!(
+                    "publishing refused: `{name}` must succeed for this commit first, and it was {state}"
+                ));
+            }
+        }
+        let archived = self.archived_digests();
+        let version = self
+            .ctx
+            .change
+            .as_ref()
+            .and_then(|c| c.version.as_ref())
+            .map(|v| v.text.clone());
+        let release = publish::Release {
+            root: &self.ctx.plan.root,
+            state_dir: &self.ctx.state_dir,
+            name: &self.ctx.plan.name,
+            version: version.as_deref(),
+            secrets: &self.ctx.secrets,
+            client: &self.ctx.client,
+        };
+        let attempts = if stage.retry.attempts > 1 {
+            stage.retry.attempts
+        } else {
+            5
+        };
+        let base = if stage.retry.delay.is_zero() {
+            Duration::from_millis(500)
+        } else {
+            stage.retry.delay
+        };
+        let ids = publish::target_ids(&stage.publish);
+        for (target, id) in stage.publish.iter().zip(&ids) {
+            let items = publish::items(target, &self.ctx.plan.root, &self.ctx.state_dir)?;
+            for item in &items {
+                if let Some(sha) = archived.get(&item.name)
+                    && *sha != item.digest
+                {
+                    return Err(format!(
+                        "`{}` changed since this run archived it; publishing only the archived bytes",
+                        item.name
+                    ));
+                }
+                let key = (id.clone(), item.name.clone(), item.digest.clone());
+                if self.ctx.confirmed.contains(&key) {
+                    self.ctx.reporter.note(&format!(
+                        "{} {id}: `{}` was published before the run was resumed",
+                        stage.name, item.name
+                    ));
+                    continue;
+                }
+                if *self.cancel.borrow() {
+                    return Err("interrupted before publishing".into());
+                }
+                let outcome = match target {
+                    Target::Command { run, check, .. } => {
+                        self.publish_command(run, check.as_deref(), item).await?
+                    }
+                    _ => publish::with_retries(attempts, base, |_| {
+                        publish::publish(target, item, &release)
+                    })
+                    .await
+                    .map_err(|message| format!("{id}: `{}`: {message}", item.name))?,
+                };
+                self.ctx.record(Event::Published {
+                    stage: stage.name.clone(),
+                    target: id.clone(),
+                    file: item.name.clone(),
+                    digest: item.digest.clone(),
+                    outcome,
+                });
+                // A confirmation must outlive a power cut, or a resume would publish again.
+                if let Err(err) = self.ctx.journal.sync() {
+                    return Err(format!("cannot sync the journal after publishing: {err}"));
+                }
+                crate::crash::at("published", &item.name);
+                let word = match outcome {
+                    publish::Confirmed::Uploaded => "published",
+                    publish::Confirmed::AlreadyPresent => "already there (same bytes)",
+                };
+                self.ctx
+                    .reporter
+                    .note(&format!("{} {id}: `{}` {word}", stage.name, item.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The SHA-256 of each file this run archived: publishing sends those very bytes.
+    fn archived_digests(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let Ok(records) = journal::read(&self.ctx.run.journal_path()) else {
+            return out;
+        };
+        for record in records {
+            if let Event::Archived { path, .. } = record.event
+                && let Ok(bytes) = std::fs::read(Path::new(&path).join("manifest.json"))
+                && let Ok(manifest) =
+                    serde_json::from_slice::<archive::manifest::BuildManifest>(&bytes)
+            {
+                out.extend(manifest.files.into_iter().map(|f| (f.path, f.sha256)));
+            }
+        }
+        out
+    }
+
+    /// A `command` target: `check` (if any) says whether it is published already; then the
+    /// command runs in the project with the stage's environment, its output in the log.
+    async fn publish_command(
+        &self,
+        run: &str,
+        check: Option<&str>,
+        item: &publish::Item,
+    ) -> Result<publish::Confirmed, String> {
+        let fill = |template: &str| template.replace("{file}", &shell_quote(&item.name));
+        let env = self.stage_env();
+        let log_path = self.ctx.run.log_path(&self.stage().name);
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
+        let output = Arc::new(Output::new(log, None));
+        let cancel = self.cancel.clone();
+        let run_one = |command: String, mut cancel: watch::Receiver<bool>| {
+            let output = output.clone();
+            let env = env.clone();
+            async move {
+                output.line(format!("$ {command}\n").as_bytes());
+                process::run(
+                    &command,
+                    &self.ctx.plan.root,
+                    &env,
+                    output,
+                    None,
+                    &mut cancel,
+                )
+                .await
+            }
+        };
+        if let Some(check) = check
+            && let Ok(Ended::Exited(status)) = run_one(fill(check), cancel.clone()).await
+            && status.success()
+        {
+            return Ok(publish::Confirmed::AlreadyPresent);
+        }
+        match run_one(fill(run), cancel.clone()).await {
+            Ok(Ended::Exited(status)) if status.success() => Ok(publish::Confirmed::Uploaded),
+            Ok(Ended::Exited(status)) => Err(format!(
+                "command: `{run}` failed ({status}); see `murphy logs`"
+            )),
+            Ok(_) => Err("command: interrupted".into()),
+            Err(err) => Err(format!("command: cannot run `{run}`: {err}")),
+        }
+    }
+
+    /// Everything a stage's processes get: outer variables it may read, the run's, the
+    /// secrets it lists, murphy's own.
+    fn stage_env(&self) -> Vec<(String, String)> {
+        let ctx = &self.ctx;
+        let stage = self.stage();
+        let resolved = environment::resolve(&ctx.plan, stage, &ctx.outer_env, &ctx.release_env);
+        let mut env = resolved.vars;
+        env.extend(ctx.run_env.iter().cloned());
+        for name in ctx.plan.secrets.iter().chain(&stage.secrets) {
+            if let Some(value) = ctx.secrets.get(name) {
+                env.insert(name.clone(), value.clone());
+            }
+        }
+        env.insert("MURPHY_RUN_ID".into(), ctx.run.id.clone());
+        env.insert("MURPHY_STAGE".into(), stage.name.clone());
+        env.insert(
+            "MURPHY_STATE_DIR".into(),
+            ctx.state_dir.to_string_lossy().into_owned(),
+        );
+        env.into_iter().collect()
+    }
+
     /// Verifies and stores the outputs of a successful attempt, then records the success.
     async fn checkpoint(
         &self,
@@ -355,6 +548,10 @@ impl Task {
 
         let saved = match saved {
             Ok(digest) => self.archive(started_at).await.map(|()| digest),
+            Err(message) => Err(message),
+        };
+        let saved = match saved {
+            Ok(digest) => self.publish().await.map(|()| digest),
             Err(message) => Err(message),
         };
         let stage = self.stage();
@@ -427,20 +624,12 @@ impl Task {
     /// Runs the attempts: `Ok(attempt)` when one succeeded (its success is not recorded yet:
     /// that waits for the checkpoint), `Err(outcome)` when the stage failed for good or was
     /// interrupted.
-    async fn attempts(&mut self, env: &StageEnv, why: Option<String>) -> Result<u32, Outcome> {
+    async fn attempts(&mut self, why: Option<String>) -> Result<u32, Outcome> {
         let ctx = self.ctx.clone();
         let stage = &ctx.plan.stages[self.id];
         let log_path = ctx.run.log_path(&stage.name);
         let attempts = stage.retry.attempts;
-        let mut env = env.vars.clone();
-        env.extend(ctx.run_env.iter().cloned());
-        env.insert("MURPHY_RUN_ID".into(), ctx.run.id.clone());
-        env.insert("MURPHY_STAGE".into(), stage.name.clone());
-        env.insert(
-            "MURPHY_STATE_DIR".into(),
-            ctx.state_dir.to_string_lossy().into_owned(),
-        );
-        let env: Vec<(String, String)> = env.into_iter().collect();
+        let env = self.stage_env();
         if *self.cancel.borrow() {
             ctx.record(Event::StageSkipped {
                 stage: stage.name.clone(),
@@ -646,6 +835,11 @@ async fn run_attempt(
         signal: None,
         message: None,
     }
+}
+
+/// `'a b'`: one shell word, whatever the path holds.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 /// The last `n` lines of a file, read from its end so a huge log costs little.

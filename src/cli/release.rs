@@ -1,0 +1,173 @@
+//! `murphy release --dry-run`: what a tag run would publish, where, and which gates hold, on
+//! any machine, touching no network.
+
+use std::path::Path;
+
+use super::{Cli, pipeline_file, state_dir};
+use crate::change::{self, Change};
+use crate::environment;
+use crate::error::{Error, exit};
+use crate::plan::{self, Target};
+use crate::publish;
+use crate::store::Store;
+use crate::trigger::Trigger;
+use crate::version;
+
+#[derive(Debug, clap::Args)]
+pub(super) struct ReleaseArgs {
+    /// Show what a tag run would do (a release itself is a tag run: push a tag, or
+    /// `murphy run --trigger tag`)
+    #[arg(long, required = true)]
+    dry_run: bool,
+    /// The tag to imagine [default: the release tag at HEAD]
+    #[arg(long, value_name = "TAG")]
+    tag: Option<String>,
+    /// The secrets file to check [default: secrets.yml in the state directory]
+    #[arg(long = "secrets", env = "MURPHY_SECRETS_FILE", value_name = "FILE")]
+    secrets: Option<std::path::PathBuf>,
+}
+
+pub(super) fn release(cli: &Cli, args: &ReleaseArgs) -> Result<i32, Error> {
+    let plan = plan::load(&pipeline_file(cli)?)?;
+    let state = state_dir(cli)?;
+    let env = environment::outer();
+    let request = change::Request {
+        trigger: Some(Trigger::Tag),
+        ..change::Request::default()
+    };
+    let mut change = match change::collect(&plan, &env, &request, state.root()) {
+        Ok(change) => change,
+        Err(change::ChangeError::NoTag(_)) if args.tag.is_some() => Change {
+            trigger: Trigger::Tag,
+            ..Change::local()
+        },
+        Err(change::ChangeError::NoTag(pattern)) => {
+            println!(
+                "no release tag (`{pattern}`) at HEAD: showing a tag run with version `dev` (give --tag to imagine one)"
+            );
+            Change {
+                trigger: Trigger::Tag,
+                ..Change::local()
+            }
+        }
+        Err(err) => return Err(err.into()),
+    };
+    if let Some(tag) = &args.tag {
+        change.version = Some(
+            version::from_tag(tag, plan.release_tags.literal_prefix())
+                .map_err(change::ChangeError::from)?,
+        );
+        change.tag = Some(tag.clone());
+    }
+    let version = change.version.as_ref().map(|v| v.text.clone());
+    println!(
+        "a tag run of `{}`{}:",
+        plan.name,
+        match (&change.tag, &version) {
+            (Some(tag), Some(v)) => format!(" for {tag} (version {v})"),
+            _ => String::new(),
+        }
+    );
+    let situation = change.situation();
+    let store = Store::new(state.root());
+    let secrets_file = args
+        .secrets
+        .clone()
+        .unwrap_or_else(|| state.root().join("secrets.yml"));
+    let client = reqwest::Client::new();
+    let empty = Default::default();
+    let release = publish::Release {
+        root: &plan.root,
+        state_dir: state.root(),
+        name: &plan.name,
+        version: version.as_deref(),
+        secrets: &empty,
+        client: &client,
+    };
+    let mut any = false;
+    for stage in plan.stages.iter().filter(|s| !s.publish.is_empty()) {
+        any = true;
+        match stage.when.as_ref().map(|w| w.check(&situation)) {
+            Some(Err(why)) => {
+                println!("\nstage `{}` would not publish: {why}", stage.name);
+                continue;
+            }
+            _ => println!("\nstage `{}` would publish:", stage.name),
+        }
+        for &required in &stage.requires {
+            let name = &plan.stages[required].name;
+            let holds = if store.has_record(name) {
+                "has a checkpoint (it holds if its inputs are unchanged)"
+            } else {
+                "has no checkpoint yet: the run must make it succeed first"
+            };
+            println!("  gate: requires `{name}`, which {holds}");
+        }
+        for name in plan.secrets.iter().chain(&stage.secrets) {
+            let present = crate::secrets::load(std::slice::from_ref(name), &env, &secrets_file);
+            let word = match present {
+                Ok(_) => "present".to_owned(),
+                Err(err) => format!("NOT usable: {err}"),
+            };
+            println!("  secret `{name}`: {word}");
+        }
+        let ids = publish::target_ids(&stage.publish);
+        for (target, id) in stage.publish.iter().zip(&ids) {
+            println!("  {id} -> {}", destination(target));
+            describe_files(target, &release, &plan.root, state.root());
+        }
+    }
+    if !any {
+        println!("\nno stage publishes anything (add a `publish:` block to a stage)");
+    }
+    Ok(exit::SUCCESS)
+}
+
+fn destination(target: &Target) -> String {
+    match target {
+        Target::Pypi {
+            repository_url,
+            username,
+            password_secret,
+            ..
+        } => {
+            format!("{repository_url} as `{username}` with secret `{password_secret}`")
+        }
+        Target::Http {
+            url, token_secret, ..
+        } => match token_secret {
+            Some(secret) => format!("PUT {url} with a bearer token from `{secret}`"),
+            None => format!("PUT {url}"),
+        },
+        Target::GitPages {
+            remote,
+            branch,
+            dir,
+        } => format!("`{dir}` committed onto `{branch}` of {remote}"),
+        Target::Command { run, check, .. } => match check {
+            Some(check) => format!("`{run}` (skipped where `{check}` succeeds)"),
+            None => format!("`{run}`"),
+        },
+    }
+}
+
+fn describe_files(target: &Target, release: &publish::Release<'_>, root: &Path, state_dir: &Path) {
+    match publish::items(target, root, state_dir) {
+        Ok(items) => {
+            for item in items {
+                let where_ = match target {
+                    Target::Http { url, .. } => {
+                        format!(" -> {}", publish::fill(url, release, &item))
+                    }
+                    _ => String::new(),
+                };
+                println!(
+                    "    {} (sha256 {}){where_}",
+                    item.name,
+                    &item.digest[..item.digest.len().min(16)]
+                );
+            }
+        }
+        Err(why) => println!("    no files yet ({why}): the run makes them"),
+    }
+}

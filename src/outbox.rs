@@ -1,0 +1,277 @@
+//! Notifications that are never lost: each is written to the outbox on disk before it is
+//! sent, and leaves it only when the receiver confirmed it. One the receiver refused or never
+//! heard stays for the next run or `murphy outbox flush`.
+//!
+//! The outbox holds what to say and which `notify:` entry to say it to, never the URL: a
+//! Slack webhook URL is a secret, resolved when the message is sent.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::atomic_file;
+use crate::plan::{Notify, NotifyEvent, NotifyKind, UrlSource};
+use crate::records::RunView;
+
+pub const MESSAGE_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Message {
+    pub v: u32,
+    pub id: String,
+    pub created_at: Timestamp,
+    /// Which `notify:` entry (by position) it goes to.
+    pub target: usize,
+    pub kind: NotifyKind,
+    pub event: NotifyEvent,
+    pub body: Value,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+pub struct Outbox {
+    dir: PathBuf,
+}
+
+impl Outbox {
+    pub fn new(state_dir: &Path) -> Outbox {
+        Outbox {
+            dir: state_dir.join("outbox"),
+        }
+    }
+
+    /// Writes a message durably; from here on it is never lost.
+    pub fn put(&self, message: &Message) -> io::Result<()> {
+        fs::create_dir_all(&self.dir)?;
+        let text = serde_json::to_string_pretty(message).map_err(io::Error::other)?;
+        let text = crate::secrets::redact(&text);
+        atomic_file::write(
+            &self.dir.join(format!("{}.json", message.id)),
+            text.as_bytes(),
+        )
+    }
+
+    /// Every waiting message, oldest first. One that does not read is reported, not dropped.
+    pub fn list(&self) -> io::Result<Vec<Result<Message, (PathBuf, String)>>> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let read = fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Message>(&b).map_err(|e| e.to_string()));
+            out.push(read.map_err(|e| (path, e)));
+        }
+        out.sort_by(|a, b| match (a, b) {
+            (Ok(a), Ok(b)) => a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)),
+            (Ok(_), Err(_)) => std::cmp::Ordering::Less,
+            (Err(_), Ok(_)) => std::cmp::Ordering::Greater,
+            (Err(a), Err(b)) => a.0.cmp(&b.0),
+        });
+        Ok(out)
+    }
+
+    /// Tries to deliver every waiting message, each up to `tries` times. Returns how many were
+    /// delivered and what is still waiting, with why.
+    pub async fn flush(
+        &self,
+        notify: &[Notify],
+        secrets: &std::collections::BTreeMap<String, String>,
+        client: &reqwest::Client,
+        tries: u32,
+    ) -> io::Result<(usize, Vec<(String, String)>)> {
+        let mut delivered = 0;
+        let mut waiting = Vec::new();
+        for item in self.list()? {
+            let mut message = match item {
+                Ok(message) => message,
+                Err((path, err)) => {
+                    waiting.push((path.display().to_string(), format!("unreadable: {err}")));
+                    continue;
+                }
+            };
+            let result = match notify.get(message.target) {
+                Some(target) if target.kind == message.kind => {
+                    send(&message, target, secrets, client, tries).await
+                }
+                _ => Err(format!(
+                    "`notify:` entry {} is gone or changed; deliver it by hand or delete the file",
+                    message.target + 1
+                )),
+            };
+            match result {
+                Ok(()) => {
+                    fs::remove_file(self.dir.join(format!("{}.json", message.id)))?;
+                    delivered += 1;
+                }
+                Err(err) => {
+                    message.attempts += tries;
+                    message.last_error = Some(err.clone());
+                    self.put(&message)?;
+                    waiting.push((message.id.clone(), err));
+                }
+            }
+        }
+        Ok((delivered, waiting))
+    }
+}
+
+async fn send(
+    message: &Message,
+    target: &Notify,
+    secrets: &std::collections::BTreeMap<String, String>,
+    client: &reqwest::Client,
+    tries: u32,
+) -> Result<(), String> {
+    let url = match &target.url {
+        UrlSource::Literal(url) => url.clone(),
+        UrlSource::Secret(name) => secrets
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("secret `{name}` (the URL) is not set"))?,
+    };
+    let mut last = String::new();
+    for n in 0..tries.max(1) {
+        if n > 0 {
+            tokio::time::sleep(Duration::from_millis(200 << n.min(5))).await;
+        }
+        let request = client
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(message.body.to_string());
+        match request.send().await {
+            Ok(response) if response.status().is_success() => return Ok(()),
+            Ok(response) => {
+                let status = response.status();
+                let body = response.text().await.unwrap_or_default();
+                last = crate::publish::server_answer(status, &body);
+                if status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS {
+                    break;
+                }
+            }
+            Err(err) => last = crate::error::chain(&err),
+        }
+    }
+    Err(crate::secrets::redact(&last).into_owned())
+}
+
+/// The messages a finished run sends: `success` or `failure`, and `release` for a tag run
+/// that published.
+pub fn messages(view: &RunView, notify: &[Notify]) -> Vec<Message> {
+    use crate::records::RunState;
+    let mut events = Vec::new();
+    match view.status {
+        RunState::Succeeded => {
+            events.push(NotifyEvent::Success);
+            if view.trigger == Some(crate::trigger::Trigger::Tag) && !view.published.is_empty() {
+                events.push(NotifyEvent::Release);
+            }
+        }
+        RunState::Failed => events.push(NotifyEvent::Failure),
+        _ => {}
+    }
+    let mut out = Vec::new();
+    for (index, target) in notify.iter().enumerate() {
+        for &event in events.iter().filter(|e| target.on.contains(e)) {
+            out.push(Message {
+                v: MESSAGE_VERSION,
+                id: format!("{}-{}-{index}", view.run_id, event_word(event)),
+                created_at: Timestamp::now(),
+                target: index,
+                kind: target.kind,
+                event,
+                body: body(view, target.kind, event),
+                attempts: 0,
+                last_error: None,
+            });
+        }
+    }
+    out
+}
+
+fn event_word(event: NotifyEvent) -> &'static str {
+    match event {
+        NotifyEvent::Success => "success",
+        NotifyEvent::Failure => "failure",
+        NotifyEvent::Release => "release",
+    }
+}
+
+/// The run at a glance: generic JSON, or Slack's `{"text": ...}`.
+fn body(view: &RunView, kind: NotifyKind, event: NotifyEvent) -> Value {
+    let change = view.change.as_ref();
+    let links = change.map(|c| c.links()).unwrap_or_default();
+    let version = change
+        .and_then(|c| c.version.as_ref())
+        .map(|v| v.text.clone());
+    let failed: Vec<&str> = view
+        .stages
+        .iter()
+        .filter(|s| {
+            matches!(
+                s.state,
+                crate::records::StageState::Failed | crate::records::StageState::TimedOut
+            )
+        })
+        .map(|s| s.name.as_str())
+        .collect();
+    match kind {
+        NotifyKind::Webhook => json!({
+            "event": event_word(event),
+            "run_id": view.run_id,
+            "pipeline": view.pipeline,
+            "status": view.status.word(),
+            "trigger": view.trigger.map(|t| t.name()),
+            "version": version,
+            "description": view.description,
+            "links": links,
+            "failed_stages": failed,
+            "published": view.published.iter().map(|p| json!({"target": p.target, "file": p.file})).collect::<Vec<_>>(),
+        }),
+        NotifyKind::Slack => {
+            let what = match event {
+                NotifyEvent::Release => format!(
+                    "released {} {}",
+                    view.pipeline,
+                    version.as_deref().unwrap_or("")
+                ),
+                _ => format!(
+                    "run {} of {} {}",
+                    view.run_id,
+                    view.pipeline,
+                    view.status.word()
+                ),
+            };
+            let mut text = format!("murphy: {what}");
+            if !failed.is_empty() {
+                text.push_str(&format!(" (failed: {})", failed.join(", ")));
+            }
+            if let Some(d) = &view.description {
+                text.push_str(&format!("\n{}", d.lines().next().unwrap_or_default()));
+            }
+            for (name, link) in [
+                ("commit", &links.commit),
+                ("diff", &links.diff),
+                ("PR", &links.pr),
+                ("CI run", &links.ci_run),
+            ] {
+                if let Some(link) = link {
+                    text.push_str(&format!("\n<{link}|{name}>"));
+                }
+            }
+            json!({"text": text})
+        }
+    }
+}
