@@ -135,19 +135,32 @@ impl StatCache {
     }
 }
 
-/// BLAKE3 of a file's bytes, read in large blocks so the SIMD lanes stay busy.
+/// Blocks read at a time; large enough for BLAKE3 to hash one block on several cores.
+const BLOCK: usize = 4 << 20;
+
+/// BLAKE3 of a file's bytes. Read, not mmapped: a file truncated while mapped would kill
+/// murphy with SIGBUS. Full blocks are hashed on every core (BLAKE3 is a tree), which more
+/// than pays for the copy a read costs.
 pub fn hash_file(path: &Path) -> io::Result<Digest> {
     let mut file = File::open(path)?;
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; BLOCK];
     loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
+        let mut filled = 0;
+        while filled < buf.len() {
+            match file.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if filled == buf.len() {
+            hasher.update_rayon(&buf);
+        } else {
+            hasher.update(&buf[..filled]);
+            break;
+        }
     }
     Ok(*hasher.finalize().as_bytes())
 }

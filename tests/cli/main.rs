@@ -2,6 +2,7 @@
 //! and real signals. Timing is proven from the timestamps murphy records, never from how
 //! long a test took.
 
+mod archive;
 mod change;
 mod checkpoints;
 mod config;

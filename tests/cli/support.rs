@@ -144,6 +144,19 @@ impl Test {
         Output::check(&self, output)
     }
 
+    /// Runs murphy to the end whatever its exit status, and returns that status (`None` for
+    /// death by a signal) with what it printed.
+    pub fn run_unchecked(self) -> (Option<i32>, Output) {
+        let output = self.command().output().expect("cannot start murphy");
+        let code = output.status.code();
+        let output = Output {
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            tempdir: self.tempdir.clone(),
+        };
+        (code, output)
+    }
+
     /// Runs murphy to the end, which must be death by SIGKILL: a crash point
     /// (`MURPHY_CRASH_AT`) fired.
     pub fn run_killed(self) -> Output {
