@@ -52,6 +52,22 @@ pub struct Request {
 }
 
 impl Change {
+    /// The change with secrets masked in its free text (description, commit message), as it
+    /// is recorded.
+    pub fn redacted(mut self) -> Change {
+        let mask = |text: &mut Option<String>| {
+            if let Some(t) = text {
+                *t = crate::secrets::redact(t).into_owned();
+            }
+        };
+        mask(&mut self.description);
+        if let Some(git) = &mut self.git {
+            mask(&mut git.subject);
+            mask(&mut git.body);
+        }
+        self
+    }
+
     /// A local run with nothing known: what records from before change tracking stand for.
     pub fn local() -> Change {
         Change {

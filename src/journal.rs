@@ -97,6 +97,34 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The event with secrets masked in its free text (messages, reasons). Names and digests
+    /// are left alone: masking a stage that happens to share a secret's value would corrupt
+    /// the record, and they come from the pipeline file, not from secrets.
+    fn redacted(mut self) -> Event {
+        let mask = |text: &mut String| {
+            if let std::borrow::Cow::Owned(masked) = crate::secrets::redact(text) {
+                *text = masked;
+            }
+        };
+        match &mut self {
+            Event::StageStarted {
+                why: Some(text), ..
+            }
+            | Event::StageFinished {
+                message: Some(text),
+                ..
+            }
+            | Event::StageCached {
+                note: Some(text), ..
+            }
+            | Event::StageSkipped { reason: text, .. } => mask(text),
+            _ => {}
+        }
+        self
+    }
+}
+
 /// How one attempt of a stage ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -154,13 +182,13 @@ impl Journal {
     }
 
     pub fn append(&self, event: Event) -> io::Result<()> {
+        let event = event.redacted();
         let record = Record {
             v: JOURNAL_VERSION,
             at: Timestamp::now(),
             event,
         };
-        let json = serde_json::to_string(&record).map_err(io::Error::other)?;
-        let mut line = crate::secrets::redact(&json).into_owned().into_bytes();
+        let mut line = serde_json::to_vec(&record).map_err(io::Error::other)?;
         line.push(b'\n');
         let mut guard = self.file.lock().unwrap_or_else(|e| e.into_inner());
         let (file, torn) = &mut *guard;

@@ -25,8 +25,11 @@ pub struct Message {
     pub v: u32,
     pub id: String,
     pub created_at: Timestamp,
-    /// Which `notify:` entry (by position) it goes to.
+    /// Which `notify:` entry (by position, for people) it goes to.
     pub target: usize,
+    /// What that entry is (kind, URL or secret name, events): a message follows its entry,
+    /// not a position, if `notify:` is edited meanwhile.
+    pub target_key: String,
     pub kind: NotifyKind,
     pub event: NotifyEvent,
     pub body: Value,
@@ -48,12 +51,13 @@ impl Outbox {
     /// Writes a message durably; from here on it is never lost.
     pub fn put(&self, message: &Message) -> io::Result<()> {
         fs::create_dir_all(&self.dir)?;
-        let text = serde_json::to_string_pretty(message).map_err(io::Error::other)?;
-        let text = crate::secrets::redact(&text);
-        atomic_file::write(
-            &self.dir.join(format!("{}.json", message.id)),
-            text.as_bytes(),
-        )
+        let mut message = message.clone();
+        redact_strings(&mut message.body);
+        if let Some(error) = &mut message.last_error {
+            *error = crate::secrets::redact(error).into_owned();
+        }
+        let text = serde_json::to_vec_pretty(&message).map_err(io::Error::other)?;
+        atomic_file::write(&self.dir.join(format!("{}.json", message.id)), &text)
     }
 
     /// Every waiting message, oldest first. One that does not read is reported, not dropped.
@@ -92,6 +96,17 @@ impl Outbox {
         client: &reqwest::Client,
         tries: u32,
     ) -> io::Result<(usize, Vec<(String, String)>)> {
+        // One flusher at a time (a run and a cron job): a message is sent by one of them.
+        fs::create_dir_all(&self.dir)?;
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join(".lock"))?;
+        // SAFETY: flock on a descriptor we own; released when `lock` is dropped.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
         let mut delivered = 0;
         let mut waiting = Vec::new();
         for item in self.list()? {
@@ -102,18 +117,19 @@ impl Outbox {
                     continue;
                 }
             };
-            let result = match notify.get(message.target) {
-                Some(target) if target.kind == message.kind => {
-                    send(&message, target, secrets, client, tries).await
-                }
-                _ => Err(format!(
-                    "`notify:` entry {} is gone or changed; deliver it by hand or delete the file",
-                    message.target + 1
+            let result = match notify.iter().find(|n| key(n) == message.target_key) {
+                Some(target) => send(&message, target, secrets, client, tries).await,
+                None => Err(format!(
+                    "its `notify:` entry ({}) is gone or changed; deliver it by hand or delete the file",
+                    message.target_key
                 )),
             };
             match result {
                 Ok(()) => {
-                    fs::remove_file(self.dir.join(format!("{}.json", message.id)))?;
+                    match fs::remove_file(self.dir.join(format!("{}.json", message.id))) {
+                        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                        _ => {}
+                    }
                     delivered += 1;
                 }
                 Err(err) => {
@@ -125,6 +141,16 @@ impl Outbox {
             }
         }
         Ok((delivered, waiting))
+    }
+}
+
+/// Masks secrets in every string of a JSON value, before it is written or sent.
+fn redact_strings(value: &mut Value) {
+    match value {
+        Value::String(s) => *s = crate::secrets::redact(s).into_owned(),
+        Value::Array(items) => items.iter_mut().for_each(redact_strings),
+        Value::Object(map) => map.values_mut().for_each(redact_strings),
+        _ => {}
     }
 }
 
@@ -147,10 +173,13 @@ async fn send(
         if n > 0 {
             tokio::time::sleep(Duration::from_millis(200 << n.min(5))).await;
         }
+        let mut body = message.body.clone();
+        redact_strings(&mut body);
         let request = client
             .post(&url)
+            .timeout(Duration::from_secs(10))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(message.body.to_string());
+            .body(body.to_string());
         match request.send().await {
             Ok(response) if response.status().is_success() => return Ok(()),
             Ok(response) => {
@@ -161,10 +190,21 @@ async fn send(
                     break;
                 }
             }
-            Err(err) => last = crate::error::chain(&err),
+            // The URL may be a secret (Slack): reqwest's message would carry it.
+            Err(err) => last = crate::error::chain(&err.without_url()),
         }
     }
     Err(crate::secrets::redact(&last).into_owned())
+}
+
+/// A stable name for a `notify:` entry: its kind, where it posts, and what it listens for.
+pub fn key(target: &Notify) -> String {
+    let url = match &target.url {
+        UrlSource::Literal(url) => url.clone(),
+        UrlSource::Secret(name) => format!("secret:{name}"),
+    };
+    let on: Vec<&str> = target.on.iter().map(|e| event_word(*e)).collect();
+    format!("{:?} {url} on {}", target.kind, on.join(",")).to_lowercase()
 }
 
 /// The messages a finished run sends: `success` or `failure`, and `release` for a tag run
@@ -175,7 +215,11 @@ pub fn messages(view: &RunView, notify: &[Notify]) -> Vec<Message> {
     match view.status {
         RunState::Succeeded => {
             events.push(NotifyEvent::Success);
-            if view.trigger == Some(crate::trigger::Trigger::Tag) && !view.published.is_empty() {
+            let uploaded = view
+                .published
+                .iter()
+                .any(|p| p.outcome == crate::publish::Confirmed::Uploaded);
+            if view.trigger == Some(crate::trigger::Trigger::Tag) && uploaded {
                 events.push(NotifyEvent::Release);
             }
         }
@@ -190,6 +234,7 @@ pub fn messages(view: &RunView, notify: &[Notify]) -> Vec<Message> {
                 id: format!("{}-{}-{index}", view.run_id, event_word(event)),
                 created_at: Timestamp::now(),
                 target: index,
+                target_key: key(target),
                 kind: target.kind,
                 event,
                 body: body(view, target.kind, event),

@@ -105,6 +105,16 @@ pub enum Target {
     },
 }
 
+/// The simple index beside an upload URL: `https://upload.pypi.org/legacy/` reads from
+/// `https://pypi.org/simple/`, `https://test.pypi.org/legacy/` from
+/// `https://test.pypi.org/simple/`, and a pypiserver at `URL/` from `URL/simple/`.
+pub fn default_index(repository_url: &str) -> String {
+    let base = repository_url.trim_end_matches('/');
+    let base = base.strip_suffix("/legacy").unwrap_or(base);
+    let base = base.replace("://upload.pypi.org", "://pypi.org");
+    format!("{base}/simple/")
+}
+
 /// The public index, where `pypi` publishes unless told otherwise.
 pub const PYPI_UPLOAD_URL: &str = "https://upload.pypi.org/legacy/";
 
@@ -457,6 +467,12 @@ impl Planner<'_> {
                     &def.requires[0],
                 );
             }
+            if def.cache == Some(true) && (!def.publish.is_empty() || def.archive.is_some()) {
+                self.error(
+                    format!("stage `{}` archives or publishes, which must happen every run: it cannot be `cache: true`", name.value),
+                    name,
+                );
+            }
             let stage_secrets: Vec<String> = def.secrets.iter().map(|s| s.value.clone()).collect();
             let publish: Vec<Target> = def
                 .publish
@@ -619,13 +635,10 @@ impl Planner<'_> {
                     .repository_url
                     .clone()
                     .unwrap_or_else(|| PYPI_UPLOAD_URL.into());
-                let index_url = p.index_url.clone().unwrap_or_else(|| {
-                    if repository_url == PYPI_UPLOAD_URL {
-                        "https://pypi.org/simple/".into()
-                    } else {
-                        format!("{}/simple/", repository_url.trim_end_matches('/'))
-                    }
-                });
+                let index_url = p
+                    .index_url
+                    .clone()
+                    .unwrap_or_else(|| default_index(&repository_url));
                 Target::Pypi {
                     files: self.files(&p.files),
                     repository_url,

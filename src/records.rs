@@ -161,12 +161,11 @@ impl StateDir {
             file: file.to_owned(),
             started_at,
             murphy_version: env!("CARGO_PKG_VERSION").to_owned(),
-            change: Some(change),
+            change: Some(change.redacted()),
             params,
         };
         let meta_path = dir.meta_path();
-        let bytes = serde_json::to_string_pretty(&meta)
-            .map(|text| crate::secrets::redact(&text).into_owned().into_bytes())
+        let bytes = serde_json::to_vec_pretty(&meta)
             .map_err(io::Error::other)
             .map_err(io_err(&meta_path))?;
         atomic_file::write(&meta_path, &bytes).map_err(io_err(&meta_path))?;

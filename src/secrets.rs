@@ -95,8 +95,18 @@ fn read_file(path: &Path) -> Result<BTreeMap<String, String>, SecretError> {
     Ok(entries.into_iter().collect())
 }
 
-/// Adds a value to the mask.
+/// Adds a value to the mask; each line of a multi-line value (a key file) too, since logs
+/// are written line by line.
 pub fn mask(value: &str) {
+    if value.contains('\n') {
+        for line in value
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.chars().count() >= SHORTEST)
+        {
+            mask(line);
+        }
+    }
     if value.chars().count() < SHORTEST {
         return;
     }

@@ -256,7 +256,10 @@ impl Archive {
             branch: change.branch.clone(),
             tag: change.tag.clone(),
             links: change.links(),
-            description: change.description.clone(),
+            description: change
+                .description
+                .as_deref()
+                .map(|d| crate::secrets::redact(d).into_owned()),
             files,
             stages,
             provenance,
@@ -438,7 +441,7 @@ fn render_name(request: &Request<'_>, build: u64) -> String {
         .git
         .as_ref()
         .and_then(|g| g.sha.as_deref())
-        .map(|s| s[..s.len().min(12)].to_owned())
+        .map(|s| s.get(..12).unwrap_or(s).to_owned())
         .unwrap_or_else(|| "nosha".into());
     let name = request
         .name_template

@@ -73,7 +73,12 @@ pub(super) enum ArchiveCommand {
 
 /// The archive a command means, and the retention it is kept by.
 fn locate(cli: &Cli, at: &Where) -> Result<(Archive, Policy), Error> {
-    let plan = pipeline_file(cli).ok().and_then(|f| plan::load(&f).ok());
+    // A pipeline that exists but does not load must stop us: guessing the default retention
+    // could delete builds it keeps.
+    let plan = match pipeline_file(cli) {
+        Ok(file) => Some(plan::load(&file)?),
+        Err(_) => None,
+    };
     let base = plan.as_ref().map(|p| p.root.clone()).unwrap_or_default();
     let specs: Vec<_> = plan
         .iter()
@@ -112,7 +117,16 @@ fn locate(cli: &Cli, at: &Where) -> Result<(Archive, Policy), Error> {
             keep_last: s.keep_last,
             keep_days: s.keep_days,
         })
-        .unwrap_or_default();
+        .unwrap_or_else(|| {
+            let policy = Policy::default();
+            eprintln!(
+                "note: no pipeline archives into {}: using the default retention (keep_last {}, keep_days {})",
+                root.display(),
+                policy.keep_last,
+                policy.keep_days
+            );
+            policy
+        });
     Ok((Archive::new(root), policy))
 }
 
@@ -144,7 +158,7 @@ pub(super) fn archive(cli: &Cli, command: &ArchiveCommand) -> Result<i32, Error>
                         m.version.clone().unwrap_or_else(|| "-".into()),
                         m.commit
                             .as_deref()
-                            .map(|c| c[..c.len().min(12)].to_owned())
+                            .map(|c| c.get(..12).unwrap_or(c).to_owned())
                             .unwrap_or_else(|| "-".into()),
                         m.files.len().to_string(),
                         sizes::human(m.bundle_size),
@@ -359,7 +373,11 @@ pub(super) fn trace(cli: &Cli, at: &Where, target: &str) -> Result<i32, Error> {
             };
             println!("    {} ({}{needs})", stage.name, stage.state);
             for input in &stage.inputs {
-                println!("      {}  {}", &input.sha256[..16], input.path);
+                println!(
+                    "      {}  {}",
+                    input.sha256.get(..16).unwrap_or(&input.sha256),
+                    input.path
+                );
             }
         }
     }

@@ -164,7 +164,7 @@ fn describe_files(target: &Target, release: &publish::Release<'_>, root: &Path, 
                 println!(
                     "    {} (sha256 {}){where_}",
                     item.name,
-                    &item.digest[..item.digest.len().min(16)]
+                    item.digest.get(..16).unwrap_or(&item.digest)
                 );
             }
         }

@@ -440,7 +440,14 @@ pub(super) fn resume(cli: &Cli, args: &ResumeArgs) -> Result<i32, Error> {
     let confirmed = view
         .published
         .iter()
-        .map(|p| (p.target.clone(), p.file.clone(), p.digest.clone()))
+        .map(|p| {
+            (
+                p.stage.clone(),
+                p.target.clone(),
+                p.file.clone(),
+                p.digest.clone(),
+            )
+        })
         .collect();
     let start = Start {
         done,
@@ -578,7 +585,9 @@ fn execute(
             executor::execute(ctx.clone(), &selected, &modes, start, options, cancel_rx).await;
         signals.abort();
         if status.is_ok() {
-            notify(&ctx, state).await;
+            // What the receivers do not take in time waits in the outbox.
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(30), notify(&ctx, state)).await;
         }
         status
     });
@@ -616,7 +625,7 @@ async fn notify(ctx: &Context, state: &StateDir) {
         }
     }
     match outbox
-        .flush(&ctx.plan.notify, &ctx.secrets, &ctx.client, 3)
+        .flush(&ctx.plan.notify, &ctx.secrets, &ctx.client, 2)
         .await
     {
         Ok((delivered, waiting)) => {

@@ -216,7 +216,7 @@ pub(super) fn show(view: &RunView, json: bool) -> Result<(), Error> {
     if let Some(commit) = &glance.commit {
         let sha = commit
             .sha
-            .map(|s| &s[..s.len().min(12)])
+            .map(|s| s.get(..12).unwrap_or(s))
             .unwrap_or("(no commit yet)");
         let on = commit
             .branch

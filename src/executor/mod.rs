@@ -141,6 +141,7 @@ struct StageEnd {
     /// On success: the digest of the outputs, which the stages after it build on.
     output_digest: Option<String>,
     cached: bool,
+    stale: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -148,7 +149,12 @@ enum Slot {
     NotSelected,
     Pending,
     Running,
-    Succeeded { output_digest: String, cached: bool },
+    Succeeded {
+        output_digest: String,
+        cached: bool,
+        /// Restored from an older checkpoint (`--from`): not a success for this commit.
+        stale: bool,
+    },
     Failed(Outcome),
     Skipped,
     SkippedWhen,
@@ -203,6 +209,7 @@ pub async fn execute(
                 Slot::Succeeded {
                     output_digest: digest.clone(),
                     cached: false,
+                    stale: false,
                 }
             }
             None => Slot::Pending,
@@ -283,12 +290,12 @@ pub async fn execute(
                                 output_digest: None,
                             });
                         }
-                        (err.id(), StageEnd { outcome: Outcome::Failed, output_digest: None, cached: false })
+                        (err.id(), StageEnd { outcome: Outcome::Failed, output_digest: None, cached: false, stale: false })
                     }
                 };
                 let Some(id) = task_stage.remove(&task) else { continue };
                 slots[id] = match (end.outcome, end.output_digest) {
-                    (Outcome::Succeeded, Some(output_digest)) => Slot::Succeeded { output_digest, cached: end.cached },
+                    (Outcome::Succeeded, Some(output_digest)) => Slot::Succeeded { output_digest, cached: end.cached, stale: end.stale },
                     (Outcome::Succeeded, None) => Slot::Failed(Outcome::Failed),
                     (outcome, _) => Slot::Failed(outcome),
                 };
@@ -377,6 +384,7 @@ fn chain(plan: &Plan, id: StageId, slots: &[Slot]) -> Vec<archive::ChainStage> {
             let stage = &plan.stages[i];
             let state = match &slots[i] {
                 _ if i == id => "succeeded",
+                Slot::Succeeded { stale: true, .. } => "restored from an older checkpoint",
                 Slot::Succeeded { cached: true, .. } => "cached",
                 Slot::Succeeded { .. } => "succeeded",
                 Slot::SkippedWhen => "skipped (when)",

@@ -115,6 +115,7 @@ impl Task {
                     outcome,
                     output_digest: None,
                     cached: false,
+                    stale: false,
                 };
             }
         };
@@ -172,6 +173,8 @@ impl Task {
     }
 
     async fn restore(&self, record: StageRecord, note: Option<String>) -> Result<StageEnd, String> {
+        // Only the fallback of `--from` (a checkpoint for other inputs) carries a note.
+        let stale = note.is_some();
         let ctx = self.ctx.clone();
         let stage = self.stage().name.clone();
         let record2 = record.clone();
@@ -193,6 +196,7 @@ impl Task {
             outcome: Outcome::Succeeded,
             output_digest: Some(record.output_digest),
             cached: true,
+            stale,
         })
     }
 
@@ -360,6 +364,18 @@ impl Task {
         let ids = publish::target_ids(&stage.publish);
         for (target, id) in stage.publish.iter().zip(&ids) {
             let items = publish::items(target, &self.ctx.plan.root, &self.ctx.state_dir)?;
+            if let Target::Http { url, .. } = target {
+                let mut seen = BTreeMap::new();
+                for item in &items {
+                    let to = publish::fill(url, &release, item);
+                    if let Some(first) = seen.insert(to.clone(), item.name.clone()) {
+                        return Err(format!(
+                            "{id}: `{first}` and `{}` would both go to {to}; use `{{path}}` in the url",
+                            item.name
+                        ));
+                    }
+                }
+            }
             for item in &items {
                 if let Some(sha) = archived.get(&item.name)
                     && *sha != item.digest
@@ -369,7 +385,12 @@ impl Task {
                         item.name
                     ));
                 }
-                let key = (id.clone(), item.name.clone(), item.digest.clone());
+                let key = (
+                    stage.name.clone(),
+                    id.clone(),
+                    item.name.clone(),
+                    item.digest.clone(),
+                );
                 if self.ctx.confirmed.contains(&key) {
                     self.ctx.reporter.note(&format!(
                         "{} {id}: `{}` was published before the run was resumed",
@@ -384,11 +405,23 @@ impl Task {
                     Target::Command { run, check, .. } => {
                         self.publish_command(run, check.as_deref(), item).await?
                     }
-                    _ => publish::with_retries(attempts, base, |_| {
-                        publish::publish(target, item, &release)
-                    })
-                    .await
-                    .map_err(|message| format!("{id}: `{}`: {message}", item.name))?,
+                    _ => {
+                        let mut cancel = self.cancel.clone();
+                        let upload = publish::with_retries(attempts, base, |_| {
+                            publish::publish(target, item, &release)
+                        });
+                        tokio::select! {
+                            done = upload => {
+                                done.map_err(|message| format!("{id}: `{}`: {message}", item.name))?
+                            }
+                            () = process::cancelled(&mut cancel) => {
+                                return Err(format!(
+                                    "{id}: `{}`: interrupted; `murphy resume` finishes the release",
+                                    item.name
+                                ));
+                            }
+                        }
+                    }
                 };
                 self.ctx.record(Event::Published {
                     stage: stage.name.clone(),
@@ -466,11 +499,15 @@ impl Task {
                 .await
             }
         };
-        if let Some(check) = check
-            && let Ok(Ended::Exited(status)) = run_one(fill(check), cancel.clone()).await
-            && status.success()
-        {
-            return Ok(publish::Confirmed::AlreadyPresent);
+        if let Some(check) = check {
+            match run_one(fill(check), cancel.clone()).await {
+                Ok(Ended::Exited(status)) if status.success() => {
+                    return Ok(publish::Confirmed::AlreadyPresent);
+                }
+                Ok(Ended::Exited(_)) => {}
+                Ok(_) => return Err("command: interrupted while checking".into()),
+                Err(err) => return Err(format!("command: cannot run `{check}`: {err}")),
+            }
         }
         match run_one(fill(run), cancel.clone()).await {
             Ok(Ended::Exited(status)) if status.success() => Ok(publish::Confirmed::Uploaded),
@@ -588,6 +625,7 @@ impl Task {
             outcome,
             output_digest,
             cached: false,
+            stale: false,
         }
     }
 
@@ -618,6 +656,7 @@ impl Task {
             outcome: Outcome::Failed,
             output_digest: None,
             cached: false,
+            stale: false,
         }
     }
 

@@ -271,21 +271,20 @@ fn random() -> u64 {
         .finish()
 }
 
-/// The (target, item, digest) triples a run's journal confirms: what a resumed run skips.
-pub type ConfirmedSet = HashSet<(String, String, String)>;
+/// The (stage, target, item, digest) a run's journal confirms: what a resumed run skips.
+pub type ConfirmedSet = HashSet<(String, String, String, String)>;
 
-/// A target's name in records: its kind, numbered when a stage has several of one kind.
+/// A target's name in records and messages: its kind and where it publishes, so two targets
+/// of one kind (or two stages publishing the same file to two places) never share a
+/// confirmation.
 pub fn target_ids(targets: &[Target]) -> Vec<String> {
     targets
         .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let same = targets.iter().filter(|o| o.kind() == t.kind()).count();
-            if same > 1 {
-                format!("{}#{}", t.kind(), i + 1)
-            } else {
-                t.kind().to_owned()
-            }
+        .map(|t| match t {
+            Target::Pypi { repository_url, .. } => format!("pypi {repository_url}"),
+            Target::Http { url, .. } => format!("http {url}"),
+            Target::GitPages { remote, branch, .. } => format!("git-pages {remote} {branch}"),
+            Target::Command { run, .. } => format!("command `{run}`"),
         })
         .collect()
 }

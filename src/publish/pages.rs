@@ -111,6 +111,21 @@ fn git_err(what: &str) -> impl FnOnce(git2::Error) -> Failure + '_ {
     }
 }
 
+/// The tree of the newest commit reachable from `tip` that published `version`.
+fn version_commit(repo: &Repository, tip: git2::Oid, version: &str) -> Option<git2::Oid> {
+    let marker = format!("{MARKER} {version}");
+    let mut walk = repo.revwalk().ok()?;
+    walk.push(tip).ok()?;
+    walk.flatten().find_map(|oid| {
+        let commit = repo.find_commit(oid).ok()?;
+        let message = commit.message().unwrap_or_default();
+        message
+            .lines()
+            .any(|l| l.trim() == marker)
+            .then(|| commit.tree_id())
+    })
+}
+
 pub fn publish(target: &Target, item: &Item, release: &Release<'_>) -> Result<Confirmed, Failure> {
     let (remote, branch) = fields(target);
     let url = remote_url(remote, release.root);
@@ -150,14 +165,19 @@ pub fn publish(target: &Target, item: &Item, release: &Release<'_>) -> Result<Co
         if parent.tree_id() == tree_id {
             return Ok(Confirmed::AlreadyPresent);
         }
-        let message = parent.message().unwrap_or_default();
-        if message
-            .lines()
-            .any(|l| l.trim() == format!("{MARKER} {version}"))
+        // A released version's pages may lie under newer ones: look through the history, so
+        // re-running an old release neither republishes nor overwrites. Unversioned (`dev`)
+        // pages are simply replaced by newer ones.
+        if release.version.is_some()
+            && let Some(published) = version_commit(&repo, parent.id(), version)
         {
-            return Err(Failure::fatal(format!(
-                "`{branch}` of {url} already has pages for version {version}, with other files; a release never overwrites"
-            )));
+            return if published == tree_id {
+                Ok(Confirmed::AlreadyPresent)
+            } else {
+                Err(Failure::fatal(format!(
+                    "`{branch}` of {url} already has pages for version {version}, with other files; a release never overwrites"
+                )))
+            };
         }
     }
     let tree = repo

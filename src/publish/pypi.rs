@@ -72,19 +72,22 @@ fn target_fields(target: &Target) -> (&str, &str, &str, &str) {
 
 /// The sha256 the index lists for `file`, if it lists the file at all.
 async fn listed(
-    index_url: &str,
+    target: &Target,
     project: &str,
     file: &str,
     release: &Release<'_>,
 ) -> Result<Option<String>, Failure> {
+    let (_, index_url, username, password_secret) = target_fields(target);
     let url = format!(
         "{}/{}/",
         index_url.trim_end_matches('/'),
         normalize(project)
     );
+    // A private index wants the same login to read as to upload.
     let response = release
         .client
         .get(&url)
+        .basic_auth(username, Some(release.secret(password_secret)?))
         .send()
         .await
         .map_err(Failure::from_reqwest)?;
@@ -139,8 +142,7 @@ async fn already(
     file: &str,
     release: &Release<'_>,
 ) -> Result<Option<Confirmed>, Failure> {
-    let (_, index_url, _, _) = target_fields(target);
-    match listed(index_url, &dist.name, file, release).await? {
+    match listed(target, &dist.name, file, release).await? {
         None => Ok(None),
         Some(digest) if digest == item.digest => Ok(Some(Confirmed::AlreadyPresent)),
         Some(digest) if digest.is_empty() => Err(Failure::fatal(format!(
@@ -213,14 +215,26 @@ pub async fn preflight(target: &Target, release: &Release<'_>) -> Result<String,
     let password = release
         .secret(password_secret)
         .map_err(|_| format!("secret `{password_secret}` is not set"))?;
-    let index = release.client.get(index_url).send().await.map_err(|e| {
-        format!(
-            "the index {index_url} is unreachable: {}",
-            crate::error::chain(&e)
-        )
-    })?;
-    if index.status().is_server_error() {
-        return Err(format!("the index {index_url} answered {}", index.status()));
+    let index = release
+        .client
+        .get(index_url)
+        .basic_auth(username, Some(password))
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "the index {index_url} is unreachable: {}",
+                crate::error::chain(&e)
+            )
+        })?;
+    let status = index.status();
+    if status.is_server_error()
+        || status == StatusCode::UNAUTHORIZED
+        || status == StatusCode::FORBIDDEN
+    {
+        return Err(format!(
+            "the index {index_url} answered {status}: murphy must read it to see what is already published"
+        ));
     }
     // An upload without a file: the server checks credentials first, and creates nothing.
     let probe = Form::new()
