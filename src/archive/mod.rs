@@ -194,7 +194,11 @@ impl Archive {
         fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
         let tmp = self.root.join(atomic_file::temp_name("build"));
         fs::create_dir(&tmp).map_err(io_err(&tmp))?;
+        // Held while the build is written: a cleaner (another host sharing the archive
+        // included) knows the folder is live without trusting a pid.
+        let writer = lock_file(&tmp.join(WRITER_LOCK), libc::LOCK_EX).map_err(io_err(&tmp))?;
         let result = self.write_and_commit(&tmp, entries, file_entries, request);
+        drop(writer);
         if result.is_err() {
             let _ = fs::remove_dir_all(&tmp);
         }
@@ -270,6 +274,8 @@ impl Archive {
         atomic_file::write(&path, &bytes).map_err(io_err(&path))?;
         atomic_file::sync_dir(tmp).map_err(io_err(tmp))?;
         crate::crash::at("archive-staged", request.stage);
+        // Not part of the build; the lock lives on in the open file until we are done.
+        fs::remove_file(tmp.join(WRITER_LOCK)).map_err(io_err(tmp))?;
         let dir = self.build_dir(number);
         fs::rename(tmp, &dir).map_err(io_err(&dir))?;
         let next = self.root.join(".next");
@@ -304,14 +310,12 @@ impl Archive {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let dead_writer = name
-                .strip_prefix(&format!(".build{}", atomic_file::TEMP_MARKER))
-                .and_then(|rest| rest.split('-').next())
-                .and_then(|pid| pid.parse::<i32>().ok())
-                // SAFETY: signal 0 only asks whether the process exists; EPERM means it does.
-                .is_some_and(|pid| {
-                    let rc = unsafe { libc::kill(pid, 0) };
-                    rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+            // A writer holds its folder's lock for as long as it lives (a kill releases it).
+            // A folder without a lock file yet is a writer just starting: left alone.
+            let dead_writer = name.starts_with(&format!(".build{}", atomic_file::TEMP_MARKER))
+                && File::open(entry.path().join(WRITER_LOCK)).is_ok_and(|f| {
+                    // SAFETY: flock on a descriptor we own; dropped right after.
+                    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
                 });
             if name.starts_with(".deleting-") || dead_writer {
                 let _ = fs::remove_dir_all(entry.path());
@@ -371,6 +375,23 @@ impl Archive {
             include_releases,
         ))
     }
+}
+
+/// The lock a writer holds inside its temporary build folder.
+const WRITER_LOCK: &str = ".writer.lock";
+
+/// Opens (creating) `path` and takes a `flock` of `kind` on it.
+fn lock_file(path: &Path, kind: libc::c_int) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), kind) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file)
 }
 
 fn read_manifest(dir: &Path) -> Result<BuildManifest, String> {
