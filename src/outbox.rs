@@ -118,7 +118,12 @@ impl Outbox {
                 }
             };
             let result = match notify.iter().find(|n| key(n) == message.target_key) {
-                Some(target) => send(&message, target, secrets, client, tries).await,
+                Some(target) => send(&message, target, secrets, client, tries)
+                    .await
+                    .map_err(|(made, err)| {
+                        message.attempts += made;
+                        err
+                    }),
                 None => Err(format!(
                     "its `notify:` entry ({}) is gone or changed; deliver it by hand or delete the file",
                     message.target_key
@@ -133,7 +138,6 @@ impl Outbox {
                     delivered += 1;
                 }
                 Err(err) => {
-                    message.attempts += tries;
                     message.last_error = Some(err.clone());
                     self.put(&message)?;
                     waiting.push((message.id.clone(), err));
@@ -160,16 +164,18 @@ async fn send(
     secrets: &std::collections::BTreeMap<String, String>,
     client: &reqwest::Client,
     tries: u32,
-) -> Result<(), String> {
+) -> Result<(), (u32, String)> {
     let url = match &target.url {
         UrlSource::Literal(url) => url.clone(),
         UrlSource::Secret(name) => secrets
             .get(name)
             .cloned()
-            .ok_or_else(|| format!("secret `{name}` (the URL) is not set"))?,
+            .ok_or_else(|| (0, format!("secret `{name}` (the URL) is not set")))?,
     };
     let mut last = String::new();
+    let mut made = 0;
     for n in 0..tries.max(1) {
+        made += 1;
         if n > 0 {
             tokio::time::sleep(Duration::from_millis(200 << n.min(5))).await;
         }
@@ -194,7 +200,7 @@ async fn send(
             Err(err) => last = crate::error::chain(&err.without_url()),
         }
     }
-    Err(crate::secrets::redact(&last).into_owned())
+    Err((made, crate::secrets::redact(&last).into_owned()))
 }
 
 /// A stable name for a `notify:` entry: its kind, where it posts, and what it listens for.

@@ -103,7 +103,17 @@ pub(super) fn outbox(cli: &Cli, command: &OutboxCommand) -> Result<i32, Error> {
         OutboxCommand::Flush { secrets } => {
             let plan = plan::load(&pipeline_file(cli)?)?;
             let env = environment::outer();
-            let secrets = crate::secrets::load(&plan.secrets, &env, &secrets.path(&state))?;
+            // Only the secrets the notifications name: a cron job that delivers them must not
+            // need the release's tokens.
+            let names: Vec<String> = plan
+                .notify
+                .iter()
+                .filter_map(|n| match &n.url {
+                    crate::plan::UrlSource::Secret(name) => Some(name.clone()),
+                    crate::plan::UrlSource::Literal(_) => None,
+                })
+                .collect();
+            let secrets = crate::secrets::load(&names, &env, &secrets.path(&state))?;
             let client = reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(30))
                 .build()

@@ -111,6 +111,8 @@ struct Glance<'a> {
     links: Links,
     ci: Option<&'a CiInfo>,
     stages: &'a [StageView],
+    /// What the run published, each confirmed by its server.
+    published: &'a [crate::records::PublishedView],
 }
 
 #[derive(Serialize)]
@@ -157,6 +159,7 @@ fn glance(view: &RunView) -> Glance<'_> {
         links: change.map(|c| c.links()).unwrap_or_default(),
         ci: change.and_then(|c| c.ci.as_ref()),
         stages: &view.stages,
+        published: &view.published,
     }
 }
 
