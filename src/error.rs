@@ -42,6 +42,8 @@ pub enum Error {
     Archive(#[from] ArchiveError),
     #[error(transparent)]
     Secret(#[from] crate::secrets::SecretError),
+    #[error(transparent)]
+    Init(#[from] crate::init::InitError),
     #[error("the release cannot succeed; nothing was run:\n  {}", .0.join("\n  "))]
     Preflight(Vec<String>),
     #[error("{0}")]
@@ -70,6 +72,8 @@ impl Error {
             ) => exit::USAGE,
             Error::Archive(ArchiveError::NoSuchBuild { .. }) | Error::Secret(_) => exit::USAGE,
             Error::Preflight(_) => exit::FAILED,
+            Error::Init(crate::init::InitError::Exists(_)) => exit::USAGE,
+            Error::Init(_) => exit::FAILED,
             Error::Records(_)
             | Error::Archive(_)
             | Error::Lock(_)

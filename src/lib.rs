@@ -19,6 +19,7 @@ pub mod fingerprint;
 pub mod git;
 pub mod graph;
 pub mod hooks;
+pub mod init;
 pub mod inputs;
 pub mod journal;
 pub mod lock;

@@ -87,6 +87,8 @@ enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// Write a starting pipeline.yml for the project here (never over an existing one)
+    Init,
     /// Check the pipeline file and exit 0 (valid) or 2 (not)
     Validate,
     /// Print the JSON Schema of pipeline.yml, for editors
@@ -199,6 +201,19 @@ fn dispatch(cli: &Cli) -> Result<i32, Error> {
         Command::Audit { at, json } => archive::audit(cli, at, *json),
         Command::Trace { target, at } => archive::trace(cli, at, target),
         Command::Hooks { command } => hooks(cli, command),
+        Command::Init => {
+            let file = cli
+                .file
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(config::DEFAULT_FILE));
+            let (kind, stages) = crate::init::init(&file)?;
+            println!(
+                "wrote {} for {}: {stages} stages; see them with `murphy graph`, run them with `murphy run`",
+                file.display(),
+                kind.describe()
+            );
+            Ok(exit::SUCCESS)
+        }
         Command::Validate => {
             let file = pipeline_file(cli)?;
             let plan = plan::load(&file)?;
@@ -278,7 +293,7 @@ fn pipeline_file(cli: &Cli) -> Result<PathBuf, Error> {
             Some(parent) => dir = parent,
             None => {
                 return Err(Error::Usage(format!(
-                    "no `{}` in `{}` or any parent directory (use --file)",
+                    "no `{}` in `{}` or any parent directory (use --file, or `murphy init` to write one)",
                     config::DEFAULT_FILE,
                     cwd.display()
                 )));

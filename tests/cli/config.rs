@@ -340,3 +340,28 @@ fn an_absurd_timeout_is_refused() {
         out.stderr
     );
 }
+
+/// `murphy init` writes a pipeline that validates for each kind of project it knows, and never
+/// writes over one that exists.
+#[test]
+fn init_writes_a_valid_pipeline_for_each_kind_of_project() {
+    for (marker, content, stages) in [
+        ("Cargo.toml", "[package]\nname = \"x\"\n", "4 stages"),
+        ("pyproject.toml", "[project]\nname = \"x\"\n", "4 stages"),
+        ("package.json", "{}\n", "3 stages"),
+        ("README.md", "nothing to detect\n", "2 stages"),
+    ] {
+        let out = Test::new().write(marker, content).args(["init"]).run();
+        assert!(out.stdout.contains(stages), "{marker}: {}", out.stdout);
+        let valid = out.murphy(["validate"]).run();
+        assert!(valid.stdout.contains(stages), "{marker}: {}", valid.stdout);
+        out.write("pipeline.yml", "version: 1\nstages: {}\n");
+        let again = out.murphy(["init"]).code(2).run();
+        assert!(
+            again.stderr.contains("never overwrites"),
+            "{}",
+            again.stderr
+        );
+        assert_eq!(out.read("pipeline.yml"), "version: 1\nstages: {}\n");
+    }
+}

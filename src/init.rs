@@ -1,0 +1,218 @@
+//! `murphy init`: a starting `pipeline.yml` for the project it finds, checked before it is
+//! written, and never written over an existing file.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::config;
+use crate::plan::Plan;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("`{}` already exists; murphy init never overwrites a pipeline", .0.display())]
+    Exists(PathBuf),
+    #[error("cannot write `{}`", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A template that does not validate is murphy's bug; it is never written.
+    #[error("the {kind} template does not validate (a bug in murphy): {message}")]
+    Template { kind: &'static str, message: String },
+}
+
+/// What kind of project a directory holds, by the file that says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Rust,
+    Python,
+    Node,
+    Unknown,
+}
+
+impl Kind {
+    pub fn detect(dir: &Path) -> Kind {
+        if dir.join("Cargo.toml").is_file() {
+            Kind::Rust
+        } else if dir.join("pyproject.toml").is_file() {
+            Kind::Python
+        } else if dir.join("package.json").is_file() {
+            Kind::Node
+        } else {
+            Kind::Unknown
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kind::Rust => "a Rust project (Cargo.toml)",
+            Kind::Python => "a Python project (pyproject.toml)",
+            Kind::Node => "a Node project (package.json)",
+            Kind::Unknown => "an unrecognised project (a commented skeleton)",
+        }
+    }
+
+    fn template(self) -> &'static str {
+        match self {
+            Kind::Rust => RUST,
+            Kind::Python => PYTHON,
+            Kind::Node => NODE,
+            Kind::Unknown => SKELETON,
+        }
+    }
+}
+
+/// Writes the pipeline for the project in `path`'s directory; returns its stage count.
+pub fn init(path: &Path) -> Result<(Kind, usize), InitError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let kind = Kind::detect(dir);
+    let text = kind.template();
+    let invalid = |message: String| InitError::Template {
+        kind: kind.describe(),
+        message,
+    };
+    let source = config::parse(path, text.to_owned()).map_err(|e| invalid(e.to_string()))?;
+    let plan = Plan::new(&source).map_err(|e| invalid(e.to_string()))?;
+    // `create_new`: a file that appeared since we looked is not overwritten either.
+    let mut file = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(InitError::Exists(path.to_owned()));
+        }
+        Err(source) => {
+            return Err(InitError::Write {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let written = file
+        .write_all(text.as_bytes())
+        .and_then(|()| file.sync_all());
+    written.map_err(|source| InitError::Write {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok((kind, plan.stages.len()))
+}
+
+const RUST: &str = r#"# murphy pipeline for a Rust project, written by `murphy init`; edit freely.
+# Stages with `inputs` are skipped while those files are unchanged.
+version: 1
+# Outer variables cargo reads; their values are part of every stage's fingerprint.
+pass_env: [CARGO_HOME, RUSTUP_HOME, RUSTUP_TOOLCHAIN, RUSTFLAGS, CARGO_TARGET_DIR]
+
+stages:
+  fmt:
+    run: cargo fmt --all --check
+    inputs: ["Cargo.toml", "src/**/*.rs", "tests/**/*.rs"]
+  clippy:
+    run: cargo clippy --all-targets -- -D warnings
+    inputs: ["Cargo.toml", "Cargo.lock", "src/**/*.rs", "tests/**/*.rs"]
+  build:
+    needs: [fmt]
+    run: cargo build --release
+    inputs: ["Cargo.toml", "Cargo.lock", "src/**/*.rs"]
+    timeout: 30m
+  test:
+    needs: [build]
+    run: cargo test
+    inputs: ["Cargo.toml", "Cargo.lock", "src/**/*.rs", "tests/**/*.rs"]
+    timeout: 30m
+"#;
+
+const PYTHON: &str = r#"# murphy pipeline for a Python project, written by `murphy init`; edit freely.
+# A release is pushing a tag: `publish` runs only on tag runs.
+version: 1
+
+stages:
+  pre-commit:
+    run: pre-commit run --all-files
+    inputs: [".pre-commit-config.yaml", "pyproject.toml", "src/**/*.py", "tests/**/*.py"]
+  build:
+    needs: [pre-commit]
+    run: python -m build
+    inputs: ["pyproject.toml", "src/**/*"]
+    outputs: [dist]
+  test:
+    needs: [build]
+    run: python -m pytest
+    inputs: ["pyproject.toml", "src/**/*.py", "tests/**/*.py"]
+  publish:
+    needs: [build]
+    requires: [test]
+    secrets: [PYPI_TOKEN]
+    publish:
+      - pypi: {files: ["dist/*.whl", "dist/*.tar.gz"], password: PYPI_TOKEN}
+"#;
+
+const NODE: &str = r#"# murphy pipeline for a Node project, written by `murphy init`; edit freely.
+version: 1
+
+stages:
+  install:
+    run: npm ci
+    # node_modules is too big to checkpoint: install runs every time.
+    cache: false
+  lint:
+    needs: [install]
+    run: npm run lint --if-present
+    inputs: ["package.json", "package-lock.json", "src/**/*", "test/**/*"]
+  test:
+    needs: [install]
+    run: npm test
+    inputs: ["package.json", "package-lock.json", "src/**/*", "test/**/*"]
+"#;
+
+const SKELETON: &str = r#"# murphy pipeline, written by `murphy init`. No Cargo.toml, pyproject.toml or
+# package.json was found, so this is a skeleton: replace the commands with yours.
+# `murphy schema > pipeline.schema.json` gives editors completion for this file.
+version: 1
+
+stages:
+  check:
+    run: echo "lint and unit checks go here"
+    # inputs: ["src/**/*"]          # files this stage reads: unchanged, it is skipped
+  build:
+    needs: [check]
+    run: echo "build goes here"
+    # outputs: [dist]               # what it makes: checkpointed and restored
+  # test:
+  #   needs: [build]
+  #   run: ["make test", "make integration-test"]
+  #   timeout: 20m
+  #   retry: {attempts: 2, delay: 5s}
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_validates() {
+        for kind in [Kind::Rust, Kind::Python, Kind::Node, Kind::Unknown] {
+            let source = config::parse(Path::new("pipeline.yml"), kind.template().to_owned())
+                .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+            Plan::new(&source).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+        }
+    }
+
+    #[test]
+    fn an_existing_pipeline_is_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Cargo.toml"), "[package]\n").unwrap();
+        let path = dir.path().join("pipeline.yml");
+        assert_eq!(init(&path).unwrap(), (Kind::Rust, 4));
+        std::fs::write(&path, "mine\n").unwrap();
+        assert!(matches!(init(&path), Err(InitError::Exists(_))));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "mine\n");
+    }
+}
