@@ -144,7 +144,9 @@ const BLOCK: usize = 4 << 20;
 pub fn hash_file(path: &Path) -> io::Result<Digest> {
     let mut file = File::open(path)?;
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; BLOCK];
+    // Sized to the file: most inputs are small, and a 4 MiB buffer each is a cost of its own.
+    let size = file.metadata().map_or(BLOCK as u64, |m| m.len());
+    let mut buf = vec![0u8; usize::try_from(size).map_or(BLOCK, |s| (s + 1).min(BLOCK))];
     loop {
         let mut filled = 0;
         while filled < buf.len() {
@@ -155,8 +157,11 @@ pub fn hash_file(path: &Path) -> io::Result<Digest> {
                 Err(e) => return Err(e),
             }
         }
-        if filled == buf.len() {
+        if filled == BLOCK {
             hasher.update_rayon(&buf);
+        } else if filled == buf.len() {
+            // A file that grew since its size was read: keep reading.
+            hasher.update(&buf);
         } else {
             hasher.update(&buf[..filled]);
             break;
