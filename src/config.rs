@@ -173,7 +173,7 @@ fn yaml_message(err: &serde_saphyr::Error) -> String {
 }
 
 /// The top level of `pipeline.yml`.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(
     title = "murphy pipeline",
@@ -207,14 +207,22 @@ pub struct PipelineFile {
     /// Who hears about runs: webhooks called on `success`, `failure` and `release`.
     #[serde(default)]
     pub notify: Vec<NotifyDef>,
+    /// Stage definitions that are not stages: `extends: NAME` copies one and overrides the
+    /// keys it gives.
+    #[serde(default)]
+    pub templates: Entries<StageDef>,
     /// The stages, by name. A stage starts once every stage it `needs` succeeded.
     pub stages: Entries<StageDef>,
 }
 
 /// One stage of the pipeline.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StageDef {
+    /// Copy this template (or stage) and override the keys given here: each key given
+    /// replaces the template's whole value; lists left empty are inherited.
+    #[schemars(with = "Option<String>")]
+    pub extends: Option<Spanned<String>>,
     /// Stages that must succeed before this one starts.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
@@ -270,7 +278,7 @@ pub struct StageDef {
 }
 
 /// One place to publish to.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub enum TargetDef {
     /// A Python package index, through the upload API twine uses.
@@ -283,7 +291,7 @@ pub enum TargetDef {
     Command(CommandDef),
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PypiDef {
     #[schemars(with = "Vec<String>")]
@@ -299,7 +307,7 @@ pub struct PypiDef {
     pub password: Spanned<String>,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpDef {
     #[schemars(with = "Vec<String>")]
@@ -312,7 +320,7 @@ pub struct HttpDef {
     pub token: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PagesDef {
     /// The folder to publish (built docs).
@@ -325,7 +333,7 @@ pub struct PagesDef {
     pub branch: Option<String>,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandDef {
     /// A shell command; with `files`, run once per file with `{file}` replaced.
@@ -339,7 +347,7 @@ pub struct CommandDef {
 }
 
 /// `notify: [{webhook: {url: ..., on: [failure]}}, {slack: {url_secret: SLACK_URL}}]`.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub enum NotifyDef {
     /// POST a JSON object describing the run.
@@ -348,7 +356,7 @@ pub enum NotifyDef {
     Slack(HookDef),
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HookDef {
     #[schemars(with = "Option<String>")]
@@ -363,7 +371,7 @@ pub struct HookDef {
 }
 
 /// `archive: {name: "{name}-{version}", files: [...], retention: {...}, root: artifacts}`.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ArchiveDef {
     /// The bundle's name; placeholders: {name} {version} {build} {sha} {date} {trigger}.
@@ -380,7 +388,7 @@ pub struct ArchiveDef {
     pub root: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionDef {
     pub keep_last: Option<u64>,
@@ -388,7 +396,7 @@ pub struct RetentionDef {
 }
 
 /// `when: {trigger: [pr, push], branch: [main, "release/*"], tag: "v*"}`.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WhenDef {
     /// `local`, `pre-push`, `pr`, `push`, `nightly` or `tag`, or a list of them.
@@ -403,7 +411,7 @@ pub struct WhenDef {
 }
 
 /// `retry: {attempts: 2, delay: 2s}`.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryDef {
     /// How many attempts in all, the first included (at least 1).
@@ -490,7 +498,7 @@ impl JsonSchema for Scalar {
 }
 
 /// A mapping kept in file order, each key with its place in the file.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Entries<V>(pub Vec<(Spanned<String>, V)>);
 
 impl<V> Default for Entries<V> {

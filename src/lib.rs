@@ -15,6 +15,7 @@ pub mod diagnostic;
 pub mod environment;
 pub mod error;
 pub mod executor;
+pub mod extends;
 pub mod fingerprint;
 pub mod git;
 pub mod graph;

@@ -226,8 +226,10 @@ fn hint_suffix(suggestion: &Option<String>) -> String {
 impl Plan {
     /// Validates a parsed pipeline file into a plan.
     pub fn new(source: &Source) -> Result<Plan, PlanError> {
+        let defs = crate::extends::resolve(source).map_err(PlanError::Invalid)?;
         Planner {
             source,
+            defs: &defs,
             errors: Vec::new(),
         }
         .plan()
@@ -283,6 +285,8 @@ impl Plan {
 /// Collects every error in the file before giving up, so one edit fixes many.
 struct Planner<'a> {
     source: &'a Source,
+    /// The stages as written, with `extends:` applied.
+    defs: &'a [(Spanned<String>, config::StageDef)],
     errors: Vec<Diagnostic>,
 }
 
@@ -329,7 +333,7 @@ impl Planner<'_> {
             None => default_release_tags(),
         };
 
-        let stage_defs = &file.stages.0;
+        let stage_defs = self.defs;
         let mut ids: HashMap<&str, StageId> = HashMap::new();
         for (i, (name, _)) in stage_defs.iter().enumerate() {
             self.check_stage_name(name);
@@ -812,7 +816,7 @@ impl Planner<'_> {
             return Vec::new();
         };
         if commands.iter().any(|c| c.trim().is_empty()) {
-            let at = &self.source.pipeline.stages.0;
+            let at = self.defs;
             if let Some((name, _)) = at.iter().find(|(n, _)| n.value == stage) {
                 self.error(
                     format!("stage `{stage}` has an empty command in `run`"),
@@ -931,7 +935,7 @@ impl Planner<'_> {
         // Point at the need of the last stage on the path that closes the loop.
         let closing_stage = names[names.len() - 2];
         let closing_need = names[names.len() - 1];
-        let defs = &self.source.pipeline.stages.0;
+        let defs = self.defs;
         let Some((stage, def)) = defs.iter().find(|(n, _)| n.value == closing_stage) else {
             return;
         };
@@ -955,7 +959,7 @@ impl Planner<'_> {
                 Some(first) => {
                     let other = first.archive.as_ref().map(|a| (a.keep_last, a.keep_days));
                     if other != Some((spec.keep_last, spec.keep_days)) {
-                        let at = &self.source.pipeline.stages.0;
+                        let at = self.defs;
                         if let Some((name, _)) = at.iter().find(|(n, _)| n.value == stage.name) {
                             self.error(
                                 format!(
@@ -979,7 +983,7 @@ impl Planner<'_> {
     fn check_outputs(&mut self) {
         let mut seen: HashMap<String, (&str, &Spanned<String>)> = HashMap::new();
         let mut duplicates = Vec::new();
-        for (stage, def) in &self.source.pipeline.stages.0 {
+        for (stage, def) in self.defs {
             for output in &def.outputs {
                 let key = normalize_path(&output.value);
                 match seen.get(&key) {

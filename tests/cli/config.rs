@@ -365,3 +365,36 @@ fn init_writes_a_valid_pipeline_for_each_kind_of_project() {
         assert_eq!(out.read("pipeline.yml"), "version: 1\nstages: {}\n");
     }
 }
+
+/// Ten services share one test stage: each copies the template and overrides what it gives;
+/// the copies run as stages of their own, and a mistake in `extends` points at it.
+#[test]
+fn stages_extend_a_template_and_override_its_keys() {
+    let out = Test::new()
+        .pipeline(
+            "
+            version: 1
+            templates:
+              svc-test:
+                run: echo \"$SERVICE $LEVEL\" > $SERVICE.out
+                env: {SERVICE: none, LEVEL: full}
+            stages:
+              api: {extends: svc-test, env: {SERVICE: api, LEVEL: quick}}
+              web: {extends: svc-test, env: {SERVICE: web, LEVEL: full}}
+            ",
+        )
+        .args(["run"])
+        .run();
+    assert_eq!(out.read("api.out"), "api quick\n");
+    assert_eq!(out.read("web.out"), "web full\n");
+    assert_eq!(out.status().stage_names(), ["api", "web"]);
+    out.pipeline("version: 1\ntemplates:\n  base: {run: 'true'}\nstages:\n  a: {extends: bsae}\n");
+    let bad = out.murphy(["validate"]).code(2).run();
+    assert!(
+        bad.stderr.starts_with(
+            "error: pipeline.yml:5:16: `extends: bsae` names no template or stage (did you mean `base`?)"
+        ),
+        "{}",
+        bad.stderr
+    );
+}
