@@ -271,6 +271,9 @@ pub struct StageDef {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub requires: Vec<Spanned<String>>,
+    /// Run the stage once per combination of values: `{dep: ["3006", "3007"], python:
+    /// ["3.10", "3.12"]}`, with `exclude:` and `include:` lists of combinations.
+    pub matrix: Option<MatrixDef>,
     /// Secrets this stage gets, on top of the pipeline's.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
@@ -408,6 +411,59 @@ pub struct WhenDef {
     /// Tag globs, e.g. `v*`.
     #[schemars(with = "Option<StringList>")]
     pub tag: Option<Spanned<StringList>>,
+}
+
+/// A stage's `matrix:`: axes of values, and combinations to leave out or add.
+#[derive(Debug, Clone, Default)]
+pub struct MatrixDef {
+    pub axes: Vec<(Spanned<String>, Vec<Spanned<Scalar>>)>,
+    pub exclude: Vec<Entries<Scalar>>,
+    pub include: Vec<Entries<Scalar>>,
+}
+
+impl<'de> Deserialize<'de> for MatrixDef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct MatrixVisitor;
+        impl<'de> Visitor<'de> for MatrixVisitor {
+            type Value = MatrixDef;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "a mapping of names to lists of values, with optional `exclude` and `include`",
+                )
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MatrixDef, A::Error> {
+                let mut matrix = MatrixDef::default();
+                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                    match key.value.as_str() {
+                        "exclude" => matrix.exclude = map.next_value()?,
+                        "include" => matrix.include = map.next_value()?,
+                        _ => {
+                            let values: Vec<Spanned<Scalar>> = map.next_value()?;
+                            matrix.axes.push((key, values));
+                        }
+                    }
+                }
+                Ok(matrix)
+            }
+        }
+        d.deserialize_map(MatrixVisitor)
+    }
+}
+
+impl JsonSchema for MatrixDef {
+    fn schema_name() -> Cow<'static, str> {
+        "Matrix".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "object",
+            "properties": {
+                "exclude": {"type": "array", "items": {"type": "object"}},
+                "include": {"type": "array", "items": {"type": "object"}}
+            },
+            "additionalProperties": {"type": "array", "items": {"type": ["string", "number", "boolean"]}}
+        })
+    }
 }
 
 /// `retry: {attempts: 2, delay: 2s}`.

@@ -106,6 +106,7 @@ fn inherit(child: StageDef, parent: StageDef) -> StageDef {
         publish: list(child.publish, parent.publish),
         requires: list(child.requires, parent.requires),
         secrets: list(child.secrets, parent.secrets),
+        matrix: child.matrix.or(parent.matrix),
     }
 }
 

@@ -24,6 +24,7 @@ pub mod init;
 pub mod inputs;
 pub mod journal;
 pub mod lock;
+pub mod matrix;
 pub mod outbox;
 pub mod plan;
 pub mod process;

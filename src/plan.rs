@@ -72,6 +72,9 @@ pub struct Stage {
     pub cacheable: bool,
     pub archive: Option<ArchiveSpec>,
     pub publish: Vec<Target>,
+    /// For an instance of a matrix stage: the stage's name, and this instance's values.
+    pub group: Option<String>,
+    pub matrix: Vec<(String, String)>,
     /// Stages that must have succeeded before this one publishes (also in `needs`).
     pub requires: Vec<StageId>,
     /// Secrets this stage gets besides the pipeline's.
@@ -227,9 +230,12 @@ impl Plan {
     /// Validates a parsed pipeline file into a plan.
     pub fn new(source: &Source) -> Result<Plan, PlanError> {
         let defs = crate::extends::resolve(source).map_err(PlanError::Invalid)?;
+        let expanded = crate::matrix::expand(source, defs).map_err(PlanError::Invalid)?;
         Planner {
             source,
-            defs: &defs,
+            defs: &expanded.defs,
+            groups: &expanded.groups,
+            values: &expanded.values,
             errors: Vec::new(),
         }
         .plan()
@@ -241,6 +247,8 @@ impl Plan {
 
     /// The named stages and every stage they need, directly or not, in file order.
     /// No names selects the whole pipeline.
+    /// A name is a stage, a matrix stage (all its instances), or a selector of instances:
+    /// `integration[dep=3006,*]`.
     pub fn select(&self, names: &[String]) -> Result<Vec<StageId>, PlanError> {
         if names.is_empty() {
             return Ok((0..self.stages.len()).collect());
@@ -248,12 +256,33 @@ impl Plan {
         let mut wanted = vec![false; self.stages.len()];
         let mut stack = Vec::new();
         for name in names {
-            let id = self.stage_id(name).ok_or_else(|| PlanError::UnknownStage {
-                name: name.clone(),
-                suggestion: did_you_mean(name, self.stages.iter().map(|s| s.name.as_str()))
-                    .map(str::to_owned),
-            })?;
-            stack.push(id);
+            let (group, selector) = match name.split_once('[') {
+                Some((group, rest)) if rest.ends_with(']') => {
+                    (group, Some(&rest[..rest.len() - 1]))
+                }
+                _ => (name.as_str(), None),
+            };
+            let found: Vec<StageId> = match self.stage_id(name) {
+                Some(id) => vec![id],
+                None => (0..self.stages.len())
+                    .filter(|&i| {
+                        let stage = &self.stages[i];
+                        stage.group.as_deref() == Some(group)
+                            && selector.is_none_or(|s| crate::matrix::matches(&stage.matrix, s))
+                    })
+                    .collect(),
+            };
+            if found.is_empty() {
+                let candidates = self
+                    .stages
+                    .iter()
+                    .map(|s| s.group.as_deref().unwrap_or(&s.name));
+                return Err(PlanError::UnknownStage {
+                    name: name.clone(),
+                    suggestion: did_you_mean(name, candidates).map(str::to_owned),
+                });
+            }
+            stack.extend(found);
         }
         while let Some(id) = stack.pop() {
             if !std::mem::replace(&mut wanted[id], true) {
@@ -285,8 +314,11 @@ impl Plan {
 /// Collects every error in the file before giving up, so one edit fixes many.
 struct Planner<'a> {
     source: &'a Source,
-    /// The stages as written, with `extends:` applied.
+    /// The stages as written, with `extends:` applied and matrices expanded.
     defs: &'a [(Spanned<String>, config::StageDef)],
+    /// Matrix stages (groups) and their instances; each instance's values.
+    groups: &'a HashMap<String, Vec<String>>,
+    values: &'a HashMap<String, Vec<(String, String)>>,
     errors: Vec<Diagnostic>,
 }
 
@@ -336,7 +368,13 @@ impl Planner<'_> {
         let stage_defs = self.defs;
         let mut ids: HashMap<&str, StageId> = HashMap::new();
         for (i, (name, _)) in stage_defs.iter().enumerate() {
-            self.check_stage_name(name);
+            // An instance is named by its matrix stage, which must be a good name itself.
+            let base = Spanned {
+                value: name.value.split('[').next().unwrap_or_default().to_owned(),
+                referenced: name.referenced,
+                defined: name.defined,
+            };
+            self.check_stage_name(&base);
             ids.insert(name.value.as_str(), i);
         }
 
@@ -350,16 +388,26 @@ impl Planner<'_> {
                 .map(|n| (n, false))
                 .chain(def.needs_optional.iter().map(|n| (n, true)))
             {
-                match ids.get(need.value.as_str()) {
-                    Some(&id) => {
-                        if !needs.contains(&id) {
-                            needs.push(id);
-                        }
-                        if optional && !needs_optional.contains(&id) {
-                            needs_optional.push(id);
+                // A matrix stage's name stands for all its instances.
+                let targets: Vec<StageId> = match self.groups.get(&need.value) {
+                    Some(instances) => instances
+                        .iter()
+                        .filter_map(|i| ids.get(i.as_str()).copied())
+                        .collect(),
+                    None => ids.get(need.value.as_str()).copied().into_iter().collect(),
+                };
+                match targets.is_empty() {
+                    false => {
+                        for id in targets {
+                            if !needs.contains(&id) {
+                                needs.push(id);
+                            }
+                            if optional && !needs_optional.contains(&id) {
+                                needs_optional.push(id);
+                            }
                         }
                     }
-                    None => {
+                    true => {
                         let mut message = format!(
                             "stage `{}` needs `{}`, which is not a stage",
                             name.value, need.value
@@ -441,11 +489,24 @@ impl Planner<'_> {
             }
             let mut requires = Vec::new();
             for required in &def.requires {
-                match ids.get(required.value.as_str()) {
-                    Some(&id) => {
-                        requires.push(id);
-                        if !needs.contains(&id) {
-                            needs.push(id);
+                let targets: Vec<StageId> = match self.groups.get(&required.value) {
+                    Some(instances) => instances
+                        .iter()
+                        .filter_map(|i| ids.get(i.as_str()).copied())
+                        .collect(),
+                    None => ids
+                        .get(required.value.as_str())
+                        .copied()
+                        .into_iter()
+                        .collect(),
+                };
+                match targets.first() {
+                    Some(_) => {
+                        for id in targets {
+                            requires.push(id);
+                            if !needs.contains(&id) {
+                                needs.push(id);
+                            }
                         }
                     }
                     None => {
@@ -499,6 +560,11 @@ impl Planner<'_> {
                 publish,
                 requires,
                 secrets: stage_secrets,
+                group: self
+                    .values
+                    .contains_key(&name.value)
+                    .then(|| name.value.split('[').next().unwrap_or_default().to_owned()),
+                matrix: self.values.get(&name.value).cloned().unwrap_or_default(),
                 archive: def.archive.as_ref().map(|a| self.archive(name, a)),
                 env: self.env(&def.env),
                 pass_env: def.pass_env.clone(),

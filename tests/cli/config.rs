@@ -398,3 +398,53 @@ fn stages_extend_a_template_and_override_its_keys() {
         bad.stderr
     );
 }
+
+/// A matrix stage runs once per combination (less `exclude`), each instance with its values
+/// in `MATRIX_*`; `needs` waits for all; one failing instance stops what needs the stage; a
+/// selector runs only the instances it names.
+#[test]
+fn matrix_instances_run_with_their_values_and_can_be_selected() {
+    let pipeline = "
+        version: 1
+        stages:
+          integration:
+            run: 'echo \"$MATRIX_DEP $MATRIX_PYTHON\" >> ran.txt; test \"$MATRIX_DEP\" != bad'
+            matrix:
+              dep: [\"3006\", \"3007\", bad]
+              python: [\"3.10\", \"3.12\"]
+              exclude: [{dep: bad, python: \"3.12\"}]
+          report: {needs: [integration], run: 'echo report >> ran.txt'}
+    ";
+    let out = Test::new()
+        .pipeline(pipeline)
+        .args(["run", "-j", "2"])
+        .code(1)
+        .run();
+    let mut ran: Vec<String> = out.read("ran.txt").lines().map(str::to_owned).collect();
+    ran.sort();
+    assert_eq!(
+        ran,
+        [
+            "3006 3.10",
+            "3006 3.12",
+            "3007 3.10",
+            "3007 3.12",
+            "bad 3.10"
+        ]
+    );
+    let report = out.status();
+    assert_eq!(report.stage("report").state, "skipped");
+    assert!(
+        report
+            .stage("report")
+            .reason()
+            .contains("integration[dep=bad,python=3.10]")
+    );
+    std::fs::remove_file(out.file("ran.txt")).unwrap();
+    out.murphy(["run", "integration[dep=3006,*]"]).run();
+    assert_eq!(out.read("ran.txt"), "3006 3.10\n3006 3.12\n");
+    let log = out
+        .murphy(["logs", "integration[dep=3006,python=3.10]"])
+        .run();
+    assert!(log.stdout.contains("MATRIX_DEP"), "{}", log.stdout);
+}
