@@ -180,19 +180,21 @@ fn group_alive(pgid: libc::pid_t) -> bool {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return true;
     };
-    entries.flatten().any(|entry| {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            return false;
-        };
-        // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
-        let Some((_, rest)) = stat.rsplit_once(") ") else {
-            return false;
-        };
-        let mut fields = rest.split(' ');
-        let state = fields.next();
-        let pgrp = fields.nth(1).and_then(|f| f.parse::<libc::pid_t>().ok());
-        pgrp == Some(pgid) && state != Some("Z")
-    })
+    entries
+        .flatten()
+        .filter_map(|entry| proc_stat(&entry.path()))
+        .any(|(state, pgrp)| pgrp == pgid && state != 'Z')
+}
+
+/// A process's state letter and process group, from `/proc/PID/stat`.
+fn proc_stat(dir: &Path) -> Option<(char, libc::pid_t)> {
+    let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+    // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
+    let (_, rest) = stat.rsplit_once(") ")?;
+    let mut fields = rest.split(' ');
+    let state = fields.next()?.chars().next()?;
+    let pgrp = fields.nth(1)?.parse().ok()?;
+    Some((state, pgrp))
 }
 
 /// Kills what a dead murphy's stage left running, so it cannot write into the outputs of the
@@ -234,13 +236,7 @@ pub fn kill_leftovers(run_id: &str, stage: &str) -> usize {
 
 /// Whether a process exists and is not a zombie.
 fn running(pid: libc::pid_t) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            stat.rsplit_once(") ")
-                .map(|(_, rest)| !rest.starts_with('Z'))
-        })
-        .unwrap_or(false)
+    proc_stat(Path::new(&format!("/proc/{pid}"))).is_some_and(|(state, _)| state != 'Z')
 }
 
 /// Copies a pipe to `output` line by line until end of file.
