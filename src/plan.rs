@@ -245,10 +245,38 @@ impl Plan {
         self.stages.iter().position(|s| s.name == name)
     }
 
-    /// The named stages and every stage they need, directly or not, in file order.
-    /// No names selects the whole pipeline.
-    /// A name is a stage, a matrix stage (all its instances), or a selector of instances:
-    /// `integration[dep=3006,*]`.
+    /// The stages a name stands for: a stage, a matrix stage (all its instances), or a
+    /// selector of instances, `integration[dep=3006,*]`.
+    pub fn named(&self, name: &str) -> Result<Vec<StageId>, PlanError> {
+        if let Some(id) = self.stage_id(name) {
+            return Ok(vec![id]);
+        }
+        let (group, selector) = match name.split_once('[') {
+            Some((group, rest)) if rest.ends_with(']') => (group, Some(&rest[..rest.len() - 1])),
+            _ => (name, None),
+        };
+        let found: Vec<StageId> = (0..self.stages.len())
+            .filter(|&i| {
+                let stage = &self.stages[i];
+                stage.group.as_deref() == Some(group)
+                    && selector.is_none_or(|s| crate::matrix::matches(&stage.matrix, s))
+            })
+            .collect();
+        if found.is_empty() {
+            let candidates = self
+                .stages
+                .iter()
+                .map(|s| s.group.as_deref().unwrap_or(&s.name));
+            return Err(PlanError::UnknownStage {
+                name: name.to_owned(),
+                suggestion: did_you_mean(name, candidates).map(str::to_owned),
+            });
+        }
+        Ok(found)
+    }
+
+    /// The named stages (see [`Plan::named`]) and every stage they need, directly or not, in
+    /// file order. No names selects the whole pipeline.
     pub fn select(&self, names: &[String]) -> Result<Vec<StageId>, PlanError> {
         if names.is_empty() {
             return Ok((0..self.stages.len()).collect());
@@ -256,33 +284,7 @@ impl Plan {
         let mut wanted = vec![false; self.stages.len()];
         let mut stack = Vec::new();
         for name in names {
-            let (group, selector) = match name.split_once('[') {
-                Some((group, rest)) if rest.ends_with(']') => {
-                    (group, Some(&rest[..rest.len() - 1]))
-                }
-                _ => (name.as_str(), None),
-            };
-            let found: Vec<StageId> = match self.stage_id(name) {
-                Some(id) => vec![id],
-                None => (0..self.stages.len())
-                    .filter(|&i| {
-                        let stage = &self.stages[i];
-                        stage.group.as_deref() == Some(group)
-                            && selector.is_none_or(|s| crate::matrix::matches(&stage.matrix, s))
-                    })
-                    .collect(),
-            };
-            if found.is_empty() {
-                let candidates = self
-                    .stages
-                    .iter()
-                    .map(|s| s.group.as_deref().unwrap_or(&s.name));
-                return Err(PlanError::UnknownStage {
-                    name: name.clone(),
-                    suggestion: did_you_mean(name, candidates).map(str::to_owned),
-                });
-            }
-            stack.extend(found);
+            stack.extend(self.named(name)?);
         }
         while let Some(id) = stack.pop() {
             if !std::mem::replace(&mut wanted[id], true) {
@@ -368,13 +370,20 @@ impl Planner<'_> {
         let stage_defs = self.defs;
         let mut ids: HashMap<&str, StageId> = HashMap::new();
         for (i, (name, _)) in stage_defs.iter().enumerate() {
-            // An instance is named by its matrix stage, which must be a good name itself.
-            let base = Spanned {
-                value: name.value.split('[').next().unwrap_or_default().to_owned(),
-                referenced: name.referenced,
-                defined: name.defined,
-            };
-            self.check_stage_name(&base);
+            // An instance is named by its matrix stage, which must be a good name itself;
+            // checked once per matrix stage, not once per instance.
+            let base = name.value.split('[').next().unwrap_or_default();
+            let first_of_group = self
+                .groups
+                .get(base)
+                .is_none_or(|instances| instances.first() == Some(&name.value));
+            if first_of_group {
+                self.check_stage_name(&Spanned {
+                    value: base.to_owned(),
+                    referenced: name.referenced,
+                    defined: name.defined,
+                });
+            }
             ids.insert(name.value.as_str(), i);
         }
 

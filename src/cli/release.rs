@@ -74,6 +74,7 @@ pub(super) fn release(cli: &Cli, args: &ReleaseArgs) -> Result<i32, Error> {
         .secrets
         .clone()
         .unwrap_or_else(|| state.root().join("secrets.yml"));
+    // Never used to send anything: a dry run touches no network.
     let client = reqwest::Client::new();
     let empty = Default::default();
     let release = publish::Release {

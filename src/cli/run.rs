@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{Cli, io_error, pipeline_file, state_dir};
 use crate::change::{self, Change};
@@ -114,15 +115,8 @@ pub(super) fn outbox(cli: &Cli, command: &OutboxCommand) -> Result<i32, Error> {
                 })
                 .collect();
             let secrets = crate::secrets::load(&names, &env, &secrets.path(&state))?;
-            let client = reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(30))
-                .build()
-                .map_err(|e| io_error("cannot make an HTTP client", std::io::Error::other(e)))?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| io_error("cannot start the async runtime", e))?;
-            let (delivered, waiting) = runtime
+            let client = crate::publish::client(Duration::from_secs(30)).map_err(http_error)?;
+            let (delivered, waiting) = runtime()?
                 .block_on(outbox.flush(&plan.notify, &secrets, &client, 3))
                 .map_err(|e| io_error("cannot read the outbox", e))?;
             println!("delivered {delivered} notification(s)");
@@ -268,15 +262,9 @@ fn preflight(
     if stages.is_empty() {
         return Ok(());
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| io_error("cannot start the async runtime", e))?;
-    let client = reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .timeout(std::time::Duration::from_secs(20))
-        .build()
-        .map_err(|e| io_error("cannot make an HTTP client", std::io::Error::other(e)))?;
+    let runtime = runtime()?;
+    // A preflight answers in seconds or says the endpoint is not there.
+    let client = crate::publish::client(Duration::from_secs(20)).map_err(http_error)?;
     let state_abs = std::path::absolute(state.root())
         .map_err(|e| io_error("cannot resolve the state directory", e))?;
     let release = crate::publish::Release {
@@ -357,14 +345,15 @@ fn modes(
         if name.is_empty() {
             modes.fill(Mode::Force);
         } else {
-            let id = stage_in(plan, selected, name, "--force")?;
-            modes[id] = Mode::Force;
+            for id in stage_in(plan, selected, name, "--force")? {
+                modes[id] = Mode::Force;
+            }
         }
     }
     if let Some(from) = &args.from {
-        let id = stage_in(plan, selected, from, "--from")?;
+        let starts = stage_in(plan, selected, from, "--from")?;
         for before in plan.select(std::slice::from_ref(from))? {
-            if before == id {
+            if starts.contains(&before) {
                 continue;
             }
             let name = &plan.stages[before].name;
@@ -379,21 +368,27 @@ fn modes(
             }
             modes[before] = Mode::Checkpoint;
         }
-        modes[id] = Mode::Force;
+        for id in starts {
+            modes[id] = Mode::Force;
+        }
     }
     Ok(modes)
 }
 
-fn stage_in(plan: &Plan, selected: &[StageId], name: &str, flag: &str) -> Result<StageId, Error> {
-    let id = plan
-        .select(&[name.to_owned()])?
-        .into_iter()
-        .find(|&i| plan.stages[i].name == name);
-    match id {
-        Some(id) if selected.contains(&id) => Ok(id),
-        _ => Err(Error::Usage(format!(
+/// The stages `name` stands for, all of which must be in the run.
+fn stage_in(
+    plan: &Plan,
+    selected: &[StageId],
+    name: &str,
+    flag: &str,
+) -> Result<Vec<StageId>, Error> {
+    let ids = plan.named(name)?;
+    if ids.iter().all(|id| selected.contains(id)) {
+        Ok(ids)
+    } else {
+        Err(Error::Usage(format!(
             "`{flag} {name}` names a stage this run does not include"
-        ))),
+        )))
     }
 }
 
@@ -569,6 +564,7 @@ fn execute(
         .map(|&i| plan.stages[i].name.as_str())
         .collect();
     let reporter = Reporter::new(&names);
+    let client = crate::publish::client(Duration::from_secs(300)).map_err(http_error)?;
     let mut ctx = Context::new(
         plan,
         run_dir,
@@ -576,19 +572,16 @@ fn execute(
         reporter,
         state_abs,
         env.clone(),
-        cli.verbose > 0,
+        client,
     );
+    ctx.verbose = cli.verbose > 0;
     ctx.run_env = run_env;
     ctx.release_env = release_env;
     ctx.change = Some(change.clone());
     ctx.secrets = secrets;
     ctx.confirmed = confirmed;
     let ctx = Arc::new(ctx);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| io_error("cannot start the async runtime", e))?;
-    let status = runtime.block_on(async {
+    let status = runtime()?.block_on(async {
         let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
         let signals = tokio::spawn(wait_for_signal(cancel_tx));
         let status =
@@ -651,6 +644,19 @@ async fn notify(ctx: &Context, state: &StateDir) {
         }
         Err(err) => tracing::warn!("cannot read the outbox: {err}"),
     }
+}
+
+/// The runtime for a command's network and process work: one thread is enough, since stages
+/// run as processes and hashing goes to the blocking pool.
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| io_error("cannot start the async runtime", e))
+}
+
+fn http_error(err: reqwest::Error) -> Error {
+    io_error("cannot make an HTTP client", std::io::Error::other(err))
 }
 
 /// Turns the first SIGINT, SIGTERM or SIGHUP into a cancel; the executor does the rest.

@@ -93,7 +93,7 @@ impl Context {
         reporter: Reporter,
         state_dir: PathBuf,
         outer_env: BTreeMap<String, String>,
-        verbose: bool,
+        client: reqwest::Client,
     ) -> Context {
         Context {
             run_env: Vec::new(),
@@ -101,12 +101,8 @@ impl Context {
             change: None,
             secrets: BTreeMap::new(),
             confirmed: Default::default(),
-            client: reqwest::Client::builder()
-                .connect_timeout(std::time::Duration::from_secs(10))
-                .timeout(std::time::Duration::from_secs(300))
-                .user_agent(concat!("murphy/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .unwrap_or_default(),
+            client,
+            verbose: false,
             store: Store::new(&state_dir),
             stat_cache: StatCache::load(&state_dir.join("stat-cache")),
             outer_env,
@@ -115,7 +111,6 @@ impl Context {
             journal,
             reporter,
             state_dir,
-            verbose,
             journal_failed: AtomicBool::new(false),
         }
     }

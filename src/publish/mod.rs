@@ -116,6 +116,16 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
+/// The HTTP client murphy talks to servers with: one place for its timeouts and identity.
+/// `timeout` bounds a whole request (an upload of a large file included).
+pub fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(timeout)
+        .user_agent(concat!("murphy/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 /// One thing to publish to one target: a file, or a folder (git-pages), or a command run.
 #[derive(Debug, Clone)]
 pub struct Item {

@@ -448,3 +448,25 @@ fn matrix_instances_run_with_their_values_and_can_be_selected() {
         .run();
     assert!(log.stdout.contains("MATRIX_DEP"), "{}", log.stdout);
 }
+
+/// `--force` and `--from` take a matrix stage's name (all its instances) or a selector, as
+/// `murphy run` does.
+#[test]
+fn force_takes_a_matrix_stage_or_a_selector() {
+    let out = Test::new()
+        .pipeline(
+            "
+            version: 1
+            stages:
+              t: {inputs: [in.txt], run: 'echo $MATRIX_V >> ran.txt', matrix: {v: [a, b]}}
+            ",
+        )
+        .write("in.txt", "x\n")
+        .args(["run"])
+        .run();
+    out.murphy(["run", "--force", "t"]).run();
+    out.murphy(["run", "--force", "t[v=b]"]).run();
+    let mut ran: Vec<String> = out.read("ran.txt").lines().map(str::to_owned).collect();
+    ran.sort();
+    assert_eq!(ran, ["a", "a", "b", "b", "b"]);
+}
