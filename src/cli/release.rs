@@ -74,17 +74,6 @@ pub(super) fn release(cli: &Cli, args: &ReleaseArgs) -> Result<i32, Error> {
         .secrets
         .clone()
         .unwrap_or_else(|| state.root().join("secrets.yml"));
-    // Never used to send anything: a dry run touches no network.
-    let client = reqwest::Client::new();
-    let empty = Default::default();
-    let release = publish::Release {
-        root: &plan.root,
-        state_dir: state.root(),
-        name: &plan.name,
-        version: version.as_deref(),
-        secrets: &empty,
-        client: &client,
-    };
     let mut any = false;
     for stage in plan.stages.iter().filter(|s| !s.publish.is_empty()) {
         any = true;
@@ -115,7 +104,7 @@ pub(super) fn release(cli: &Cli, args: &ReleaseArgs) -> Result<i32, Error> {
         let ids = publish::target_ids(&stage.publish);
         for (target, id) in stage.publish.iter().zip(&ids) {
             println!("  {id} -> {}", destination(target));
-            describe_files(target, &release, &plan.root, state.root());
+            describe_files(target, &plan, version.as_deref(), state.root());
         }
     }
     if !any {
@@ -152,13 +141,14 @@ fn destination(target: &Target) -> String {
     }
 }
 
-fn describe_files(target: &Target, release: &publish::Release<'_>, root: &Path, state_dir: &Path) {
+fn describe_files(target: &Target, plan: &plan::Plan, version: Option<&str>, state_dir: &Path) {
+    let root = &plan.root;
     match publish::items(target, root, state_dir) {
         Ok(items) => {
             for item in items {
                 let where_ = match target {
                     Target::Http { url, .. } => {
-                        format!(" -> {}", publish::fill(url, release, &item))
+                        format!(" -> {}", publish::fill(url, &plan.name, version, &item))
                     }
                     _ => String::new(),
                 };

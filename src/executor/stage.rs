@@ -367,7 +367,7 @@ impl Task {
             if let Target::Http { url, .. } = target {
                 let mut seen = BTreeMap::new();
                 for item in &items {
-                    let to = publish::fill(url, &release, item);
+                    let to = publish::fill(url, release.name, release.version, item);
                     if let Some(first) = seen.insert(to.clone(), item.name.clone()) {
                         return Err(format!(
                             "{id}: `{first}` and `{}` would both go to {to}; use `{{path}}` in the url",

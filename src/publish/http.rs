@@ -84,7 +84,7 @@ pub async fn publish(
     release: &Release<'_>,
 ) -> Result<Confirmed, Failure> {
     let (template, token) = fields(target);
-    let url = fill(template, release, item);
+    let url = fill(template, release.name, release.version, item);
     if let Some(done) = already(&url, token, item, release).await? {
         return Ok(done);
     }

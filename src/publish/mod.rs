@@ -300,13 +300,13 @@ pub fn target_ids(targets: &[Target]) -> Vec<String> {
 }
 
 /// `{name}`, `{version}`, `{file}`, `{path}` in a URL template.
-pub fn fill(template: &str, release: &Release<'_>, item: &Item) -> String {
+pub fn fill(template: &str, name: &str, version: Option<&str>, item: &Item) -> String {
     let file = Path::new(&item.name)
         .file_name()
         .map_or(item.name.clone(), |f| f.to_string_lossy().into_owned());
     template
-        .replace("{name}", release.name)
-        .replace("{version}", release.version.unwrap_or("dev"))
+        .replace("{name}", name)
+        .replace("{version}", version.unwrap_or("dev"))
         .replace("{file}", &file)
         .replace("{path}", &item.name)
 }
