@@ -183,6 +183,14 @@ pub struct PipelineFile {
     /// Format version of this file; must be 1.
     #[schemars(with = "u32", range(min = 1, max = 1))]
     pub version: Option<Spanned<u32>>,
+    /// Files whose stages, templates and `env` join this pipeline, in order: `{path: FILE}`
+    /// for a file of this project, `{git: URL, ref: REF, file: FILE}` for one pinned in
+    /// `pipeline.lock`.
+    #[serde(default)]
+    #[schemars(with = "Vec<IncludeDef>")]
+    pub include: Vec<Spanned<IncludeDef>>,
+    /// Who owns this file's stages (a team, a person), shown by `graph` and `status`.
+    pub owner: Option<String>,
     /// A name for the pipeline, shown in run listings; defaults to the directory name.
     pub name: Option<String>,
     /// Environment variables for every stage; a stage's own `env` wins over these.
@@ -212,13 +220,41 @@ pub struct PipelineFile {
     #[serde(default)]
     pub templates: Entries<StageDef>,
     /// The stages, by name. A stage starts once every stage it `needs` succeeded.
+    #[serde(default)]
     pub stages: Entries<StageDef>,
+}
+
+/// One entry of `include:`: a file of this project, or a file of a git repository.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IncludeDef {
+    /// A file of this project, relative to the including file's directory.
+    #[schemars(with = "Option<String>")]
+    pub path: Option<Spanned<String>>,
+    /// A repository URL: a path, `file://`, or (through the `git` command) https or ssh.
+    #[schemars(with = "Option<String>")]
+    pub git: Option<Spanned<String>>,
+    /// The branch, tag or commit to take `file` from; `pipeline.lock` pins its commit.
+    #[serde(rename = "ref")]
+    #[schemars(with = "Option<String>")]
+    pub reference: Option<Spanned<String>>,
+    /// The file in the repository, relative to its root.
+    #[schemars(with = "Option<String>")]
+    pub file: Option<Spanned<String>>,
+    /// The name `murphy lock --update NAME` knows the include by; default the repository's
+    /// name (`pipelines` for `.../pipelines.git`).
+    #[schemars(with = "Option<String>")]
+    pub name: Option<Spanned<String>>,
 }
 
 /// One stage of the pipeline.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StageDef {
+    /// Replace the stage of this name that an included file defines, whole.
+    #[serde(rename = "override")]
+    #[schemars(with = "Option<bool>")]
+    pub overrides: Option<Spanned<bool>>,
     /// Copy this template (or stage) and override the keys given here: each key given
     /// replaces the template's whole value; lists left empty are inherited.
     #[schemars(with = "Option<String>")]
@@ -620,6 +656,21 @@ pub fn load_secrets(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
             )))
         })?;
     Ok(entries.0.into_iter().map(|(k, v)| (k.value, v.0)).collect())
+}
+
+/// The templates and stages of a pipeline text as plain values (every other key ignored), to
+/// compare two versions of a file; `None` when it does not parse.
+pub fn outline(text: &str) -> Option<(Entries<serde_json::Value>, Entries<serde_json::Value>)> {
+    #[derive(Deserialize)]
+    struct Outline {
+        #[serde(default)]
+        templates: Entries<serde_json::Value>,
+        #[serde(default)]
+        stages: Entries<serde_json::Value>,
+    }
+    let options = serde_saphyr::options!(strict_booleans: true, with_snippet: false);
+    let outline: Outline = serde_saphyr::from_str_with_options(text, options).ok()?;
+    Some((outline.templates, outline.stages))
 }
 
 /// The JSON Schema of `pipeline.yml`, for editors (yaml-language-server) and other tools.

@@ -23,6 +23,21 @@ impl Span {
     }
 }
 
+/// Several diagnostics, a blank line apart.
+pub struct List<'a>(pub &'a [Diagnostic]);
+
+impl fmt::Display for List<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n\n")?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
 /// One message about one place in one file, with optional notes after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {

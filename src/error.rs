@@ -29,6 +29,8 @@ pub enum Error {
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error(transparent)]
+    Include(#[from] crate::include::IncludeError),
+    #[error(transparent)]
     Records(#[from] RecordsError),
     #[error(transparent)]
     Lock(#[from] LockError),
@@ -71,6 +73,10 @@ impl Error {
                 | HookError::PipelineOutside { .. },
             ) => exit::USAGE,
             Error::Archive(ArchiveError::NoSuchBuild { .. }) | Error::Secret(_) => exit::USAGE,
+            Error::Include(crate::include::IncludeError::Lockfile(
+                crate::include::lockfile::LockfileError::Write { .. },
+            )) => exit::FAILED,
+            Error::Include(_) => exit::USAGE,
             Error::Preflight(_) => exit::FAILED,
             Error::Init(crate::init::InitError::Exists(_)) => exit::USAGE,
             Error::Init(_) => exit::FAILED,

@@ -7,34 +7,93 @@
 
 use std::collections::HashMap;
 
-use crate::config::{Source, Spanned, StageDef, span_of};
+use crate::config::{Spanned, StageDef, span_of};
 use crate::diagnostic::{Diagnostic, did_you_mean};
+use crate::include::{Def, FileId, Pipeline};
 
-/// The stages of `source` with every `extends:` resolved, in file order.
-pub fn resolve(source: &Source) -> Result<Vec<(Spanned<String>, StageDef)>, Vec<Diagnostic>> {
-    let file = &source.pipeline;
-    let mut errors = Vec::new();
-    let mut known: HashMap<&str, &StageDef> = HashMap::new();
-    for (name, def) in &file.templates.0 {
-        known.insert(&name.value, def);
+/// A stage with its `extends` chain applied.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The file that defines the stage.
+    pub file: FileId,
+    pub name: Spanned<String>,
+    pub def: StageDef,
+    /// Which file wrote each key: a key taken from a template in another file is reported
+    /// there.
+    pub origins: Origins,
+}
+
+/// The file each key of a resolved stage was written in.
+#[derive(Debug, Clone, Copy)]
+pub struct Origins {
+    pub needs: FileId,
+    pub needs_optional: FileId,
+    pub when: FileId,
+    pub run: FileId,
+    pub inputs: FileId,
+    pub outputs: FileId,
+    pub env: FileId,
+    pub timeout: FileId,
+    pub retry: FileId,
+    pub archive: FileId,
+    pub publish: FileId,
+    pub requires: FileId,
+    pub matrix: FileId,
+}
+
+impl Origins {
+    fn all(file: FileId) -> Origins {
+        Origins {
+            needs: file,
+            needs_optional: file,
+            when: file,
+            run: file,
+            inputs: file,
+            outputs: file,
+            env: file,
+            timeout: file,
+            retry: file,
+            archive: file,
+            publish: file,
+            requires: file,
+            matrix: file,
+        }
     }
-    for (name, def) in &file.stages.0 {
-        if file.templates.0.iter().any(|(t, _)| t.value == name.value) {
-            errors.push(source.error(
+}
+
+/// The stages of `pipeline` with every `extends:` resolved, in order.
+pub fn resolve(pipeline: &Pipeline) -> Result<Vec<Resolved>, Vec<Diagnostic>> {
+    let mut errors = Vec::new();
+    let mut known: HashMap<&str, &Def> = HashMap::new();
+    for template in &pipeline.templates {
+        known.insert(&template.name.value, template);
+    }
+    for stage in &pipeline.stages {
+        if pipeline
+            .templates
+            .iter()
+            .any(|t| t.name.value == stage.name.value)
+        {
+            errors.push(pipeline.files[stage.file].error(
                 format!(
                     "`{}` is both a template and a stage; `extends` could not tell which",
-                    name.value
+                    stage.name.value
                 ),
-                span_of(name),
+                span_of(&stage.name),
             ));
         }
-        known.insert(&name.value, def);
+        known.insert(&stage.name.value, stage);
     }
-    let mut resolved = Vec::with_capacity(file.stages.0.len());
-    for (name, def) in &file.stages.0 {
-        let mut chain = vec![name.value.clone()];
-        match flatten(source, def, &known, &mut chain) {
-            Ok(def) => resolved.push((name.clone(), def)),
+    let mut resolved = Vec::with_capacity(pipeline.stages.len());
+    for stage in &pipeline.stages {
+        let mut chain = vec![stage.name.value.clone()];
+        match flatten(pipeline, stage, &known, &mut chain) {
+            Ok((def, origins)) => resolved.push(Resolved {
+                file: stage.file,
+                name: stage.name.clone(),
+                def,
+                origins,
+            }),
             Err(d) => errors.push(d),
         }
     }
@@ -45,16 +104,17 @@ pub fn resolve(source: &Source) -> Result<Vec<(Spanned<String>, StageDef)>, Vec<
     }
 }
 
-/// `def` with its `extends` chain applied.
+/// `stage` with its `extends` chain applied, and where each key came from.
 fn flatten(
-    source: &Source,
-    def: &StageDef,
-    known: &HashMap<&str, &StageDef>,
+    pipeline: &Pipeline,
+    stage: &Def,
+    known: &HashMap<&str, &Def>,
     chain: &mut Vec<String>,
-) -> Result<StageDef, Diagnostic> {
-    let Some(parent_name) = &def.extends else {
-        return Ok(def.clone());
+) -> Result<(StageDef, Origins), Diagnostic> {
+    let Some(parent_name) = &stage.def.extends else {
+        return Ok((stage.def.clone(), Origins::all(stage.file)));
     };
+    let source = &pipeline.files[stage.file];
     let Some(parent) = known.get(parent_name.value.as_str()) else {
         let hint = did_you_mean(&parent_name.value, known.keys().copied())
             .map(|n| format!(" (did you mean `{n}`?)"))
@@ -75,39 +135,59 @@ fn flatten(
         ));
     }
     chain.push(parent_name.value.clone());
-    let parent = flatten(source, parent, known, chain)?;
-    Ok(inherit(def.clone(), parent))
+    let (parent, parent_origins) = flatten(pipeline, parent, known, chain)?;
+    Ok(inherit(
+        stage.def.clone(),
+        stage.file,
+        parent,
+        parent_origins,
+    ))
 }
 
 /// The child's keys over the parent's.
-fn inherit(child: StageDef, parent: StageDef) -> StageDef {
-    fn list<T>(child: Vec<T>, parent: Vec<T>) -> Vec<T> {
-        if child.is_empty() { parent } else { child }
+fn inherit(
+    child: StageDef,
+    child_file: FileId,
+    parent: StageDef,
+    parent_origins: Origins,
+) -> (StageDef, Origins) {
+    let mut origins = Origins::all(child_file);
+    // A key the child gives is the child's, from the child's file; else the parent's.
+    macro_rules! take {
+        ($key:ident, $given:expr) => {
+            if $given {
+                child.$key
+            } else {
+                origins.$key = parent_origins.$key;
+                parent.$key
+            }
+        };
+        ($key:ident, $given:expr, untracked) => {
+            if $given { child.$key } else { parent.$key }
+        };
     }
-    StageDef {
+    let def = StageDef {
+        overrides: child.overrides,
         extends: None,
-        needs: list(child.needs, parent.needs),
-        needs_optional: list(child.needs_optional, parent.needs_optional),
-        when: child.when.or(parent.when),
-        run: child.run.or(parent.run),
-        inputs: list(child.inputs, parent.inputs),
-        outputs: list(child.outputs, parent.outputs),
-        env: if child.env.0.is_empty() {
-            parent.env
-        } else {
-            child.env
-        },
-        pass_env: list(child.pass_env, parent.pass_env),
-        cache: child.cache.or(parent.cache),
-        workdir: child.workdir.or(parent.workdir),
-        timeout: child.timeout.or(parent.timeout),
-        retry: child.retry.or(parent.retry),
-        archive: child.archive.or(parent.archive),
-        publish: list(child.publish, parent.publish),
-        requires: list(child.requires, parent.requires),
-        secrets: list(child.secrets, parent.secrets),
-        matrix: child.matrix.or(parent.matrix),
-    }
+        needs: take!(needs, !child.needs.is_empty()),
+        needs_optional: take!(needs_optional, !child.needs_optional.is_empty()),
+        when: take!(when, child.when.is_some()),
+        run: take!(run, child.run.is_some()),
+        inputs: take!(inputs, !child.inputs.is_empty()),
+        outputs: take!(outputs, !child.outputs.is_empty()),
+        env: take!(env, !child.env.0.is_empty()),
+        pass_env: take!(pass_env, !child.pass_env.is_empty(), untracked),
+        cache: take!(cache, child.cache.is_some(), untracked),
+        workdir: take!(workdir, child.workdir.is_some(), untracked),
+        timeout: take!(timeout, child.timeout.is_some()),
+        retry: take!(retry, child.retry.is_some()),
+        archive: take!(archive, child.archive.is_some()),
+        publish: take!(publish, !child.publish.is_empty()),
+        requires: take!(requires, !child.requires.is_empty()),
+        secrets: take!(secrets, !child.secrets.is_empty(), untracked),
+        matrix: take!(matrix, child.matrix.is_some()),
+    };
+    (def, origins)
 }
 
 #[cfg(test)]
@@ -119,7 +199,7 @@ mod tests {
     fn plan(text: &str) -> Result<Plan, String> {
         let source =
             config::parse(Path::new("pipeline.yml"), text.to_owned()).map_err(|e| e.to_string())?;
-        Plan::new(&source).map_err(|e| e.to_string())
+        Plan::new(&crate::include::Pipeline::single(source)).map_err(|e| e.to_string())
     }
 
     #[test]

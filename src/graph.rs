@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::plan::Plan;
+use crate::plan::{Plan, StageId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -16,31 +16,58 @@ pub enum Format {
 
 pub fn render(plan: &Plan, format: Format) -> String {
     let order = plan.topological_order();
+    let origins = origins(plan);
     let mut out = String::new();
     match format {
         Format::Text => {
             let width = plan.stages.iter().map(|s| s.name.len()).max().unwrap_or(0);
-            for id in order {
-                let stage = &plan.stages[id];
-                if stage.needs.is_empty() {
-                    let _ = writeln!(out, "{}", stage.name);
-                } else {
+            let lines: Vec<String> = order
+                .iter()
+                .map(|&id| {
+                    let stage = &plan.stages[id];
                     let needs: Vec<&str> = stage
                         .needs
                         .iter()
                         .map(|&n| plan.stages[n].name.as_str())
                         .collect();
-                    let _ = writeln!(out, "{:width$}  <- {}", stage.name, needs.join(", "));
+                    match needs.is_empty() {
+                        true => stage.name.clone(),
+                        false => format!("{:width$}  <- {}", stage.name, needs.join(", ")),
+                    }
+                })
+                .collect();
+            let line_width = lines.iter().map(String::len).max().unwrap_or(0);
+            for (line, id) in lines.iter().zip(&order) {
+                match &origins {
+                    Some(origins) => {
+                        let _ = writeln!(out, "{line:line_width$}  [{}]", origins[*id]);
+                    }
+                    None => {
+                        let _ = writeln!(out, "{line}");
+                    }
                 }
             }
         }
         Format::Dot => {
             let _ = writeln!(out, "digraph {} {{", dot_quote(&plan.name));
             let _ = writeln!(out, "  rankdir=LR;");
-            for id in &order {
-                let _ = writeln!(out, "  {};", dot_quote(&plan.stages[*id].name));
+            for (i, (label, members)) in clusters(&order, origins.as_deref()).iter().enumerate() {
+                let indent = match label {
+                    Some(label) => {
+                        let _ = writeln!(out, "  subgraph cluster_{i} {{");
+                        let _ = writeln!(out, "    label={};", dot_quote(label));
+                        "    "
+                    }
+                    None => "  ",
+                };
+                for id in members {
+                    let _ = writeln!(out, "{indent}{};", dot_quote(&plan.stages[*id].name));
+                }
+                if label.is_some() {
+                    let _ = writeln!(out, "  }}");
+                }
             }
-            for id in order {
+            for &id in &order {
                 let stage = &plan.stages[id];
                 for &need in &stage.needs {
                     let _ = writeln!(
@@ -56,10 +83,18 @@ pub fn render(plan: &Plan, format: Format) -> String {
         Format::Mermaid => {
             // Mermaid ids cannot hold `.` or `-` everywhere; number the nodes, label them.
             out.push_str("graph LR\n");
-            for id in &order {
-                let _ = writeln!(out, "  s{id}[\"{}\"]", plan.stages[*id].name);
+            for (i, (label, members)) in clusters(&order, origins.as_deref()).iter().enumerate() {
+                if let Some(label) = label {
+                    let _ = writeln!(out, "  subgraph f{i}[\"{label}\"]");
+                }
+                for id in members {
+                    let _ = writeln!(out, "  s{id}[\"{}\"]", plan.stages[*id].name);
+                }
+                if label.is_some() {
+                    out.push_str("  end\n");
+                }
             }
-            for id in order {
+            for &id in &order {
                 for &need in &plan.stages[id].needs {
                     let _ = writeln!(out, "  s{need} --> s{id}");
                 }
@@ -67,6 +102,29 @@ pub fn render(plan: &Plan, format: Format) -> String {
         }
     }
     out
+}
+
+/// Each stage's origin, when the plan has origins worth showing.
+fn origins(plan: &Plan) -> Option<Vec<String>> {
+    plan.has_origins()
+        .then(|| plan.stages.iter().map(|s| s.origin()).collect())
+}
+
+/// The stages in `order`, grouped by origin in order of first appearance; one unlabelled
+/// group when there are no origins to show.
+fn clusters(order: &[StageId], origins: Option<&[String]>) -> Vec<(Option<String>, Vec<StageId>)> {
+    let Some(origins) = origins else {
+        return vec![(None, order.to_vec())];
+    };
+    let mut groups: Vec<(Option<String>, Vec<StageId>)> = Vec::new();
+    for &id in order {
+        let label = &origins[id];
+        match groups.iter_mut().find(|(l, _)| l.as_ref() == Some(label)) {
+            Some((_, members)) => members.push(id),
+            None => groups.push((Some(label.clone()), vec![id])),
+        }
+    }
+    groups
 }
 
 fn dot_quote(s: &str) -> String {
@@ -81,7 +139,7 @@ mod tests {
     fn diamond() -> Plan {
         let text = "version: 1\nname: demo\nstages:\n  d: {needs: [b, c]}\n  b: {needs: [a]}\n  c: {needs: [a]}\n  a: {}\n";
         let source = crate::config::parse(Path::new("pipeline.yml"), text.into()).unwrap();
-        Plan::new(&source).unwrap()
+        Plan::new(&crate::include::Pipeline::single(source)).unwrap()
     }
 
     #[test]

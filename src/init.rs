@@ -76,7 +76,8 @@ pub fn init(path: &Path) -> Result<(Kind, usize), InitError> {
         message,
     };
     let source = config::parse(path, text.to_owned()).map_err(|e| invalid(e.to_string()))?;
-    let plan = Plan::new(&source).map_err(|e| invalid(e.to_string()))?;
+    let plan =
+        Plan::new(&crate::include::Pipeline::single(source)).map_err(|e| invalid(e.to_string()))?;
     // `create_new`: a file that appeared since we looked is not overwritten either.
     let mut file = match std::fs::OpenOptions::new()
         .write(true)
@@ -201,7 +202,8 @@ mod tests {
         for kind in [Kind::Rust, Kind::Python, Kind::Node, Kind::Unknown] {
             let source = config::parse(Path::new("pipeline.yml"), kind.template().to_owned())
                 .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
-            Plan::new(&source).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+            Plan::new(&crate::include::Pipeline::single(source))
+                .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
         }
     }
 

@@ -20,6 +20,7 @@ pub mod fingerprint;
 pub mod git;
 pub mod graph;
 pub mod hooks;
+pub mod include;
 pub mod init;
 pub mod inputs;
 pub mod journal;

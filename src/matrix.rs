@@ -6,34 +6,34 @@
 
 use std::collections::HashMap;
 
-use crate::config::{Entries, MatrixDef, Scalar, Source, Spanned, StageDef, span_of};
+use crate::config::{Entries, MatrixDef, Scalar, Source, Spanned, span_of};
 use crate::diagnostic::Diagnostic;
+use crate::extends::Resolved;
 
 /// The stages with every matrix expanded, and each matrix stage's instance names.
 pub struct Expanded {
-    pub defs: Vec<(Spanned<String>, StageDef)>,
+    pub defs: Vec<Resolved>,
     /// Group name to its instances, in order.
     pub groups: HashMap<String, Vec<String>>,
     /// Instance name to its values.
     pub values: HashMap<String, Vec<(String, String)>>,
 }
 
-pub fn expand(
-    source: &Source,
-    defs: Vec<(Spanned<String>, StageDef)>,
-) -> Result<Expanded, Vec<Diagnostic>> {
+pub fn expand(files: &[Source], defs: Vec<Resolved>) -> Result<Expanded, Vec<Diagnostic>> {
     let mut out = Expanded {
         defs: Vec::with_capacity(defs.len()),
         groups: HashMap::new(),
         values: HashMap::new(),
     };
     let mut errors = Vec::new();
-    for (name, mut def) in defs {
-        let Some(matrix) = def.matrix.take() else {
-            out.defs.push((name, def));
+    for mut stage in defs {
+        let Some(matrix) = stage.def.matrix.take() else {
+            out.defs.push(stage);
             continue;
         };
-        let combinations = match combinations(source, &name, &matrix) {
+        let name = stage.name.clone();
+        let at = (&files[stage.origins.matrix], &files[stage.file]);
+        let combinations = match combinations(at, &name, &matrix) {
             Ok(c) => c,
             Err(d) => {
                 errors.push(d);
@@ -47,15 +47,19 @@ pub fn expand(
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             let instance = format!("{}[{}]", name.value, label.join(","));
-            let mut copy = def.clone();
+            let mut copy = stage.clone();
             for (key, value) in &combination {
                 let var = format!("MATRIX_{}", env_name(key));
-                copy.env.0.retain(|(k, _)| k.value != var);
-                copy.env.0.push((respan(&name, var), Scalar(value.clone())));
+                copy.def.env.0.retain(|(k, _)| k.value != var);
+                copy.def
+                    .env
+                    .0
+                    .push((respan(&name, var), Scalar(value.clone())));
             }
             instances.push(instance.clone());
             out.values.insert(instance.clone(), combination);
-            out.defs.push((respan(&name, instance), copy));
+            copy.name = respan(&name, instance);
+            out.defs.push(copy);
         }
         out.groups.insert(name.value.clone(), instances);
     }
@@ -67,8 +71,9 @@ pub fn expand(
 }
 
 /// Every combination of the axes, in axis order, less `exclude`, plus `include`.
+/// `at`: the files the matrix and the stage are written in.
 fn combinations(
-    source: &Source,
+    (source, stage_source): (&Source, &Source),
     stage: &Spanned<String>,
     matrix: &MatrixDef,
 ) -> Result<Vec<Vec<(String, String)>>, Diagnostic> {
@@ -121,7 +126,7 @@ fn combinations(
     }
     all.retain(|c| !c.is_empty());
     if all.is_empty() {
-        return Err(source.error(
+        return Err(stage_source.error(
             format!(
                 "the matrix of stage `{}` leaves no combination to run",
                 stage.value
@@ -181,7 +186,7 @@ mod tests {
 
     fn plan(text: &str) -> Plan {
         let source = crate::config::parse(Path::new("pipeline.yml"), text.to_owned()).unwrap();
-        Plan::new(&source).unwrap_or_else(|e| panic!("{e}"))
+        Plan::new(&crate::include::Pipeline::single(source)).unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]

@@ -4,15 +4,16 @@
 //! starts, and reported all at once, each error pointing into the file.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::{
-    self, ArchiveDef, Entries, NotifyDef, Scalar, Source, Spanned, StringList, TargetDef, WhenDef,
+    ArchiveDef, Entries, NotifyDef, Scalar, Source, Spanned, StringList, TargetDef, WhenDef,
     span_of,
 };
 use crate::diagnostic::{Diagnostic, did_you_mean};
+use crate::extends::Resolved;
+use crate::include::{FileId, Pipeline};
 use crate::trigger::{Pattern, Trigger, When};
 
 /// Index of a stage in [`Plan::stages`].
@@ -52,6 +53,10 @@ pub struct Plan {
 #[derive(Debug)]
 pub struct Stage {
     pub name: String,
+    /// The file that defines the stage, relative to [`Plan::root`] (for an included git file,
+    /// `NAME@REF:FILE`), and its `owner:`.
+    pub source: String,
+    pub owner: Option<String>,
     /// Every stage that must come first, `needs_optional` ones included.
     pub needs: Vec<StageId>,
     /// The subset of `needs` that counts as done when skipped by its `when`.
@@ -79,6 +84,16 @@ pub struct Stage {
     pub requires: Vec<StageId>,
     /// Secrets this stage gets besides the pipeline's.
     pub secrets: Vec<String>,
+}
+
+impl Stage {
+    /// `stages/common.yml, owner core-team`: the file that defines the stage, and its owner.
+    pub fn origin(&self) -> String {
+        match &self.owner {
+            Some(owner) => format!("{}, owner {owner}", self.source),
+            None => self.source.clone(),
+        }
+    }
 }
 
 /// A checked publish target. Secret fields hold the secret's name, never its value.
@@ -196,27 +211,13 @@ pub struct Retry {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("{}", Invalid(.0))]
+    #[error("{}", crate::diagnostic::List(.0))]
     Invalid(Vec<Diagnostic>),
     #[error("no stage named `{name}` in the pipeline{}", hint_suffix(.suggestion))]
     UnknownStage {
         name: String,
         suggestion: Option<String>,
     },
-}
-
-struct Invalid<'a>(&'a [Diagnostic]);
-
-impl fmt::Display for Invalid<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, d) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n\n")?;
-            }
-            write!(f, "{d}")?;
-        }
-        Ok(())
-    }
 }
 
 fn hint_suffix(suggestion: &Option<String>) -> String {
@@ -227,18 +228,29 @@ fn hint_suffix(suggestion: &Option<String>) -> String {
 }
 
 impl Plan {
-    /// Validates a parsed pipeline file into a plan.
-    pub fn new(source: &Source) -> Result<Plan, PlanError> {
-        let defs = crate::extends::resolve(source).map_err(PlanError::Invalid)?;
-        let expanded = crate::matrix::expand(source, defs).map_err(PlanError::Invalid)?;
+    /// Validates a pipeline, its includes merged, into a plan.
+    pub fn new(pipeline: &Pipeline) -> Result<Plan, PlanError> {
+        let defs = crate::extends::resolve(pipeline).map_err(PlanError::Invalid)?;
+        let expanded = crate::matrix::expand(&pipeline.files, defs).map_err(PlanError::Invalid)?;
         Planner {
-            source,
+            pipeline,
+            file: 0,
             defs: &expanded.defs,
             groups: &expanded.groups,
             values: &expanded.values,
             errors: Vec::new(),
         }
         .plan()
+    }
+
+    /// Whether the stages come from more than one file, or a file names its owner: then
+    /// `graph` and `status` say where each stage came from.
+    pub fn has_origins(&self) -> bool {
+        self.stages.first().is_some_and(|first| {
+            self.stages
+                .iter()
+                .any(|s| s.source != first.source || s.owner.is_some())
+        })
     }
 
     pub fn stage_id(&self, name: &str) -> Option<StageId> {
@@ -315,9 +327,11 @@ impl Plan {
 
 /// Collects every error in the file before giving up, so one edit fixes many.
 struct Planner<'a> {
-    source: &'a Source,
+    pipeline: &'a Pipeline,
+    /// The file the value being checked was written in: where errors point.
+    file: FileId,
     /// The stages as written, with `extends:` applied and matrices expanded.
-    defs: &'a [(Spanned<String>, config::StageDef)],
+    defs: &'a [Resolved],
     /// Matrix stages (groups) and their instances; each instance's values.
     groups: &'a HashMap<String, Vec<String>>,
     values: &'a HashMap<String, Vec<(String, String)>>,
@@ -326,9 +340,9 @@ struct Planner<'a> {
 
 impl Planner<'_> {
     fn plan(mut self) -> Result<Plan, PlanError> {
-        let file = &self.source.pipeline;
-        let root = self
-            .source
+        let pipeline = self.pipeline;
+        let file = &pipeline.files[0].pipeline;
+        let root = pipeline.files[0]
             .path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -340,7 +354,18 @@ impl Planner<'_> {
                 .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
                 .unwrap_or_else(|| "pipeline".to_owned())
         });
-        let env = self.env(&file.env);
+        // Each file's env over the env of the files it includes.
+        let mut env: Vec<(String, String)> = Vec::new();
+        for (id, entries) in &pipeline.env {
+            self.file = *id;
+            for (key, value) in self.env(entries) {
+                match env.iter_mut().find(|(k, _)| *k == key) {
+                    Some(slot) => slot.1 = value,
+                    None => env.push((key, value)),
+                }
+            }
+        }
+        self.file = 0;
         let description_from_commit = match &file.description {
             None => false,
             Some(d) if d.value == "commit" => true,
@@ -358,7 +383,7 @@ impl Planner<'_> {
         let notify: Vec<Notify> = file
             .notify
             .iter()
-            .map(|n| self.notify(n, &file.secrets))
+            .map(|n| self.notify(n, &pipeline.secrets))
             .collect();
         let release_tags = match &file.release_tags {
             Some(p) => self
@@ -369,7 +394,8 @@ impl Planner<'_> {
 
         let stage_defs = self.defs;
         let mut ids: HashMap<&str, StageId> = HashMap::new();
-        for (i, (name, _)) in stage_defs.iter().enumerate() {
+        for (i, Resolved { name, file, .. }) in stage_defs.iter().enumerate() {
+            self.file = *file;
             // An instance is named by its matrix stage, which must be a good name itself;
             // checked once per matrix stage, not once per instance.
             let base = name.value.split('[').next().unwrap_or_default();
@@ -388,7 +414,13 @@ impl Planner<'_> {
         }
 
         let mut stages = Vec::with_capacity(stage_defs.len());
-        for (name, def) in stage_defs {
+        for Resolved {
+            file: stage_file,
+            name,
+            def,
+            origins,
+        } in stage_defs
+        {
             let mut needs = Vec::new();
             let mut needs_optional = Vec::new();
             for (need, optional) in def
@@ -397,6 +429,11 @@ impl Planner<'_> {
                 .map(|n| (n, false))
                 .chain(def.needs_optional.iter().map(|n| (n, true)))
             {
+                self.file = if optional {
+                    origins.needs_optional
+                } else {
+                    origins.needs
+                };
                 // A matrix stage's name stands for all its instances.
                 let targets: Vec<StageId> = match self.groups.get(&need.value) {
                     Some(instances) => instances
@@ -431,7 +468,9 @@ impl Planner<'_> {
                     }
                 }
             }
-            let commands = self.commands(&name.value, def.run.as_ref());
+            self.file = origins.run;
+            let commands = self.commands(name, def.run.as_ref());
+            self.file = origins.retry;
             let retry = match &def.retry {
                 None => Retry {
                     attempts: 1,
@@ -454,12 +493,14 @@ impl Planner<'_> {
                     }
                 }
             };
+            self.file = origins.timeout;
             let timeout = def.timeout.as_ref().and_then(|t| self.duration(t));
             if let (Some(t), Some(d)) = (&def.timeout, timeout)
                 && d.is_zero()
             {
                 self.error("`timeout` must be longer than zero", t);
             }
+            self.file = origins.outputs;
             for output in &def.outputs {
                 let clean = normalize_path(&output.value);
                 if clean.is_empty() || clean == ".." || clean.starts_with("../") {
@@ -472,7 +513,9 @@ impl Planner<'_> {
                     );
                 }
             }
-            for pattern in def.inputs.iter().chain(&def.outputs) {
+            let inputs = def.inputs.iter().map(|p| (p, origins.inputs));
+            for (pattern, file) in inputs.chain(def.outputs.iter().map(|p| (p, origins.outputs))) {
+                self.file = file;
                 if Path::new(&pattern.value).is_absolute() {
                     self.error(
                         format!(
@@ -488,6 +531,7 @@ impl Planner<'_> {
                     );
                 }
             }
+            self.file = origins.when;
             let mut when = def.when.as_ref().map(|w| self.when(w));
             if !def.publish.is_empty() && when.is_none() {
                 // A release is pushing a tag: publishing happens on tag runs unless told.
@@ -496,6 +540,7 @@ impl Planner<'_> {
                     ..When::default()
                 });
             }
+            self.file = origins.requires;
             let mut requires = Vec::new();
             for required in &def.requires {
                 let targets: Vec<StageId> = match self.groups.get(&required.value) {
@@ -541,6 +586,7 @@ impl Planner<'_> {
                     &def.requires[0],
                 );
             }
+            self.file = *stage_file;
             if def.cache == Some(true) && (!def.publish.is_empty() || def.archive.is_some()) {
                 self.error(
                     format!("stage `{}` archives or publishes, which must happen every run: it cannot be `cache: true`", name.value),
@@ -548,13 +594,26 @@ impl Planner<'_> {
                 );
             }
             let stage_secrets: Vec<String> = def.secrets.iter().map(|s| s.value.clone()).collect();
+            self.file = origins.publish;
             let publish: Vec<Target> = def
                 .publish
                 .iter()
-                .map(|t| self.target(t, &file.secrets, &def.secrets))
+                .map(|t| self.target(t, &pipeline.secrets, &def.secrets))
                 .collect();
+            self.file = origins.archive;
+            let archive = def.archive.as_ref().map(|a| self.archive(name, a));
+            self.file = origins.env;
+            let stage_env = self.env(&def.env);
+            let source = &pipeline.files[*stage_file];
             stages.push(Stage {
                 name: name.value.clone(),
+                source: source
+                    .path
+                    .strip_prefix(&root)
+                    .unwrap_or(&source.path)
+                    .display()
+                    .to_string(),
+                owner: source.pipeline.owner.clone(),
                 needs,
                 needs_optional,
                 when,
@@ -574,8 +633,8 @@ impl Planner<'_> {
                     .contains_key(&name.value)
                     .then(|| name.value.split('[').next().unwrap_or_default().to_owned()),
                 matrix: self.values.get(&name.value).cloned().unwrap_or_default(),
-                archive: def.archive.as_ref().map(|a| self.archive(name, a)),
-                env: self.env(&def.env),
+                archive,
+                env: stage_env,
                 pass_env: def.pass_env.clone(),
                 workdir: def
                     .workdir
@@ -597,20 +656,25 @@ impl Planner<'_> {
         }
         Ok(Plan {
             name,
-            file: self.source.path.clone(),
+            file: pipeline.files[0].path.clone(),
             root,
             env,
-            pass_env: file.pass_env.clone(),
+            pass_env: pipeline.pass_env.clone(),
             description_from_commit,
             release_tags,
-            secrets: file.secrets.iter().map(|s| s.value.clone()).collect(),
+            secrets: pipeline.secrets.iter().map(|s| s.value.clone()).collect(),
             notify,
             stages,
         })
     }
 
     fn error<T>(&mut self, message: impl Into<String>, at: &Spanned<T>) {
-        self.errors.push(self.source.error(message, span_of(at)));
+        self.errors.push(self.source().error(message, span_of(at)));
+    }
+
+    /// The file being checked.
+    fn source(&self) -> &Source {
+        &self.pipeline.files[self.file]
     }
 
     fn when(&mut self, def: &WhenDef) -> When {
@@ -624,9 +688,9 @@ impl Planner<'_> {
                         let hint = did_you_mean(name, names)
                             .map(|n| format!(" (did you mean `{n}`?)"))
                             .unwrap_or_else(|| format!("; triggers are: {}", names.join(", ")));
-                        let at = self.source.find_after(span_of(list), name);
+                        let at = self.source().find_after(span_of(list), name);
                         self.errors.push(
-                            self.source
+                            self.source()
                                 .error(format!("`{name}` is not a trigger{hint}"), at),
                         );
                     }
@@ -768,7 +832,7 @@ impl Planner<'_> {
                 UrlSource::Literal(url.value.clone())
             }
             (None, None) => {
-                self.errors.push(self.source.error(
+                self.errors.push(self.source().error(
                     "a notification needs `url` or `url_secret`",
                     crate::diagnostic::Span::start(),
                 ));
@@ -886,16 +950,18 @@ impl Planner<'_> {
         }
     }
 
-    fn commands(&mut self, stage: &str, run: Option<&StringList>) -> Vec<String> {
+    fn commands(&mut self, stage: &Spanned<String>, run: Option<&StringList>) -> Vec<String> {
         let Some(StringList(commands)) = run else {
             return Vec::new();
         };
         if commands.iter().any(|c| c.trim().is_empty()) {
-            let at = self.defs;
-            if let Some((name, _)) = at.iter().find(|(n, _)| n.value == stage) {
+            // `run` has no place of its own; the stage's name is in the stage's file.
+            let at = self.defs.iter().find(|r| r.name.value == stage.value);
+            if let Some(file) = at.map(|r| r.file) {
+                self.file = file;
                 self.error(
-                    format!("stage `{stage}` has an empty command in `run`"),
-                    name,
+                    format!("stage `{}` has an empty command in `run`", stage.value),
+                    stage,
                 );
             }
         }
@@ -1011,17 +1077,20 @@ impl Planner<'_> {
         let closing_stage = names[names.len() - 2];
         let closing_need = names[names.len() - 1];
         let defs = self.defs;
-        let Some((stage, def)) = defs.iter().find(|(n, _)| n.value == closing_stage) else {
+        let Some(stage) = defs.iter().find(|r| r.name.value == closing_stage) else {
             return;
         };
-        match def
-            .needs
-            .iter()
-            .chain(&def.needs_optional)
-            .find(|n| n.value == closing_need)
-        {
-            Some(need) => self.error(message, need),
-            None => self.error(message, stage),
+        let needs = stage.def.needs.iter().map(|n| (n, stage.origins.needs));
+        let optional = (stage.def.needs_optional.iter()).map(|n| (n, stage.origins.needs_optional));
+        match needs.chain(optional).find(|(n, _)| n.value == closing_need) {
+            Some((need, file)) => {
+                self.file = file;
+                self.error(message, need)
+            }
+            None => {
+                self.file = stage.file;
+                self.error(message, &stage.name)
+            }
         }
     }
 
@@ -1035,7 +1104,10 @@ impl Planner<'_> {
                     let other = first.archive.as_ref().map(|a| (a.keep_last, a.keep_days));
                     if other != Some((spec.keep_last, spec.keep_days)) {
                         let at = self.defs;
-                        if let Some((name, _)) = at.iter().find(|(n, _)| n.value == stage.name) {
+                        if let Some(Resolved { name, file, .. }) =
+                            at.iter().find(|r| r.name.value == stage.name)
+                        {
+                            self.file = *file;
                             self.error(
                                 format!(
                                     "stages `{}` and `{}` archive into `{}` with different retention; give them the same",
@@ -1056,34 +1128,42 @@ impl Planner<'_> {
     }
 
     fn check_outputs(&mut self) {
-        let mut seen: HashMap<String, (&str, &Spanned<String>)> = HashMap::new();
+        let mut seen: HashMap<String, (&str, &Spanned<String>, FileId)> = HashMap::new();
         let mut duplicates = Vec::new();
-        for (stage, def) in self.defs {
+        let files = &self.pipeline.files;
+        for Resolved {
+            name: stage,
+            def,
+            origins,
+            ..
+        } in self.defs
+        {
             for output in &def.outputs {
                 let key = normalize_path(&output.value);
                 match seen.get(&key) {
-                    Some((first_stage, first)) => duplicates.push((
+                    Some((first_stage, first, first_file)) => duplicates.push((
                         output,
+                        origins.outputs,
                         format!(
                             "stage `{}` declares output `{}`, which stage `{}` already declares",
                             stage.value, output.value, first_stage
                         ),
                         format!(
                             "first declared at {}:{}:{}; each output has exactly one producer",
-                            self.source.path.display(),
+                            files[*first_file].path.display(),
                             first.referenced.line(),
                             first.referenced.column()
                         ),
                     )),
                     None => {
-                        seen.insert(key, (stage.value.as_str(), output));
+                        seen.insert(key, (stage.value.as_str(), output, origins.outputs));
                     }
                 }
             }
         }
-        for (at, message, note) in duplicates {
+        for (at, file, message, note) in duplicates {
             self.errors
-                .push(self.source.error(message, span_of(at)).with_note(note));
+                .push(files[file].error(message, span_of(at)).with_note(note));
         }
     }
 }
@@ -1125,10 +1205,16 @@ fn normalize_path(path: &str) -> String {
         .join("/")
 }
 
-/// Loads and plans a pipeline file in one step: what every command that reads a pipeline wants.
-pub fn load(path: &Path) -> Result<Plan, crate::Error> {
-    let source = config::load(path)?;
-    Ok(Plan::new(&source)?)
+/// Loads a pipeline file and its includes (git ones at the commits `pipeline.lock` pins,
+/// fetched into `state`'s cache when missing) and plans it: what every command that reads a
+/// pipeline wants.
+pub fn load(path: &Path, state: &Path) -> Result<Plan, crate::Error> {
+    use crate::include::{self, fetch::Cache, lockfile};
+    let lock =
+        lockfile::Lockfile::read(&lockfile::path_for(path)).map_err(include::IncludeError::from)?;
+    let cache = Cache::new(state.join("includes"));
+    let pipeline = include::load(path, &cache, include::Pins::Locked(lock.as_ref()))?;
+    Ok(Plan::new(&pipeline)?)
 }
 
 #[cfg(test)]
@@ -1136,8 +1222,8 @@ mod tests {
     use super::*;
 
     fn plan(text: &str) -> Result<Plan, PlanError> {
-        let source = config::parse(Path::new("pipeline.yml"), text.to_owned()).unwrap();
-        Plan::new(&source)
+        let source = crate::config::parse(Path::new("pipeline.yml"), text.to_owned()).unwrap();
+        Plan::new(&Pipeline::single(source))
     }
 
     fn plan_err(text: &str) -> String {

@@ -8,6 +8,7 @@
 //!   runs/<run-id>/logs/<stage>.log
 //! ```
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
@@ -84,6 +85,9 @@ pub struct RunParams {
     pub force: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub from_checkpoint: Vec<String>,
+    /// Where each stage came from (file, owner), for pipelines that include other files.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub origins: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -368,6 +372,9 @@ pub struct StageView {
     pub output_digest: Option<String>,
     /// The archive build an archiving stage made.
     pub build: Option<u64>,
+    /// The file (and owner) the stage came from, in a pipeline that includes other files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }
 
 impl RunView {
@@ -556,6 +563,7 @@ impl RunView {
                     fingerprint: None,
                     output_digest: None,
                     build: None,
+                    from: self.params.origins.get(name).cloned(),
                 });
                 self.stages.len() - 1
             }

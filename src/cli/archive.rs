@@ -7,12 +7,11 @@ use std::path::{Path, PathBuf};
 use jiff::Timestamp;
 
 use super::show::{print_json, print_table};
-use super::{Cli, io_error, pipeline_file};
+use super::{Cli, io_error, load_plan, pipeline_file};
 use crate::archive::manifest::BuildManifest;
 use crate::archive::retention::Policy;
 use crate::archive::{Archive, audit, bundle, sizes};
 use crate::error::{Error, exit};
-use crate::plan;
 
 #[derive(Debug, clap::Args)]
 pub(super) struct Where {
@@ -76,7 +75,7 @@ fn locate(cli: &Cli, at: &Where) -> Result<(Archive, Policy), Error> {
     // A pipeline that exists but does not load must stop us: guessing the default retention
     // could delete builds it keeps.
     let plan = match pipeline_file(cli) {
-        Ok(file) => Some(plan::load(&file)?),
+        Ok(file) => Some(load_plan(cli, &file)?),
         Err(_) => None,
     };
     let base = plan.as_ref().map(|p| p.root.clone()).unwrap_or_default();

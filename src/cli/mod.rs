@@ -1,6 +1,7 @@
 //! The command line: argument parsing and one function per subcommand.
 
 mod archive;
+mod lock;
 mod release;
 mod run;
 mod show;
@@ -89,6 +90,9 @@ enum Command {
     },
     /// Write a starting pipeline.yml for the project here (never over an existing one)
     Init,
+    /// Pin every git include's commit in pipeline.lock (`--update [NAME]...` moves pins
+    /// forward and prints what changed, stage by stage)
+    Lock(lock::LockArgs),
     /// Check the pipeline file and exit 0 (valid) or 2 (not)
     Validate,
     /// Print the JSON Schema of pipeline.yml, for editors
@@ -197,6 +201,7 @@ fn dispatch(cli: &Cli) -> Result<i32, Error> {
         Command::Cache { command } => cache(cli, command),
         Command::Outbox { command } => run::outbox(cli, command),
         Command::Release(args) => release::release(cli, args),
+        Command::Lock(args) => lock::lock(cli, args),
         Command::Archive { command } => archive::archive(cli, command),
         Command::Audit { at, json } => archive::audit(cli, at, *json),
         Command::Trace { target, at } => archive::trace(cli, at, target),
@@ -216,7 +221,7 @@ fn dispatch(cli: &Cli) -> Result<i32, Error> {
         }
         Command::Validate => {
             let file = pipeline_file(cli)?;
-            let plan = plan::load(&file)?;
+            let plan = load_plan(cli, &file)?;
             println!(
                 "{}: valid, {} stage{}",
                 file.display(),
@@ -232,7 +237,7 @@ fn dispatch(cli: &Cli) -> Result<i32, Error> {
             Ok(exit::SUCCESS)
         }
         Command::Graph { format } => {
-            let plan = plan::load(&pipeline_file(cli)?)?;
+            let plan = load_plan(cli, &pipeline_file(cli)?)?;
             print!("{}", graph::render(&plan, *format));
             Ok(exit::SUCCESS)
         }
@@ -300,6 +305,11 @@ fn pipeline_file(cli: &Cli) -> Result<PathBuf, Error> {
             }
         }
     }
+}
+
+/// The plan of `file`, its git includes read from the state directory's cache.
+fn load_plan(cli: &Cli, file: &Path) -> Result<plan::Plan, Error> {
+    plan::load(file, state_dir(cli)?.root())
 }
 
 /// `--state-dir`, else `.murphy` beside the pipeline file, else `.murphy` here.

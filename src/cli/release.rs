@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{Cli, pipeline_file, state_dir};
+use super::{Cli, load_plan, pipeline_file, state_dir};
 use crate::change::{self, Change};
 use crate::environment;
 use crate::error::{Error, exit};
@@ -28,7 +28,7 @@ pub(super) struct ReleaseArgs {
 }
 
 pub(super) fn release(cli: &Cli, args: &ReleaseArgs) -> Result<i32, Error> {
-    let plan = plan::load(&pipeline_file(cli)?)?;
+    let plan = load_plan(cli, &pipeline_file(cli)?)?;
     let state = state_dir(cli)?;
     let env = environment::outer();
     let request = change::Request {

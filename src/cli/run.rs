@@ -5,14 +5,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Cli, io_error, pipeline_file, state_dir};
+use super::{Cli, io_error, load_plan, pipeline_file, state_dir};
 use crate::change::{self, Change};
 use crate::environment;
 use crate::error::{Error, exit};
 use crate::executor::{self, Context, Mode, Options, Start};
 use crate::journal::{Journal, RunStatus};
 use crate::lock::RunLock;
-use crate::plan::{self, Plan, StageId};
+use crate::plan::{Plan, StageId};
 use crate::records::{RunDir, RunParams, RunState, RunView, StateDir};
 use crate::report::Reporter;
 use crate::store::Store;
@@ -102,7 +102,7 @@ pub(super) fn outbox(cli: &Cli, command: &OutboxCommand) -> Result<i32, Error> {
             Ok(exit::SUCCESS)
         }
         OutboxCommand::Flush { secrets } => {
-            let plan = plan::load(&pipeline_file(cli)?)?;
+            let plan = load_plan(cli, &pipeline_file(cli)?)?;
             let env = environment::outer();
             // Only the secrets the notifications name: a cron job that delivers them must not
             // need the release's tokens.
@@ -173,7 +173,7 @@ impl Scheduling {
 
 pub(super) fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
     let file = pipeline_file(cli)?;
-    let plan = Arc::new(plan::load(&file)?);
+    let plan = Arc::new(load_plan(cli, &file)?);
     let selected = plan.select(&args.stages)?;
     let options = args.scheduling.options()?;
     let state = state_dir(cli)?;
@@ -202,6 +202,13 @@ pub(super) fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
             .collect(),
         force: names(Mode::Force),
         from_checkpoint: names(Mode::Checkpoint),
+        origins: match plan.has_origins() {
+            true => selected
+                .iter()
+                .map(|&id| (plan.stages[id].name.clone(), plan.stages[id].origin()))
+                .collect(),
+            false => Default::default(),
+        },
     };
     let skip = skip_when(&plan, &selected, &change);
     let secrets = load_secrets(&plan, &selected, &skip, &env, &args.secrets.path(&state))?;
@@ -394,7 +401,7 @@ fn stage_in(
 
 pub(super) fn resume(cli: &Cli, args: &ResumeArgs) -> Result<i32, Error> {
     let file = pipeline_file(cli)?;
-    let plan = Arc::new(plan::load(&file)?);
+    let plan = Arc::new(load_plan(cli, &file)?);
     let options = args.scheduling.options()?;
     let state = state_dir(cli)?;
     let mut lock = RunLock::acquire(state.root())?;

@@ -294,7 +294,8 @@ pub(super) fn print_status(view: &RunView) {
             .map(|ms| format!(", took {}", millis(Some(ms))))
             .unwrap_or_default()
     );
-    let mut rows = vec![[
+    let origins = view.stages.iter().any(|s| s.from.is_some());
+    let mut rows = vec![vec![
         "STAGE".to_owned(),
         "STATE".to_owned(),
         "ATTEMPTS".to_owned(),
@@ -303,8 +304,11 @@ pub(super) fn print_status(view: &RunView) {
         "EXIT".to_owned(),
         "NOTE".to_owned(),
     ]];
+    if origins {
+        rows[0].insert(1, "FROM".to_owned());
+    }
     for stage in &view.stages {
-        rows.push([
+        let mut row = vec![
             stage.name.clone(),
             stage.state.word().to_owned(),
             stage.attempts.to_string(),
@@ -323,7 +327,11 @@ pub(super) fn print_status(view: &RunView) {
                 (None, Some(why)) => format!("ran because {why}"),
                 (None, None) => String::new(),
             },
-        ]);
+        ];
+        if origins {
+            row.insert(1, stage.from.clone().unwrap_or_default());
+        }
+        rows.push(row);
     }
     print_table(&rows);
 }

@@ -1,0 +1,123 @@
+//! `murphy lock`: pin the git includes in `pipeline.lock`, and move pins forward on request.
+
+use std::path::Path;
+
+use super::{Cli, pipeline_file, state_dir};
+use crate::diagnostic::did_you_mean;
+use crate::error::{Error, exit};
+use crate::include::fetch::Cache;
+use crate::include::lockfile::{self, Lockfile, Pin};
+use crate::include::{self, Pins, short};
+use crate::plan::Plan;
+
+#[derive(Debug, clap::Args)]
+pub(super) struct LockArgs {
+    /// Move pins forward to their ref's current commit: every include's, or the NAMEs'
+    #[arg(long)]
+    update: bool,
+    /// Includes to move (by `name:`, default the repository's name); needs --update
+    #[arg(value_name = "NAME", requires = "update")]
+    names: Vec<String>,
+}
+
+pub(super) fn lock(cli: &Cli, args: &LockArgs) -> Result<i32, Error> {
+    let file = pipeline_file(cli)?;
+    let state = state_dir(cli)?;
+    let lock_path = lockfile::path_for(&file);
+    let old = Lockfile::read(&lock_path).map_err(include::IncludeError::from)?;
+    let cache = Cache::new(state.root().join("includes"));
+    let update = match (args.update, args.names.is_empty()) {
+        (false, _) => Some(&[][..]),
+        (true, true) => None,
+        (true, false) => Some(args.names.as_slice()),
+    };
+    let pipeline = include::load(
+        &file,
+        &cache,
+        Pins::Refresh {
+            old: old.as_ref(),
+            update,
+        },
+    )?;
+    for name in update.unwrap_or_default() {
+        if !pipeline.pins.iter().any(|p| &p.name == name) {
+            let hint = did_you_mean(name, pipeline.pins.iter().map(|p| p.name.as_str()))
+                .map(|n| format!(" (did you mean `{n}`?)"))
+                .unwrap_or_default();
+            return Err(Error::Usage(format!(
+                "no git include is named `{name}`{hint}"
+            )));
+        }
+    }
+    // A lock is only worth writing for a pipeline that plans.
+    Plan::new(&pipeline)?;
+    let new = Lockfile::new(pipeline.pins);
+    let old_pins = old
+        .as_ref()
+        .map(|l| l.includes.as_slice())
+        .unwrap_or_default();
+    let mut changed = 0;
+    for pin in &new.includes {
+        match old_pins.iter().find(|o| o.same_include(pin)) {
+            None => {
+                changed += 1;
+                println!("pinned {} at {}", pin.describe(), short(&pin.commit));
+            }
+            Some(before) if before.commit != pin.commit || before.digest != pin.digest => {
+                changed += 1;
+                println!(
+                    "moved {} from {} to {}",
+                    pin.describe(),
+                    short(&before.commit),
+                    short(&pin.commit)
+                );
+                for line in stage_changes(&cache, &file, before, pin) {
+                    println!("  {line}");
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    for before in old_pins {
+        if !new.includes.iter().any(|p| p.same_include(before)) {
+            changed += 1;
+            println!(
+                "dropped {}: no file includes it any more",
+                before.describe()
+            );
+        }
+    }
+    if changed == 0 && (old.is_some() || new.includes.is_empty()) {
+        match new.includes.len() {
+            0 if old.is_none() => println!("no git includes: nothing to lock"),
+            n => println!("{} is up to date ({n} pinned)", lock_path.display()),
+        }
+        return Ok(exit::SUCCESS);
+    }
+    new.write(&lock_path).map_err(include::IncludeError::from)?;
+    println!(
+        "wrote {} ({} pinned); commit it with the project",
+        lock_path.display(),
+        new.includes.len()
+    );
+    Ok(exit::SUCCESS)
+}
+
+/// What moving a pin changes, stage by stage: added, removed, and changed with the keys.
+fn stage_changes(cache: &Cache, file: &Path, before: &Pin, after: &Pin) -> Vec<String> {
+    let project = include::project_dir(file);
+    let read = |pin: &Pin| {
+        cache
+            .read(
+                &include::repository_url(&project, &pin.git),
+                &pin.commit,
+                &pin.file,
+            )
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+    };
+    match (read(before), read(after)) {
+        (Some(old), Some(new)) => include::diff::stages(&old, &new),
+        _ => vec!["(the files could not be compared)".to_owned()],
+    }
+}
