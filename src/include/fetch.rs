@@ -355,6 +355,11 @@ fn fetch_with_git(url: &str, shown: &str, path: &Path) -> Result<(), FetchError>
     for var in GIT_REPO_VARS {
         git.env_remove(var);
     }
+    // ssh asks for host keys and passphrases on the terminal, not through git's prompt: with
+    // no ssh set up by the user, let it fail rather than wait for an answer nobody gives.
+    if std::env::var_os("GIT_SSH_COMMAND").is_none() && std::env::var_os("GIT_SSH").is_none() {
+        git.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
+    }
     let status = git.status();
     let mut output = Vec::new();
     let read = stderr

@@ -116,7 +116,7 @@ pub fn load(path: &Path, cache: &Cache, pins: Pins) -> Result<Pipeline, IncludeE
         errors: Vec::new(),
     };
     let identity = Place::Local(canonical(path));
-    loader.seen.insert(identity.clone());
+    loader.seen.insert(identity.key());
     loader.files.push(root);
     loader.places.push(identity);
     let merged = loader.visit(0);
@@ -158,8 +158,8 @@ pub fn load(path: &Path, cache: &Cache, pins: Pins) -> Result<Pipeline, IncludeE
     })
 }
 
-/// What a file is, to tell a file met twice from a new one.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Where a file was read from.
+#[derive(Debug, Clone)]
 enum Place {
     Local(PathBuf),
     Git {
@@ -172,15 +172,27 @@ enum Place {
 }
 
 impl Place {
-    fn describe(&self) -> String {
+    /// What the file is, to tell a file met twice from a new one: one file at one commit is
+    /// one file, whatever name or ref led to it.
+    fn key(&self) -> String {
         match self {
-            Place::Local(path) => path.display().to_string(),
+            Place::Local(path) => format!("path {}", path.display()),
+            Place::Git {
+                url, commit, file, ..
+            } => format!("git {url} {commit} {file}"),
+        }
+    }
+
+    /// The name diagnostics and `graph` give the file: its path, or `NAME@REF:FILE`.
+    fn shown(&self) -> PathBuf {
+        match self {
+            Place::Local(path) => path.clone(),
             Place::Git {
                 name,
                 reference,
                 file,
                 ..
-            } => format!("{name}@{reference}:{file}"),
+            } => PathBuf::from(format!("{name}@{reference}:{file}")),
         }
     }
 }
@@ -192,7 +204,8 @@ struct Loader<'a> {
     pins: &'a Pins<'a>,
     files: Vec<Source>,
     places: Vec<Place>,
-    seen: HashSet<Place>,
+    /// Every file read, by [`Place::key`].
+    seen: HashSet<String>,
     /// The files being read, outermost first: a file met again here is a cycle.
     stack: Vec<FileId>,
     used: Vec<Pin>,
@@ -252,7 +265,8 @@ impl Loader<'_> {
                 return None;
             }
         };
-        if let Some(start) = self.stack.iter().position(|&f| self.places[f] == place) {
+        let key = place.key();
+        if let Some(start) = self.stack.iter().position(|&f| self.places[f].key() == key) {
             let mut chain: Vec<String> = self.stack[start..]
                 .iter()
                 .map(|&f| self.files[f].path.display().to_string())
@@ -265,7 +279,7 @@ impl Loader<'_> {
             self.errors.push(at);
             return None;
         }
-        if !self.seen.insert(place.clone()) {
+        if !self.seen.insert(key) {
             return None; // read already, through another include
         }
         self.files.push(source);
@@ -302,11 +316,13 @@ impl Loader<'_> {
                 match self.places[parent].clone() {
                     Place::Local(including_path) => {
                         let dir = including_path.parent().unwrap_or(Path::new("/"));
-                        let shown = including
-                            .path
-                            .parent()
-                            .unwrap_or(Path::new(""))
-                            .join(&path.value);
+                        let shown = crate::plan::normalize(
+                            &including
+                                .path
+                                .parent()
+                                .unwrap_or(Path::new(""))
+                                .join(&path.value),
+                        );
                         let target = canonical(&dir.join(&path.value));
                         let text = std::fs::read_to_string(&target).map_err(|e| {
                             fail(
@@ -354,7 +370,7 @@ impl Loader<'_> {
                             commit,
                             file: joined,
                         };
-                        let shown = PathBuf::from(place.describe());
+                        let shown = place.shown();
                         let text = utf8(bytes, &shown).map_err(|m| fail(m, at))?;
                         Ok(Some((place, parse(&shown, text)?)))
                     }
@@ -440,7 +456,7 @@ impl Loader<'_> {
                     digest,
                     ..wanted
                 });
-                let shown = PathBuf::from(place.describe());
+                let shown = place.shown();
                 let text = utf8(bytes, &shown).map_err(|m| fail(m, at))?;
                 Ok(Some((place, parse(&shown, text)?)))
             }

@@ -7,6 +7,7 @@ mod change;
 mod checkpoints;
 mod config;
 mod hooks;
+mod include;
 mod publish;
 mod records;
 mod resume;
