@@ -601,7 +601,7 @@ impl Planner<'_> {
                 .map(|t| self.target(t, &pipeline.secrets, &def.secrets))
                 .collect();
             self.file = origins.archive;
-            let archive = def.archive.as_ref().map(|a| self.archive(name, a));
+            let archive = (def.archive.as_ref()).map(|a| self.archive((name, *stage_file), a));
             self.file = origins.env;
             let stage_env = self.env(&def.env);
             let source = &pipeline.files[*stage_file];
@@ -857,7 +857,10 @@ impl Planner<'_> {
         Notify { kind, url, on }
     }
 
-    fn archive(&mut self, stage: &Spanned<String>, def: &ArchiveDef) -> ArchiveSpec {
+    /// `stage`: the stage's name and the file that defines it (the archive may come from a
+    /// template in another).
+    fn archive(&mut self, stage: (&Spanned<String>, FileId), def: &ArchiveDef) -> ArchiveSpec {
+        let (stage, stage_file) = stage;
         let name = match &def.name {
             Some(template) => {
                 let mut rest = template.value.as_str();
@@ -894,6 +897,7 @@ impl Planner<'_> {
             None => "{name}-{build}".to_owned(),
         };
         if def.files.is_empty() {
+            let archive_file = std::mem::replace(&mut self.file, stage_file);
             self.error(
                 format!(
                     "the `archive` of stage `{}` has no `files` to keep",
@@ -901,6 +905,7 @@ impl Planner<'_> {
                 ),
                 stage,
             );
+            self.file = archive_file;
         }
         for pattern in &def.files {
             if Path::new(&pattern.value).is_absolute() {
