@@ -469,7 +469,7 @@ impl Planner<'_> {
                 }
             }
             self.file = origins.run;
-            let commands = self.commands(name, def.run.as_ref());
+            let commands = self.commands((name, *stage_file), def.run.as_ref());
             self.file = origins.retry;
             let retry = match &def.retry {
                 None => Retry {
@@ -955,20 +955,23 @@ impl Planner<'_> {
         }
     }
 
-    fn commands(&mut self, stage: &Spanned<String>, run: Option<&StringList>) -> Vec<String> {
+    /// `stage`: the stage's name and the file that defines it.
+    fn commands(
+        &mut self,
+        stage: (&Spanned<String>, FileId),
+        run: Option<&StringList>,
+    ) -> Vec<String> {
         let Some(StringList(commands)) = run else {
             return Vec::new();
         };
         if commands.iter().any(|c| c.trim().is_empty()) {
-            // `run` has no place of its own; the stage's name is in the stage's file.
-            let at = self.defs.iter().find(|r| r.name.value == stage.value);
-            if let Some(file) = at.map(|r| r.file) {
-                self.file = file;
-                self.error(
-                    format!("stage `{}` has an empty command in `run`", stage.value),
-                    stage,
-                );
-            }
+            // `run` has no place of its own: point at the stage's name, in the stage's file.
+            let (name, file) = stage;
+            self.file = file;
+            self.error(
+                format!("stage `{}` has an empty command in `run`", name.value),
+                name,
+            );
         }
         commands.clone()
     }

@@ -1,12 +1,10 @@
 //! `murphy lock`: pin the git includes in `pipeline.lock`, and move pins forward on request.
 
-use std::path::Path;
-
 use super::{Cli, pipeline_file, state_dir};
 use crate::diagnostic::did_you_mean;
 use crate::error::{Error, exit};
 use crate::include::fetch::Cache;
-use crate::include::lockfile::{self, Lockfile, Pin};
+use crate::include::lockfile::{self, Lockfile};
 use crate::include::{self, Pins, short};
 use crate::plan::Plan;
 
@@ -51,12 +49,13 @@ pub(super) fn lock(cli: &Cli, args: &LockArgs) -> Result<i32, Error> {
     }
     // A lock is only worth writing for a pipeline that plans.
     Plan::new(&pipeline)?;
-    let new = Lockfile::new(pipeline.pins);
+    let new = Lockfile::new(pipeline.pins.clone());
     let old_pins = old
         .as_ref()
         .map(|l| l.includes.as_slice())
         .unwrap_or_default();
     let mut changed = 0;
+    let mut moved = false;
     for pin in &new.includes {
         match old_pins.iter().find(|o| o.same_include(pin)) {
             None => {
@@ -65,17 +64,29 @@ pub(super) fn lock(cli: &Cli, args: &LockArgs) -> Result<i32, Error> {
             }
             Some(before) if before.commit != pin.commit || before.digest != pin.digest => {
                 changed += 1;
+                moved = true;
                 println!(
                     "moved {} from {} to {}",
                     pin.describe(),
                     short(&before.commit),
                     short(&pin.commit)
                 );
-                for line in stage_changes(&cache, &file, before, pin) {
+            }
+            Some(_) => {}
+        }
+    }
+    if moved {
+        // The whole pipeline before and after: a moved pin may change files it includes.
+        match include::load(&file, &cache, Pins::Locked(old.as_ref())) {
+            Ok(before) => {
+                for line in include::diff::pipelines(&before, &pipeline) {
                     println!("  {line}");
                 }
             }
-            Some(_) => {}
+            Err(e) => println!(
+                "  (the stages cannot be compared: the old pins do not load: {})",
+                e.to_string().lines().next().unwrap_or_default()
+            ),
         }
     }
     for before in old_pins {
@@ -101,23 +112,4 @@ pub(super) fn lock(cli: &Cli, args: &LockArgs) -> Result<i32, Error> {
         new.includes.len()
     );
     Ok(exit::SUCCESS)
-}
-
-/// What moving a pin changes, stage by stage: added, removed, and changed with the keys.
-fn stage_changes(cache: &Cache, file: &Path, before: &Pin, after: &Pin) -> Vec<String> {
-    let project = include::project_dir(file);
-    let read = |pin: &Pin| {
-        cache
-            .read(
-                &include::repository_url(&project, &pin.git),
-                &pin.commit,
-                &pin.file,
-            )
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-    };
-    match (read(before), read(after)) {
-        (Some(old), Some(new)) => include::diff::stages(&old, &new),
-        _ => vec!["(the files could not be compared)".to_owned()],
-    }
 }

@@ -12,6 +12,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -95,13 +96,13 @@ pub enum FetchError {
     BadCommitId { url: String, commit: String },
     #[error("commit `{commit}` is not in `{url}`, even after a fetch (was it force-pushed away?)")]
     MissingCommit { url: String, commit: String },
-    #[error("there is no file `{file}` at commit `{}` of `{url}`", short(.commit))]
+    #[error("there is no file `{file}` at commit `{}` of `{url}`", super::short(.commit))]
     MissingFile {
         url: String,
         file: String,
         commit: String,
     },
-    #[error("`{file}` at commit `{}` of `{url}` is a {kind}, not a file", short(.commit))]
+    #[error("`{file}` at commit `{}` of `{url}` is a {kind}, not a file", super::short(.commit))]
     NotAFile {
         url: String,
         file: String,
@@ -119,8 +120,8 @@ impl Cache {
     /// id) to a full 40-hex commit id. Always fetches: this is how pins move forward.
     pub fn resolve(&self, url: &str, reference: &str) -> Result<String, FetchError> {
         let shown = strip_credentials(url);
-        let (path, _lock) = self.prepare(url, &shown)?;
-        fetch(url, &shown, &path)?;
+        let (path, lock) = self.prepare(url, &shown)?;
+        fetch(url, &shown, &path, &lock)?;
         let repo = open(&path, &shown)?;
         find_commit(&repo, reference, &shown).map(|oid| oid.to_string())
     }
@@ -138,13 +139,13 @@ impl Cache {
                 url: shown.clone(),
                 commit: commit.to_owned(),
             })?;
-        let (path, _lock) = self.prepare(url, &shown)?;
+        let (path, lock) = self.prepare(url, &shown)?;
         let mut repo = open(&path, &shown)?;
         if !contains(&repo, oid, &path, &shown)? {
             tracing::debug!(url = %shown, %commit, "commit not cached yet");
             // Reopened after the fetch: the `git` command may have added packs behind its back.
             drop(repo);
-            fetch(url, &shown, &path)?;
+            fetch(url, &shown, &path, &lock)?;
             repo = open(&path, &shown)?;
             if !contains(&repo, oid, &path, &shown)? {
                 return Err(FetchError::MissingCommit {
@@ -180,7 +181,7 @@ fn key(url: &str) -> String {
 /// An exclusive `flock` on `<key>.lock`: two murphys must not fetch into one repository at
 /// once. The kernel drops it when the file closes, kill -9 included.
 struct RepoLock {
-    _file: File,
+    file: File,
 }
 
 impl RepoLock {
@@ -195,7 +196,7 @@ impl RepoLock {
         loop {
             // SAFETY: flock on a descriptor we own.
             if unsafe { libc::flock(file.as_raw_fd(), flags) } == 0 {
-                return Ok(RepoLock { _file: file });
+                return Ok(RepoLock { file });
             }
             let err = io::Error::last_os_error();
             match err.raw_os_error() {
@@ -255,14 +256,14 @@ fn open(path: &Path, shown: &str) -> Result<Repository, FetchError> {
 
 /// Fetches every branch and tag of `url` into the repository at `path`, pruning those gone
 /// upstream so that a deleted branch no longer resolves.
-fn fetch(url: &str, shown: &str, path: &Path) -> Result<(), FetchError> {
+fn fetch(url: &str, shown: &str, path: &Path, lock: &RepoLock) -> Result<(), FetchError> {
     remove_stale_git_locks(path, shown)?;
     if is_local(url) {
         tracing::debug!(url = %shown, repo = %path.display(), "fetching with libgit2");
         fetch_with_libgit2(url, shown, path)
     } else {
         tracing::debug!(url = %shown, repo = %path.display(), "fetching with the git command");
-        fetch_with_git(url, shown, path)
+        fetch_with_git(url, shown, path, lock)
     }
 }
 
@@ -288,7 +289,7 @@ fn remove_stale_git_locks(path: &Path, shown: &str) -> Result<(), FetchError> {
 
 /// Whether libgit2 can fetch `url` itself: a `file://` URL or a path. As git reads URLs, a
 /// colon before any slash makes a path the scp-like `host:path`, which is ssh.
-fn is_local(url: &str) -> bool {
+pub(super) fn is_local(url: &str) -> bool {
     if let Some((scheme, _)) = url.split_once("://") {
         return scheme.eq_ignore_ascii_case("file");
     }
@@ -325,7 +326,7 @@ fn fetch_with_libgit2(url: &str, shown: &str, path: &Path) -> Result<(), FetchEr
 /// Fetches as cargo's `net.git-fetch-with-cli` does, so the user's credential helpers, ssh
 /// agent, proxies and `insteadOf` rules apply. git's stderr goes to a file, not a pipe: an ssh
 /// master left running in the background would hold a pipe open and hang the read.
-fn fetch_with_git(url: &str, shown: &str, path: &Path) -> Result<(), FetchError> {
+fn fetch_with_git(url: &str, shown: &str, path: &Path, lock: &RepoLock) -> Result<(), FetchError> {
     if url.starts_with('-') {
         return Err(FetchError::OptionLike {
             url: shown.to_owned(),
@@ -359,6 +360,19 @@ fn fetch_with_git(url: &str, shown: &str, path: &Path) -> Result<(), FetchError>
     // no ssh set up by the user, let it fail rather than wait for an answer nobody gives.
     if std::env::var_os("GIT_SSH_COMMAND").is_none() && std::env::var_os("GIT_SSH").is_none() {
         git.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
+    }
+    // `git` holds the lock too, through an inherited descriptor: if murphy is killed while git
+    // fetches, the next murphy waits for git instead of removing its live lock files.
+    let fd = lock.file.as_raw_fd();
+    // SAFETY: between fork and exec only `fcntl`, which is async-signal-safe, runs.
+    unsafe {
+        git.pre_exec(move || {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags == -1 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
     let status = git.status();
     let mut output = Vec::new();
@@ -522,10 +536,6 @@ fn read_file(
 
 fn is_hex(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-fn short(commit: &str) -> &str {
-    commit.get(..7).unwrap_or(commit)
 }
 
 fn io_error<'a>(path: &'a Path, shown: &'a str) -> impl Fn(io::Error) -> FetchError + 'a {
@@ -725,14 +735,14 @@ mod tests {
                 .to_string(),
             format!(
                 "there is no file `rust/nope.yml` at commit `{}` of `{url}`",
-                &commit[..7]
+                &commit[..12]
             )
         );
         assert_eq!(
             cache.read(&url, &commit, "rust").unwrap_err().to_string(),
             format!(
                 "`rust` at commit `{}` of `{url}` is a directory, not a file",
-                &commit[..7]
+                &commit[..12]
             )
         );
         let absent = "0123456789abcdef0123456789abcdef01234567";

@@ -17,7 +17,7 @@ pub mod diff;
 pub mod fetch;
 pub mod lockfile;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::config::{self, ConfigError, Entries, IncludeDef, Scalar, Source, Spanned, StageDef};
@@ -109,14 +109,15 @@ pub fn load(path: &Path, cache: &Cache, pins: Pins) -> Result<Pipeline, IncludeE
         pins: &pins,
         files: Vec::new(),
         places: Vec::new(),
-        seen: HashSet::new(),
+        seen: HashMap::new(),
+        subtrees: HashMap::new(),
         stack: Vec::new(),
         used: Vec::new(),
         stale: Vec::new(),
         errors: Vec::new(),
     };
     let identity = Place::Local(canonical(path));
-    loader.seen.insert(identity.key());
+    loader.seen.insert(identity.key(), 0);
     loader.files.push(root);
     loader.places.push(identity);
     let merged = loader.visit(0);
@@ -205,7 +206,9 @@ struct Loader<'a> {
     files: Vec<Source>,
     places: Vec<Place>,
     /// Every file read, by [`Place::key`].
-    seen: HashSet<String>,
+    seen: HashMap<String, FileId>,
+    /// What each file read whole brings, for the next file that includes it.
+    subtrees: HashMap<FileId, Merged>,
     /// The files being read, outermost first: a file met again here is a cycle.
     stack: Vec<FileId>,
     used: Vec<Pin>,
@@ -216,6 +219,9 @@ struct Loader<'a> {
 impl Loader<'_> {
     /// The stages, templates and env of `id` and everything it includes.
     fn visit(&mut self, id: FileId) -> Merged {
+        if let Some(done) = self.subtrees.get(&id) {
+            return done.clone();
+        }
         self.stack.push(id);
         if id != 0 {
             self.check_project_keys(id);
@@ -231,6 +237,7 @@ impl Loader<'_> {
         let own = Merged::own(id, &self.files[id]);
         merged.add(&self.files, own, true, &mut self.errors);
         self.stack.pop();
+        self.subtrees.insert(id, merged.clone());
         merged
     }
 
@@ -246,7 +253,9 @@ impl Loader<'_> {
         ];
         for (key, present) in given {
             if present {
-                let at = source.find_after(Span::start(), &format!("{key}:"));
+                let written = format!("{key}:");
+                let line = source.text.lines().position(|l| l.starts_with(&written));
+                let at = line.map_or(Span::start(), |i| Span::new(i + 1, 1, written.len()));
                 self.errors.push(source.error(
                     format!("`{key}` describes the project and belongs in its own pipeline file, not in an included one"),
                     at,
@@ -279,12 +288,14 @@ impl Loader<'_> {
             self.errors.push(at);
             return None;
         }
-        if !self.seen.insert(key) {
-            return None; // read already, through another include
+        if let Some(&read) = self.seen.get(&key) {
+            return Some(read); // read already, through another include
         }
         self.files.push(source);
         self.places.push(place);
-        Some(self.files.len() - 1)
+        let id = self.files.len() - 1;
+        self.seen.insert(key, id);
+        Some(id)
     }
 
     /// The place and text an entry names. `Ok(None)`: nothing to read (a stale pin, noted).
@@ -383,10 +394,33 @@ impl Loader<'_> {
                         at,
                     ));
                 };
+                if holds_credentials(&url.value) {
+                    // Not quoting the line: it holds the secret.
+                    return Err(Box::new(Diagnostic::new(
+                        "a `git:` URL may not hold credentials: they would be committed in the lock file and shown in logs; let git's credential helper (or an ssh key) supply them",
+                        &including.path,
+                        "",
+                        config::span_of(url),
+                    )));
+                }
                 let name = match &def.name {
                     Some(name) => name.value.clone(),
                     None => repository_name(&url.value),
                 };
+                if let Some(other) = self
+                    .used
+                    .iter()
+                    .find(|p| p.name == name && p.git != url.value)
+                {
+                    return Err(fail(
+                        format!(
+                            "two repositories are named `{name}` (`{}` and `{}`), so `murphy lock --update {name}` could not tell them apart; give one a `name:`",
+                            crate::git::strip_credentials(&other.git),
+                            crate::git::strip_credentials(&url.value)
+                        ),
+                        at,
+                    ));
+                }
                 let wanted = Pin {
                     name: name.clone(),
                     git: url.value.clone(),
@@ -399,6 +433,10 @@ impl Loader<'_> {
                 let fetch_error =
                     |e: fetch::FetchError| fail(crate::error::chain(&e), config::span_of(url));
                 let locked = match self.pins {
+                    // Reached before: one include, one commit, one pin.
+                    _ if self.used.iter().any(|p| p.same_include(&wanted)) => {
+                        self.used.iter().find(|p| p.same_include(&wanted)).cloned()
+                    }
                     Pins::Locked(lock) => {
                         match lock.and_then(|l| l.includes.iter().find(|p| p.same_include(&wanted)))
                         {
@@ -432,7 +470,7 @@ impl Loader<'_> {
                     .read(&fetch_url, &commit, &file.value)
                     .map_err(fetch_error)?;
                 let digest = blake3::hash(&bytes).to_hex().to_string();
-                if let (Pins::Locked(_), Some(pin)) = (self.pins, &locked)
+                if let Some(pin) = &locked
                     && pin.digest != digest
                 {
                     return Err(fail(
@@ -451,11 +489,13 @@ impl Loader<'_> {
                     commit: commit.clone(),
                     file: file.value.clone(),
                 };
-                self.used.push(Pin {
-                    commit,
-                    digest,
-                    ..wanted
-                });
+                if !self.used.iter().any(|p| p.same_include(&wanted)) {
+                    self.used.push(Pin {
+                        commit,
+                        digest,
+                        ..wanted
+                    });
+                }
                 let shown = place.shown();
                 let text = utf8(bytes, &shown).map_err(|m| fail(m, at))?;
                 Ok(Some((place, parse(&shown, text)?)))
@@ -475,7 +515,7 @@ impl Loader<'_> {
 /// Where to fetch a `git:` URL from: a relative path is relative to the project (`project`,
 /// the pipeline file's directory), not to where murphy runs.
 pub fn repository_url(project: &Path, url: &str) -> String {
-    let is_path = !url.contains("://") && !url.contains(':');
+    let is_path = !url.contains("://") && fetch::is_local(url);
     if is_path && Path::new(url).is_relative() {
         // Not canonicalised: the cache must be found by the same key when the repository
         // itself is gone.
@@ -514,13 +554,27 @@ fn utf8(bytes: Vec<u8>, shown: &Path) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|_| format!("`{}` is not UTF-8 text", shown.display()))
 }
 
+/// Whether a `git:` URL carries a secret: a password, or for http(s) any user part (a token is
+/// passed as the user). `ssh://git@host/x` names a user, not a secret.
+fn holds_credentials(url: &str) -> bool {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match authority.rsplit_once('@') {
+        Some((user, _)) => user.contains(':') || scheme.to_ascii_lowercase().starts_with("http"),
+        None => false,
+    }
+}
+
 /// `pipelines` for `https://example.org/core/pipelines.git`.
 pub fn repository_name(url: &str) -> String {
+    let url = crate::git::strip_credentials(url);
     let last = url
         .trim_end_matches('/')
         .rsplit(['/', ':'])
         .next()
-        .unwrap_or(url);
+        .unwrap_or(&url);
     last.strip_suffix(".git").unwrap_or(last).to_owned()
 }
 
@@ -534,7 +588,7 @@ fn canonical(path: &Path) -> PathBuf {
 }
 
 /// A subtree's stages, templates and env, merged.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Merged {
     templates: Vec<Def>,
     stages: Vec<Def>,
@@ -579,7 +633,12 @@ impl Merged {
             errors,
         );
         merge_defs(files, &mut self.stages, from.stages, own, "stage", errors);
-        self.env.extend(from.env);
+        // A file reached twice (a diamond) counts once, where it was first reached.
+        for (file, env) in from.env {
+            if !self.env.iter().any(|(f, _)| *f == file) {
+                self.env.push((file, env));
+            }
+        }
         for name in from.pass_env {
             if !self.pass_env.contains(&name) {
                 self.pass_env.push(name);
@@ -604,6 +663,9 @@ fn merge_defs(
     for def in from {
         let overrides = def.def.overrides.as_ref().filter(|o| o.value);
         let existing = into.iter().position(|d| d.name.value == def.name.value);
+        if existing.is_some_and(|i| into[i].file == def.file) {
+            continue; // one file reached twice: one definition
+        }
         match (existing, overrides.filter(|_| own)) {
             (Some(i), Some(_)) => into[i] = def,
             (None, Some(flag)) => errors.push(files[def.file].error(
@@ -711,6 +773,48 @@ mod tests {
         assert_eq!(
             (build.origin().as_str(), build.needs.as_slice()),
             ("pipeline.yml", &[0][..])
+        );
+    }
+
+    #[test]
+    fn a_file_two_files_include_counts_once_where_first_reached() {
+        let common = "version: 1\nenv: {LEVEL: common}\nstages:\n  lint: {run: l}\n";
+        let plan = plan(&[
+            (
+                "pipeline.yml",
+                "version: 1\ninclude: [{path: ci/a.yml}, {path: ci/b.yml}]\nstages:\n  all: {needs: [a, b], run: x}\n",
+            ),
+            (
+                "ci/a.yml",
+                "version: 1\ninclude: [{path: common.yml}]\nenv: {LEVEL: a}\nstages:\n  a: {needs: [lint], run: a}\n",
+            ),
+            (
+                "ci/b.yml",
+                "version: 1\ninclude: [{path: common.yml}]\nstages:\n  b: {needs: [lint], run: b}\n",
+            ),
+            ("ci/common.yml", common),
+        ])
+        .unwrap();
+        let names: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["lint", "a", "b", "all"]);
+        // a.yml includes common.yml, so a.yml's value wins, even though b.yml reaches
+        // common.yml again later.
+        assert_eq!(plan.env, [("LEVEL".to_owned(), "a".to_owned())]);
+    }
+
+    #[test]
+    fn a_project_key_in_an_included_file_is_found_where_it_is_written() {
+        let err = plan(&[
+            ("pipeline.yml", "version: 1\ninclude: [{path: ci/a.yml}]\n"),
+            (
+                "ci/a.yml",
+                "version: 1\n# the stage name: lint\nstages:\n  lint: {run: l}\nname: oops\n",
+            ),
+        ])
+        .unwrap_err();
+        assert!(
+            err.contains("/ci/a.yml:5:1: `name` describes the project"),
+            "{err}"
         );
     }
 }

@@ -1012,7 +1012,13 @@ fn a_git_included_file_includes_its_siblings_at_the_same_commit() {
         out.read("ran.txt"),
         "setup one\ncargo\nall\nsetup one\ncargo\nall\n"
     );
-    out.murphy(["lock", "--update"]).run();
+    // What moved is shown stage by stage, the sibling file's stage included.
+    let moved = out.murphy(["lock", "--update"]).run();
+    assert!(
+        moved.stdout.contains("\n  stage `setup` changed: run\n"),
+        "{}",
+        moved.stdout
+    );
     out.murphy(["run", "--force"]).run();
     assert!(
         out.read("ran.txt")
@@ -1149,4 +1155,122 @@ fn an_include_given_a_name_is_pinned_and_updated_by_that_name() {
     assert_eq!(out.read("test.txt"), "two\n");
     // Every stage comes from one file that names no owner: nothing to tell apart.
     assert_eq!(froms(&out), pairs(&[("test", "<none>"), ("new", "<none>")]));
+}
+
+#[test]
+fn plain_lock_does_not_take_an_altered_digest_for_a_moved_pin() {
+    let (out, _upstream, _v1) = git_project("main");
+    out.murphy(["lock"]).run();
+    let lock = out.read("pipeline.lock");
+    let digest = lock_json(&out)["includes"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    out.write("pipeline.lock", &lock.replace(&digest, &"0".repeat(64)));
+    let refused = out.murphy(["lock"]).code(2).run();
+    assert!(
+        refused
+            .stderr
+            .contains("is not the file `pipeline.lock` pinned (its digest differs)"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        out.read("pipeline.lock"),
+        lock.replace(&digest, &"0".repeat(64)),
+        "left alone"
+    );
+}
+
+#[test]
+fn one_git_include_reached_from_two_files_is_pinned_once() {
+    let test = Test::new();
+    let upstream = Upstream::new(test.path(), "pipelines");
+    upstream.push(&[("base.yml", BASE_V1)], "Base pipeline");
+    let include = format!(
+        "version: 1\ninclude:\n  - {{git: {}, ref: main, file: base.yml}}\n",
+        upstream.url()
+    );
+    let out = test
+        .pipeline(
+            "
+            version: 1
+            include: [{path: ci/a.yml}, {path: ci/b.yml}]
+            stages:
+              after: {needs: [test], run: 'echo after >> after.txt'}
+            ",
+        )
+        .write("ci/a.yml", &include)
+        .write("ci/b.yml", &include)
+        .args(["lock"])
+        .run();
+    assert_eq!(
+        out.stdout
+            .matches("pinned `pipelines@main:base.yml`")
+            .count(),
+        1,
+        "{}",
+        out.stdout
+    );
+    assert_eq!(lock_json(&out)["includes"].as_array().unwrap().len(), 1);
+    out.murphy(["run"]).run();
+    assert_eq!(out.read("test.txt"), "one\n");
+}
+
+#[test]
+fn a_git_url_holding_a_token_is_refused_without_printing_it() {
+    let out = Test::new()
+        .pipeline(
+            "
+            version: 1
+            include:
+              - {git: 'https://ci:s3cr3t-t0ken@127.0.0.1:1/core.git', ref: main, file: base.yml}
+            stages: {}
+            ",
+        )
+        .args(["lock"])
+        .code(2)
+        .run();
+    assert!(
+        out.stderr
+            .starts_with("error: pipeline.yml:3:11: a `git:` URL may not hold credentials"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("s3cr3t"), "{}", out.stderr);
+    assert!(!out.file("pipeline.lock").exists());
+}
+
+#[test]
+fn two_repositories_of_one_name_are_refused() {
+    let test = Test::new();
+    for dir in ["a", "b"] {
+        fs::create_dir_all(test.path().join(dir)).unwrap();
+    }
+    let first = Upstream::new(&test.path().join("a"), "pipelines");
+    first.push(&[("base.yml", BASE_V1)], "Base pipeline");
+    let second = Upstream::new(&test.path().join("b"), "pipelines");
+    second.push(
+        &[("other.yml", "version: 1\nstages:\n  other: {run: 'true'}\n")],
+        "Other",
+    );
+    let out = test
+        .write(
+            "pipeline.yml",
+            &format!(
+                "version: 1\ninclude:\n  - {{git: {}, ref: main, file: base.yml}}\n  - {{git: {}, ref: main, file: other.yml}}\n",
+                first.url(),
+                second.url()
+            ),
+        )
+        .args(["lock"])
+        .code(2)
+        .run();
+    assert!(
+        out.stderr
+            .contains("pipeline.yml:4:5: two repositories are named `pipelines`"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("give one a `name:`"), "{}", out.stderr);
 }
