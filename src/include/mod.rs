@@ -305,210 +305,227 @@ impl Loader<'_> {
         entry: &Spanned<IncludeDef>,
     ) -> Result<Option<(Place, Source)>, Box<Diagnostic>> {
         let including = &self.files[parent];
-        let fail = |message: String, at: Span| Box::new(including.error(message, at));
+        let fail = |message: &str, at: Span| Box::new(including.error(message, at));
         let def = &entry.value;
-        let at = config::span_of(entry);
         match (&def.path, &def.git) {
-            (Some(path), None) => {
-                for (key, given) in [
-                    ("ref", def.reference.is_some()),
-                    ("file", def.file.is_some()),
-                    ("name", def.name.is_some()),
-                ] {
-                    if given {
-                        return Err(fail(
-                            format!(
-                                "`{key}` goes with `git:`; a `path:` include names its file alone"
-                            ),
-                            at,
-                        ));
-                    }
-                }
-                match self.places[parent].clone() {
-                    Place::Local(including_path) => {
-                        let dir = including_path.parent().unwrap_or(Path::new("/"));
-                        let shown = crate::plan::normalize(
-                            &including
-                                .path
-                                .parent()
-                                .unwrap_or(Path::new(""))
-                                .join(&path.value),
-                        );
-                        let target = canonical(&dir.join(&path.value));
-                        let text = std::fs::read_to_string(&target).map_err(|e| {
-                            fail(
-                                format!("cannot read the included file `{}`: {e}", shown.display()),
-                                config::span_of(path),
-                            )
-                        })?;
-                        let source = parse(&shown, text)?;
-                        Ok(Some((Place::Local(target), source)))
-                    }
-                    Place::Git {
-                        url,
-                        name,
-                        reference,
-                        commit,
-                        file,
-                    } => {
-                        let joined = crate::plan::normalize(
-                            &Path::new(&file)
-                                .parent()
-                                .unwrap_or(Path::new(""))
-                                .join(&path.value),
-                        );
-                        let joined = joined.to_string_lossy().into_owned();
-                        if joined == ".."
-                            || joined.starts_with("../")
-                            || Path::new(&joined).is_absolute()
-                        {
-                            return Err(fail(
-                                format!(
-                                    "`{}` leaves the repository this file comes from",
-                                    path.value
-                                ),
-                                config::span_of(path),
-                            ));
-                        }
-                        let bytes = self
-                            .cache
-                            .read(&url, &commit, &joined)
-                            .map_err(|e| fail(crate::error::chain(&e), config::span_of(path)))?;
-                        let place = Place::Git {
-                            url,
-                            name,
-                            reference,
-                            commit,
-                            file: joined,
-                        };
-                        let shown = place.shown();
-                        let text = utf8(bytes, &shown).map_err(|m| fail(m, at))?;
-                        Ok(Some((place, parse(&shown, text)?)))
-                    }
-                }
-            }
-            (None, Some(url)) => {
-                let (Some(reference), Some(file)) = (&def.reference, &def.file) else {
-                    return Err(fail(
-                        "a `git:` include needs `ref:` (a branch, tag or commit) and `file:` (the file in the repository)".into(),
-                        at,
-                    ));
-                };
-                if holds_credentials(&url.value) {
-                    // Not quoting the line: it holds the secret.
-                    return Err(Box::new(Diagnostic::new(
-                        "a `git:` URL may not hold credentials: they would be committed in the lock file and shown in logs; let git's credential helper (or an ssh key) supply them",
-                        &including.path,
-                        "",
-                        config::span_of(url),
-                    )));
-                }
-                let name = match &def.name {
-                    Some(name) => name.value.clone(),
-                    None => repository_name(&url.value),
-                };
-                if let Some(other) = self
-                    .used
-                    .iter()
-                    .find(|p| p.name == name && p.git != url.value)
-                {
-                    return Err(fail(
-                        format!(
-                            "two repositories are named `{name}` (`{}` and `{}`), so `murphy lock --update {name}` could not tell them apart; give one a `name:`",
-                            crate::git::strip_credentials(&other.git),
-                            crate::git::strip_credentials(&url.value)
-                        ),
-                        at,
-                    ));
-                }
-                let wanted = Pin {
-                    name: name.clone(),
-                    git: url.value.clone(),
-                    reference: reference.value.clone(),
-                    file: file.value.clone(),
-                    commit: String::new(),
-                    digest: String::new(),
-                };
-                let fetch_url = repository_url(&self.project, &url.value);
-                let fetch_error =
-                    |e: fetch::FetchError| fail(crate::error::chain(&e), config::span_of(url));
-                let locked = match self.pins {
-                    // Reached before: one include, one commit, one pin.
-                    _ if self.used.iter().any(|p| p.same_include(&wanted)) => {
-                        self.used.iter().find(|p| p.same_include(&wanted)).cloned()
-                    }
-                    Pins::Locked(lock) => {
-                        match lock.and_then(|l| l.includes.iter().find(|p| p.same_include(&wanted)))
-                        {
-                            Some(pin) => Some(pin.clone()),
-                            None => {
-                                self.stale.push(format!(
-                                    "`{}` includes {}, which is not pinned",
-                                    including.path.display(),
-                                    wanted.describe()
-                                ));
-                                return Ok(None);
-                            }
-                        }
-                    }
-                    Pins::Refresh { old, update } => {
-                        let moved = update.is_none_or(|names| names.contains(&name));
-                        old.and_then(|l| l.includes.iter().find(|p| p.same_include(&wanted)))
-                            .filter(|_| !moved)
-                            .cloned()
-                    }
-                };
-                let commit = match &locked {
-                    Some(pin) => pin.commit.clone(),
-                    None => self
-                        .cache
-                        .resolve(&fetch_url, &reference.value)
-                        .map_err(fetch_error)?,
-                };
-                let bytes = self
-                    .cache
-                    .read(&fetch_url, &commit, &file.value)
-                    .map_err(fetch_error)?;
-                let digest = blake3::hash(&bytes).to_hex().to_string();
-                if let Some(pin) = &locked
-                    && pin.digest != digest
-                {
-                    return Err(fail(
-                        format!(
-                            "{} at commit {} is not the file `pipeline.lock` pinned (its digest differs): the lock file or the include cache was altered; run `murphy lock --update {name}` to pin it afresh",
-                            wanted.describe(),
-                            short(&commit)
-                        ),
-                        at,
-                    ));
-                }
-                let place = Place::Git {
-                    url: fetch_url,
-                    name,
-                    reference: reference.value.clone(),
-                    commit: commit.clone(),
-                    file: file.value.clone(),
-                };
-                if !self.used.iter().any(|p| p.same_include(&wanted)) {
-                    self.used.push(Pin {
-                        commit,
-                        digest,
-                        ..wanted
-                    });
-                }
-                let shown = place.shown();
-                let text = utf8(bytes, &shown).map_err(|m| fail(m, at))?;
-                Ok(Some((place, parse(&shown, text)?)))
-            }
+            (Some(path), None) => self.read_path(parent, entry, path).map(Some),
+            (None, Some(url)) => self.read_git(parent, entry, url),
             (Some(path), Some(_)) => Err(fail(
-                "an include is either `path:` or `git:`, not both".into(),
+                "an include is either `path:` or `git:`, not both",
                 config::span_of(path),
             )),
             (None, None) => Err(fail(
-                "an include needs `path:` (a file of this project) or `git:` (a repository)".into(),
-                at,
+                "an include needs `path:` (a file of this project) or `git:` (a repository)",
+                config::span_of(entry),
             )),
         }
+    }
+
+    /// A `path:` include: a file beside the including one, on disk or in its repository.
+    fn read_path(
+        &self,
+        parent: FileId,
+        entry: &Spanned<IncludeDef>,
+        path: &Spanned<String>,
+    ) -> Result<(Place, Source), Box<Diagnostic>> {
+        let including = &self.files[parent];
+        let fail = |message: String, at: Span| Box::new(including.error(message, at));
+        let def = &entry.value;
+        let at = config::span_of(entry);
+        for (key, given) in [
+            ("ref", def.reference.is_some()),
+            ("file", def.file.is_some()),
+            ("name", def.name.is_some()),
+        ] {
+            if given {
+                return Err(fail(
+                    format!("`{key}` goes with `git:`; a `path:` include names its file alone"),
+                    at,
+                ));
+            }
+        }
+        match self.places[parent].clone() {
+            Place::Local(including_path) => {
+                let dir = including_path.parent().unwrap_or(Path::new("/"));
+                let shown = crate::plan::normalize(
+                    &including
+                        .path
+                        .parent()
+                        .unwrap_or(Path::new(""))
+                        .join(&path.value),
+                );
+                let target = canonical(&dir.join(&path.value));
+                let text = std::fs::read_to_string(&target).map_err(|e| {
+                    fail(
+                        format!("cannot read the included file `{}`: {e}", shown.display()),
+                        config::span_of(path),
+                    )
+                })?;
+                let source = parse(&shown, text)?;
+                Ok((Place::Local(target), source))
+            }
+            Place::Git {
+                url,
+                name,
+                reference,
+                commit,
+                file,
+            } => {
+                let joined = crate::plan::normalize(
+                    &Path::new(&file)
+                        .parent()
+                        .unwrap_or(Path::new(""))
+                        .join(&path.value),
+                );
+                let joined = joined.to_string_lossy().into_owned();
+                if joined == ".." || joined.starts_with("../") || Path::new(&joined).is_absolute() {
+                    return Err(fail(
+                        format!(
+                            "`{}` leaves the repository this file comes from",
+                            path.value
+                        ),
+                        config::span_of(path),
+                    ));
+                }
+                let bytes = self
+                    .cache
+                    .read(&url, &commit, &joined)
+                    .map_err(|e| fail(crate::error::chain(&e), config::span_of(path)))?;
+                let place = Place::Git {
+                    url,
+                    name,
+                    reference,
+                    commit,
+                    file: joined,
+                };
+                let shown = place.shown();
+                let text = utf8(bytes, &shown).map_err(|m| fail(m, at))?;
+                Ok((place, parse(&shown, text)?))
+            }
+        }
+    }
+
+    /// A `git:` include, at its pinned commit (or, for `murphy lock`, its ref's).
+    fn read_git(
+        &mut self,
+        parent: FileId,
+        entry: &Spanned<IncludeDef>,
+        url: &Spanned<String>,
+    ) -> Result<Option<(Place, Source)>, Box<Diagnostic>> {
+        let including = &self.files[parent];
+        let fail = |message: String, at: Span| Box::new(including.error(message, at));
+        let def = &entry.value;
+        let at = config::span_of(entry);
+        let (Some(reference), Some(file)) = (&def.reference, &def.file) else {
+            return Err(fail(
+                "a `git:` include needs `ref:` (a branch, tag or commit) and `file:` (the file in the repository)".into(),
+                at,
+            ));
+        };
+        if holds_credentials(&url.value) {
+            // Not quoting the line: it holds the secret.
+            return Err(Box::new(Diagnostic::new(
+                "a `git:` URL may not hold credentials: they would be committed in the lock file and shown in logs; let git's credential helper (or an ssh key) supply them",
+                &including.path,
+                "",
+                config::span_of(url),
+            )));
+        }
+        let name = match &def.name {
+            Some(name) => name.value.clone(),
+            None => repository_name(&url.value),
+        };
+        if let Some(other) = self
+            .used
+            .iter()
+            .find(|p| p.name == name && p.git != url.value)
+        {
+            return Err(fail(
+                format!(
+                    "two repositories are named `{name}` (`{}` and `{}`), so `murphy lock --update {name}` could not tell them apart; give one a `name:`",
+                    crate::git::strip_credentials(&other.git),
+                    crate::git::strip_credentials(&url.value)
+                ),
+                at,
+            ));
+        }
+        let wanted = Pin {
+            name: name.clone(),
+            git: url.value.clone(),
+            reference: reference.value.clone(),
+            file: file.value.clone(),
+            commit: String::new(),
+            digest: String::new(),
+        };
+        let fetch_url = repository_url(&self.project, &url.value);
+        let fetch_error =
+            |e: fetch::FetchError| fail(crate::error::chain(&e), config::span_of(url));
+        let locked = match self.pins {
+            // Reached before: one include, one commit, one pin.
+            _ if self.used.iter().any(|p| p.same_include(&wanted)) => {
+                self.used.iter().find(|p| p.same_include(&wanted)).cloned()
+            }
+            Pins::Locked(lock) => {
+                match lock.and_then(|l| l.includes.iter().find(|p| p.same_include(&wanted))) {
+                    Some(pin) => Some(pin.clone()),
+                    None => {
+                        self.stale.push(format!(
+                            "`{}` includes {}, which is not pinned",
+                            including.path.display(),
+                            wanted.describe()
+                        ));
+                        return Ok(None);
+                    }
+                }
+            }
+            Pins::Refresh { old, update } => {
+                let moved = update.is_none_or(|names| names.contains(&name));
+                old.and_then(|l| l.includes.iter().find(|p| p.same_include(&wanted)))
+                    .filter(|_| !moved)
+                    .cloned()
+            }
+        };
+        let commit = match &locked {
+            Some(pin) => pin.commit.clone(),
+            None => self
+                .cache
+                .resolve(&fetch_url, &reference.value)
+                .map_err(fetch_error)?,
+        };
+        let bytes = self
+            .cache
+            .read(&fetch_url, &commit, &file.value)
+            .map_err(fetch_error)?;
+        let digest = blake3::hash(&bytes).to_hex().to_string();
+        if let Some(pin) = &locked
+            && pin.digest != digest
+        {
+            return Err(fail(
+                format!(
+                    "{} at commit {} is not the file `pipeline.lock` pinned (its digest differs): the lock file or the include cache was altered; run `murphy lock --update {name}` to pin it afresh",
+                    wanted.describe(),
+                    short(&commit)
+                ),
+                at,
+            ));
+        }
+        let place = Place::Git {
+            url: fetch_url,
+            name,
+            reference: reference.value.clone(),
+            commit: commit.clone(),
+            file: file.value.clone(),
+        };
+        if !self.used.iter().any(|p| p.same_include(&wanted)) {
+            self.used.push(Pin {
+                commit,
+                digest,
+                ..wanted
+            });
+        }
+        let shown = place.shown();
+        let text = utf8(bytes, &shown).map_err(|m| fail(m, at))?;
+        Ok(Some((place, parse(&shown, text)?)))
     }
 }
 
