@@ -1218,9 +1218,8 @@ fn normalize_path(path: &str) -> String {
 /// pipeline wants.
 pub fn load(path: &Path, state: &Path) -> Result<Plan, crate::Error> {
     use crate::include::{self, fetch::Cache, lockfile};
-    let lock =
-        lockfile::Lockfile::read(&lockfile::path_for(path)).map_err(include::IncludeError::from)?;
-    let cache = Cache::new(state.join("includes"));
+    let lock = lockfile::Lockfile::of_pipeline(path).map_err(include::IncludeError::from)?;
+    let cache = Cache::of_state_dir(state);
     let pipeline = include::load(path, &cache, include::Pins::Locked(lock.as_ref()))?;
     Ok(Plan::new(&pipeline)?)
 }

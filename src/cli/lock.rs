@@ -22,8 +22,8 @@ pub(super) fn lock(cli: &Cli, args: &LockArgs) -> Result<i32, Error> {
     let file = pipeline_file(cli)?;
     let state = state_dir(cli)?;
     let lock_path = lockfile::path_for(&file);
-    let old = Lockfile::read(&lock_path).map_err(include::IncludeError::from)?;
-    let cache = Cache::new(state.root().join("includes"));
+    let old = Lockfile::of_pipeline(&file).map_err(include::IncludeError::from)?;
+    let cache = Cache::of_state_dir(state.root());
     let update = match (args.update, args.names.is_empty()) {
         (false, _) => Some(&[][..]),
         (true, true) => None,

@@ -116,6 +116,11 @@ impl Cache {
         Cache { dir }
     }
 
+    /// The cache of the state directory `state`: `<state>/includes`.
+    pub fn of_state_dir(state: &Path) -> Cache {
+        Cache::new(state.join("includes"))
+    }
+
     /// Fetches `url` and resolves `reference` (a tag, a branch, or a full or abbreviated commit
     /// id) to a full 40-hex commit id. Always fetches: this is how pins move forward.
     pub fn resolve(&self, url: &str, reference: &str) -> Result<String, FetchError> {

@@ -91,6 +91,11 @@ impl Lockfile {
         }
     }
 
+    /// The lock of the pipeline file `pipeline_file`; `None` when there is none.
+    pub fn of_pipeline(pipeline_file: &Path) -> Result<Option<Lockfile>, LockfileError> {
+        Lockfile::read(&path_for(pipeline_file))
+    }
+
     /// The lock at `path`; `None` when there is none.
     pub fn read(path: &Path) -> Result<Option<Lockfile>, LockfileError> {
         let bytes = match std::fs::read(path) {

@@ -432,6 +432,12 @@ impl Loader<'_> {
             )));
         }
         let name = match &def.name {
+            Some(name) if name.value.trim().is_empty() => {
+                return Err(fail(
+                    "an include's `name` is what `murphy lock --update NAME` selects it by: it cannot be empty".into(),
+                    config::span_of(name),
+                ));
+            }
             Some(name) => name.value.clone(),
             None => repository_name(&url.value),
         };
@@ -460,11 +466,10 @@ impl Loader<'_> {
         let fetch_url = repository_url(&self.project, &url.value);
         let fetch_error =
             |e: fetch::FetchError| fail(crate::error::chain(&e), config::span_of(url));
+        // Reached before: one include, one commit, one pin.
+        let reached = self.used.iter().find(|p| p.same_include(&wanted)).cloned();
         let locked = match self.pins {
-            // Reached before: one include, one commit, one pin.
-            _ if self.used.iter().any(|p| p.same_include(&wanted)) => {
-                self.used.iter().find(|p| p.same_include(&wanted)).cloned()
-            }
+            _ if reached.is_some() => reached,
             Pins::Locked(lock) => {
                 match lock.and_then(|l| l.includes.iter().find(|p| p.same_include(&wanted))) {
                     Some(pin) => Some(pin.clone()),
@@ -831,6 +836,19 @@ mod tests {
         .unwrap_err();
         assert!(
             err.contains("/ci/a.yml:5:1: `name` describes the project"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_empty_include_name_is_refused_before_anything_is_fetched() {
+        let err = plan(&[(
+            "pipeline.yml",
+            "version: 1\ninclude:\n  - {git: /no/such/repo.git, ref: main, file: a.yml, name: ''}\n",
+        )])
+        .unwrap_err();
+        assert!(
+            err.contains("pipeline.yml:3:60: an include's `name`"),
             "{err}"
         );
     }
