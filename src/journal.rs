@@ -53,6 +53,16 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         note: Option<String>,
     },
+    /// A stage that succeeded before the run was resumed, checked again on resume: same
+    /// fingerprint, outputs verified against what it produced (and restored where they were
+    /// missing or different). It keeps its state; a changed stage runs again instead.
+    StageRechecked {
+        stage: String,
+        fingerprint: String,
+        output_digest: String,
+        /// Output files, links and directories copied back into the workspace.
+        restored: usize,
+    },
     StageFinished {
         stage: String,
         attempt: u32,

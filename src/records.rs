@@ -467,6 +467,19 @@ impl RunView {
                     s.finished_at = Some(record.at);
                     s.duration_ms = Some(0);
                 }
+                Event::StageRechecked {
+                    stage,
+                    fingerprint,
+                    output_digest,
+                    ..
+                } => {
+                    let s = view.stage_mut(stage);
+                    if !s.state.is_success() {
+                        s.state = StageState::Succeeded;
+                    }
+                    s.fingerprint = Some(fingerprint.clone());
+                    s.output_digest = Some(output_digest.clone());
+                }
                 Event::StageFinished {
                     stage,
                     attempt,

@@ -97,10 +97,16 @@ impl Reporter {
         self.println(line);
     }
 
-    /// A stage a resumed run does not run again: it succeeded before murphy stopped.
-    pub fn stage_done_before(&self, stage: &str) {
+    /// A stage a resumed run does not run again: it succeeded before murphy stopped, and
+    /// nothing it depends on changed since.
+    pub fn stage_done_before(&self, stage: &str, restored: usize) {
+        let detail = match restored {
+            0 => String::new(),
+            1 => " (restored 1 output)".to_owned(),
+            n => format!(" (restored {n} outputs)"),
+        };
         let line = format!(
-            "{stage} {} before the run was resumed",
+            "{stage} {} before the run was resumed{detail}",
             style("succeeded").green().for_stderr()
         );
         self.end_stage(stage, &line);

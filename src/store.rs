@@ -206,7 +206,12 @@ impl Store {
     /// The manifest of the stage's newest record, to say what changed since.
     pub fn latest_manifest(&self, stage: &str) -> Option<Manifest> {
         let fingerprint = fs::read_to_string(self.latest_path(stage)).ok()?;
-        let bytes = fs::read(self.manifest_path(fingerprint.trim())).ok()?;
+        self.manifest(fingerprint.trim())
+    }
+
+    /// The manifest stored beside the record for `fingerprint`, to say what changed since.
+    pub fn manifest(&self, fingerprint: &str) -> Option<Manifest> {
+        let bytes = fs::read(self.manifest_path(fingerprint)).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 

@@ -9,7 +9,7 @@ use super::{Cli, io_error, load_plan, pipeline_file, state_dir};
 use crate::change::{self, Change};
 use crate::environment;
 use crate::error::{Error, exit};
-use crate::executor::{self, Context, Mode, Options, Start};
+use crate::executor::{self, Context, Done, Mode, Options, Start};
 use crate::journal::{Journal, RunStatus};
 use crate::lock::RunLock;
 use crate::plan::{Plan, StageId};
@@ -428,7 +428,11 @@ pub(super) fn resume(cli: &Cli, args: &ResumeArgs) -> Result<i32, Error> {
         selected.push(id);
         match (&stage.output_digest, stage.state.is_success()) {
             (Some(digest), true) => {
-                done.insert(id, digest.clone());
+                let done_before = Done {
+                    fingerprint: stage.fingerprint.clone(),
+                    output_digest: digest.clone(),
+                };
+                done.insert(id, done_before);
             }
             _ if stage.attempts > 0 => discard.push(id),
             _ => {}

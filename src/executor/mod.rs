@@ -45,11 +45,21 @@ pub enum Mode {
     Checkpoint,
 }
 
+/// A stage that succeeded before the run was resumed, as its journal recorded it.
+#[derive(Debug, Clone)]
+pub struct Done {
+    /// The fingerprint it succeeded with (`None` in a journal that did not record one).
+    pub fingerprint: Option<String>,
+    pub output_digest: String,
+}
+
 /// Where a run starts from: a new run has nothing done; a resumed one has its journal's.
 #[derive(Debug, Default)]
 pub struct Start {
-    /// Stages that already succeeded in this run, with their output digests.
-    pub done: HashMap<StageId, String>,
+    /// Stages that already succeeded in this run. They are not trusted blindly: each is
+    /// fingerprinted again in graph order, kept (its outputs verified and restored) only if
+    /// nothing it depends on changed, and run again otherwise.
+    pub done: HashMap<StageId, Done>,
     /// Stages that were running when murphy died: their partial outputs go first.
     pub discard: Vec<StageId>,
     /// Whether this continues a recorded run (`murphy resume`).
@@ -198,17 +208,7 @@ pub async fn execute(
             });
             continue;
         }
-        slots[id] = match start.done.get(&id) {
-            Some(digest) => {
-                ctx.reporter.stage_done_before(&plan.stages[id].name);
-                Slot::Succeeded {
-                    output_digest: digest.clone(),
-                    cached: false,
-                    stale: false,
-                }
-            }
-            None => Slot::Pending,
-        };
+        slots[id] = Slot::Pending;
     }
     let mut tasks: JoinSet<StageEnd> = JoinSet::new();
     let mut task_stage: HashMap<tokio::task::Id, StageId> = HashMap::new();
@@ -248,6 +248,7 @@ pub async fn execute(
                         upstream,
                         mode: modes.get(id).copied().unwrap_or(Mode::Normal),
                         discard: start.discard.contains(&id),
+                        before: start.done.get(&id).cloned(),
                         cancel: cancel.clone(),
                         chain: if stage.archive.is_some() || !stage.publish.is_empty() {
                             chain(&plan, id, &slots)

@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Context, Mode, StageEnd};
+use super::{Context, Done, Mode, StageEnd};
 use crate::archive;
 use crate::change::Change;
 use crate::environment::{self, StageEnv};
@@ -39,6 +39,8 @@ pub(super) struct Task {
     pub mode: Mode,
     /// Remove the declared outputs first: a killed earlier attempt may have left them half made.
     pub discard: bool,
+    /// Set when the stage succeeded before the run was resumed: checked again, not trusted.
+    pub before: Option<Done>,
     pub cancel: watch::Receiver<bool>,
     /// For an archiving stage: the stages that led to it and how they ended.
     pub chain: Vec<archive::ChainStage>,
@@ -90,7 +92,13 @@ impl Task {
                     .fail_before_running(format!("stage `{name}` has no checkpoint to start from")),
             };
         }
-        if self.stage().cacheable
+        let mut why = None;
+        if let Some(before) = self.before.take() {
+            match self.recheck(&before, &manifest, &fingerprint).await {
+                Ok(end) => return end,
+                Err(reason) => why = Some(reason),
+            }
+        } else if self.stage().cacheable
             && self.mode == Mode::Normal
             && let Some(record) =
                 self.ctx
@@ -105,7 +113,7 @@ impl Task {
             }
         }
 
-        let why = self.why(&manifest);
+        let why = why.or_else(|| self.why(&manifest));
         let started = Instant::now();
         let started_at = Timestamp::now();
         let attempt = match self.attempts(why).await {
@@ -148,6 +156,85 @@ impl Task {
         })
         .await
         .unwrap_or_else(|e| Err(format!("fingerprinting failed: {e}")))
+    }
+
+    /// Checks a stage that succeeded before the run was resumed, as `murphy run` checks a
+    /// cached one: with the fingerprint unchanged its outputs are verified and restored where
+    /// missing or different; `Err` says why it must run again instead.
+    async fn recheck(
+        &self,
+        before: &Done,
+        manifest: &Manifest,
+        fingerprint: &str,
+    ) -> Result<StageEnd, String> {
+        let ctx = self.ctx.clone();
+        let name = self.stage().name.clone();
+        if before.fingerprint.as_deref() != Some(fingerprint) {
+            let changes = before
+                .fingerprint
+                .as_deref()
+                .and_then(|fp| ctx.store.manifest(fp))
+                .map(|then| manifest.changes_since(&then))
+                .filter(|changes| !changes.is_empty());
+            return Err(match changes {
+                Some(changes) => format!(
+                    "changed since it succeeded before the resume: {}",
+                    summarize(&changes, 3)
+                ),
+                None => "changed since it succeeded before the resume".into(),
+            });
+        }
+        let id = self.id;
+        let fp = fingerprint.to_owned();
+        let expected = before.output_digest.clone();
+        let checked = tokio::task::spawn_blocking(move || -> Result<Option<usize>, String> {
+            let stage = &ctx.plan.stages[id];
+            if stage.cacheable {
+                let Some(record) = ctx.store.lookup(&stage.name, &fp, &ctx.stat_cache) else {
+                    return Ok(None);
+                };
+                if record.output_digest != expected {
+                    return Ok(None);
+                }
+                return ctx
+                    .store
+                    .restore(&ctx.plan.root, &record, &ctx.stat_cache)
+                    .map(Some)
+                    .map_err(|e| crate::error::chain(&e));
+            }
+            // Nothing was stored to restore from: the outputs must be what it made.
+            let outputs = ctx
+                .store
+                .collect_outputs(&ctx.plan.root, &stage.outputs, &ctx.stat_cache)
+                .map_err(|e| crate::error::chain(&e))?;
+            Ok((outputs_digest(&outputs) == expected).then_some(0))
+        })
+        .await
+        .map_err(|e| format!("checking its outputs failed: {e}"))?;
+        let restored = match checked {
+            Ok(Some(restored)) => restored,
+            Ok(None) if self.stage().cacheable => {
+                tracing::warn!(
+                    "the checkpoint of `{name}` is missing or damaged; running it again"
+                );
+                return Err("its checkpoint was missing or damaged".into());
+            }
+            Ok(None) => return Err("its outputs changed since it succeeded".into()),
+            Err(message) => return Err(format!("its outputs could not be checked: {message}")),
+        };
+        self.ctx.record(Event::StageRechecked {
+            stage: name.clone(),
+            fingerprint: fingerprint.to_owned(),
+            output_digest: before.output_digest.clone(),
+            restored,
+        });
+        self.ctx.reporter.stage_done_before(&name, restored);
+        Ok(StageEnd {
+            outcome: Outcome::Succeeded,
+            output_digest: Some(before.output_digest.clone()),
+            cached: false,
+            stale: false,
+        })
     }
 
     /// Why the stage runs instead of being restored, for `murphy status`.

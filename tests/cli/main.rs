@@ -11,6 +11,7 @@ mod include;
 mod publish;
 mod records;
 mod resume;
+mod resume_check;
 mod run;
 mod signals;
 mod support;
