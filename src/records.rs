@@ -358,10 +358,22 @@ pub struct PublishedView {
 pub struct StageView {
     pub name: String,
     pub state: StageState,
+    /// Attempts in this run, across every resume.
     pub attempts: u32,
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
+    /// Of its last start (in the last resume) to its end.
     pub duration_ms: Option<u64>,
+    /// Time its attempts ran, across every resume (an attempt cut off by kill -9 has no
+    /// recorded end and does not count).
+    pub active_ms: Option<u64>,
+    /// From its first start in the run, before any resume, to its last end: waits between
+    /// retries and the time murphy was down included.
+    pub wall_ms: Option<u64>,
+    #[serde(skip)]
+    first_started_at: Option<Timestamp>,
+    #[serde(skip)]
+    attempt_started_at: Option<Timestamp>,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     /// Why it was skipped, or why it failed when no exit code says it.
@@ -441,8 +453,10 @@ impl RunView {
                         s.why = why.clone();
                     }
                     s.state = StageState::Running;
-                    s.attempts = *attempt;
+                    s.attempts += 1;
                     s.started_at.get_or_insert(record.at);
+                    s.first_started_at.get_or_insert(record.at);
+                    s.attempt_started_at = Some(record.at);
                     s.finished_at = None;
                     s.exit_code = None;
                     s.signal = None;
@@ -466,6 +480,8 @@ impl RunView {
                     s.started_at = Some(record.at);
                     s.finished_at = Some(record.at);
                     s.duration_ms = Some(0);
+                    s.active_ms.get_or_insert(0);
+                    s.wall_ms.get_or_insert(0);
                 }
                 Event::StageRechecked {
                     stage,
@@ -482,7 +498,6 @@ impl RunView {
                 }
                 Event::StageFinished {
                     stage,
-                    attempt,
                     outcome,
                     exit_code,
                     signal,
@@ -495,9 +510,14 @@ impl RunView {
                     s.state = (*outcome).into();
                     s.fingerprint = fingerprint.clone();
                     s.output_digest = output_digest.clone();
-                    s.attempts = *attempt;
                     s.finished_at = Some(record.at);
                     s.duration_ms = s.started_at.map(|start| millis_between(start, record.at));
+                    if let Some(start) = s.attempt_started_at.take() {
+                        *s.active_ms.get_or_insert(0) += millis_between(start, record.at);
+                    }
+                    s.wall_ms = s
+                        .first_started_at
+                        .map(|start| millis_between(start, record.at));
                     s.exit_code = *exit_code;
                     s.signal = *signal;
                     s.reason = message.clone();
@@ -569,6 +589,10 @@ impl RunView {
                     started_at: None,
                     finished_at: None,
                     duration_ms: None,
+                    active_ms: None,
+                    wall_ms: None,
+                    first_started_at: None,
+                    attempt_started_at: None,
                     exit_code: None,
                     signal: None,
                     reason: None,

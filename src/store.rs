@@ -215,7 +215,8 @@ impl Store {
         serde_json::from_slice(&bytes).ok()
     }
 
-    fn read_record(&self, fingerprint: &str) -> Option<StageRecord> {
+    /// The record for `fingerprint` if its checksum holds (its objects unchecked).
+    pub fn read_record(&self, fingerprint: &str) -> Option<StageRecord> {
         let path = self.record_path(fingerprint);
         let bytes = fs::read(&path).ok()?;
         let (check, body) = bytes.split_at_checked(64)?;

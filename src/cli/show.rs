@@ -11,8 +11,9 @@ use super::io_error;
 use crate::change::Links;
 use crate::ci::CiInfo;
 use crate::error::{Error, exit};
-use crate::records::{RunState, RunView, StageView, StateDir};
+use crate::records::{RunState, RunView, StageState, StageView, StateDir};
 use crate::report::format_duration;
+use crate::store::Store;
 use crate::trigger::Trigger;
 
 pub(super) fn logs(state: &StateDir, run: Option<&str>, stage: &str) -> Result<i32, Error> {
@@ -28,7 +29,29 @@ pub(super) fn logs(state: &StateDir, run: Option<&str>, stage: &str) -> Result<i
             view.run_id
         )));
     };
-    let path = dir.log_path(stage);
+    let mut path = dir.log_path(stage);
+    // A restored stage did not run in this run: its log is that of the run that made the
+    // checkpoint, if that run is still recorded.
+    let maker = entry
+        .fingerprint
+        .as_deref()
+        .filter(|_| entry.state == StageState::Cached)
+        .and_then(|fp| Store::new(state.root()).read_record(fp))
+        .map(|record| record.run_id)
+        .filter(|id| *id != view.run_id);
+    if let Some(maker) = maker {
+        let Ok(made) = state.find_run(Some(&maker)) else {
+            return Err(Error::Usage(format!(
+                "stage `{stage}` was restored from its checkpoint in run {}; run {maker}, which made that checkpoint, is no longer recorded",
+                view.run_id
+            )));
+        };
+        eprintln!(
+            "note: stage `{stage}` was restored from its checkpoint in run {}; this is the log of run {maker}, which made it",
+            view.run_id
+        );
+        path = made.log_path(stage);
+    }
     match std::fs::read(&path) {
         Ok(bytes) => {
             let mut out = std::io::stdout().lock();
@@ -300,7 +323,8 @@ pub(super) fn print_status(view: &RunView) {
         "STATE".to_owned(),
         "ATTEMPTS".to_owned(),
         "STARTED".to_owned(),
-        "DURATION".to_owned(),
+        "ACTIVE".to_owned(),
+        "WALL".to_owned(),
         "EXIT".to_owned(),
         "NOTE".to_owned(),
     ]];
@@ -316,7 +340,8 @@ pub(super) fn print_status(view: &RunView) {
                 .started_at
                 .map(|t| local_time(t, "%H:%M:%S%.3f"))
                 .unwrap_or_else(|| "-".into()),
-            millis(stage.duration_ms),
+            millis(stage.active_ms),
+            millis(stage.wall_ms),
             match (stage.exit_code, stage.signal) {
                 (Some(code), _) => code.to_string(),
                 (None, Some(signal)) => format!("signal {signal}"),

@@ -142,3 +142,93 @@ fn runs_in_quick_succession_are_listed_newest_first() {
     let latest = listed.iter().max_by_key(|r| r.started_at).unwrap();
     assert_eq!(out.status().run_id, latest.run_id);
 }
+
+#[test]
+fn logs_of_a_cached_stage_are_those_of_the_run_that_made_its_checkpoint() {
+    let out = Test::new()
+        .pipeline(
+            "
+            version: 1
+            stages:
+              build: {inputs: [src.txt], run: cat src.txt}
+            ",
+        )
+        .write("src.txt", "built from src\n")
+        .args(["run"])
+        .run();
+    let maker = out.status().run_id;
+    out.murphy(["run"]).run();
+    let cached = out.status();
+    assert_eq!(cached.stage("build").state, "cached");
+    assert_ne!(cached.run_id, maker);
+
+    let logs = out.murphy(["logs", "build"]).run();
+    assert_eq!(logs.stdout, "$ cat src.txt\nbuilt from src\n");
+    assert_eq!(
+        logs.stderr,
+        format!(
+            "note: stage `build` was restored from its checkpoint in run {}; this is the log of run {maker}, which made it\n",
+            cached.run_id
+        )
+    );
+    // The run that made it is read as it is, with no note.
+    let own = out.murphy(["logs", &maker, "build"]).run();
+    assert_eq!(
+        (own.stdout.as_str(), own.stderr.as_str()),
+        ("$ cat src.txt\nbuilt from src\n", "")
+    );
+}
+
+#[test]
+fn status_counts_attempts_across_resumes_and_tells_active_from_wall_time() {
+    let out = Test::new()
+        .pipeline(
+            "
+            version: 1
+            stages:
+              flaky: {run: test -f fixed, retry: {attempts: 2}}
+            ",
+        )
+        .args(["run"])
+        .code(1)
+        .run();
+    out.write("fixed", "");
+    out.murphy(["resume"]).run();
+    let run_id = out.status().run_id;
+    let status: serde_json::Value = parse_json(&out.murphy(["status", "--json"]).run().stdout);
+    let stage = &status["stages"][0];
+    assert_eq!(stage["attempts"], 3, "{status:#}");
+
+    // Both times are the journal's: active is the sum of the attempts, wall runs from the
+    // first start to the last end, the time between the failure and the resume included.
+    let journal = out.journal(&run_id);
+    let at = |r: &serde_json::Value| {
+        r["at"]
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+            .as_millisecond()
+    };
+    let starts: Vec<i64> = journal
+        .iter()
+        .filter(|r| r["event"] == "stage_started")
+        .map(at)
+        .collect();
+    let ends: Vec<i64> = journal
+        .iter()
+        .filter(|r| r["event"] == "stage_finished")
+        .map(at)
+        .collect();
+    assert_eq!((starts.len(), ends.len()), (3, 3));
+    let active: i64 = starts.iter().zip(&ends).map(|(s, e)| e - s).sum();
+    assert_eq!(stage["active_ms"], active, "{status:#}");
+    assert_eq!(stage["wall_ms"], ends[2] - starts[0], "{status:#}");
+
+    let table = out.murphy(["status"]).run().stdout;
+    let header = table.lines().nth(1).unwrap();
+    assert!(
+        header.contains("ATTEMPTS") && header.contains("ACTIVE") && header.contains("WALL"),
+        "{table}"
+    );
+}
