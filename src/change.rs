@@ -40,6 +40,10 @@ pub struct Change {
     pub version: Option<Version>,
     pub git: Option<GitInfo>,
     pub ci: Option<CiInfo>,
+    /// What murphy decided about the change that the user should hear (a CI tag that is no
+    /// release, say).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// What the command line asks for.
@@ -78,6 +82,7 @@ impl Change {
             version: None,
             git: None,
             ci: None,
+            notes: Vec::new(),
         }
     }
 
@@ -124,10 +129,24 @@ pub fn collect(
         .as_ref()
         .map(|r| git::read(r, &plan.release_tags.matcher));
     let ci = ci::detect(env);
-    let trigger = request
+    let mut notes = Vec::new();
+    let mut trigger = request
         .trigger
         .or(ci.as_ref().map(|c| c.trigger))
         .unwrap_or(Trigger::Local);
+    // A CI build of a tag that is no release (a docs tag, say) is a push of that commit: only
+    // `--trigger tag` asked for by hand insists on a release tag.
+    if let Some(tag) = ci.as_ref().and_then(|c| c.tag.as_deref())
+        && request.trigger.is_none()
+        && trigger == Trigger::Tag
+        && !plan.release_tags.matcher.is_match(tag)
+    {
+        trigger = Trigger::Push;
+        notes.push(format!(
+            "tag `{tag}` does not match `release_tags` (`{}`): running as `push`, which publishes nothing",
+            plan.release_tags.text
+        ));
+    }
     let branch = ci
         .as_ref()
         .and_then(|c| c.branch.clone())
@@ -174,6 +193,7 @@ pub fn collect(
         version,
         git,
         ci,
+        notes,
     })
 }
 

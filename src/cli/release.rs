@@ -9,6 +9,7 @@ use crate::environment;
 use crate::error::{Error, exit};
 use crate::plan::{self, Target};
 use crate::publish;
+use crate::records::{RunView, StageState};
 use crate::store::Store;
 use crate::trigger::Trigger;
 use crate::version;
@@ -74,6 +75,10 @@ pub(super) fn release(cli: &Cli, args: &ReleaseArgs) -> Result<i32, Error> {
         .secrets
         .clone()
         .unwrap_or_else(|| state.root().join("secrets.yml"));
+    let head = change.git.as_ref().and_then(|g| g.sha.clone());
+    let runs = state.list().unwrap_or_default();
+    // What would stop the release: each is also shown where it belongs above.
+    let mut stops = Vec::new();
     let mut any = false;
     for stage in plan.stages.iter().filter(|s| !s.publish.is_empty()) {
         any = true;
@@ -85,11 +90,37 @@ pub(super) fn release(cli: &Cli, args: &ReleaseArgs) -> Result<i32, Error> {
             _ => println!("\nstage `{}` would publish:", stage.name),
         }
         for &required in &stage.requires {
-            let name = &plan.stages[required].name;
-            let holds = if store.has_record(name) {
-                "has a checkpoint (it holds if its inputs are unchanged)"
-            } else {
-                "has no checkpoint yet: the run must make it succeed first"
+            let required = &plan.stages[required];
+            let name = &required.name;
+            let last = head
+                .as_deref()
+                .and_then(|sha| last_result(&runs, name, sha));
+            let holds = match required.when.as_ref().map(|w| w.check(&situation)) {
+                Some(Err(why)) => {
+                    stops.push(format!(
+                        "stage `{}` requires `{name}`, which a tag run skips by its `when`",
+                        stage.name
+                    ));
+                    format!("a tag run skips by its `when` ({why}): the gate cannot hold")
+                }
+                _ => match last {
+                    Some((run, false)) => {
+                        stops.push(format!(
+                            "stage `{}` requires `{name}`, which failed for this commit in run {run}",
+                            stage.name
+                        ));
+                        format!(
+                            "failed for this commit in run {run}: the gate holds only if it passes"
+                        )
+                    }
+                    Some((run, true)) => format!(
+                        "succeeded for this commit in run {run} (it holds if its inputs are unchanged)"
+                    ),
+                    None if store.has_record(name) => {
+                        "has a checkpoint (it holds if its inputs are unchanged)".to_owned()
+                    }
+                    None => "has no checkpoint yet: the run must make it succeed first".to_owned(),
+                },
             };
             println!("  gate: requires `{name}`, which {holds}");
         }
@@ -97,7 +128,10 @@ pub(super) fn release(cli: &Cli, args: &ReleaseArgs) -> Result<i32, Error> {
             let present = crate::secrets::load(std::slice::from_ref(name), &env, &secrets_file);
             let word = match present {
                 Ok(_) => "present".to_owned(),
-                Err(err) => format!("NOT usable: {err}"),
+                Err(err) => {
+                    stops.push(format!("secret `{name}` is not usable"));
+                    format!("NOT usable: {err}")
+                }
             };
             println!("  secret `{name}`: {word}");
         }
@@ -110,7 +144,33 @@ pub(super) fn release(cli: &Cli, args: &ReleaseArgs) -> Result<i32, Error> {
     if !any {
         println!("\nno stage publishes anything (add a `publish:` block to a stage)");
     }
-    Ok(exit::SUCCESS)
+    if stops.is_empty() {
+        return Ok(exit::SUCCESS);
+    }
+    stops.dedup();
+    println!("\nthe release would stop:");
+    for stop in &stops {
+        println!("  - {stop}");
+    }
+    Ok(exit::FAILED)
+}
+
+/// The newest run on commit `sha` in which `stage` succeeded or failed, and whether it
+/// succeeded.
+fn last_result(runs: &[RunView], stage: &str, sha: &str) -> Option<(String, bool)> {
+    let on_commit = |run: &&RunView| {
+        run.change
+            .as_ref()
+            .and_then(|c| c.git.as_ref())
+            .and_then(|g| g.sha.as_deref())
+            == Some(sha)
+    };
+    // `runs` is newest first.
+    runs.iter().filter(on_commit).find_map(|run| {
+        let s = run.stages.iter().find(|s| s.name == stage)?;
+        (s.state.is_success() || s.state == StageState::Failed)
+            .then(|| (run.run_id.clone(), s.state.is_success()))
+    })
 }
 
 fn destination(target: &Target) -> String {

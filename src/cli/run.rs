@@ -185,6 +185,9 @@ pub(super) fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
     };
     // Before the lock: an editor may stay open for minutes.
     let change = change::collect(&plan, &env, &request, state.root())?;
+    for note in &change.notes {
+        eprintln!("note: {note}");
+    }
     let mut lock = RunLock::acquire(state.root())?;
     stop_leftovers_of_killed_run(&state);
     let modes = modes(&plan, &selected, args, &Store::new(state.root()))?;

@@ -566,6 +566,40 @@ fn github_actions_pull_request_schedule_push_and_tag() {
 }
 
 #[test]
+fn a_ci_tag_that_is_no_release_tag_runs_as_a_push_with_a_note() {
+    let (out, show) = ci_run(
+        &[
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_REPOSITORY", "o/r"),
+            ("GITHUB_RUN_ID", "42"),
+            ("GITHUB_EVENT_NAME", "push"),
+            ("GITHUB_REF", "refs/tags/docs-2026"),
+        ],
+        &[],
+    );
+    assert_eq!(show["trigger"], "push", "{show:#}");
+    assert_eq!(show["tag"], "docs-2026", "{show:#}");
+    assert_eq!(show["version"], Value::Null, "{show:#}");
+    assert!(
+        out.stderr.contains(
+            "note: tag `docs-2026` does not match `release_tags` (`v*`): running as `push`, which publishes nothing"
+        ),
+        "{}",
+        out.stderr
+    );
+    // Asked for by hand, a tag run still insists on a release tag.
+    let err = out
+        .murphy(["run", "--trigger", "tag"])
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_EVENT_NAME", "push")
+        .env("GITHUB_REF", "refs/tags/docs-2026")
+        .code(2)
+        .run()
+        .stderr;
+    assert!(err.contains("docs-2026"), "{err}");
+}
+
+#[test]
 fn github_enterprise_links_use_the_server_url() {
     let (_, show) = ci_run(
         &[

@@ -1137,19 +1137,29 @@ fn release_dry_run_shows_the_gate_the_destination_and_the_files() {
     let out = tagged(&release_pipeline(GATED, server.port))
         .args(["run", "build"])
         .run();
-    let dry = out.murphy(["release", "--dry-run"]).run();
+    // `unit` runs only for pull requests, so the gate cannot hold on a tag run: the dry run
+    // says so and exits 1, as the tag run would refuse to publish.
+    let dry = out.murphy(["release", "--dry-run"]).code(1).run();
     let url = server.url("/files/");
     let wheel = file_sha256(&out, WHEEL);
     let sdist = file_sha256(&out, SDIST);
     let lines: Vec<&str> = dry.stdout.lines().collect();
-    assert_eq!(lines.len(), 7, "{}", dry.stdout);
+    assert_eq!(lines.len(), 10, "{}", dry.stdout);
     assert_eq!(
         lines[..4],
         [
             "a tag run of `demo` for v1.0.0 (version 1.0.0):",
             "",
             "stage `release` would publish:",
-            "  gate: requires `unit`, which has no checkpoint yet: the run must make it succeed first",
+            "  gate: requires `unit`, which a tag run skips by its `when` (trigger is `tag`, not `pr`): the gate cannot hold",
+        ]
+    );
+    assert_eq!(
+        lines[7..],
+        [
+            "",
+            "the release would stop:",
+            "  - stage `release` requires `unit`, which a tag run skips by its `when`",
         ]
     );
     // The destination: the target (by kind, then maybe where) and what it does.
@@ -1159,7 +1169,7 @@ fn release_dry_run_shows_the_gate_the_destination_and_the_files() {
         dry.stdout
     );
     assert_eq!(
-        lines[5..],
+        lines[5..7],
         [
             format!(
                 "    {WHEEL} (sha256 {}) -> {url}demo-1.0.0-py3-none-any.whl",
@@ -1173,6 +1183,62 @@ fn release_dry_run_shows_the_gate_the_destination_and_the_files() {
     );
     assert_eq!(server.total_puts(), 0, "a dry run touches no server");
     assert_eq!(out.runs().len(), 1, "and records no run");
+}
+
+#[test]
+fn release_dry_run_exits_1_on_an_unusable_secret_or_a_gate_that_failed_for_this_commit() {
+    let server = Server::start(Faults::default());
+    let pipeline = release_pipeline(
+        "
+    version: 1
+    name: demo
+    stages:
+      BUILD
+      unit: {run: test -f passes}
+      release:
+        needs: [build, unit]
+        requires: [unit]
+        secrets: [UPLOAD_TOKEN]
+        publish:
+          - http: {files: ['dist/*'], url: 'http://127.0.0.1:PORT/files/{file}'}
+",
+        server.port,
+    );
+    let out = tagged(&pipeline).args(["run", "unit"]).code(1).run();
+    let dry = out.murphy(["release", "--dry-run"]).code(1).run().stdout;
+    let failed = out.status().run_id;
+    assert!(
+        dry.contains(&format!(
+            "  gate: requires `unit`, which failed for this commit in run {failed}: the gate holds only if it passes\n"
+        )),
+        "{dry}"
+    );
+    assert!(
+        dry.contains("  secret `UPLOAD_TOKEN`: NOT usable: "),
+        "{dry}"
+    );
+    assert!(
+        dry.ends_with(&format!(
+            "the release would stop:\n  - stage `release` requires `unit`, which failed for this commit in run {failed}\n  - secret `UPLOAD_TOKEN` is not usable\n"
+        )),
+        "{dry}"
+    );
+
+    // Fixed and given its secret, nothing stops the release.
+    out.write("passes", "");
+    out.murphy(["run", "unit"]).run();
+    let passed = out.status().run_id;
+    let dry = out
+        .murphy(["release", "--dry-run"])
+        .env("UPLOAD_TOKEN", "s3cret-token")
+        .run()
+        .stdout;
+    assert!(
+        dry.contains(&format!("  gate: requires `unit`, which succeeded for this commit in run {passed} (it holds if its inputs are unchanged)\n")),
+        "{dry}"
+    );
+    assert!(!dry.contains("would stop"), "{dry}");
+    assert_eq!(server.total_puts(), 0, "a dry run touches no server");
 }
 
 // ---------------------------------------------------------------------------------------
