@@ -1,4 +1,8 @@
 //! Whole-file writes that a crash cannot tear: temp file, fsync, rename, fsync of the directory.
+//!
+//! A kill between the temp file and the rename leaves the temp file behind (crash point
+//! `temp-written:<file name>` makes one); its directory's owner sweeps it (`Store::sweep_temp_files`,
+//! the archive's cleaner), since nothing else knows whether its writer is gone.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -20,6 +24,7 @@ pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let mut file = File::create(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
+        crate::crash::at("temp-written", &name.to_string_lossy());
         fs::rename(&tmp, path)?;
         sync_dir(dir)
     })();

@@ -478,10 +478,44 @@ impl Store {
         result
     }
 
+    /// Removes the temp files a killed writer left (`records/`, `manifests/`, `latest/`, each
+    /// object folder) and returns how many went. Every writer to the store holds the state
+    /// directory's lock, so called with it held, any temp file here is a dead writer's. Best
+    /// effort: what cannot be removed now is tried again next time.
+    pub fn sweep_temp_files(&self) -> usize {
+        let mut dirs: Vec<PathBuf> = ["records", "manifests", "latest"]
+            .iter()
+            .map(|d| self.root.join(d))
+            .collect();
+        if let Ok(prefixes) = fs::read_dir(self.root.join("objects")) {
+            dirs.extend(prefixes.flatten().map(|e| e.path()));
+        }
+        let mut removed = 0;
+        for dir in dirs {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if atomic_file::is_temp(&entry.file_name()) && fs::remove_file(entry.path()).is_ok()
+                {
+                    removed += 1;
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::debug!(
+                "removed {removed} temp file(s) left in {}",
+                self.root.display()
+            );
+        }
+        removed
+    }
+
     /// Removes records at least `keep_days` old (if given; 0 removes all), then every object no remaining
     /// record names. Records go first: a kill in between leaves only unreferenced objects,
     /// which the next gc removes. Call with the state directory's lock held.
     pub fn gc(&self, keep_days: Option<u32>, now: Timestamp) -> Result<Stats, StoreError> {
+        self.sweep_temp_files();
         let mut removed = Stats::default();
         let mut referenced: HashSet<String> = HashSet::new();
         for fingerprint in self.fingerprints()? {
@@ -537,7 +571,7 @@ impl Store {
         Ok(out)
     }
 
-    /// Every object file: (path, digest, size). Leftover temp files count as garbage too.
+    /// Every object file: (path, digest, size).
     fn objects(&self) -> Result<Vec<(PathBuf, String, u64)>, StoreError> {
         let dir = self.root.join("objects");
         let mut out = Vec::new();

@@ -22,12 +22,29 @@ pub struct Finding {
     pub detail: String,
 }
 
-/// Checks every build; an empty list means the archive matches its records.
-pub fn audit(
-    archive: &Archive,
-    policy: Policy,
-    now: Timestamp,
-) -> Result<Vec<Finding>, ArchiveError> {
+/// What an audit found, and in how many builds.
+#[derive(Debug)]
+pub struct Report {
+    pub builds: usize,
+    /// Empty when the archive matches its records.
+    pub findings: Vec<Finding>,
+}
+
+/// Checks every build. The check reads the archive in several looks (the folder, each build,
+/// `.next`), which a writer or a prune working meanwhile can make disagree (a build listed
+/// and then renamed away, a number given out after the listing). So what looks wrong is
+/// checked again under the archive's lock, which keeps them out; only that is reported.
+/// An archive that looks right is not held up: writers never wait for a clean audit.
+pub fn audit(archive: &Archive, policy: Policy, now: Timestamp) -> Result<Report, ArchiveError> {
+    let first = check(archive, policy, now)?;
+    if first.findings.is_empty() {
+        return Ok(first);
+    }
+    let _lock = archive.read_lock()?;
+    check(archive, policy, now)
+}
+
+fn check(archive: &Archive, policy: Policy, now: Timestamp) -> Result<Report, ArchiveError> {
     let mut findings = Vec::new();
     let builds = archive.builds()?;
     for build in &builds {
@@ -164,7 +181,10 @@ pub fn audit(
         }
     }
     findings.sort_by_key(|f| f.build);
-    Ok(findings)
+    Ok(Report {
+        builds: builds.len(),
+        findings,
+    })
 }
 
 /// `manifest.json` files lying directly in the archive root or in folders that are not builds.

@@ -66,10 +66,24 @@ pub struct StageEntry {
 }
 
 impl BuildManifest {
-    /// Whether retention pins this build: releases are kept unless asked otherwise.
-    pub fn is_release(&self) -> bool {
-        self.trigger == Trigger::Tag
+    /// The release this build is of, if it is one (a tag run): its pipeline, stage and
+    /// version (its tag if it has none). Retention pins the first build of each release.
+    pub fn release(&self) -> Option<Release<'_>> {
+        (self.trigger == Trigger::Tag).then(|| Release {
+            pipeline: &self.pipeline,
+            stage: &self.stage,
+            version: self.version.as_deref().or(self.tag.as_deref()),
+        })
     }
+}
+
+/// What makes two builds builds of the same release: a stage of a pipeline archiving one
+/// version (another stage archiving the same version is another part of the release).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Release<'a> {
+    pub pipeline: &'a str,
+    pub stage: &'a str,
+    pub version: Option<&'a str>,
 }
 
 /// What the provenance statement is made from.

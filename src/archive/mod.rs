@@ -6,7 +6,8 @@
 //! artifacts/.next                 the next build number (numbers are never reused)
 //! artifacts/000042/manifest.json
 //! artifacts/000042/<name>.zip
-//! artifacts/.tmp-...              a build being written (not a build yet)
+//! artifacts/.build.murphy-tmp-...  a build being written (not a build yet), with its
+//!                                   writer's lock `.writer.lock` inside
 //! artifacts/.deleting-000017      a build being pruned (not a build any more)
 //! ```
 //!
@@ -14,6 +15,11 @@
 //! fsynced, and renamed into place under the lock, which is also when it gets its number, so
 //! numbers have no gaps that retention did not make. A prune renames a build out of the way
 //! before deleting it, so a killed prune leaves each build intact or gone.
+//!
+//! **Invariant:** a temporary build folder is made, with its writer's lock taken, under the
+//! archive's lock, and the cleaner runs under it too: so the cleaner sees a folder only with
+//! its writer's lock held (live) or released or absent (the writer is gone), never a live
+//! writer's folder in between.
 
 pub mod audit;
 pub mod bundle;
@@ -21,6 +27,7 @@ pub mod manifest;
 pub mod retention;
 pub mod sizes;
 
+use std::collections::{BTreeSet, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -42,8 +49,11 @@ pub enum ArchiveError {
         #[source]
         source: io::Error,
     },
-    #[error("the archive's `files` matched nothing: {0}")]
-    NothingToArchive(String),
+    #[error(
+        "the archive's `files` {} matched no file; no build was made",
+        unmatched_list(.0)
+    )]
+    Unmatched(Vec<String>),
     #[error(transparent)]
     Bundle(#[from] bundle::BundleError),
     #[error("no build {build} in `{}` (see `murphy archive list`)", root.display())]
@@ -77,7 +87,7 @@ pub struct Archive {
 }
 
 /// Holds the archive's lock until dropped.
-struct ArchiveLock {
+pub(crate) struct ArchiveLock {
     _file: File,
 }
 
@@ -94,7 +104,8 @@ impl Archive {
         self.root.join(format!("{number:06}"))
     }
 
-    /// Waits for the archive's lock: writers and pruners take turns; readers need none.
+    /// Waits for the archive's lock: writers and pruners take turns; readers need none, but
+    /// see [`Archive::read_lock`].
     fn lock(&self) -> Result<ArchiveLock, ArchiveError> {
         fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
         let path = self.root.join(".lock");
@@ -109,6 +120,24 @@ impl Archive {
             return Err(io_err(&path)(io::Error::last_os_error()));
         }
         Ok(ArchiveLock { _file: file })
+    }
+
+    /// Waits until no writer or pruner is halfway, and keeps them out until dropped, for a
+    /// reader whose several looks at the archive must agree (`audit`). A shared lock, so
+    /// readers do not wait for each other; opened read-only, so a read-only archive still
+    /// reads. `None` when no writer ever made the lock file: then none is halfway either.
+    pub(crate) fn read_lock(&self) -> Result<Option<ArchiveLock>, ArchiveError> {
+        let path = self.root.join(".lock");
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        // SAFETY: flock on a descriptor we own; blocks until the writer is done.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH) } != 0 {
+            return Err(io_err(&path)(io::Error::last_os_error()));
+        }
+        Ok(Some(ArchiveLock { _file: file }))
     }
 
     /// Every build folder, oldest first. Temporary and half-deleted folders are not builds.
@@ -159,25 +188,15 @@ impl Archive {
     /// Makes a build of `request`'s files, or returns the one this run's stage already made
     /// (a resumed run never archives twice).
     pub fn create(&self, request: &Request<'_>) -> Result<u64, ArchiveError> {
-        if let Some(existing) = self.builds()?.iter().find(|b| {
+        let builds = self.builds()?;
+        if let Some(existing) = builds.iter().find(|b| {
             b.manifest
                 .as_ref()
                 .is_ok_and(|m| m.run_id == request.run_id && m.stage == request.stage)
         }) {
             return Ok(existing.number);
         }
-        let mut files = inputs::expand(request.project_root, &request.files, request.state_dir)
-            .map_err(io_err(request.project_root))?;
-        // `files: ["**"]` must not take earlier builds (or the archive's own bookkeeping) in.
-        if let (Ok(archive), Ok(project)) = (
-            std::path::absolute(&self.root),
-            std::path::absolute(request.project_root),
-        ) {
-            files.retain(|f| !project.join(f).starts_with(&archive));
-        }
-        if files.is_empty() {
-            return Err(ArchiveError::NothingToArchive(request.files.join(", ")));
-        }
+        let files = self.expand(request)?;
         let mut entries = Vec::with_capacity(files.len());
         let mut file_entries = Vec::with_capacity(files.len());
         for relative in &files {
@@ -191,18 +210,72 @@ impl Archive {
             });
             entries.push(bundle::Entry { name, source });
         }
-        fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
-        let tmp = self.root.join(atomic_file::temp_name("build"));
-        fs::create_dir(&tmp).map_err(io_err(&tmp))?;
-        // Held while the build is written: a cleaner (another host sharing the archive
-        // included) knows the folder is live without trusting a pid.
-        let writer = lock_file(&tmp.join(WRITER_LOCK), libc::LOCK_EX).map_err(io_err(&tmp))?;
+        let (tmp, writer) = self.start_build()?;
         let result = self.write_and_commit(&tmp, entries, file_entries, request);
         drop(writer);
-        if result.is_err() {
-            let _ = fs::remove_dir_all(&tmp);
+        match result {
+            Ok(number) => {
+                note_repeated_release(&builds, request, number);
+                Ok(number)
+            }
+            Err(err) => {
+                let _ = fs::remove_dir_all(&tmp);
+                Err(err)
+            }
         }
-        result
+    }
+
+    /// Each of the request's `files` patterns expanded (each must match a file), minus
+    /// anything inside the archive itself: `files: ["**"]` must not take earlier builds (or
+    /// the archive's own bookkeeping) in.
+    fn expand(&self, request: &Request<'_>) -> Result<BTreeSet<PathBuf>, ArchiveError> {
+        let inside = match (
+            std::path::absolute(&self.root),
+            std::path::absolute(request.project_root),
+        ) {
+            (Ok(archive), Ok(project)) => Some((archive, project)),
+            _ => None,
+        };
+        let mut files = BTreeSet::new();
+        let mut unmatched = Vec::new();
+        for pattern in &request.files {
+            let mut matched = inputs::expand(
+                request.project_root,
+                std::slice::from_ref(pattern),
+                request.state_dir,
+            )
+            .map_err(io_err(request.project_root))?;
+            if let Some((archive, project)) = &inside {
+                matched.retain(|f| !project.join(f).starts_with(archive));
+            }
+            if matched.is_empty() {
+                unmatched.push(pattern.clone());
+            }
+            files.extend(matched);
+        }
+        if unmatched.is_empty() {
+            Ok(files)
+        } else {
+            Err(ArchiveError::Unmatched(unmatched))
+        }
+    }
+
+    /// Makes a temporary build folder and takes its writer's lock, both under the archive's
+    /// lock: a cleaner (which holds that lock) then never finds the folder with its lock file
+    /// made but not yet locked, which it would take for a dead writer's. The writer's lock is
+    /// held while the build is written, so a cleaner (another host sharing the archive
+    /// included) knows the folder is live without trusting a pid.
+    fn start_build(&self) -> Result<(PathBuf, File), ArchiveError> {
+        let _lock = self.lock()?;
+        let tmp = self.root.join(atomic_file::temp_name("build"));
+        fs::create_dir(&tmp).map_err(io_err(&tmp))?;
+        match lock_file(&tmp.join(WRITER_LOCK), libc::LOCK_EX) {
+            Ok(writer) => Ok((tmp, writer)),
+            Err(e) => {
+                let _ = fs::remove_dir_all(&tmp);
+                Err(io_err(&tmp)(e))
+            }
+        }
     }
 
     fn write_and_commit(
@@ -302,23 +375,22 @@ impl Archive {
         Ok(recorded.max(present))
     }
 
-    /// Finishes what a killed writer or pruner left: half-deleted builds go, and temporary
-    /// folders whose writer is dead go. Called with the lock held.
+    /// Finishes what a killed writer or pruner left: half-deleted builds go, temporary
+    /// folders whose writer is gone go, and temp files go (`.next`'s, written only under
+    /// this lock, so their writer is gone). Called with the lock held.
     fn clean_leftovers(&self) {
         let Ok(entries) = fs::read_dir(&self.root) else {
             return;
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            // A writer holds its folder's lock for as long as it lives (a kill releases it).
-            // A folder without a lock file yet is a writer just starting: left alone.
-            let dead_writer = name.starts_with(&format!(".build{}", atomic_file::TEMP_MARKER))
-                && File::open(entry.path().join(WRITER_LOCK)).is_ok_and(|f| {
-                    // SAFETY: flock on a descriptor we own; dropped right after.
-                    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
-                });
-            if name.starts_with(".deleting-") || dead_writer {
-                let _ = fs::remove_dir_all(entry.path());
+            let gone = if name.starts_with(&format!(".build{}", atomic_file::TEMP_MARKER)) {
+                writer_gone(&entry.path())
+            } else {
+                name.starts_with(".deleting-") || atomic_file::is_temp(&entry.file_name())
+            };
+            if gone {
+                crate::store::remove_any(&entry.path());
             }
         }
     }
@@ -356,15 +428,18 @@ impl Archive {
         now: Timestamp,
         include_releases: bool,
     ) -> Result<Vec<Expired>, ArchiveError> {
-        let candidates: Vec<Candidate> = self
-            .builds()?
+        let builds = self.builds()?;
+        // Only the first build of a release pins it: a tag run repeated for the same version
+        // makes an ordinary build, or each retry would pin one more for good.
+        let mut released = HashSet::new();
+        let candidates: Vec<Candidate> = builds
             .iter()
             .filter_map(|b| {
                 let m = b.manifest.as_ref().ok()?;
                 Some(Candidate {
                     build: b.number,
                     created_at: m.created_at,
-                    release: m.is_release(),
+                    release: m.release().is_some_and(|r| released.insert(r)),
                 })
             })
             .collect();
@@ -379,6 +454,58 @@ impl Archive {
 
 /// The lock a writer holds inside its temporary build folder.
 const WRITER_LOCK: &str = ".writer.lock";
+
+/// Whether the writer of the temporary build folder `dir` is gone. Called under the archive's
+/// lock, under which every such folder was made with its lock file already locked: a lock
+/// nobody holds (a kill releases it) or no lock file at all (a kill just before the commit's
+/// rename) means the writer is gone.
+fn writer_gone(dir: &Path) -> bool {
+    match File::open(dir.join(WRITER_LOCK)) {
+        // SAFETY: flock on a descriptor we own; dropped right after.
+        Ok(f) => unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 },
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
+    }
+}
+
+/// Says so when build `number` is of a release an earlier build already pins: the new build is
+/// kept like any other, not pinned (see [`Archive::expired`]).
+fn note_repeated_release(builds: &[Build], request: &Request<'_>, number: u64) {
+    let change = request.change;
+    if change.trigger != crate::trigger::Trigger::Tag {
+        return;
+    }
+    let release = manifest::Release {
+        pipeline: request.pipeline,
+        stage: request.stage,
+        version: change
+            .version
+            .as_ref()
+            .map(|v| v.text.as_str())
+            .or(change.tag.as_deref()),
+    };
+    let first = builds.iter().find(|b| {
+        b.manifest
+            .as_ref()
+            .is_ok_and(|m| m.release() == Some(release))
+    });
+    if let Some(first) = first {
+        tracing::warn!(
+            "build {number} repeats release {} of stage `{}`: build {} stays the pinned one, and retention keeps build {number} like any other",
+            release.version.unwrap_or("(no version)"),
+            request.stage,
+            first.number
+        );
+    }
+}
+
+/// `a`, or `entries `a`, `b``: the patterns that matched no file.
+fn unmatched_list(patterns: &[String]) -> String {
+    let quoted: Vec<String> = patterns.iter().map(|p| format!("`{p}`")).collect();
+    match quoted.as_slice() {
+        [one] => format!("entry {one}"),
+        many => format!("entries {}", many.join(", ")),
+    }
+}
 
 /// Opens (creating) `path` and takes a `flock` of `kind` on it.
 fn lock_file(path: &Path, kind: libc::c_int) -> io::Result<File> {

@@ -299,8 +299,7 @@ pub(super) fn archive(cli: &Cli, command: &ArchiveCommand) -> Result<i32, Error>
 
 pub(super) fn audit(cli: &Cli, at: &Where, json: bool) -> Result<i32, Error> {
     let (archive, policy) = locate(cli, at)?;
-    let findings = audit::audit(&archive, policy, Timestamp::now())?;
-    let builds = archive.builds()?.len();
+    let audit::Report { builds, findings } = audit::audit(&archive, policy, Timestamp::now())?;
     if json {
         print_json(&serde_json::json!({
             "root": archive.root(),

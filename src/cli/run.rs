@@ -562,6 +562,7 @@ fn execute(
 ) -> Result<i32, Error> {
     let state_abs = std::path::absolute(state.root())
         .map_err(|e| io_error("cannot resolve the state directory", e))?;
+    Store::new(state.root()).sweep_temp_files(); // Under the run lock: their writers are gone.
     let (run_env, release_env) = run_variables(&prepared, change, env)?;
     let Prepared {
         plan,

@@ -129,6 +129,15 @@ fn leftovers(root: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The temp files (`*.murphy-tmp-*`) directly in an archive's root.
+fn temp_files(root: &Path) -> Vec<String> {
+    fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".murphy-tmp-"))
+        .collect()
+}
+
 /// `murphy audit --json`, which must exit `code`; its findings as `(build, kind)`, and the
 /// whole report.
 fn audit(out: &Output, code: i32) -> (Vec<(Option<u64>, String)>, Value) {
@@ -318,6 +327,68 @@ fn prune_deletes_exactly_what_the_dry_run_lists_and_keeps_releases_unless_includ
     assert_eq!(audit(&out, 0).0, []);
 }
 
+/// A second tag run for a version already archived (a retried release) makes an ordinary
+/// build: the first build of the release stays pinned, the repeat goes by retention, and the
+/// run says so.
+#[test]
+fn a_repeated_tag_run_for_one_version_pins_only_its_first_build() {
+    let test = Test::new()
+        .git_init()
+        .pipeline(&keep(1, 1))
+        .write("dist/app.txt", "the app\n")
+        .write(".gitignore", "/artifacts/\n/.murphy/\n")
+        .commit("the app")
+        .git(["tag", "v1.0.0"]);
+    let first = test.args(["run", "--trigger", "tag"]).run();
+    assert!(
+        !first.stderr.contains("repeats release"),
+        "{}",
+        first.stderr
+    );
+    let again = first.murphy(["run", "--trigger", "tag"]).run();
+    assert!(
+        again.stderr.contains(
+            "build 2 repeats release 1.0.0 of stage `pack`: build 1 stays the pinned one, \
+             and retention keeps build 2 like any other"
+        ),
+        "{}",
+        again.stderr
+    );
+    let out = again.murphy(["run"]).run();
+    let builds = list_in(&out, None);
+    let triggers: Vec<(&str, &str)> = builds
+        .iter()
+        .map(|m| {
+            (
+                m["trigger"].as_str().unwrap(),
+                m["version"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        triggers,
+        [("tag", "1.0.0"), ("tag", "1.0.0"), ("local", "1.0.0")]
+    );
+
+    // Old and beyond keep_last 1: the repeat goes, the first build of the release stays.
+    let dry = out
+        .murphy(["archive", "prune", "--dry-run", "--now", FUTURE])
+        .run();
+    let listed: Vec<&str> = dry.stdout.lines().collect();
+    assert_eq!(listed.len(), 1, "{}", dry.stdout);
+    assert!(
+        listed[0].starts_with("would delete build 2: "),
+        "{}",
+        dry.stdout
+    );
+    out.murphy(["archive", "prune", "--now", FUTURE]).run();
+    assert_eq!(numbers(&out), [1, 3]);
+    // Once the first is gone (asked for), nothing else of the release is pinned either.
+    out.murphy(["archive", "prune", "--now", FUTURE, "--include-releases"])
+        .run();
+    assert_eq!(numbers(&out), [3]);
+}
+
 #[test]
 fn builds_made_in_a_row_respect_keep_last() {
     // keep_days 0: every build is old at once, so only keep_last holds builds, and the
@@ -436,6 +507,57 @@ fn retention_never_deletes_the_build_just_made() {
     assert_eq!(numbers(&out), [2]);
     assert_eq!(out.read("artifacts/.next"), "3");
     assert_eq!(audit(&out, 0).0, []);
+}
+
+/// Each `files` entry must match a file: one that matches nothing (a build step that made
+/// fewer files than the archive expects) fails the stage, naming it, and makes no build.
+#[test]
+fn a_files_entry_that_matches_nothing_fails_the_stage_and_makes_no_build() {
+    let out = Test::new()
+        .pipeline(
+            "
+            version: 1
+            name: demo
+            stages:
+              pack:
+                archive: {files: [\"dist/**\", \"dist/*.whl\", notes.txt]}
+            ",
+        )
+        .write("dist/app.txt", "the app\n")
+        .args(["run"])
+        .code(1)
+        .run();
+    assert!(
+        out.stderr.contains(
+            "the archive's `files` entries `dist/*.whl`, `notes.txt` matched no file; \
+             no build was made"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.status().stage("pack").state, "failed");
+    assert_eq!(numbers(&out), Vec::<u64>::new());
+    let root = out.file("artifacts");
+    if root.exists() {
+        assert_eq!(leftovers(&root), Vec::<String>::new());
+        assert_eq!(temp_files(&root), Vec::<String>::new());
+    }
+
+    // With the missing files made, the same stage archives all of them.
+    out.write("dist/app-1.0-py3-none-any.whl", "a wheel\n");
+    out.write("notes.txt", "notes\n");
+    out.murphy(["resume"]).run();
+    let m = manifest(&out, 1);
+    let files: Vec<&str> = m["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        files,
+        ["dist/app-1.0-py3-none-any.whl", "dist/app.txt", "notes.txt"]
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -643,8 +765,82 @@ fn kill_while_pruning_the_first_build_and_the_next_archive_cleans_up() {
     assert_eq!(leftovers(&out.file("artifacts")), Vec::<String>::new());
 }
 
+/// A kill between writing `.next`'s temp file and renaming it (the build is in place) leaves
+/// that temp file in the archive's root: the resumed run's archive step (its retention run)
+/// removes it, and so does `archive prune`.
+#[test]
+fn temp_files_a_killed_writer_left_in_the_root_are_swept() {
+    let out = Test::new()
+        .pipeline(&keep(30, 30))
+        .write("dist/app.txt", "the app\n")
+        .env("MURPHY_CRASH_AT", "temp-written:.next")
+        .args(["run"])
+        .run_killed();
+    assert_eq!(numbers(&out), [1]);
+    let root = out.file("artifacts");
+    assert_eq!(temp_files(&root).len(), 1, "{:?}", temp_files(&root));
+
+    out.murphy(["resume"]).run();
+    assert_eq!(numbers(&out), [1], "the build was found, not made again");
+    assert_eq!(temp_files(&root), Vec::<String>::new());
+
+    out.murphy(["run"])
+        .env("MURPHY_CRASH_AT", "temp-written:.next")
+        .run_killed();
+    assert_eq!(temp_files(&root).len(), 1);
+    out.murphy(["archive", "prune"]).run();
+    assert_eq!(temp_files(&root), Vec::<String>::new());
+    assert_eq!(numbers(&out), [1, 2]);
+    assert_eq!(leftovers(&root), Vec::<String>::new());
+}
+
 // ---------------------------------------------------------------------------------------
 // Audit
+
+/// Whether `pid` waits for a `flock` (the kernel lists blocked waiters in `/proc/locks` as
+/// `N: -> FLOCK ADVISORY READ PID ...`).
+fn waits_for_a_lock(pid: libc::pid_t) -> bool {
+    let pid = pid.to_string();
+    fs::read_to_string("/proc/locks")
+        .unwrap()
+        .lines()
+        .any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(1) == Some(&"->") && fields.get(5) == Some(&pid.as_str())
+        })
+}
+
+/// An audit that runs while a prune is halfway sees builds the prune is about to delete
+/// (`overdue`), or numbers out of step with the folders (`missing-build`): what looks wrong
+/// is checked again under the archive's lock, so it reports what the prune left, not what it
+/// was in the middle of. The test plays the prune, step by step as `prune` takes them.
+#[test]
+fn audit_during_a_prune_checks_again_after_it_and_raises_no_false_alarm() {
+    let out = archived(1, 1, 3);
+    // Now the pipeline's retention lets builds 1 and 2 go.
+    out.pipeline(&keep(1, 0));
+    let root = out.file("artifacts");
+    let lock = fs::File::options()
+        .write(true)
+        .open(root.join(".lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    fs::rename(root.join("000001"), root.join(".deleting-000001")).unwrap();
+
+    let mut audit = out.murphy(["audit", "--json"]).spawn();
+    let pid = audit.pid();
+    audit.wait_until("the audit waits for the prune's lock", || {
+        waits_for_a_lock(pid)
+    });
+    fs::rename(root.join("000002"), root.join(".deleting-000002")).unwrap();
+    fs::remove_dir_all(root.join(".deleting-000001")).unwrap();
+    fs::remove_dir_all(root.join(".deleting-000002")).unwrap();
+    drop(lock);
+
+    let report: Value = parse_json(&audit.wait().stdout);
+    assert_eq!(report["ok"], true, "{report:#}");
+    assert_eq!(report["builds"], 1, "{report:#}");
+}
 
 /// `(Some(build), kind)`: a finding as [`audit`] returns it.
 fn finding(build: u64, kind: &str) -> (Option<u64>, String) {

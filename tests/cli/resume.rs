@@ -161,9 +161,34 @@ fn finished_in_journal(out: &Output, run_id: &str) -> Vec<String> {
         .collect()
 }
 
+/// Every temp file (`*.murphy-tmp-*`) below `dir`, relative to it.
+fn temp_litter(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(next) = todo.pop() {
+        for entry in fs::read_dir(&next).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_name().to_string_lossy().contains(".murphy-tmp-") {
+                found.push(
+                    entry
+                        .path()
+                        .strip_prefix(dir)
+                        .unwrap()
+                        .display()
+                        .to_string(),
+                );
+            } else if entry.file_type().unwrap().is_dir() {
+                todo.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
 /// Resumes a killed run of `KILLABLE` and checks what every kill -9 test wants: it ends well
 /// in the same run, the outputs are those of an uninterrupted run, no stage the journal had
-/// recorded as done ran again, and each stage ran as often as `expected` says, in all.
+/// recorded as done ran again, each stage ran as often as `expected` says, in all, and no
+/// temp file a killed writer left is still there.
 fn resume_after_kill(out: &Output, expected: [usize; 3]) {
     let killed = out.status();
     assert_eq!(killed.status, "killed", "{killed:#?}");
@@ -200,6 +225,7 @@ fn resume_after_kill(out: &Output, expected: [usize; 3]) {
             "{stage:?}"
         );
     }
+    assert_eq!(temp_litter(out.path()), Vec::<String>::new());
 }
 
 /// Kills whatever is left of a stage's process group when dropped, so that a failing test
@@ -280,6 +306,29 @@ fn kill_9_after_the_record_was_written_then_resume() {
     // The checkpoint of `s2` was complete: it is restored, not run again.
     resume_after_kill(&out, [1, 1, 1]);
     assert_eq!(out.status().stage("s2").state, "cached");
+}
+
+/// A kill between a checkpoint file's temp file and its rename (here the last one, `latest/s2`,
+/// after the record) leaves the temp file; the next run under the lock sweeps it.
+#[test]
+fn kill_9_while_a_checkpoint_file_is_written_then_resume() {
+    let out = crash_at("temp-written:s2");
+    let litter = temp_litter(out.path());
+    assert_eq!(litter.len(), 1, "{litter:?}");
+    assert!(
+        litter[0].starts_with(".murphy/store/latest/.s2.murphy-tmp-"),
+        "{litter:?}"
+    );
+    resume_after_kill(&out, [1, 1, 1]);
+}
+
+/// `cache gc` (which holds the state directory's lock) sweeps a killed writer's temp files too.
+#[test]
+fn cache_gc_sweeps_the_temp_files_a_kill_left() {
+    let out = crash_at("temp-written:s2");
+    assert_eq!(temp_litter(out.path()).len(), 1);
+    out.murphy(["cache", "gc"]).run();
+    assert_eq!(temp_litter(out.path()), Vec::<String>::new());
 }
 
 /// What the n-th journal append of an uninterrupted `KILLABLE` run records.
