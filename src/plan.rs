@@ -14,6 +14,7 @@ use crate::config::{
 use crate::diagnostic::{Diagnostic, did_you_mean};
 use crate::extends::Resolved;
 use crate::include::{FileId, Pipeline};
+use crate::shell::Shell;
 use crate::trigger::{Pattern, Trigger, When};
 
 /// Index of a stage in [`Plan::stages`].
@@ -63,6 +64,8 @@ pub struct Stage {
     pub needs_optional: Vec<StageId>,
     pub when: Option<When>,
     pub commands: Vec<String>,
+    /// What runs `commands` and `publish: command` targets.
+    pub shell: Shell,
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -230,15 +233,22 @@ fn hint_suffix(suggestion: &Option<String>) -> String {
 impl Plan {
     /// Validates a pipeline, its includes merged, into a plan.
     pub fn new(pipeline: &Pipeline) -> Result<Plan, PlanError> {
-        let defs = crate::extends::resolve(pipeline).map_err(PlanError::Invalid)?;
-        let expanded = crate::matrix::expand(&pipeline.files, defs).map_err(PlanError::Invalid)?;
+        // Unknown keys come first, with whatever else is wrong: one edit fixes them all.
+        let unknown_keys: Vec<Diagnostic> = (pipeline.files.iter())
+            .flat_map(|f| f.unknown_keys.iter().cloned())
+            .collect();
+        let with_unknown_keys = |errors: Vec<Diagnostic>| {
+            PlanError::Invalid(unknown_keys.iter().cloned().chain(errors).collect())
+        };
+        let defs = crate::extends::resolve(pipeline).map_err(with_unknown_keys)?;
+        let expanded = crate::matrix::expand(&pipeline.files, defs).map_err(with_unknown_keys)?;
         Planner {
             pipeline,
             file: 0,
             defs: &expanded.defs,
             groups: &expanded.groups,
             values: &expanded.values,
-            errors: Vec::new(),
+            errors: unknown_keys,
         }
         .plan()
     }
@@ -340,6 +350,7 @@ struct Planner<'a> {
 
 impl Planner<'_> {
     fn plan(mut self) -> Result<Plan, PlanError> {
+        let known_before = self.errors.len();
         let pipeline = self.pipeline;
         let file = &pipeline.files[0].pipeline;
         let root = pipeline.files[0]
@@ -391,6 +402,16 @@ impl Planner<'_> {
                 .unwrap_or_else(default_release_tags),
             None => default_release_tags(),
         };
+
+        // Each file's `shell` is the default for the stages it defines; checked once.
+        let mut default_shells = Vec::with_capacity(pipeline.files.len());
+        for (id, source) in pipeline.files.iter().enumerate() {
+            self.file = id;
+            default_shells.push(match &source.pipeline.shell {
+                Some(shell) => self.shell(shell),
+                None => Shell::Sh,
+            });
+        }
 
         let stage_defs = self.defs;
         let mut ids: HashMap<&str, StageId> = HashMap::new();
@@ -470,6 +491,14 @@ impl Planner<'_> {
             }
             self.file = origins.run;
             let commands = self.commands((name, *stage_file), def.run.as_ref());
+            // The stage's own `shell`, else its file's, else `sh`.
+            let shell = match &def.shell {
+                Some(own) => {
+                    self.file = origins.shell;
+                    self.shell(own)
+                }
+                None => default_shells[*stage_file].clone(),
+            };
             self.file = origins.retry;
             let retry = match &def.retry {
                 None => Retry {
@@ -618,6 +647,7 @@ impl Planner<'_> {
                 needs_optional,
                 when,
                 commands,
+                shell,
                 inputs: def.inputs.iter().map(|s| s.value.clone()).collect(),
                 outputs: def.outputs.iter().map(|s| s.value.clone()).collect(),
                 cacheable: def.cache.unwrap_or(
@@ -646,7 +676,8 @@ impl Planner<'_> {
             });
         }
 
-        if self.errors.is_empty() {
+        // The whole-graph checks need every stage right; unknown keys do not spoil it.
+        if self.errors.len() == known_before {
             self.check_cycles(&stages);
             self.check_outputs();
             self.check_retention(&stages);
@@ -974,6 +1005,14 @@ impl Planner<'_> {
             );
         }
         commands.clone()
+    }
+
+    /// A `shell:` value, checked; `sh` after an error (which is recorded).
+    fn shell(&mut self, written: &Spanned<String>) -> Shell {
+        Shell::parse(&written.value).unwrap_or_else(|message| {
+            self.error(message, written);
+            Shell::Sh
+        })
     }
 
     fn env(&mut self, entries: &Entries<Scalar>) -> Vec<(String, String)> {

@@ -12,5 +12,6 @@ mod publish;
 mod records;
 mod resume;
 mod run;
+mod shell;
 mod signals;
 mod support;
