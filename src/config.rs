@@ -16,6 +16,8 @@ pub use serde_saphyr::Spanned;
 
 use crate::diagnostic::{Diagnostic, Span, did_you_mean};
 
+mod keys;
+
 /// The pipeline format this murphy reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -30,8 +32,9 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Invalid(Box<Diagnostic>),
+    /// Every problem found before the file could be read into its types; never empty.
+    #[error("{}", crate::diagnostic::List(.0))]
+    Invalid(Vec<Diagnostic>),
 }
 
 /// A pipeline file as read: its path and text (for diagnostics) and its parsed content.
@@ -40,6 +43,9 @@ pub struct Source {
     pub path: PathBuf,
     pub text: String,
     pub pipeline: PipelineFile,
+    /// Keys the file gives that no part of a pipeline has: errors the planner reports with
+    /// its own, so one run of murphy names every mistake.
+    pub unknown_keys: Vec<Diagnostic>,
 }
 
 impl Source {
@@ -64,62 +70,105 @@ impl Source {
         let Some(found) = self.text[offset..].find(needle).map(|i| offset + i) else {
             return from;
         };
-        let before = &self.text[..found];
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        let (line, column) = line_and_column(&self.text[..found]);
         Span::new(line, column, needle.chars().count())
     }
+}
+
+/// The 1-based line and column (in characters) just after `before`.
+fn line_and_column(before: &str) -> (usize, usize) {
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
 }
 
 /// Reads and parses a pipeline file. Syntax, unknown keys, wrong types and the format
 /// version are checked here; everything else is checked by the planner.
 pub fn load(path: &Path) -> Result<Source, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
     })?;
-    parse(path, text)
+    parse(path, decode(path, bytes)?)
 }
+
+/// The text of a pipeline file, or an error at the first byte that is not UTF-8.
+pub fn decode(path: &Path, bytes: Vec<u8>) -> Result<String, ConfigError> {
+    String::from_utf8(bytes).map_err(|err| {
+        let bytes = err.as_bytes();
+        let good = err.utf8_error().valid_up_to();
+        // The prefix is valid by definition; the lossy text shows the line with U+FFFD for
+        // the bad byte, one character, so the caret lands under it.
+        let before = String::from_utf8_lossy(&bytes[..good]);
+        let (line, column) = line_and_column(&before);
+        let text = String::from_utf8_lossy(bytes);
+        let message = format!(
+            "byte 0x{:02x} is not UTF-8: a pipeline file must be UTF-8 text",
+            bytes[good]
+        );
+        ConfigError::Invalid(vec![Diagnostic::new(
+            message,
+            path,
+            &text,
+            Span::new(line, column, 1),
+        )])
+    })
+}
+
+/// The JSON Schema as a value, for the unknown-key walk; made once.
+static SCHEMA: std::sync::LazyLock<serde_json::Value> =
+    std::sync::LazyLock::new(|| schema().to_value());
 
 /// Parses pipeline text that claims to come from `path`.
 pub fn parse(path: &Path, text: String) -> Result<Source, ConfigError> {
-    let invalid = |message: String, span: Span| {
-        ConfigError::Invalid(Box::new(Diagnostic::new(message, path, &text, span)))
+    let at = |message: String, span: Span| Diagnostic::new(message, path, &text, span);
+    let yaml_error = |err: serde_saphyr::Error| {
+        let span = err
+            .location()
+            .map(|l| Span::new(l.line() as usize, l.column() as usize, 1))
+            .unwrap_or_else(Span::start);
+        at(yaml_message(&err), span)
     };
     // YAML 1.2 booleans only: `run: y` is a command, not `true`.
     let options = serde_saphyr::options!(strict_booleans: true, with_snippet: false);
+    // First the shape, to find every unknown key (the typed parse skips them)...
+    let tree: keys::Node = serde_saphyr::from_str_with_options(&text, options.clone())
+        .map_err(|err| ConfigError::Invalid(vec![yaml_error(err)]))?;
+    let mut errors: Vec<Diagnostic> = keys::unknown(&tree, &SCHEMA)
+        .into_iter()
+        .map(|(message, span)| at(message, span))
+        .collect();
+    // ...then the types, whose first error joins them.
     let pipeline: PipelineFile = match serde_saphyr::from_str_with_options(&text, options) {
         Ok(pipeline) => pipeline,
         Err(err) => {
-            let span = err
-                .location()
-                .map(|l| Span::new(l.line() as usize, l.column() as usize, 1))
-                .unwrap_or_else(Span::start);
-            return Err(invalid(yaml_message(&err), span));
+            errors.push(yaml_error(err));
+            return Err(ConfigError::Invalid(errors));
         }
     };
     match &pipeline.version {
-        None => {
-            return Err(invalid(
-                format!("missing `version`: add `version: {FORMAT_VERSION}` at the top"),
-                Span::start(),
-            ));
-        }
         Some(v) if v.value != FORMAT_VERSION => {
-            return Err(invalid(
+            // Another version's keys are not this one's: its unknown keys are no news.
+            return Err(ConfigError::Invalid(vec![at(
                 format!(
                     "unsupported `version: {}`: this murphy reads version {FORMAT_VERSION}",
                     v.value
                 ),
                 span_of(v),
-            ));
+            )]));
         }
         Some(_) => {}
+        None => {
+            let missing = format!("missing `version`: add `version: {FORMAT_VERSION}` at the top");
+            errors.insert(0, at(missing, Span::start()));
+            return Err(ConfigError::Invalid(errors));
+        }
     }
     Ok(Source {
         path: path.to_owned(),
         text,
         pipeline,
+        unknown_keys: errors,
     })
 }
 
@@ -141,7 +190,8 @@ fn yaml_message(err: &serde_saphyr::Error) -> String {
         Some(i) => &raw[..i],
         None => raw.as_str(),
     };
-    if let Some(rest) = msg.strip_prefix("unknown field `") {
+    // An enum's tag is a key in YAML: `publish: [{comand: ...}]`.
+    if let Some(rest) = msg.strip_prefix("unknown variant `") {
         let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
         let expected: Vec<&str> = expected
             .trim_start_matches(", expected one of ")
@@ -174,7 +224,7 @@ fn yaml_message(err: &serde_saphyr::Error) -> String {
 
 /// The top level of `pipeline.yml`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 #[schemars(
     title = "murphy pipeline",
     description = "A murphy pipeline (pipeline.yml)"
@@ -201,6 +251,11 @@ pub struct PipelineFile {
     /// of each stage's fingerprint.
     #[serde(default)]
     pub pass_env: Vec<String>,
+    /// How this file's stages run their commands, unless a stage says otherwise: `sh` (the
+    /// default: `sh -e`), `bash` (`bash --noprofile --norc -eo pipefail`), or a command with
+    /// `{0}` where the path of a file holding the script goes, like `python3 {0}`.
+    #[schemars(with = "Option<String>")]
+    pub shell: Option<Spanned<String>>,
     /// `commit` takes each run's change description from the last commit's message.
     #[schemars(with = "Option<String>")]
     pub description: Option<Spanned<String>>,
@@ -226,7 +281,7 @@ pub struct PipelineFile {
 
 /// One entry of `include:`: a file of this project, or a file of a git repository.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct IncludeDef {
     /// A file of this project, relative to the including file's directory.
     #[schemars(with = "Option<String>")]
@@ -249,7 +304,7 @@ pub struct IncludeDef {
 
 /// One stage of the pipeline.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct StageDef {
     /// Replace the stage of this name that an included file defines, whole.
     #[serde(rename = "override")]
@@ -269,9 +324,15 @@ pub struct StageDef {
     pub needs_optional: Vec<Spanned<String>>,
     /// Run this stage only for some triggers, branches or tags (all given parts must hold).
     pub when: Option<WhenDef>,
-    /// A shell command (run with `sh -c`), or a list of them run in order until one fails.
-    /// A stage without `run` does nothing but wait for its needs.
+    /// A script, or a list of them run in order until one fails. Each runs in the stage's
+    /// `shell` and fails at its first failing command. A stage without `run` does nothing but
+    /// wait for its needs.
     pub run: Option<StringList>,
+    /// How `run` (and `publish: command`) is run: `sh` (`sh -e`), `bash` (`bash --noprofile
+    /// --norc -eo pipefail`), or a command with `{0}` for the path of a file holding the
+    /// script, like `python3 {0}`. Default: the file's top-level `shell`, else `sh`.
+    #[schemars(with = "Option<String>")]
+    pub shell: Option<Spanned<String>>,
     /// Globs, relative to the pipeline's directory, of the files this stage reads.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
@@ -331,7 +392,7 @@ pub enum TargetDef {
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct PypiDef {
     #[schemars(with = "Vec<String>")]
     pub files: Vec<Spanned<String>>,
@@ -347,7 +408,7 @@ pub struct PypiDef {
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct HttpDef {
     #[schemars(with = "Vec<String>")]
     pub files: Vec<Spanned<String>>,
@@ -360,7 +421,7 @@ pub struct HttpDef {
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct PagesDef {
     /// The folder to publish (built docs).
     #[schemars(with = "String")]
@@ -373,9 +434,10 @@ pub struct PagesDef {
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct CommandDef {
-    /// A shell command; with `files`, run once per file with `{file}` replaced.
+    /// A command, run in the stage's `shell`; with `files`, run once per file with `{file}`
+    /// replaced.
     pub run: String,
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
@@ -396,7 +458,7 @@ pub enum NotifyDef {
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct HookDef {
     #[schemars(with = "Option<String>")]
     pub url: Option<Spanned<String>>,
@@ -411,7 +473,7 @@ pub struct HookDef {
 
 /// `archive: {name: "{name}-{version}", files: [...], retention: {...}, root: artifacts}`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct ArchiveDef {
     /// The bundle's name; placeholders: {name} {version} {build} {sha} {date} {trigger}.
     #[schemars(with = "Option<String>")]
@@ -428,7 +490,7 @@ pub struct ArchiveDef {
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct RetentionDef {
     pub keep_last: Option<u64>,
     pub keep_days: Option<u64>,
@@ -436,7 +498,7 @@ pub struct RetentionDef {
 
 /// `when: {trigger: [pr, push], branch: [main, "release/*"], tag: "v*"}`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct WhenDef {
     /// `local`, `pre-push`, `pr`, `push`, `nightly` or `tag`, or a list of them.
     #[schemars(with = "Option<StringList>")]
@@ -504,7 +566,7 @@ impl JsonSchema for MatrixDef {
 
 /// `retry: {attempts: 2, delay: 2s}`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct RetryDef {
     /// How many attempts in all, the first included (at least 1).
     #[schemars(with = "u32", range(min = 1))]
@@ -648,12 +710,12 @@ pub fn load_secrets(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
                 .map(|l| Span::new(l.line() as usize, l.column() as usize, 1))
                 .unwrap_or_else(Span::start);
             // The message names the key or position, never a value.
-            ConfigError::Invalid(Box::new(Diagnostic::new(
+            ConfigError::Invalid(vec![Diagnostic::new(
                 "a secrets file is a mapping of names to values",
                 path,
                 "",
                 span,
-            )))
+            )])
         })?;
     Ok(entries.0.into_iter().map(|(k, v)| (k.value, v.0)).collect())
 }
@@ -718,12 +780,49 @@ stages:
         assert_eq!(span_of(&stages[1].1.needs[0]), Span::new(6, 19, 4));
     }
 
+    /// The messages and places of a file's unknown keys.
+    fn unknown_keys(text: &str) -> Vec<String> {
+        let source = parse(Path::new("pipeline.yml"), text.to_owned()).unwrap();
+        let keys = source.unknown_keys.iter();
+        keys.map(|d| format!("{}: {}", d.location(), d.message))
+            .collect()
+    }
+
     #[test]
-    fn unknown_key_suggests_the_near_one() {
-        let err = parse_err("version: 1\nstages:\n  a: {run: x, neds: [b]}\n");
+    fn every_unknown_key_is_found_at_every_depth() {
+        let text = "version: 1\nnme: x\nenv: {ANY_NAME: 1}\nstages:\n  a: {run: x, neds: [b], timeot: 1m}\n  b:\n    retry: {attempts: 2, dealy: 1s}\n    matrix: {py: ['3.12'], exclude: [{py: '3.12'}]}\n    publish: [{command: {run: x, chek: y}}, {pypi: {files: [a], password: P, zzz: 1}}]\n";
+        assert_eq!(
+            unknown_keys(text),
+            [
+                "pipeline.yml:2:1: unknown key `nme` (did you mean `name`?)",
+                "pipeline.yml:5:15: unknown key `neds` (did you mean `needs`?)",
+                "pipeline.yml:5:26: unknown key `timeot` (did you mean `timeout`?)",
+                "pipeline.yml:7:26: unknown key `dealy` (did you mean `delay`?)",
+                "pipeline.yml:9:34: unknown key `chek` (did you mean `check`?)",
+                "pipeline.yml:9:78: unknown key `zzz`; expected one of: files, index_url, password, repository_url, username",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_wrong_type_is_reported_with_the_unknown_keys() {
+        let err = parse_err("version: 1\nstages:\n  a: {neds: [b], retry: {attempts: two}}\n");
         assert!(
-            err.starts_with("pipeline.yml:3:15: unknown key `neds` (did you mean `needs`?)"),
+            err.starts_with("pipeline.yml:3:7: unknown key `neds` (did you mean `needs`?)"),
             "{err}"
+        );
+        assert!(
+            err.contains("\n\npipeline.yml:3:36: expected a whole number"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_byte_that_is_not_utf8_is_pointed_at() {
+        let err = decode(Path::new("p.yml"), b"version: 1\nname: caf\xe9\n".to_vec()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "p.yml:2:10: byte 0xe9 is not UTF-8: a pipeline file must be UTF-8 text\n  |\n2 | name: caf\u{fffd}\n  |          ^"
         );
     }
 

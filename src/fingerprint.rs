@@ -16,13 +16,17 @@ use crate::plan::Stage;
 use crate::stat_cache::StatCache;
 
 /// Bumped whenever the way a fingerprint is computed changes, so old checkpoints miss.
-const DOMAIN: &str = "murphy-fingerprint-v2";
+const DOMAIN: &str = "murphy-fingerprint-v3";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     /// Two stages never share a result, even with the same commands and inputs.
     pub stage: String,
     pub commands: Vec<String>,
+    /// The `shell` the commands run in: `sh`, `bash` or a template. (Absent in records
+    /// written before it was recorded; their fingerprints belong to an older domain anyway.)
+    #[serde(default)]
+    pub shell: String,
     /// The declared outputs: declaring one more must not restore a record without it.
     pub outputs: Vec<String>,
     pub workdir: String,
@@ -81,6 +85,7 @@ impl Manifest {
             stage: stage.name.clone(),
             outputs,
             commands: stage.commands.clone(),
+            shell: stage.shell.text().to_owned(),
             workdir: stage.workdir.to_string_lossy().into_owned(),
             env,
             inputs: files,
@@ -102,6 +107,7 @@ impl Manifest {
             put(&list.len().to_string());
             list.iter().for_each(|c| put(c));
         }
+        put(&self.shell);
         put(&self.workdir);
         for map in [&self.env, &self.inputs, &self.upstream] {
             put(&map.len().to_string());
@@ -118,6 +124,9 @@ impl Manifest {
         let mut changes = Vec::new();
         if self.commands != before.commands {
             changes.push("its commands changed".to_owned());
+        }
+        if self.shell != before.shell {
+            changes.push("its shell changed".to_owned());
         }
         if self.outputs != before.outputs {
             changes.push("its declared outputs changed".to_owned());
@@ -183,6 +192,7 @@ mod tests {
             stage: "build".into(),
             outputs: vec!["dist".into()],
             commands: vec!["make".into()],
+            shell: "sh".into(),
             workdir: ".".into(),
             env: [("A".to_owned(), "1".to_owned())].into(),
             inputs: [("src/a.rs".to_owned(), "aa".to_owned())].into(),
@@ -199,6 +209,9 @@ mod tests {
         changed.push(m);
         let mut m = manifest();
         m.workdir = "sub".into();
+        changed.push(m);
+        let mut m = manifest();
+        m.shell = "bash".into();
         changed.push(m);
         let mut m = manifest();
         m.stage = "other".into();

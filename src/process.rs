@@ -1,4 +1,4 @@
-//! Runs one shell command in its own process group and makes sure nothing of it outlives it.
+//! Runs one command in its own process group and makes sure nothing of it outlives it.
 //!
 //! A stage's command may start grandchildren (`sleep 300 &`). Killing the child alone leaves
 //! them running, and a grandchild holding the output pipe would hang a reader that waits for
@@ -6,6 +6,7 @@
 //! the group, a grace period, then SIGKILL; output is read line by line and reading stops a
 //! short while after the command ended, whoever still holds the pipe.
 
+use std::ffi::OsString;
 use std::io::{self, Write};
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -72,19 +73,22 @@ pub enum Ended {
     Interrupted,
 }
 
-/// Runs `sh -c command` in `cwd` with exactly `env`, until it exits, `deadline` passes, or
-/// `cancel` turns true. Output goes to `output` line by line.
+/// Runs `argv` (a program and its arguments, from [`crate::shell::Shell::command`]) in `cwd`
+/// with exactly `env`, until it exits, `deadline` passes, or `cancel` turns true. Output goes
+/// to `output` line by line.
 pub async fn run(
-    command: &str,
+    argv: &[OsString],
     cwd: &Path,
     env: &[(String, String)],
     output: Arc<Output>,
     deadline: Option<Instant>,
     cancel: &mut watch::Receiver<bool>,
 ) -> io::Result<Ended> {
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(command)
+    let Some((program, args)) = argv.split_first() else {
+        return Err(io::Error::other("no program to run"));
+    };
+    let mut child = Command::new(program)
+        .args(args)
         .current_dir(cwd)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))

@@ -575,15 +575,9 @@ impl Task {
             let env = env.clone();
             async move {
                 output.line(format!("$ {command}\n").as_bytes());
-                process::run(
-                    &command,
-                    &self.ctx.plan.root,
-                    &env,
-                    output,
-                    None,
-                    &mut cancel,
-                )
-                .await
+                let (argv, _script) = self.stage().shell.command(&command, &self.ctx.run.path)?;
+                let root = &self.ctx.plan.root;
+                process::run(&argv, root, &env, output, None, &mut cancel).await
             }
         };
         if let Some(check) = check {
@@ -924,7 +918,15 @@ async fn run_attempt(
             };
         }
         output.line(format!("$ {command}\n").as_bytes());
-        let ended = process::run(command, &cwd, env, output.clone(), deadline, cancel).await;
+        let ended = match stage.shell.command(command, &ctx.run.path) {
+            Ok((argv, script)) => {
+                let ended = process::run(&argv, &cwd, env, output.clone(), deadline, cancel).await;
+                // A template's script file goes once its command ended.
+                drop(script);
+                ended
+            }
+            Err(err) => Err(err),
+        };
         let attempt = match ended {
             Ok(Ended::Exited(status)) if status.success() => continue,
             Ok(Ended::Exited(status)) => {
@@ -948,7 +950,10 @@ async fn run_attempt(
                 signal: None,
                 message: None,
             },
-            Err(err) => Attempt::failed(format!("running the command through `sh` failed: {err}")),
+            Err(err) => Attempt::failed(format!(
+                "cannot run the command with shell `{}`: {err}",
+                stage.shell.text()
+            )),
         };
         if attempt.outcome == Outcome::TimedOut {
             output.line(b"murphy: timed out; the stage's processes were killed\n");

@@ -270,7 +270,7 @@ impl Loader<'_> {
             Ok(Some(read)) => read,
             Ok(None) => return None,
             Err(diagnostic) => {
-                self.errors.push(*diagnostic);
+                self.errors.extend(diagnostic);
                 return None;
             }
         };
@@ -303,9 +303,9 @@ impl Loader<'_> {
         &mut self,
         parent: FileId,
         entry: &Spanned<IncludeDef>,
-    ) -> Result<Option<(Place, Source)>, Box<Diagnostic>> {
+    ) -> Result<Option<(Place, Source)>, Vec<Diagnostic>> {
         let including = &self.files[parent];
-        let fail = |message: &str, at: Span| Box::new(including.error(message, at));
+        let fail = |message: &str, at: Span| vec![including.error(message, at)];
         let def = &entry.value;
         match (&def.path, &def.git) {
             (Some(path), None) => self.read_path(parent, entry, path).map(Some),
@@ -327,9 +327,9 @@ impl Loader<'_> {
         parent: FileId,
         entry: &Spanned<IncludeDef>,
         path: &Spanned<String>,
-    ) -> Result<(Place, Source), Box<Diagnostic>> {
+    ) -> Result<(Place, Source), Vec<Diagnostic>> {
         let including = &self.files[parent];
-        let fail = |message: String, at: Span| Box::new(including.error(message, at));
+        let fail = |message: String, at: Span| vec![including.error(message, at)];
         let def = &entry.value;
         let at = config::span_of(entry);
         for (key, given) in [
@@ -355,13 +355,13 @@ impl Loader<'_> {
                         .join(&path.value),
                 );
                 let target = canonical(&dir.join(&path.value));
-                let text = std::fs::read_to_string(&target).map_err(|e| {
+                let bytes = std::fs::read(&target).map_err(|e| {
                     fail(
                         format!("cannot read the included file `{}`: {e}", shown.display()),
                         config::span_of(path),
                     )
                 })?;
-                let source = parse(&shown, text)?;
+                let source = parse(&shown, bytes)?;
                 Ok((Place::Local(target), source))
             }
             Place::Git {
@@ -399,8 +399,7 @@ impl Loader<'_> {
                     file: joined,
                 };
                 let shown = place.shown();
-                let text = utf8(bytes, &shown).map_err(|m| fail(m, at))?;
-                Ok((place, parse(&shown, text)?))
+                Ok((place, parse(&shown, bytes)?))
             }
         }
     }
@@ -411,9 +410,9 @@ impl Loader<'_> {
         parent: FileId,
         entry: &Spanned<IncludeDef>,
         url: &Spanned<String>,
-    ) -> Result<Option<(Place, Source)>, Box<Diagnostic>> {
+    ) -> Result<Option<(Place, Source)>, Vec<Diagnostic>> {
         let including = &self.files[parent];
-        let fail = |message: String, at: Span| Box::new(including.error(message, at));
+        let fail = |message: String, at: Span| vec![including.error(message, at)];
         let def = &entry.value;
         let at = config::span_of(entry);
         let (Some(reference), Some(file)) = (&def.reference, &def.file) else {
@@ -424,12 +423,12 @@ impl Loader<'_> {
         };
         if holds_credentials(&url.value) {
             // Not quoting the line: it holds the secret.
-            return Err(Box::new(Diagnostic::new(
+            return Err(vec![Diagnostic::new(
                 "a `git:` URL may not hold credentials: they would be committed in the lock file and shown in logs; let git's credential helper (or an ssh key) supply them",
                 &including.path,
                 "",
                 config::span_of(url),
-            )));
+            )]);
         }
         let name = match &def.name {
             Some(name) if name.value.trim().is_empty() => {
@@ -529,8 +528,7 @@ impl Loader<'_> {
             });
         }
         let shown = place.shown();
-        let text = utf8(bytes, &shown).map_err(|m| fail(m, at))?;
-        Ok(Some((place, parse(&shown, text)?)))
+        Ok(Some((place, parse(&shown, bytes)?)))
     }
 }
 
@@ -560,20 +558,18 @@ pub fn project_dir(pipeline_file: &Path) -> PathBuf {
         .to_path_buf()
 }
 
-fn parse(shown: &Path, text: String) -> Result<Source, Box<Diagnostic>> {
-    config::parse(shown, text).map_err(|e| match e {
-        ConfigError::Invalid(d) => d,
-        ConfigError::Read { path, source } => Box::new(Diagnostic::new(
-            format!("cannot read `{}`: {source}", path.display()),
-            shown,
-            "",
-            Span::start(),
-        )),
-    })
-}
-
-fn utf8(bytes: Vec<u8>, shown: &Path) -> Result<String, String> {
-    String::from_utf8(bytes).map_err(|_| format!("`{}` is not UTF-8 text", shown.display()))
+fn parse(shown: &Path, bytes: Vec<u8>) -> Result<Source, Vec<Diagnostic>> {
+    let text = config::decode(shown, bytes);
+    text.and_then(|text| config::parse(shown, text))
+        .map_err(|e| match e {
+            ConfigError::Invalid(d) => d,
+            ConfigError::Read { path, source } => vec![Diagnostic::new(
+                format!("cannot read `{}`: {source}", path.display()),
+                shown,
+                "",
+                Span::start(),
+            )],
+        })
 }
 
 /// Whether a `git:` URL carries a secret: a password, or for http(s) any user part (a token is

@@ -21,7 +21,120 @@ fn unknown_key_suggests_the_near_one() {
             "error: pipeline.yml:3:15: unknown key `neds` (did you mean `needs`?)",
             "  |",
             "3 |   a: {run: x, neds: [b]}",
-            "  |               ^",
+            "  |               ^^^^",
+        ],
+    );
+}
+
+#[test]
+fn every_unknown_key_is_reported_with_the_other_errors() {
+    assert_config_error(
+        "
+        version: 1
+        stages:
+          lint: {run: x, inptus: [src]}
+          build:
+            needs: [lnit]
+            run: y
+            retry: {attempts: 2, dealy: 1s}
+            timeot: 1m
+        ",
+        &[
+            "error: pipeline.yml:3:18: unknown key `inptus` (did you mean `inputs`?)",
+            "  |",
+            "3 |   lint: {run: x, inptus: [src]}",
+            "  |                  ^^^^^^",
+            "",
+            "pipeline.yml:7:26: unknown key `dealy` (did you mean `delay`?)",
+            "  |",
+            "7 |     retry: {attempts: 2, dealy: 1s}",
+            "  |                          ^^^^^",
+            "",
+            "pipeline.yml:8:5: unknown key `timeot` (did you mean `timeout`?)",
+            "  |",
+            "8 |     timeot: 1m",
+            "  |     ^^^^^^",
+            "",
+            "pipeline.yml:5:13: stage `build` needs `lnit`, which is not a stage (did you mean `lint`?)",
+            "  |",
+            "5 |     needs: [lnit]",
+            "  |             ^^^^",
+        ],
+    );
+}
+
+#[test]
+fn unknown_keys_come_with_a_wrong_type() {
+    assert_config_error(
+        "
+        version: 1
+        stages:
+          a: {run: x, neds: [b], retry: {attempts: two}}
+        ",
+        &[
+            "error: pipeline.yml:3:15: unknown key `neds` (did you mean `needs`?)",
+            "  |",
+            "3 |   a: {run: x, neds: [b], retry: {attempts: two}}",
+            "  |               ^^^^",
+            "",
+            "pipeline.yml:3:44: expected a whole number",
+            "  |",
+            "3 |   a: {run: x, neds: [b], retry: {attempts: two}}",
+            "  |                                            ^",
+        ],
+    );
+}
+
+#[test]
+fn a_file_that_is_not_utf8_points_at_the_first_bad_byte() {
+    let test = Test::new()
+        .write("team.yml", "version: 1\nstages:\n  t: {run: x}\n")
+        .pipeline("version: 1\ninclude: [{path: team.yml}]\nstages: {}\n");
+    std::fs::write(
+        test.path().join("team.yml"),
+        b"version: 1\nstages:\n  t: {run: \"\xe9t\xe9\"}\n",
+    )
+    .unwrap();
+    let out = test.args(["validate"]).code(2).run();
+    assert_eq!(
+        out.stderr,
+        "error: team.yml:3:13: byte 0xe9 is not UTF-8: a pipeline file must be UTF-8 text\n  |\n3 |   t: {run: \"\u{fffd}t\u{fffd}\"}\n  |             ^\n"
+    );
+    std::fs::write(out.file("pipeline.yml"), b"version: 1\n# caf\xc3\n").unwrap();
+    let out = out.murphy(["validate"]).code(2).run();
+    assert!(
+        out.stderr
+            .starts_with("error: pipeline.yml:2:6: byte 0xc3 is not UTF-8"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_shell_is_sh_bash_or_a_command_with_the_script_file() {
+    assert_config_error(
+        "
+        version: 1
+        shell: bahs
+        stages:
+          a: {run: x, shell: python3 -u}
+          b: {run: x, shell: zsh}
+        ",
+        &[
+            "error: pipeline.yml:2:8: `bahs` is not a shell murphy knows (did you mean `bash`?): use `sh`, `bash`, or a command with `{0}` for the script file, like `bahs {0}`",
+            "  |",
+            "2 | shell: bahs",
+            "  |        ^^^^",
+            "",
+            "pipeline.yml:4:22: the shell command `python3 -u` has no `{0}`: write `{0}` where the script file's path goes, like `python3 -u {0}`",
+            "  |",
+            "4 |   a: {run: x, shell: python3 -u}",
+            "  |                      ^^^^^^^^^^",
+            "",
+            "pipeline.yml:5:22: `zsh` is not a shell murphy knows (did you mean `sh`?): use `sh`, `bash`, or a command with `{0}` for the script file, like `zsh {0}`",
+            "  |",
+            "5 |   b: {run: x, shell: zsh}",
+            "  |                      ^^^",
         ],
     );
 }
@@ -292,6 +405,9 @@ fn schema_is_json_with_the_stages() {
     let schema: serde_json::Value = parse_json(&out.stdout);
     assert!(schema["properties"]["stages"].is_object(), "{schema:#}");
     assert!(schema["properties"]["version"].is_object(), "{schema:#}");
+    assert!(schema["properties"]["shell"].is_object(), "{schema:#}");
+    let stage = &schema["$defs"]["StageDef"];
+    assert!(stage["properties"]["shell"].is_object(), "{schema:#}");
 }
 
 /// An output naming the project itself could make a resume delete the project.

@@ -13,5 +13,6 @@ mod records;
 mod resume;
 mod resume_check;
 mod run;
+mod shell;
 mod signals;
 mod support;
