@@ -5,6 +5,7 @@
 mod archive;
 mod change;
 mod checkpoints;
+mod cli;
 mod config;
 mod hooks;
 mod include;
