@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod hooks;
 mod include;
+mod init;
 mod publish;
 mod records;
 mod resume;
