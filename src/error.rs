@@ -18,6 +18,8 @@ pub mod exit {
     pub const FAILED: i32 = 1;
     /// Bad command line or bad pipeline file: nothing was run.
     pub const USAGE: i32 = 2;
+    /// Another murphy holds the state directory: try again later (`EX_TEMPFAIL`).
+    pub const BUSY: i32 = 75;
     /// Stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
     pub const INTERRUPTED: i32 = 130;
 }
@@ -80,6 +82,7 @@ impl Error {
             Error::Preflight(_) => exit::FAILED,
             Error::Init(crate::init::InitError::Exists(_)) => exit::USAGE,
             Error::Init(_) => exit::FAILED,
+            Error::Lock(LockError::Busy { .. }) => exit::BUSY,
             Error::Records(_)
             | Error::Archive(_)
             | Error::Lock(_)

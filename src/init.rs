@@ -53,14 +53,53 @@ impl Kind {
         }
     }
 
-    fn template(self) -> &'static str {
+    /// The pipeline for the project in `dir`.
+    fn template(self, dir: &Path) -> String {
         match self {
-            Kind::Rust => RUST,
-            Kind::Python => PYTHON,
-            Kind::Node => NODE,
-            Kind::Unknown => SKELETON,
+            // An untracked `Cargo.lock` is cargo's to rewrite (a library's usually is): as an
+            // input it would change under the stages that read it.
+            Kind::Rust => RUST.replace(
+                "{lock}",
+                if tracked_by_git(dir, "Cargo.lock") {
+                    "\"Cargo.lock\", "
+                } else {
+                    ""
+                },
+            ),
+            Kind::Python => PYTHON.to_owned(),
+            Kind::Node => NODE.to_owned(),
+            Kind::Unknown => SKELETON.to_owned(),
         }
     }
+}
+
+/// Whether git tracks `name` in `dir` (it is in the index of the repository holding `dir`).
+fn tracked_by_git(dir: &Path, name: &str) -> bool {
+    let Some(repo) = crate::git::open(dir) else {
+        return false;
+    };
+    let (Some(workdir), Ok(dir)) = (repo.workdir(), dir.canonicalize()) else {
+        return false;
+    };
+    let Ok(workdir) = workdir.canonicalize() else {
+        return false;
+    };
+    let Ok(relative) = dir.join(name).strip_prefix(&workdir).map(Path::to_path_buf) else {
+        return false;
+    };
+    repo.index()
+        .is_ok_and(|index| index.get_path(&relative, 0).is_some())
+}
+
+/// Keeps a folder murphy fills (its state directory, an archive) out of `git status` and out
+/// of what `cargo package` or `npm pack` bundle: a `.gitignore` of `*` inside it, written once
+/// (a user's own is kept).
+pub fn ignore_all(dir: &Path) -> io::Result<()> {
+    let path = dir.join(".gitignore");
+    if std::fs::symlink_metadata(&path).is_ok() {
+        return Ok(());
+    }
+    crate::atomic_file::write(&path, b"*\n")
 }
 
 /// Writes the pipeline for the project in `path`'s directory; returns its stage count.
@@ -70,12 +109,12 @@ pub fn init(path: &Path) -> Result<(Kind, usize), InitError> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let kind = Kind::detect(dir);
-    let text = kind.template();
+    let text = kind.template(dir);
     let invalid = |message: String| InitError::Template {
         kind: kind.describe(),
         message,
     };
-    let source = config::parse(path, text.to_owned()).map_err(|e| invalid(e.to_string()))?;
+    let source = config::parse(path, text.clone()).map_err(|e| invalid(e.to_string()))?;
     let plan =
         Plan::new(&crate::include::Pipeline::single(source)).map_err(|e| invalid(e.to_string()))?;
     // `create_new`: a file that appeared since we looked is not overwritten either.
@@ -106,7 +145,8 @@ pub fn init(path: &Path) -> Result<(Kind, usize), InitError> {
 }
 
 const RUST: &str = r#"# murphy pipeline for a Rust project, written by `murphy init`; edit freely.
-# Stages with `inputs` are skipped while those files are unchanged.
+# Stages with `inputs` are skipped while those files are unchanged: add any other file your
+# code reads at build time (`include_str!`, a README used for doc tests).
 version: 1
 # Outer variables cargo reads; their values are part of every stage's fingerprint.
 pass_env: [CARGO_HOME, RUSTUP_HOME, RUSTUP_TOOLCHAIN, RUSTFLAGS, CARGO_TARGET_DIR]
@@ -114,19 +154,23 @@ pass_env: [CARGO_HOME, RUSTUP_HOME, RUSTUP_TOOLCHAIN, RUSTFLAGS, CARGO_TARGET_DI
 stages:
   fmt:
     run: cargo fmt --all --check
-    inputs: ["Cargo.toml", "src/**/*.rs", "tests/**/*.rs"]
+    inputs: ["Cargo.toml", "rustfmt.toml", ".rustfmt.toml", "build.rs", "src/**/*.rs",
+             "tests/**/*.rs", "benches/**/*.rs", "examples/**/*.rs"]
   clippy:
     run: cargo clippy --all-targets -- -D warnings
-    inputs: ["Cargo.toml", "Cargo.lock", "src/**/*.rs", "tests/**/*.rs"]
+    inputs: ["Cargo.toml", {lock}"clippy.toml", ".cargo/config.toml", "rust-toolchain.toml",
+             "build.rs", "src/**", "tests/**", "benches/**", "examples/**"]
   build:
     needs: [fmt]
     run: cargo build --release
-    inputs: ["Cargo.toml", "Cargo.lock", "src/**/*.rs"]
+    inputs: ["Cargo.toml", {lock}".cargo/config.toml", "rust-toolchain.toml", "build.rs",
+             "src/**"]
     timeout: 30m
   test:
     needs: [build]
     run: cargo test
-    inputs: ["Cargo.toml", "Cargo.lock", "src/**/*.rs", "tests/**/*.rs"]
+    inputs: ["Cargo.toml", {lock}".cargo/config.toml", "rust-toolchain.toml", "build.rs",
+             "src/**", "tests/**", "benches/**", "examples/**"]
     timeout: 30m
 "#;
 
@@ -199,12 +243,29 @@ mod tests {
 
     #[test]
     fn every_template_validates() {
-        for kind in [Kind::Rust, Kind::Python, Kind::Node, Kind::Unknown] {
-            let source = config::parse(Path::new("pipeline.yml"), kind.template().to_owned())
-                .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+        let dir = tempfile::tempdir().unwrap();
+        let texts = [Kind::Rust, Kind::Python, Kind::Node, Kind::Unknown]
+            .map(|kind| kind.template(dir.path()))
+            .into_iter()
+            // The Rust template of a project whose git tracks its `Cargo.lock`.
+            .chain([RUST.replace("{lock}", "\"Cargo.lock\", ")]);
+        for text in texts {
+            let source = config::parse(Path::new("pipeline.yml"), text.clone())
+                .unwrap_or_else(|e| panic!("{text}: {e}"));
             Plan::new(&crate::include::Pipeline::single(source))
-                .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+                .unwrap_or_else(|e| panic!("{text}: {e}"));
         }
+    }
+
+    #[test]
+    fn ignore_all_writes_a_star_once_and_keeps_a_users_own() {
+        let dir = tempfile::tempdir().unwrap();
+        ignore_all(dir.path()).unwrap();
+        let path = dir.path().join(".gitignore");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "*\n");
+        std::fs::write(&path, "*.zip\n").unwrap();
+        ignore_all(dir.path()).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "*.zip\n");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
+    /// Another murphy is live here: exit 75 (`EX_TEMPFAIL`), for scripts that try again later.
     #[error(
         "run {run_id} (pid {pid}) is still running in `{}`; wait for it, or stop it first",
         state_dir.display()

@@ -138,10 +138,7 @@ impl StateDir {
         let runs = self.runs_dir();
         fs::create_dir_all(&runs).map_err(io_err(&runs))?;
         // The state dir is murphy's, not the project's: keep it out of `git status`.
-        let ignore = self.root.join(".gitignore");
-        if !ignore.exists() {
-            atomic_file::write(&ignore, b"*\n").map_err(io_err(&ignore))?;
-        }
+        crate::init::ignore_all(&self.root).map_err(io_err(&self.root.join(".gitignore")))?;
         let started_at = Timestamp::now();
         let (id, path) = loop {
             let id = new_run_id(started_at);

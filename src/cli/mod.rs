@@ -25,6 +25,7 @@ Exit codes:
   0    success
   1    a stage failed (or the run could not be recorded)
   2    usage or pipeline file error; nothing was run
+  75   another murphy is running in this state directory; nothing was run, try again later
   130  interrupted by Ctrl-C or SIGTERM";
 
 /// murphy runs a project's pipeline.yml, the same way on a laptop and in CI.
@@ -405,5 +406,37 @@ pub(crate) fn io_error(context: &str, source: std::io::Error) -> Error {
     Error::Io {
         context: context.to_owned(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand, at any depth, must see `--file`, `--state-dir` and `-v` as the global
+    /// options: an argument of its own with the same id (`file`) silently hides the global one.
+    #[test]
+    fn every_subcommand_takes_the_global_options() {
+        fn check(command: &clap::Command, path: &str) {
+            for (id, long) in [
+                ("file", "file"),
+                ("state_dir", "state-dir"),
+                ("verbose", "verbose"),
+            ] {
+                let arg = command
+                    .get_arguments()
+                    .find(|a| a.get_id() == id)
+                    .unwrap_or_else(|| panic!("`{path}` has no `{id}` argument"));
+                assert_eq!(arg.get_long(), Some(long), "`{path}`: `{id}` is not global");
+            }
+            // clap's own `help` subcommands take no options.
+            for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+                check(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        super::Cli::command().debug_assert();
+        let mut command = super::Cli::command();
+        command.build();
+        check(&command, "murphy");
     }
 }

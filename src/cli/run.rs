@@ -24,8 +24,16 @@ pub(super) struct RunArgs {
     stages: Vec<String>,
     #[command(flatten)]
     scheduling: Scheduling,
-    /// Run even if a checkpoint exists: every stage, or the one named (repeatable)
-    #[arg(long, value_name = "STAGE", num_args = 0..=1, default_missing_value = "")]
+    /// Run even if a checkpoint exists: `--force` every stage of the run, `--force=STAGE` only
+    /// that one (repeatable). The `=` is required, so `run --force test` forces `test` and its
+    /// needs rather than forcing `test` within the whole pipeline
+    #[arg(
+        long,
+        value_name = "STAGE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = ""
+    )]
     force: Vec<String>,
     /// Restart at STAGE: every stage before it comes from its checkpoint without running
     #[arg(long, value_name = "STAGE")]
@@ -135,7 +143,13 @@ pub(super) fn outbox(cli: &Cli, command: &OutboxCommand) -> Result<i32, Error> {
 #[derive(Debug, clap::Args)]
 pub(super) struct SecretsFile {
     /// The secrets file [default: secrets.yml in the state directory]; mode 600
-    #[arg(long = "secrets", env = "MURPHY_SECRETS_FILE", value_name = "FILE")]
+    // Its own id: an argument with the id `file` would hide the global `--file`/`-f`.
+    #[arg(
+        id = "secrets_file",
+        long = "secrets",
+        env = "MURPHY_SECRETS_FILE",
+        value_name = "FILE"
+    )]
     file: Option<std::path::PathBuf>,
 }
 
@@ -355,13 +369,13 @@ fn modes(
         if name.is_empty() {
             modes.fill(Mode::Force);
         } else {
-            for id in stage_in(plan, selected, name, "--force")? {
+            for id in stage_in(plan, selected, name, "--force=")? {
                 modes[id] = Mode::Force;
             }
         }
     }
     if let Some(from) = &args.from {
-        let starts = stage_in(plan, selected, from, "--from")?;
+        let starts = stage_in(plan, selected, from, "--from ")?;
         for before in plan.select(std::slice::from_ref(from))? {
             if starts.contains(&before) {
                 continue;
@@ -385,7 +399,8 @@ fn modes(
     Ok(modes)
 }
 
-/// The stages `name` stands for, all of which must be in the run.
+/// The stages `name` stands for, all of which must be in the run. `flag` is written as the
+/// user wrote it before the name (`--force=`, `--from `).
 fn stage_in(
     plan: &Plan,
     selected: &[StageId],
@@ -397,7 +412,7 @@ fn stage_in(
         Ok(ids)
     } else {
         Err(Error::Usage(format!(
-            "`{flag} {name}` names a stage this run does not include"
+            "`{flag}{name}` names a stage this run does not include"
         )))
     }
 }

@@ -507,7 +507,7 @@ fn force_reruns_every_stage() {
 #[test]
 fn force_stage_reruns_only_that_stage() {
     let out = chain();
-    out.murphy(["run", "--force", "test"]).run();
+    out.murphy(["run", "--force=test"]).run();
     // `test` makes the same outputs again, so `package` keeps its checkpoint.
     assert_eq!(counts(&out, CHAIN_STAGES), [1, 2, 1, 1]);
     let run = out.status();
@@ -517,8 +517,7 @@ fn force_stage_reruns_only_that_stage() {
     }
 
     // Repeatable.
-    out.murphy(["run", "--force", "build", "--force", "docs"])
-        .run();
+    out.murphy(["run", "--force=build", "--force=docs"]).run();
     assert_eq!(counts(&out, CHAIN_STAGES), [2, 2, 1, 2]);
 }
 

@@ -5,9 +5,11 @@
 mod archive;
 mod change;
 mod checkpoints;
+mod cli;
 mod config;
 mod hooks;
 mod include;
+mod init;
 mod publish;
 mod records;
 mod resume;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::support::{Output, Test, git, parse_json, unindent};
+use crate::support::{Output, Test, git, parse_json, python_venv, unindent};
 
 const WHEEL: &str = "dist/demo-1.0.0-py3-none-any.whl";
 const SDIST: &str = "dist/demo-1.0.0.tar.gz";
@@ -388,7 +388,8 @@ impl PyPi {
         let packages = dir.path().join("packages");
         fs::create_dir(&packages).unwrap();
         let htpasswd = dir.path().join("htpasswd");
-        let made = Command::new("python3")
+        let venv = python_venv();
+        let made = Command::new(venv.join("bin/python"))
             .arg("-c")
             .arg(
                 "import sys\nfrom passlib.apache import HtpasswdFile\n\
@@ -398,11 +399,11 @@ impl PyPi {
             .arg(&htpasswd)
             .arg(TOKEN)
             .status()
-            .expect("cannot run python3 (pip install passlib)");
+            .expect("cannot run the test venv's python");
         assert!(made.success(), "cannot write the htpasswd file");
         let port = free_port();
         let log = fs::File::create(dir.path().join("server.log")).unwrap();
-        let child = Command::new("pypi-server")
+        let child = Command::new(venv.join("bin/pypi-server"))
             .args([
                 "run",
                 "-v",
@@ -421,7 +422,7 @@ impl PyPi {
             .stderr(log)
             .process_group(0)
             .spawn()
-            .expect("cannot start pypi-server (pip install pypiserver passlib)");
+            .expect("cannot start the test venv's pypi-server");
         let mut server = PyPi { child, port, dir };
         server.wait_until_ready();
         server

@@ -419,7 +419,7 @@ fn a_second_run_is_refused_while_the_first_is_live() {
         &["run", "--force"],
         &["cache", "gc"],
     ] {
-        let refused = first.murphy(command.iter().copied()).code(1).run();
+        let refused = first.murphy(command.iter().copied()).code(75).run();
         assert!(
             refused.stderr.starts_with("error: ") && refused.stderr.contains(&busy),
             "murphy {command:?}: {}",

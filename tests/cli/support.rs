@@ -637,3 +637,78 @@ pub fn commit(dir: &Path, message: &str) -> String {
     git(dir, ["commit", "-q", "--allow-empty", "-m", message]);
     git(dir, ["rev-parse", "HEAD"])
 }
+
+/// The Python packages [`python_venv`] installs, pinned: a new pin makes a new venv.
+const PYTHON_PACKAGES: &[&str] = &["pypiserver==2.4.2", "passlib==1.7.4"];
+
+/// A Python virtual environment with [`PYTHON_PACKAGES`], made once under the target directory
+/// (`target/tmp/test-venv`, cargo's `CARGO_TARGET_TMPDIR`) and shared by every test after it,
+/// so the suite needs only `python3` and a reachable package index, never packages installed
+/// on the machine. Test threads wait on the `OnceLock`, other test processes on a file lock;
+/// a venv whose making was cut short has no `murphy-ready` marker and is made again.
+pub fn python_venv() -> &'static Path {
+    static VENV: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    VENV.get_or_init(|| {
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        fs::create_dir_all(tmp).unwrap();
+        let lock_path = tmp.join("test-venv.lock");
+        let lock = fs::File::create(&lock_path)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", lock_path.display()));
+        // `flock` rather than `File::lock`, which needs a newer Rust than murphy's minimum.
+        // SAFETY: flock on a descriptor we own; the lock lasts until `lock` is dropped.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+            panic!(
+                "cannot lock {}: {}",
+                lock_path.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        let venv = tmp.join("test-venv");
+        let ready = venv.join("murphy-ready");
+        let wanted = PYTHON_PACKAGES.join("\n") + "\n";
+        if fs::read_to_string(&ready).is_ok_and(|have| have == wanted) {
+            return venv;
+        }
+        match fs::remove_dir_all(&venv) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("cannot remove the unfinished {}: {e}", venv.display()),
+        }
+        setup_step(
+            Command::new("python3").args(["-m", "venv"]).arg(&venv),
+            "python3 with its venv module (Debian: apt-get install python3-venv)",
+        );
+        setup_step(
+            Command::new(venv.join("bin/python"))
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
+                .args(PYTHON_PACKAGES),
+            "a reachable Python package index",
+        );
+        // Written last, and synced: only a whole venv is ever marked ready.
+        let mut marker = fs::File::create(&ready).unwrap();
+        std::io::Write::write_all(&mut marker, wanted.as_bytes()).unwrap();
+        marker.sync_all().unwrap();
+        venv
+    })
+}
+
+/// Runs one step of making the test venv; it must succeed, or the test says what it needs.
+fn setup_step(command: &mut Command, needs: &str) {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {command:?} (the tests need {needs}): {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} ended with {} (the tests need {needs})\n--- stdout:\n{}--- stderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+}
