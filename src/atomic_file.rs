@@ -59,8 +59,30 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Keeps a folder murphy fills (its state directory, an archive) out of `git status` and out
+/// of what `cargo package` or `npm pack` bundle: a `.gitignore` of `*` inside it, written once
+/// (a user's own is kept).
+pub fn ignore_all(dir: &Path) -> io::Result<()> {
+    let path = dir.join(".gitignore");
+    if fs::symlink_metadata(&path).is_ok() {
+        return Ok(());
+    }
+    write(&path, b"*\n")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ignore_all_writes_a_star_once_and_keeps_a_users_own() {
+        let dir = tempfile::tempdir().unwrap();
+        super::ignore_all(dir.path()).unwrap();
+        let path = dir.path().join(".gitignore");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "*\n");
+        std::fs::write(&path, "*.zip\n").unwrap();
+        super::ignore_all(dir.path()).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "*.zip\n");
+    }
+
     #[test]
     fn replaces_content_and_leaves_no_temp_file() {
         let dir = tempfile::tempdir().unwrap();

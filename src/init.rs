@@ -91,17 +91,6 @@ fn tracked_by_git(dir: &Path, name: &str) -> bool {
         .is_ok_and(|index| index.get_path(&relative, 0).is_some())
 }
 
-/// Keeps a folder murphy fills (its state directory, an archive) out of `git status` and out
-/// of what `cargo package` or `npm pack` bundle: a `.gitignore` of `*` inside it, written once
-/// (a user's own is kept).
-pub fn ignore_all(dir: &Path) -> io::Result<()> {
-    let path = dir.join(".gitignore");
-    if std::fs::symlink_metadata(&path).is_ok() {
-        return Ok(());
-    }
-    crate::atomic_file::write(&path, b"*\n")
-}
-
 /// Writes the pipeline for the project in `path`'s directory; returns its stage count.
 pub fn init(path: &Path) -> Result<(Kind, usize), InitError> {
     let dir = path
@@ -255,17 +244,6 @@ mod tests {
             Plan::new(&crate::include::Pipeline::single(source))
                 .unwrap_or_else(|e| panic!("{text}: {e}"));
         }
-    }
-
-    #[test]
-    fn ignore_all_writes_a_star_once_and_keeps_a_users_own() {
-        let dir = tempfile::tempdir().unwrap();
-        ignore_all(dir.path()).unwrap();
-        let path = dir.path().join(".gitignore");
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "*\n");
-        std::fs::write(&path, "*.zip\n").unwrap();
-        ignore_all(dir.path()).unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "*.zip\n");
     }
 
     #[test]

@@ -138,7 +138,8 @@ impl StateDir {
         let runs = self.runs_dir();
         fs::create_dir_all(&runs).map_err(io_err(&runs))?;
         // The state dir is murphy's, not the project's: keep it out of `git status`.
-        crate::init::ignore_all(&self.root).map_err(io_err(&self.root.join(".gitignore")))?;
+        crate::atomic_file::ignore_all(&self.root)
+            .map_err(io_err(&self.root.join(".gitignore")))?;
         let started_at = Timestamp::now();
         let (id, path) = loop {
             let id = new_run_id(started_at);

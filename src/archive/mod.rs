@@ -108,6 +108,7 @@ impl Archive {
     /// see [`Archive::read_lock`].
     fn lock(&self) -> Result<ArchiveLock, ArchiveError> {
         fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
+        crate::atomic_file::ignore_all(&self.root).map_err(io_err(&self.root))?;
         let path = self.root.join(".lock");
         let file = OpenOptions::new()
             .create(true)

@@ -1864,3 +1864,24 @@ fn one_root_spelled_two_ways_must_agree_on_retention() {
     out.murphy(["run"]).code(2).run();
     assert!(!out.file("artifacts").exists(), "nothing is archived");
 }
+
+/// An archive is murphy's to fill: git sees none of it, so `cargo package` or `npm pack` in
+/// a repository bundles no earlier build into the next.
+#[test]
+fn the_archive_root_keeps_itself_out_of_git() {
+    let out = Test::new()
+        .git_init()
+        .pipeline(&keep(30, 30))
+        .write("dist/app.txt", "the app\n")
+        .commit("app")
+        .args(["run"])
+        .run();
+    assert_eq!(out.read("artifacts/.gitignore"), "*\n");
+    let status = out.git(["status", "--porcelain", "--untracked-files=all"]);
+    assert_eq!(status, "", "git sees what murphy wrote");
+
+    // A user's own file is kept.
+    out.write("artifacts/.gitignore", "*.zip\n");
+    out.murphy(["run"]).run();
+    assert_eq!(out.read("artifacts/.gitignore"), "*.zip\n");
+}

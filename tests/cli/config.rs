@@ -583,8 +583,8 @@ fn force_takes_a_matrix_stage_or_a_selector() {
         .write("in.txt", "x\n")
         .args(["run"])
         .run();
-    out.murphy(["run", "--force", "t"]).run();
-    out.murphy(["run", "--force", "t[v=b]"]).run();
+    out.murphy(["run", "--force=t"]).run();
+    out.murphy(["run", "--force=t[v=b]"]).run();
     let mut ran: Vec<String> = out.read("ran.txt").lines().map(str::to_owned).collect();
     ran.sort();
     assert_eq!(ran, ["a", "a", "b", "b", "b"]);
