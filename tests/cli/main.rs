@@ -8,6 +8,7 @@ mod checkpoints;
 mod config;
 mod hooks;
 mod include;
+mod inputs;
 mod publish;
 mod records;
 mod resume;
