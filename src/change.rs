@@ -119,15 +119,33 @@ pub fn collect(
     request: &Request,
     state_dir: &Path,
 ) -> Result<Change, ChangeError> {
-    let repo = git::open(&plan.root);
-    let git = repo
-        .as_ref()
-        .map(|r| git::read(r, &plan.release_tags.matcher));
     let ci = ci::detect(env);
     let trigger = request
         .trigger
         .or(ci.as_ref().map(|c| c.trigger))
         .unwrap_or(Trigger::Local);
+    let started = std::time::Instant::now();
+    let repo = git::open(&plan.root);
+    let mut git = repo
+        .as_ref()
+        .map(|r| git::read(r, &plan.release_tags.matcher));
+    // Whether the tree is clean matters for a release; elsewhere it would cost a `stat` of
+    // every tracked file on every run.
+    if trigger == Trigger::Tag
+        && let Some(git) = &mut git
+    {
+        git.worktree_checked = true;
+        // A tree that cannot be compared counts as dirty: a release must not claim a clean
+        // tree it could not see.
+        git.dirty = git::modified_tracked_files(&plan.root).map_or_else(
+            |err| {
+                tracing::warn!("{}", crate::error::chain(&err));
+                true
+            },
+            |files| !files.is_empty(),
+        );
+    }
+    tracing::debug!("read the git metadata in {:?}", started.elapsed());
     let branch = ci
         .as_ref()
         .and_then(|c| c.branch.clone())
