@@ -205,6 +205,7 @@ pub fn changed_files(
     change: &Change,
     env: &BTreeMap<String, String>,
 ) -> Option<git::ChangedFiles> {
+    let started = std::time::Instant::now();
     let repo = git::open(&plan.root)?;
     let pushed = |name: &str| {
         env.get(name)
@@ -238,14 +239,24 @@ pub fn changed_files(
     // Stages run from the pipeline's directory, so the paths are relative to it (a file
     // outside it keeps its absolute path).
     if let (Some(workdir), Ok(root)) = (repo.workdir(), std::fs::canonicalize(&plan.root)) {
-        for file in &mut changed.files {
-            let absolute = workdir.join(&*file);
-            *file = match absolute.strip_prefix(&root) {
-                Ok(relative) => relative.to_path_buf(),
-                Err(_) => absolute,
-            };
+        let workdir = std::fs::canonicalize(workdir).unwrap_or_else(|_| workdir.to_owned());
+        // The list may hold every tracked file: one `strip_prefix` each, no joins, and
+        // nothing at all when the pipeline is at the repository's root.
+        let sub = root.strip_prefix(&workdir).ok();
+        if sub.is_none_or(|sub| !sub.as_os_str().is_empty()) {
+            for file in &mut changed.files {
+                *file = match sub.and_then(|sub| file.strip_prefix(sub).ok()) {
+                    Some(relative) => relative.to_path_buf(),
+                    None => workdir.join(&*file),
+                };
+            }
         }
     }
+    tracing::debug!(
+        "listed {} changed files in {:?}",
+        changed.files.len(),
+        started.elapsed()
+    );
     Some(changed)
 }
 

@@ -927,6 +927,29 @@ fn no_ci_variable_of_the_machine_leaks_into_a_test() {
     assert_eq!(show["trigger"], "local");
 }
 
+/// Without an upstream every tracked file is listed; for a pipeline in a subdirectory, those
+/// below it relative to it and the others by their absolute path.
+#[test]
+fn changed_files_of_a_pipeline_in_a_subdirectory() {
+    let out = Test::new()
+        .git_init()
+        .write(
+            "app/pipeline.yml",
+            "version: 1\nstages:\n  list: {run: 'cp \"$MURPHY_CHANGED_FILES\" ../out.txt'}\n",
+        )
+        .write("app/src/a.txt", "a\n")
+        .write("top.txt", "top\n")
+        .commit("Base")
+        .cwd("app")
+        .args(["run"])
+        .run();
+    let top = std::fs::canonicalize(out.path()).unwrap().join("top.txt");
+    assert_eq!(
+        out.read("out.txt"),
+        format!("pipeline.yml\nsrc/a.txt\n{}\n", top.display())
+    );
+}
+
 #[test]
 fn changed_files_of_local_and_pr_runs() {
     let out = Test::new()
