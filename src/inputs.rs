@@ -62,8 +62,15 @@ pub fn expand_inputs(root: &Path, patterns: &[String], skip: &Path) -> io::Resul
     let mut unmatched = Vec::new();
     let root = std::path::absolute(root)?;
     let skip = std::path::absolute(skip)?;
+    // Ignore files mean nothing outside a git repository (as for git), and looking for them
+    // costs four lookups a directory: decided once, not in every directory.
+    let ignores = if root.ancestors().any(|dir| dir.join(".git").exists()) {
+        Ignores::Honour
+    } else {
+        Ignores::Disregard
+    };
     for pattern in patterns {
-        if walk(&root, pattern, &skip, Ignores::Honour, &mut files)? == 0 {
+        if walk(&root, pattern, &skip, ignores, &mut files)? == 0 {
             unmatched.push(pattern.clone());
         }
     }
