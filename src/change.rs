@@ -117,6 +117,34 @@ pub struct Links {
     pub ci_run: Option<String>,
 }
 
+/// Why a tag run must not go on from this tree, if it must not: tracked files that differ
+/// from HEAD would make a release of bytes no commit holds.
+pub fn dirty_release(change: &Change) -> Option<String> {
+    let git = change.git.as_ref()?;
+    if change.trigger != Trigger::Tag || !git.worktree_checked || !git.dirty {
+        return None;
+    }
+    Some(if git.modified.is_empty() {
+        "the working tree could not be compared with HEAD".to_owned()
+    } else {
+        let shown: Vec<String> = git
+            .modified
+            .iter()
+            .take(5)
+            .map(|f| format!("`{f}`"))
+            .collect();
+        let more = match git.modified.len().saturating_sub(5) {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
+        format!(
+            "{} tracked file(s) differ from HEAD: {}{more}",
+            git.modified.len(),
+            shown.join(", ")
+        )
+    })
+}
+
 /// Reads git and the CI environment (`env`) for the run of `plan` that `request` asks for.
 pub fn collect(
     plan: &Plan,
@@ -124,10 +152,6 @@ pub fn collect(
     request: &Request,
     state_dir: &Path,
 ) -> Result<Change, ChangeError> {
-    let repo = git::open(&plan.root);
-    let git = repo
-        .as_ref()
-        .map(|r| git::read(r, &plan.release_tags.matcher));
     let ci = ci::detect(env);
     let mut notes = Vec::new();
     let mut trigger = request
@@ -147,6 +171,31 @@ pub fn collect(
             plan.release_tags.text
         ));
     }
+    let started = std::time::Instant::now();
+    let repo = git::open(&plan.root);
+    let mut git = repo
+        .as_ref()
+        .map(|r| git::read(r, &plan.release_tags.matcher));
+    // Whether the tree is clean matters for a release; elsewhere it would cost a `stat` of
+    // every tracked file on every run.
+    if trigger == Trigger::Tag
+        && let Some(git) = &mut git
+    {
+        git.worktree_checked = true;
+        // A tree that cannot be compared counts as dirty: a release must not claim a clean
+        // tree it could not see.
+        match git::modified_tracked_files(&plan.root) {
+            Ok(files) => {
+                git.dirty = !files.is_empty();
+                git.modified = files;
+            }
+            Err(err) => {
+                tracing::warn!("{}", crate::error::chain(&err));
+                git.dirty = true;
+            }
+        }
+    }
+    tracing::debug!("read the git metadata in {:?}", started.elapsed());
     let branch = ci
         .as_ref()
         .and_then(|c| c.branch.clone())
@@ -207,6 +256,7 @@ pub fn changed_files(
     change: &Change,
     env: &BTreeMap<String, String>,
 ) -> Option<git::ChangedFiles> {
+    let started = std::time::Instant::now();
     let repo = git::open(&plan.root)?;
     let pushed = |name: &str| {
         env.get(name)
@@ -240,14 +290,24 @@ pub fn changed_files(
     // Stages run from the pipeline's directory, so the paths are relative to it (a file
     // outside it keeps its absolute path).
     if let (Some(workdir), Ok(root)) = (repo.workdir(), std::fs::canonicalize(&plan.root)) {
-        for file in &mut changed.files {
-            let absolute = workdir.join(&*file);
-            *file = match absolute.strip_prefix(&root) {
-                Ok(relative) => relative.to_path_buf(),
-                Err(_) => absolute,
-            };
+        let workdir = std::fs::canonicalize(workdir).unwrap_or_else(|_| workdir.to_owned());
+        // The list may hold every tracked file: one `strip_prefix` each, no joins, and
+        // nothing at all when the pipeline is at the repository's root.
+        let sub = root.strip_prefix(&workdir).ok();
+        if sub.is_none_or(|sub| !sub.as_os_str().is_empty()) {
+            for file in &mut changed.files {
+                *file = match sub.and_then(|sub| file.strip_prefix(sub).ok()) {
+                    Some(relative) => relative.to_path_buf(),
+                    None => workdir.join(&*file),
+                };
+            }
         }
     }
+    tracing::debug!(
+        "listed {} changed files in {:?}",
+        changed.files.len(),
+        started.elapsed()
+    );
     Some(changed)
 }
 

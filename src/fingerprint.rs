@@ -6,7 +6,7 @@
 //! (mtimes, run ids, key order in the YAML) can change it.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +40,7 @@ pub struct Manifest {
 
 impl Manifest {
     /// Reads and hashes a stage's inputs. `upstream` are the output digests of its needs.
+    /// Also returns the `inputs` patterns that named no file, for a warning.
     pub fn build(
         stage: &Stage,
         env: &StageEnv,
@@ -47,22 +48,9 @@ impl Manifest {
         state_dir: &Path,
         upstream: BTreeMap<String, String>,
         stat_cache: &StatCache,
-    ) -> std::io::Result<Manifest> {
-        let mut files = BTreeMap::new();
-        for relative in inputs::expand(root, &stage.inputs, state_dir)? {
-            let path = root.join(&relative);
-            let digest = match stat_cache.digest(&path) {
-                Ok((digest, _)) => digest,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    return Err(std::io::Error::new(
-                        e.kind(),
-                        format!("{}: {e}", path.display()),
-                    ));
-                }
-            };
-            files.insert(relative.to_string_lossy().into_owned(), hex(&digest));
-        }
+    ) -> std::io::Result<(Manifest, Vec<String>)> {
+        let expanded = inputs::expand_inputs(root, &stage.inputs, state_dir)?;
+        let files = digest_inputs(root, &expanded.files, stat_cache)?;
         let env = env
             .fingerprinted
             .iter()
@@ -81,7 +69,7 @@ impl Manifest {
             .collect();
         outputs.sort();
         outputs.dedup();
-        Ok(Manifest {
+        let manifest = Manifest {
             stage: stage.name.clone(),
             outputs,
             commands: stage.commands.clone(),
@@ -90,7 +78,35 @@ impl Manifest {
             env,
             inputs: files,
             upstream,
-        })
+        };
+        Ok((manifest, expanded.unmatched))
+    }
+
+    /// The inputs a stage changed by running: what its `inputs` name now, against what they
+    /// named when it was fingerprinted. Files it wrote are new to the stat cache, so only
+    /// they are read.
+    pub fn inputs_changed_by_run(
+        &self,
+        stage: &Stage,
+        root: &Path,
+        state_dir: &Path,
+        stat_cache: &StatCache,
+    ) -> std::io::Result<Vec<String>> {
+        let expanded = inputs::expand_inputs(root, &stage.inputs, state_dir)?;
+        let now = digest_inputs(root, &expanded.files, stat_cache)?;
+        let mut changed: Vec<String> = now
+            .iter()
+            .filter(|(path, digest)| self.inputs.get(*path) != Some(*digest))
+            .map(|(path, _)| path.clone())
+            .collect();
+        changed.extend(
+            self.inputs
+                .keys()
+                .filter(|path| !now.contains_key(*path))
+                .cloned(),
+        );
+        changed.sort();
+        Ok(changed)
     }
 
     /// The fingerprint: a length-prefixed encoding of every field, so no two manifests
@@ -139,6 +155,30 @@ impl Manifest {
         diff(&mut changes, "upstream", &before.upstream, &self.upstream);
         changes
     }
+}
+
+/// Input path to the hex digest of its bytes; a file deleted since the walk is not an input.
+fn digest_inputs(
+    root: &Path,
+    files: &[PathBuf],
+    stat_cache: &StatCache,
+) -> std::io::Result<BTreeMap<String, String>> {
+    let mut digests = BTreeMap::new();
+    for relative in files {
+        let path = root.join(relative);
+        let digest = match stat_cache.digest(&path) {
+            Ok((digest, _)) => digest,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", path.display()),
+                ));
+            }
+        };
+        digests.insert(relative.to_string_lossy().into_owned(), hex(&digest));
+    }
+    Ok(digests)
 }
 
 fn diff(

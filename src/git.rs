@@ -2,11 +2,15 @@
 //! dirty flag, author, message, the previous release tag, and web links for the hosts people
 //! click through to. Every field degrades to "unknown" rather than failing: an empty
 //! repository, a detached HEAD, a shallow clone and no repository at all are normal.
+//!
+//! Reading the commit costs a few milliseconds whatever the size of the tree. Comparing the
+//! working tree with HEAD costs a `stat` of every tracked file (and a re-hash of every file
+//! touched since the index was written), so it is done only where it is needed: on tag runs.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use git2::{Repository, StatusOptions};
+use git2::{DiffOptions, Repository};
 use globset::GlobMatcher;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -20,8 +24,17 @@ pub struct GitInfo {
     pub branch: Option<String>,
     /// Tags pointing at HEAD, sorted.
     pub tags: Vec<String>,
-    /// Tracked files differ from HEAD (untracked files do not count).
+    /// Tracked files differ from HEAD (untracked files do not count). Meaningful only when
+    /// `worktree_checked`.
     pub dirty: bool,
+    /// Whether the working tree was compared with HEAD (tag runs only: it costs a `stat` of
+    /// every tracked file). Records from before this field always were.
+    #[serde(default = "checked")]
+    pub worktree_checked: bool,
+    /// The tracked files that differ from HEAD, when `worktree_checked`: for the message that
+    /// refuses a dirty release, not the record (it could be the whole tree).
+    #[serde(skip)]
+    pub modified: Vec<String>,
     pub shallow: bool,
     pub author: Option<String>,
     pub committed_at: Option<Timestamp>,
@@ -46,6 +59,22 @@ pub struct Links {
     pub tree: Option<String>,
 }
 
+fn checked() -> bool {
+    true
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("`{}` is not inside a git repository", .0.display())]
+    NotARepository(PathBuf),
+    #[error("cannot compare the working tree of `{}` with HEAD", path.display())]
+    Compare {
+        path: PathBuf,
+        #[source]
+        source: git2::Error,
+    },
+}
+
 /// The repository holding `dir`, if any, looking up no further than `GIT_CEILING_DIRECTORIES`
 /// allows, as git does.
 pub fn open(dir: &Path) -> Option<Repository> {
@@ -59,7 +88,8 @@ pub fn open(dir: &Path) -> Option<Repository> {
     Repository::open_ext(dir, git2::RepositoryOpenFlags::empty(), &ceilings).ok()
 }
 
-/// Reads what is known of HEAD. `release` matches release tags (default `v*`).
+/// Reads what is known of HEAD. `release` matches release tags (default `v*`). The working
+/// tree is not compared with HEAD (see the module doc and [`modified_tracked_files`]).
 pub fn read(repo: &Repository, release: &GlobMatcher) -> GitInfo {
     let mut info = GitInfo {
         shallow: repo.is_shallow(),
@@ -87,7 +117,6 @@ pub fn read(repo: &Repository, release: &GlobMatcher) -> GitInfo {
         info.tags = tags.get(&commit.id()).cloned().unwrap_or_default();
         info.previous_release = previous_release(repo, commit.id(), &tags, release);
     }
-    info.dirty = is_dirty(repo);
     info.remote = remote_url(repo);
     if let (Some(remote), Some(sha)) = (&info.remote, &info.sha) {
         info.links = web_links(remote, sha, info.previous_release.as_deref());
@@ -143,14 +172,45 @@ fn previous_release(
     })
 }
 
-fn is_dirty(repo: &Repository) -> bool {
+/// The tracked files whose content differs from HEAD (staged or not; untracked files do not
+/// count), relative to the repository's root, sorted. What a tag run checks before it
+/// releases.
+///
+/// Costs a `stat` of every tracked file; a file whose stat changed since the index was
+/// written (a `touch`, a checkout) is read again, and the index is written back with the new
+/// stat data, as `git status` does, so that is paid once, not on every call.
+pub(crate) fn modified_tracked_files(root: &Path) -> Result<Vec<String>, GitError> {
+    let repo = open(root).ok_or_else(|| GitError::NotARepository(root.to_owned()))?;
+    modified_in(&repo).map_err(|source| GitError::Compare {
+        path: root.to_owned(),
+        source,
+    })
+}
+
+fn modified_in(repo: &Repository) -> Result<Vec<String>, git2::Error> {
     if repo.is_bare() {
-        return false;
+        return Ok(Vec::new());
     }
-    let mut options = StatusOptions::new();
-    options.include_untracked(false).include_ignored(false);
-    repo.statuses(Some(&mut options))
-        .is_ok_and(|statuses| !statuses.is_empty())
+    // No commit yet: every tracked file is new.
+    let head = repo.head().ok().and_then(|h| h.peel_to_tree().ok());
+    let diff = |update_index: bool| {
+        let mut options = DiffOptions::new();
+        options
+            .include_untracked(false)
+            .ignore_submodules(true)
+            .update_index(update_index);
+        repo.diff_tree_to_workdir_with_index(head.as_ref(), Some(&mut options))
+    };
+    // Writing the index back needs its lock; if a git command holds it, compare without.
+    let diff = diff(true).or_else(|_| diff(false))?;
+    let mut files: Vec<String> = diff
+        .deltas()
+        .filter_map(|d| d.new_file().path().or(d.old_file().path()))
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    files.dedup();
+    Ok(files)
 }
 
 /// `origin`'s URL, else the first remote's, with credentials removed.
@@ -329,7 +389,16 @@ pub fn changed_files(
         return all_tracked();
     };
     let diff = match (base.tree(), include_worktree) {
-        (Ok(tree), true) => repo.diff_tree_to_workdir_with_index(Some(&tree), None),
+        // The index is written back with fresh stat data (see `modified_tracked_files`), so
+        // a touched tree is read again once, not on every run.
+        (Ok(tree), true) => {
+            let diff = |update_index: bool| {
+                let mut options = DiffOptions::new();
+                options.update_index(update_index);
+                repo.diff_tree_to_workdir_with_index(Some(&tree), Some(&mut options))
+            };
+            diff(true).or_else(|_| diff(false))
+        }
         (Ok(tree), false) => head
             .tree()
             .and_then(|head_tree| repo.diff_tree_to_tree(Some(&tree), Some(&head_tree), None)),
@@ -374,6 +443,63 @@ mod tests {
     use super::*;
 
     const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    /// The real `git`, isolated from the machine's configuration.
+    fn git(dir: &Path, args: &[&str]) {
+        let status = std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_INDEX_FILE")
+            .env_remove("GIT_WORK_TREE")
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    }
+
+    #[test]
+    fn modified_tracked_files_are_staged_or_not_but_never_untracked_or_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let write = |name: &str, text: &str| {
+            let path = root.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        git(root, &["init", "-q", "-b", "main"]);
+        // No commit yet: what is staged is new.
+        write("staged.txt", "1\n");
+        git(root, &["add", "staged.txt"]);
+        assert_eq!(modified_tracked_files(root).unwrap(), ["staged.txt"]);
+        for name in ["staged.txt", "changed.txt", "touched.txt", "sub/gone.txt"] {
+            write(name, "1\n");
+        }
+        git(root, &["add", "-A"]);
+        git(root, &["commit", "-q", "-m", "one"]);
+        assert!(modified_tracked_files(root).unwrap().is_empty());
+
+        write("staged.txt", "2\n");
+        git(root, &["add", "staged.txt"]);
+        write("changed.txt", "2\n");
+        write("touched.txt", "1\n");
+        std::fs::remove_file(root.join("sub/gone.txt")).unwrap();
+        write("untracked.txt", "1\n");
+        assert_eq!(
+            modified_tracked_files(root.join("sub").parent().unwrap()).unwrap(),
+            ["changed.txt", "staged.txt", "sub/gone.txt"]
+        );
+        let outside = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            modified_tracked_files(outside.path()),
+            Err(GitError::NotARepository(_))
+        ));
+    }
 
     #[test]
     fn links_for_each_host_and_form() {

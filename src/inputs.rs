@@ -1,9 +1,10 @@
 //! Expands `inputs` and `outputs` patterns into the sorted files they name.
 //!
 //! A pattern is walked from its literal prefix (`src/**/*.rs` walks `src/` only); a pattern
-//! that starts with a glob (`**/*.rs`) walks the whole project, `target/` included, so
-//! prefer rooted patterns. The state directory, `.git` and murphy's temp files are never
-//! matched.
+//! that starts with a glob (`**/*.rs`) walks the whole project, so prefer rooted patterns.
+//! Inputs skip what git ignores (`.gitignore` at every level, `.git/info/exclude`, the global
+//! excludes file); outputs do not, since build products are usually ignored. The state
+//! directory, `.git` and murphy's temp files are never matched.
 
 use std::collections::BTreeSet;
 use std::io;
@@ -13,6 +14,23 @@ use globset::{Glob, GlobBuilder, GlobMatcher};
 
 /// Characters that make a path component a pattern rather than a name.
 const GLOB_CHARS: &[char] = &['*', '?', '[', '{'];
+
+/// What a stage's `inputs` patterns name.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Inputs {
+    /// Relative to the project root, sorted, without duplicates.
+    pub files: Vec<PathBuf>,
+    /// The patterns (as written) that named no file: a typo, or everything they match is
+    /// ignored by git.
+    pub unmatched: Vec<String>,
+}
+
+/// Whether a walk skips what git ignores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ignores {
+    Honour,
+    Disregard,
+}
 
 /// Compiles a pattern the way murphy reads them: `*` stays within one directory, `**` spans
 /// any number. Used by the planner to report bad globs before anything runs.
@@ -36,58 +54,148 @@ pub fn is_glob(pattern: &str) -> bool {
     pattern.contains(GLOB_CHARS)
 }
 
+/// The files a stage's `inputs` name, skipping what git ignores. A pattern that names a file
+/// literally counts even if git ignores it; a directory named literally is walked with the
+/// ignore rules that apply below it.
+pub fn expand_inputs(root: &Path, patterns: &[String], skip: &Path) -> io::Result<Inputs> {
+    let mut files = BTreeSet::new();
+    let mut unmatched = Vec::new();
+    let root = std::path::absolute(root)?;
+    let skip = std::path::absolute(skip)?;
+    // Ignore files mean nothing outside a git repository (as for git), and looking for them
+    // costs four lookups a directory: decided once, not in every directory.
+    let ignores = if root.ancestors().any(|dir| dir.join(".git").exists()) {
+        Ignores::Honour
+    } else {
+        Ignores::Disregard
+    };
+    for pattern in patterns {
+        if walk(&root, pattern, &skip, ignores, &mut files)? == 0 {
+            unmatched.push(pattern.clone());
+        }
+    }
+    Ok(Inputs {
+        files: files.into_iter().collect(),
+        unmatched,
+    })
+}
+
 /// The files (and symlinks) below `root` that `patterns` name, relative to `root`, sorted and
-/// without duplicates. A plain path names a file, or every file below a directory. Paths
-/// inside `skip` (the state directory) and `.git` directories are never inputs.
+/// without duplicates, ignored files included: for outputs, archives and publishing. A plain
+/// path names a file, or every file below a directory. Paths inside `skip` (the state
+/// directory) and `.git` directories are never matched.
 pub fn expand(root: &Path, patterns: &[String], skip: &Path) -> io::Result<Vec<PathBuf>> {
     // Compared as absolute paths: `root` is often the relative `.`, `skip` an absolute path.
     let root = std::path::absolute(root)?;
     let skip = std::path::absolute(skip)?;
     let mut files = BTreeSet::new();
     for pattern in patterns {
-        let pattern = clean(pattern);
-        let matcher = if is_glob(pattern) {
-            Some(compile(pattern).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?)
-        } else {
-            None
-        };
-        let start = root.join(literal_prefix(pattern));
-        if std::fs::symlink_metadata(&start).is_err() {
-            continue;
-        }
-        let walker = walkdir::WalkDir::new(&start)
-            .follow_links(false)
-            .into_iter()
-            .filter_entry(|e| {
-                let dir = e.file_type().is_dir();
-                !(dir && (e.file_name() == ".git" || e.path() == skip))
-                    && !crate::atomic_file::is_temp(e.file_name())
-            });
-        for entry in walker {
-            let entry = match entry {
-                Ok(entry) => entry,
-                // Another stage may delete files while this one is fingerprinted: a file
-                // that is gone is not an input.
-                Err(e)
-                    if e.io_error()
-                        .is_some_and(|io| io.kind() == io::ErrorKind::NotFound) =>
-                {
-                    continue;
-                }
-                Err(e) => return Err(io::Error::other(e)),
-            };
-            if entry.file_type().is_dir() {
-                continue;
-            }
-            let Ok(relative) = entry.path().strip_prefix(&root) else {
-                continue;
-            };
-            if matcher.as_ref().is_none_or(|m| m.is_match(relative)) {
-                files.insert(relative.to_path_buf());
-            }
-        }
+        walk(&root, pattern, &skip, Ignores::Disregard, &mut files)?;
     }
     Ok(files.into_iter().collect())
+}
+
+/// Adds what one pattern names to `files`; returns how many files it matched (counting
+/// those another pattern matched too).
+fn walk(
+    root: &Path,
+    pattern: &str,
+    skip: &Path,
+    ignores: Ignores,
+    files: &mut BTreeSet<PathBuf>,
+) -> io::Result<usize> {
+    let pattern = clean(pattern);
+    let matcher = if is_glob(pattern) {
+        Some(compile(pattern).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?)
+    } else {
+        None
+    };
+    let prefix = literal_prefix(pattern);
+    let start = root.join(&prefix);
+    // The walk's own root passes every filter, so the state directory and `.git` are
+    // refused here when a pattern names them.
+    if start.starts_with(skip)
+        || prefix.components().any(|c| c.as_os_str() == ".git")
+        || std::fs::symlink_metadata(&start).is_err()
+    {
+        return Ok(0);
+    }
+    let honour = ignores == Ignores::Honour;
+    let skip = skip.to_owned();
+    // `parents` reads the `.gitignore` files above `start` up to the repository's root, so
+    // walking only `src/` still sees the root's rules. The rules apply inside a git
+    // repository only (`require_git`), as git's do.
+    let walker = ignore::WalkBuilder::new(&start)
+        .standard_filters(false)
+        .parents(honour)
+        .git_ignore(honour)
+        .git_exclude(honour)
+        .git_global(honour)
+        .follow_links(false)
+        .filter_entry(move |e| {
+            let dir = e.file_type().is_some_and(|t| t.is_dir());
+            !(dir && (e.file_name() == ".git" || e.path() == skip))
+                && !crate::atomic_file::is_temp(e.file_name())
+        })
+        .build();
+    let mut matched = 0;
+    for entry in walker {
+        let entry = match entry {
+            Ok(entry) => entry,
+            // Another stage may delete files while this one is fingerprinted: a file that
+            // is gone is not an input.
+            Err(e)
+                if e.io_error()
+                    .is_some_and(|io| io.kind() == io::ErrorKind::NotFound) =>
+            {
+                continue;
+            }
+            Err(e) if e.io_error().is_some() => return Err(io::Error::other(e)),
+            // A `.gitignore` line that is not a valid glob: git skips it, and so do we.
+            Err(e) => {
+                tracing::warn!("{e}");
+                continue;
+            }
+        };
+        if entry.file_type().is_none_or(|t| t.is_dir()) {
+            continue;
+        }
+        let Ok(relative) = entry.path().strip_prefix(root) else {
+            continue;
+        };
+        if matcher.as_ref().is_none_or(|m| m.is_match(relative)) {
+            matched += 1;
+            files.insert(relative.to_path_buf());
+        }
+    }
+    Ok(matched)
+}
+
+/// The warning for an `inputs` pattern that named no file.
+pub fn unmatched_warning(stage: &str, pattern: &str) -> String {
+    format!(
+        "stage `{stage}`: `inputs` pattern `{pattern}` matches no file (files git ignores do not count)"
+    )
+}
+
+/// How many changed files a warning names before it counts the rest.
+const NAMED: usize = 5;
+
+/// The warning for a stage that changed files its own `inputs` name.
+pub fn changed_by_run_warning(stage: &str, changed: &[String]) -> String {
+    let mut names: Vec<String> = changed
+        .iter()
+        .take(NAMED)
+        .map(|f| format!("`{f}`"))
+        .collect();
+    if changed.len() > NAMED {
+        names.push(format!("and {} more", changed.len() - NAMED));
+    }
+    format!(
+        "stage `{stage}` changed its own inputs: {}; its checkpoint will not match and it will run again next time. \
+         Add what it writes to `.gitignore` (or `.git/info/exclude`), or narrow its `inputs` so they do not name it",
+        names.join(", ")
+    )
 }
 
 /// The leading components of a pattern that hold no glob characters.
@@ -134,6 +242,41 @@ mod tests {
         // `*` does not cross directories.
         let top = expand(root, &["src/*.rs".to_owned()], &root.join(".murphy")).unwrap();
         assert_eq!(top, [PathBuf::from("src/b.rs")]);
+    }
+
+    #[test]
+    fn inputs_skip_what_git_ignores_unless_named_and_report_what_matched_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for (f, text) in [
+            (".git/info/exclude", "excluded.txt\n"),
+            (".gitignore", "*.log\n/build/\n"),
+            ("src/a.rs", ""),
+            ("src/x.log", ""),
+            ("src/excluded.txt", ""),
+            ("src/deep/.gitignore", "*.rs\n"),
+            ("src/deep/b.rs", ""),
+            ("build/c.rs", ""),
+            ("named.log", ""),
+        ] {
+            let path = root.join(f);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, text).unwrap();
+        }
+        let patterns: Vec<String> = ["src", "**/*.rs", "named.log", "*.py", "build/**/*.rs"]
+            .map(str::to_owned)
+            .to_vec();
+        let found = expand_inputs(root, &patterns, &root.join(".murphy")).unwrap();
+        let names: Vec<&str> = found.files.iter().map(|p| p.to_str().unwrap()).collect();
+        // `build/` is ignored, but a pattern rooted in it walks it: only its own rules apply.
+        assert_eq!(
+            names,
+            ["build/c.rs", "named.log", "src/a.rs", "src/deep/.gitignore"]
+        );
+        assert_eq!(found.unmatched, ["*.py"]);
+        // Outputs keep what git ignores.
+        let outputs = expand(root, &["src".to_owned()], &root.join(".murphy")).unwrap();
+        assert_eq!(outputs.len(), 5, "{outputs:?}");
     }
 
     #[test]

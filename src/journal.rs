@@ -28,14 +28,9 @@ pub struct Record {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// The first record; what the run was asked to do is in its `meta.json`.
-    RunStarted {
-        run_id: String,
-        pid: u32,
-    },
+    RunStarted { run_id: String, pid: u32 },
     /// A run picked up again by `murphy resume`, by the murphy with this pid.
-    RunResumed {
-        pid: u32,
-    },
+    RunResumed { pid: u32 },
     StageStarted {
         stage: String,
         attempt: u32,
@@ -104,6 +99,10 @@ pub enum Event {
     },
     RunFinished {
         status: RunStatus,
+        /// Files read again because the stat cache could not vouch for them: why a run that
+        /// changed nothing can still be slow.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rehashed: Option<u64>,
     },
 }
 
@@ -294,6 +293,7 @@ mod tests {
         journal
             .append(Event::RunFinished {
                 status: RunStatus::Failed,
+                rehashed: None,
             })
             .unwrap();
         let records = read(&path).unwrap();

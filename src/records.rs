@@ -341,6 +341,9 @@ pub struct RunView {
     pub params: RunParams,
     /// Every publication the servers confirmed.
     pub published: Vec<PublishedView>,
+    /// Input and output files the run read again because the stat cache could not vouch
+    /// for them (new, changed or touched).
+    pub rehashed: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -427,6 +430,7 @@ impl RunView {
             duration_ms: None,
             stages: Vec::new(),
             published: Vec::new(),
+            rehashed: None,
         };
         for name in &view.params.stages.clone() {
             view.stage_mut(name);
@@ -549,7 +553,8 @@ impl RunView {
                     };
                     s.reason = Some(reason.clone());
                 }
-                Event::RunFinished { status } => {
+                Event::RunFinished { status, rehashed } => {
+                    view.rehashed = *rehashed;
                     view.status = match status {
                         RunStatus::Succeeded => RunState::Succeeded,
                         RunStatus::Failed => RunState::Failed,

@@ -54,7 +54,21 @@ impl Stamp {
 struct Entries {
     map: HashMap<PathBuf, (Stamp, Digest)>,
     changed: bool,
+    /// What this run read again, for [`StatCache::rehashed`].
+    rehashed: Rehashed,
 }
+
+/// The files a run read because the cache could not vouch for them (new, changed, touched,
+/// or too recently changed to trust): why a run that changed nothing can still be slow.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Rehashed {
+    pub count: u64,
+    /// The first few, as examples.
+    pub examples: Vec<PathBuf>,
+}
+
+/// How many re-hashed paths [`Rehashed`] keeps.
+const EXAMPLES: usize = 5;
 
 /// The cache, shared by every stage of a run; hashing happens outside its lock.
 #[derive(Debug)]
@@ -80,7 +94,7 @@ impl StatCache {
             path: path.to_owned(),
             entries: Mutex::new(Entries {
                 map,
-                changed: false,
+                ..Entries::default()
             }),
         }
     }
@@ -95,6 +109,7 @@ impl StatCache {
             h.update(target.as_os_str().as_bytes());
             if std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
                 h.update(&hash_file(path)?);
+                self.note_rehashed(path);
             }
             return Ok((*h.finalize().as_bytes(), 0));
         }
@@ -106,6 +121,7 @@ impl StatCache {
         }
         let hashed_at = now_ns();
         let digest = hash_file(path)?;
+        self.note_rehashed(path);
         // Keep the entry only if the file cannot change again unseen (see the module doc),
         // and only if it did not change while we read it.
         let after = std::fs::symlink_metadata(path).map(|m| Stamp::of(&m)).ok();
@@ -115,6 +131,19 @@ impl StatCache {
             entries.changed = true;
         }
         Ok((digest, stamp.size))
+    }
+
+    fn note_rehashed(&self, path: &Path) {
+        let rehashed = &mut self.lock().rehashed;
+        rehashed.count += 1;
+        if rehashed.examples.len() < EXAMPLES {
+            rehashed.examples.push(path.to_owned());
+        }
+    }
+
+    /// The files read so far because the cache had no valid entry for them.
+    pub fn rehashed(&self) -> Rehashed {
+        self.lock().rehashed.clone()
     }
 
     /// Writes the cache back if anything was added; atomically, so a kill leaves the old one.
@@ -277,6 +306,30 @@ mod tests {
         assert_ne!(first, second);
         assert_eq!(second, hash_file(&file).unwrap());
         assert!(cache.lock().map.is_empty(), "a racy entry must not be kept");
+    }
+
+    #[test]
+    fn what_was_read_again_is_counted_and_what_was_served_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = StatCache::load(&dir.path().join("cache"));
+        let mut files = Vec::new();
+        for i in 0..7 {
+            let file = dir.path().join(format!("{i}.txt"));
+            std::fs::write(&file, "x").unwrap();
+            files.push(file);
+        }
+        // One file the cache knows (a marker digest stands in for one hashed long ago).
+        let stamp = Stamp::of(&std::fs::metadata(&files[0]).unwrap());
+        cache
+            .lock()
+            .map
+            .insert(files[0].clone(), (stamp, [9u8; 32]));
+        for file in &files {
+            cache.digest(file).unwrap();
+        }
+        let rehashed = cache.rehashed();
+        assert_eq!(rehashed.count, 6);
+        assert_eq!(rehashed.examples, files[1..=EXAMPLES]);
     }
 
     #[test]

@@ -562,8 +562,11 @@ fn stage_entries(request: &Request<'_>) -> Result<Vec<StageEntry>, ArchiveError>
     let mut out = Vec::with_capacity(request.chain.len());
     for stage in &request.chain {
         let mut inputs = Vec::new();
-        for relative in inputs::expand(request.project_root, &stage.inputs, request.state_dir)
-            .map_err(io_err(request.project_root))?
+        // The files its fingerprint covers: what git ignores is no input.
+        for relative in
+            inputs::expand_inputs(request.project_root, &stage.inputs, request.state_dir)
+                .map_err(io_err(request.project_root))?
+                .files
         {
             let path = request.project_root.join(&relative);
             let (sha256, size) = bundle::sha256_file(&path).map_err(io_err(&path))?;

@@ -223,6 +223,7 @@ fn dispatch(cli: &Cli) -> Result<i32, Error> {
         Command::Validate => {
             let file = pipeline_file(cli)?;
             let plan = load_plan(cli, &file)?;
+            warn_unmatched_inputs(&plan, state_dir(cli)?.root());
             println!(
                 "{}: valid, {} stage{}",
                 file.display(),
@@ -314,6 +315,25 @@ fn load_plan(cli: &Cli, file: &Path) -> Result<plan::Plan, Error> {
 }
 
 /// `--state-dir`, else `.murphy` beside the pipeline file, else `.murphy` here.
+/// An `inputs` pattern that names no file is a warning, not an error: the file may be
+/// made later, or by an earlier stage.
+fn warn_unmatched_inputs(plan: &crate::plan::Plan, state_dir: &Path) {
+    for stage in &plan.stages {
+        match crate::inputs::expand_inputs(&plan.root, &stage.inputs, state_dir) {
+            Ok(found) => {
+                for pattern in found.unmatched {
+                    tracing::warn!(
+                        "{}: {}",
+                        stage.source,
+                        crate::inputs::unmatched_warning(&stage.name, &pattern)
+                    );
+                }
+            }
+            Err(err) => tracing::warn!("cannot read the inputs of `{}`: {err}", stage.name),
+        }
+    }
+}
+
 fn state_dir(cli: &Cli) -> Result<StateDir, Error> {
     if let Some(dir) = &cli.state_dir {
         return Ok(StateDir::new(dir.clone()));

@@ -79,6 +79,12 @@ pub(super) fn release(cli: &Cli, args: &ReleaseArgs) -> Result<i32, Error> {
     let runs = state.list().unwrap_or_default();
     // What would stop the release: each is also shown where it belongs above.
     let mut stops = Vec::new();
+    if let Some(why) = change::dirty_release(&change) {
+        println!("\nthe working tree is not clean: {why}");
+        stops.push(format!(
+            "{why} (a tag run refuses that without --allow-dirty)"
+        ));
+    }
     let mut any = false;
     for stage in plan.stages.iter().filter(|s| !s.publish.is_empty()) {
         any = true;

@@ -47,6 +47,9 @@ pub(super) struct RunArgs {
     /// Write the description in $VISUAL or $EDITOR (an empty one aborts the run)
     #[arg(long)]
     edit: bool,
+    /// Let a tag run release from a working tree whose tracked files differ from HEAD
+    #[arg(long)]
+    allow_dirty: bool,
     #[command(flatten)]
     secrets: SecretsFile,
 }
@@ -201,6 +204,14 @@ pub(super) fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
     let change = change::collect(&plan, &env, &request, state.root())?;
     for note in &change.notes {
         eprintln!("note: {note}");
+    }
+    if let Some(why) = change::dirty_release(&change) {
+        if !args.allow_dirty {
+            return Err(Error::Usage(format!(
+                "a tag run releases what HEAD holds, and {why}; commit or stash them, or pass --allow-dirty"
+            )));
+        }
+        eprintln!("note: releasing from a dirty tree (--allow-dirty): {why}");
     }
     let mut lock = RunLock::acquire(state.root())?;
     stop_leftovers_of_killed_run(&state);

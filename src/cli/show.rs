@@ -143,7 +143,8 @@ struct Commit<'a> {
     sha: Option<&'a str>,
     branch: Option<&'a str>,
     tags: &'a [String],
-    dirty: bool,
+    /// `None` when the working tree was not compared with HEAD (only tag runs compare it).
+    dirty: Option<bool>,
     shallow: bool,
     author: Option<&'a str>,
     committed_at: Option<Timestamp>,
@@ -172,7 +173,7 @@ fn glance(view: &RunView) -> Glance<'_> {
             sha: g.sha.as_deref(),
             branch: g.branch.as_deref(),
             tags: &g.tags,
-            dirty: g.dirty,
+            dirty: g.worktree_checked.then_some(g.dirty),
             shallow: g.shallow,
             author: g.author.as_deref(),
             committed_at: g.committed_at,
@@ -248,7 +249,7 @@ pub(super) fn show(view: &RunView, json: bool) -> Result<(), Error> {
             .branch
             .map(|b| format!(" on `{b}`"))
             .unwrap_or_else(|| " (detached)".into());
-        let dirty = if commit.dirty {
+        let dirty = if commit.dirty == Some(true) {
             ", with uncommitted changes"
         } else {
             ""

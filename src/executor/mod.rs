@@ -332,6 +332,19 @@ pub async fn execute(
             skip(&ctx, &mut slots, id, reason);
         }
     }
+    let rehashed = ctx.stat_cache.rehashed();
+    if rehashed.count > 0 {
+        tracing::debug!(
+            "read {} files the stat cache could not vouch for, among them {}",
+            rehashed.count,
+            rehashed
+                .examples
+                .iter()
+                .map(|p| format!("`{}`", p.display()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     if let Err(err) = ctx.stat_cache.save() {
         tracing::warn!("cannot save the stat cache: {err}");
     }
@@ -348,7 +361,10 @@ pub async fn execute(
     } else {
         RunStatus::Succeeded
     };
-    ctx.journal.append(Event::RunFinished { status })?;
+    ctx.journal.append(Event::RunFinished {
+        status,
+        rehashed: Some(rehashed.count),
+    })?;
     ctx.journal.sync()?;
     if ctx.journal_failed.load(Ordering::SeqCst) {
         return Err(io::Error::other(format!(

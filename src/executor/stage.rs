@@ -144,7 +144,7 @@ impl Task {
         let upstream = self.upstream.clone();
         tokio::task::spawn_blocking(move || {
             let stage = &ctx.plan.stages[id];
-            Manifest::build(
+            let (manifest, unmatched) = Manifest::build(
                 stage,
                 &env,
                 &ctx.plan.root,
@@ -152,7 +152,11 @@ impl Task {
                 upstream,
                 &ctx.stat_cache,
             )
-            .map_err(|e| format!("cannot read the inputs of `{}`: {e}", stage.name))
+            .map_err(|e| format!("cannot read the inputs of `{}`: {e}", stage.name))?;
+            for pattern in unmatched {
+                tracing::warn!("{}", inputs::unmatched_warning(&stage.name, &pattern));
+            }
+            Ok(manifest)
         })
         .await
         .unwrap_or_else(|e| Err(format!("fingerprinting failed: {e}")))
@@ -638,6 +642,7 @@ impl Task {
         let saved = tokio::task::spawn_blocking(move || -> Result<String, StoreError> {
             let stage = &ctx.plan.stages[id];
             crate::crash::at("stage-exited", &stage.name);
+            warn_if_inputs_changed(&ctx, stage, &manifest);
             let outputs =
                 ctx.store
                     .collect_outputs(&ctx.plan.root, &stage.outputs, &ctx.stat_cache)?;
@@ -991,4 +996,16 @@ fn tail_lines(path: &Path, n: usize) -> Vec<String> {
         .iter()
         .map(|l| (*l).to_owned())
         .collect()
+}
+
+/// A stage that writes into its own inputs (`__pycache__` beside the tests it runs) gets a
+/// new fingerprint every time and never hits its checkpoint: say which files, and the fix.
+fn warn_if_inputs_changed(ctx: &Context, stage: &Stage, manifest: &Manifest) {
+    match manifest.inputs_changed_by_run(stage, &ctx.plan.root, &ctx.state_dir, &ctx.stat_cache) {
+        Ok(changed) if !changed.is_empty() => {
+            tracing::warn!("{}", inputs::changed_by_run_warning(&stage.name, &changed));
+        }
+        Ok(_) => {}
+        Err(err) => tracing::debug!("cannot re-read the inputs of `{}`: {err}", stage.name),
+    }
 }

@@ -57,7 +57,8 @@ fn commit_branch_tags_author_message_and_previous_release_are_recorded() {
     assert_eq!(commit["sha"], sha.as_str(), "{show:#}");
     assert_eq!(commit["branch"], "main");
     assert_eq!(commit["tags"], serde_json::json!(["also-here", "v1.1.0"]));
-    assert_eq!(commit["dirty"], false);
+    // Only tag runs compare the working tree with HEAD.
+    assert_eq!(commit["dirty"], Value::Null);
     assert_eq!(commit["shallow"], false);
     assert_eq!(commit["author"], author().as_str());
     assert_eq!(commit["subject"], "Release 1.1");
@@ -78,6 +79,8 @@ fn commit_branch_tags_author_message_and_previous_release_are_recorded() {
     );
 }
 
+/// A tag run compares the working tree with HEAD; other runs do not (it would cost a `stat`
+/// of every tracked file on every run), and say so with a null.
 #[test]
 fn dirty_counts_changed_tracked_files_but_not_untracked_ones() {
     let out = Test::new()
@@ -85,17 +88,71 @@ fn dirty_counts_changed_tracked_files_but_not_untracked_ones() {
         .pipeline(NOOP)
         .write("tracked.txt", "committed\n")
         .commit("Initial")
+        .git(["tag", "v1.0.0"])
         .write("untracked.txt", "new\n")
-        .args(["run"])
+        .args(["run", "--trigger", "tag"])
         .run();
     assert_eq!(out.show()["commit"]["dirty"], false);
 
     out.write("tracked.txt", "changed\n");
-    out.murphy(["run"]).run();
+    // A release of bytes no commit holds is refused before anything runs...
+    let refused = out.murphy(["run", "--trigger", "tag"]).code(2).run();
+    assert_eq!(
+        refused.stderr,
+        "error: a tag run releases what HEAD holds, and 1 tracked file(s) differ from HEAD: `tracked.txt`; commit or stash them, or pass --allow-dirty\n"
+    );
+    assert_eq!(out.runs().len(), 1, "the refused run is not recorded");
+    let dry = out.murphy(["release", "--dry-run"]).code(1).run().stdout;
+    assert!(
+        dry.contains("  - 1 tracked file(s) differ from HEAD: `tracked.txt` (a tag run refuses that without --allow-dirty)"),
+        "{dry}"
+    );
+    // ...unless asked for, and then the record says so.
+    let allowed = out
+        .murphy(["run", "--trigger", "tag", "--allow-dirty"])
+        .run();
+    assert!(
+        allowed
+            .stderr
+            .contains("note: releasing from a dirty tree (--allow-dirty): 1 tracked file(s) differ from HEAD: `tracked.txt`"),
+        "{}",
+        allowed.stderr
+    );
     let show = out.show();
     assert_eq!(show["commit"]["dirty"], true, "{show:#}");
     let text = out.murphy(["show"]).run().stdout;
     assert!(text.contains("with uncommitted changes"), "{text}");
+
+    out.murphy(["run"]).run();
+    let show = out.show();
+    assert_eq!(show["commit"]["dirty"], Value::Null, "{show:#}");
+    let text = out.murphy(["show"]).run().stdout;
+    assert!(!text.contains("uncommitted"), "{text}");
+}
+
+/// A file touched without being changed is not a change, and the index is written back with
+/// its new stat data, so the next comparison does not read it again.
+#[test]
+fn a_touched_tree_is_clean_and_the_index_is_refreshed() {
+    let out = Test::new()
+        .git_init()
+        .pipeline(NOOP)
+        .write("tracked.txt", "committed\n")
+        .commit("Initial")
+        .git(["tag", "v1.0.0"])
+        .args(["run", "--trigger", "tag"])
+        .run();
+    let index = out.file(".git/index");
+    let before = std::fs::read(&index).unwrap();
+    // A new mtime and ctime, the same bytes.
+    out.write("tracked.txt", "committed\n");
+    out.murphy(["run", "--trigger", "tag"]).run();
+    assert_eq!(out.show()["commit"]["dirty"], false);
+    assert_ne!(
+        std::fs::read(&index).unwrap(),
+        before,
+        "the index still holds the old stat data"
+    );
 }
 
 #[test]
@@ -336,7 +393,8 @@ fn an_empty_repository_has_a_branch_but_no_commit() {
     assert_eq!(commit["author"], Value::Null);
     assert_eq!(commit["subject"], Value::Null);
     assert_eq!(commit["previous_release"], Value::Null);
-    assert_eq!(commit["dirty"], false);
+    // Only tag runs compare the working tree with HEAD.
+    assert_eq!(commit["dirty"], Value::Null);
     assert_eq!(show["links"]["commit"], Value::Null);
     assert_eq!(show["status"], "succeeded");
     let text = out.murphy(["show"]).run().stdout;
@@ -401,7 +459,8 @@ fn a_shallow_clone_knows_its_commit_but_not_the_history_cut_off() {
     assert_eq!(commit["subject"], "Three");
     // v1.0.0 is in the history the clone does not have.
     assert_eq!(commit["previous_release"], Value::Null);
-    assert_eq!(commit["dirty"], false);
+    // Only tag runs compare the working tree with HEAD.
+    assert_eq!(commit["dirty"], Value::Null);
     assert_eq!(show["links"]["commit"], Value::Null);
     assert_eq!(show["status"], "succeeded");
 }
@@ -922,6 +981,29 @@ fn no_ci_variable_of_the_machine_leaks_into_a_test() {
     let (_, show) = ci_run(&[], &[]);
     assert_eq!(show["ci"], Value::Null, "{show:#}");
     assert_eq!(show["trigger"], "local");
+}
+
+/// Without an upstream every tracked file is listed; for a pipeline in a subdirectory, those
+/// below it relative to it and the others by their absolute path.
+#[test]
+fn changed_files_of_a_pipeline_in_a_subdirectory() {
+    let out = Test::new()
+        .git_init()
+        .write(
+            "app/pipeline.yml",
+            "version: 1\nstages:\n  list: {run: 'cp \"$MURPHY_CHANGED_FILES\" ../out.txt'}\n",
+        )
+        .write("app/src/a.txt", "a\n")
+        .write("top.txt", "top\n")
+        .commit("Base")
+        .cwd("app")
+        .args(["run"])
+        .run();
+    let top = std::fs::canonicalize(out.path()).unwrap().join("top.txt");
+    assert_eq!(
+        out.read("out.txt"),
+        format!("pipeline.yml\nsrc/a.txt\n{}\n", top.display())
+    );
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod config;
 mod hooks;
 mod include;
 mod init;
+mod inputs;
 mod publish;
 mod records;
 mod resume;

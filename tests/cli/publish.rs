@@ -1368,9 +1368,15 @@ fn git_pages_publishes_once_per_version_and_never_overwrites() {
         "nothing pushed"
     );
 
+    // Edited without a commit: only --allow-dirty lets the tag run go on to the publish
+    // guard.
     out.write("project/site/index.html", "<h1>demo 1.0.0, reworded</h1>\n");
+    out.murphy(["run", "--trigger", "tag"])
+        .cwd("project")
+        .code(2)
+        .run();
     let changed = out
-        .murphy(["run", "--trigger", "tag"])
+        .murphy(["run", "--trigger", "tag", "--allow-dirty"])
         .cwd("project")
         .code(1)
         .run();

@@ -27,14 +27,14 @@ use super::json::{self, Json};
 use super::{Env, Row, Target, TempDir, median, ms, murphy, quiet, time};
 
 /// Top-level directories, one per stage.
-const STAGES: usize = 4;
+pub(super) const STAGES: usize = 4;
 const DIRS_PER_STAGE: usize = 50;
 const FILES_PER_DIR: usize = 100;
-const FILES: usize = STAGES * DIRS_PER_STAGE * FILES_PER_DIR;
+pub(super) const FILES: usize = STAGES * DIRS_PER_STAGE * FILES_PER_DIR;
 const FILE_BYTES: usize = 300;
 /// The stat cache keeps an entry only for a file whose ctime is 2 s older than its hashing;
 /// wait a little longer than that before the run that fills it.
-const SETTLE: Duration = Duration::from_millis(2500);
+pub(super) const SETTLE: Duration = Duration::from_millis(2500);
 const WARM_UP: usize = 1;
 const MEASURED: usize = 7;
 /// A cached run over 20,000 inputs, in milliseconds.
@@ -140,7 +140,7 @@ pub fn run(env: &Env) -> Result<Vec<Row>> {
 }
 
 /// `partQ/dDD/fFF.txt`: 200 directories of 100 files, each a few hundred distinct bytes.
-fn make_files(dir: &Path) -> Result<()> {
+pub(super) fn make_files(dir: &Path) -> Result<()> {
     let mut content = String::with_capacity(FILE_BYTES + 64);
     for q in 0..STAGES {
         for d in 0..DIRS_PER_STAGE {
@@ -166,7 +166,7 @@ fn make_files(dir: &Path) -> Result<()> {
 }
 
 /// One stage per `partQ`, independent of each other, so murphy may fingerprint them at once.
-fn pipeline() -> String {
+pub(super) fn pipeline() -> String {
     let mut yaml = String::from("version: 1\nstages:\n");
     for q in 0..STAGES {
         let _ = writeln!(
@@ -178,14 +178,14 @@ fn pipeline() -> String {
 }
 
 /// Which file the path is and when it was last written: changes if murphy rewrites it.
-fn stamp(path: &Path) -> Result<(u64, u64, i64, i64)> {
+pub(super) fn stamp(path: &Path) -> Result<(u64, u64, i64, i64)> {
     let meta =
         std::fs::metadata(path).with_context(|| format!("no stat cache at {}", path.display()))?;
     Ok((meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec()))
 }
 
 /// Fails unless `murphy status --json` shows every stage of the latest run as `want`.
-fn check_states(env: &Env, dir: &Path, state: &Path, want: &str) -> Result<()> {
+pub(super) fn check_states(env: &Env, dir: &Path, state: &Path, want: &str) -> Result<()> {
     let out = murphy(env, dir, state, &["status", "--json"])
         .output()
         .context("cannot run murphy status")?;
