@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -244,6 +244,30 @@ pub fn collect(
         ci,
         notes,
     })
+}
+
+/// Writes the list of [`changed_files`] into `run_dir` (once a run: a resumed run keeps its
+/// list) and returns its absolute path for `MURPHY_CHANGED_FILES`, or `None` where the run
+/// has no such list. Comparing the tree costs up to a second after a checkout, so the
+/// executor asks only when a stage is about to run a command.
+pub fn write_changed_files(
+    plan: &Plan,
+    change: &Change,
+    env: &BTreeMap<String, String>,
+    run_dir: &Path,
+) -> io::Result<Option<PathBuf>> {
+    let list = std::path::absolute(run_dir.join("changed-files.txt"))?;
+    if !list.exists()
+        && let Some(changed) = changed_files(plan, change, env)
+    {
+        let mut text = String::new();
+        for file in &changed.files {
+            text.push_str(&file.to_string_lossy());
+            text.push('\n');
+        }
+        crate::atomic_file::write(&list, text.as_bytes())?;
+    }
+    Ok(list.exists().then_some(list))
 }
 
 /// The files a `local`, `pre-push` or `pr` run changes, for `MURPHY_CHANGED_FILES` (relative

@@ -539,35 +539,11 @@ type Vars = Vec<(String, String)>;
 
 /// The per-run variables: `MURPHY_TRIGGER` and `MURPHY_CHANGED_FILES` (the list written into
 /// the run's folder), and the fingerprinted `MURPHY_VERSION` and `MURPHY_PRERELEASE`.
-fn run_variables(
-    prepared: &Prepared,
-    change: &Change,
-    env: &BTreeMap<String, String>,
-) -> Result<(Vars, Vars), Error> {
-    let mut run = vec![(
+fn run_variables(change: &Change) -> (Vars, Vars) {
+    let run = vec![(
         "MURPHY_TRIGGER".to_owned(),
         change.trigger.name().to_owned(),
     )];
-    let list = prepared.run_dir.path.join("changed-files.txt");
-    if !list.exists()
-        && let Some(changed) = change::changed_files(&prepared.plan, change, env)
-    {
-        let mut text = String::new();
-        for file in &changed.files {
-            text.push_str(&file.to_string_lossy());
-            text.push('\n');
-        }
-        crate::atomic_file::write(&list, text.as_bytes())
-            .map_err(|e| io_error("cannot write the list of changed files", e))?;
-    }
-    if list.exists() {
-        let list = std::path::absolute(&list)
-            .map_err(|e| io_error("cannot resolve the run directory", e))?;
-        run.push((
-            "MURPHY_CHANGED_FILES".to_owned(),
-            list.to_string_lossy().into_owned(),
-        ));
-    }
     let release = match &change.version {
         Some(v) => vec![
             ("MURPHY_VERSION".to_owned(), v.text.clone()),
@@ -575,7 +551,7 @@ fn run_variables(
         ],
         None => Vec::new(),
     };
-    Ok((run, release))
+    (run, release)
 }
 
 fn execute(
@@ -589,7 +565,7 @@ fn execute(
     let state_abs = std::path::absolute(state.root())
         .map_err(|e| io_error("cannot resolve the state directory", e))?;
     Store::new(state.root()).sweep_temp_files(); // Under the run lock: their writers are gone.
-    let (run_env, release_env) = run_variables(&prepared, change, env)?;
+    let (run_env, release_env) = run_variables(change);
     let Prepared {
         plan,
         run_dir,

@@ -93,6 +93,9 @@ pub struct Context {
     pub client: reqwest::Client,
     pub verbose: bool,
     journal_failed: AtomicBool,
+    /// `MURPHY_CHANGED_FILES`, made when the first stage starts a command (never on a run
+    /// that restores everything): comparing the tree is the costliest git work there is.
+    changed_files: tokio::sync::OnceCell<Result<Option<PathBuf>, String>>,
 }
 
 impl Context {
@@ -122,7 +125,30 @@ impl Context {
             reporter,
             state_dir,
             journal_failed: AtomicBool::new(false),
+            changed_files: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The path of the run's list of changed files, written on first use.
+    async fn changed_files(self: &Arc<Self>) -> Result<Option<PathBuf>, String> {
+        let ctx = self.clone();
+        self.changed_files
+            .get_or_init(|| async move {
+                tokio::task::spawn_blocking(move || {
+                    let change = ctx.change.clone().unwrap_or_else(Change::local);
+                    crate::change::write_changed_files(
+                        &ctx.plan,
+                        &change,
+                        &ctx.outer_env,
+                        &ctx.run.path,
+                    )
+                    .map_err(|e| format!("cannot write the list of changed files: {e}"))
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("listing the changed files failed: {e}")))
+            })
+            .await
+            .clone()
     }
 
     /// Appends to the journal. A failed append stops the run: a run that cannot be

@@ -116,7 +116,11 @@ impl Task {
         let why = why.or_else(|| self.why(&manifest));
         let started = Instant::now();
         let started_at = Timestamp::now();
-        let attempt = match self.attempts(why).await {
+        let env = match self.stage_env().await {
+            Ok(env) => env,
+            Err(message) => return self.fail_before_running(message),
+        };
+        let attempt = match self.attempts(why, env).await {
             Ok(attempt) => attempt,
             Err(outcome) => {
                 return StageEnd {
@@ -565,7 +569,7 @@ impl Task {
         item: &publish::Item,
     ) -> Result<publish::Confirmed, String> {
         let fill = |template: &str| template.replace("{file}", &shell_quote(&item.name));
-        let env = self.stage_env();
+        let env = self.stage_env().await?;
         let log_path = self.ctx.run.log_path(&self.stage().name);
         let log = OpenOptions::new()
             .create(true)
@@ -606,8 +610,9 @@ impl Task {
 
     /// Everything a stage's processes get: outer variables it may read, the run's, the
     /// secrets it lists, murphy's own.
-    fn stage_env(&self) -> Vec<(String, String)> {
+    async fn stage_env(&self) -> Result<Vec<(String, String)>, String> {
         let ctx = &self.ctx;
+        let changed_files = ctx.changed_files().await?;
         let stage = self.stage();
         let resolved = environment::resolve(&ctx.plan, stage, &ctx.outer_env, &ctx.release_env);
         let mut env = resolved.vars;
@@ -623,7 +628,13 @@ impl Task {
             "MURPHY_STATE_DIR".into(),
             ctx.state_dir.to_string_lossy().into_owned(),
         );
-        env.into_iter().collect()
+        if let Some(list) = changed_files {
+            env.insert(
+                "MURPHY_CHANGED_FILES".into(),
+                list.to_string_lossy().into_owned(),
+            );
+        }
+        Ok(env.into_iter().collect())
     }
 
     /// Verifies and stores the outputs of a successful attempt, then records the success.
@@ -749,12 +760,15 @@ impl Task {
     /// Runs the attempts: `Ok(attempt)` when one succeeded (its success is not recorded yet:
     /// that waits for the checkpoint), `Err(outcome)` when the stage failed for good or was
     /// interrupted.
-    async fn attempts(&mut self, why: Option<String>) -> Result<u32, Outcome> {
+    async fn attempts(
+        &mut self,
+        why: Option<String>,
+        env: Vec<(String, String)>,
+    ) -> Result<u32, Outcome> {
         let ctx = self.ctx.clone();
         let stage = &ctx.plan.stages[self.id];
         let log_path = ctx.run.log_path(&stage.name);
         let attempts = stage.retry.attempts;
-        let env = self.stage_env();
         if *self.cancel.borrow() {
             ctx.record(Event::StageSkipped {
                 stage: stage.name.clone(),

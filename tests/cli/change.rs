@@ -1048,6 +1048,40 @@ fn changed_files_of_local_and_pr_runs() {
     }
 }
 
+/// Comparing the tree is the costliest git work a run can do: a run whose stages are all
+/// restored from their checkpoints does not do it.
+#[test]
+fn a_run_that_runs_no_command_lists_no_changed_files() {
+    let out = Test::new()
+        .git_init()
+        .pipeline(
+            "
+            version: 1
+            stages:
+              list: {inputs: [a.txt], run: 'cp \"$MURPHY_CHANGED_FILES\" listed.txt', outputs: [listed.txt]}
+            ",
+        )
+        .write("a.txt", "a\n")
+        .commit("Base")
+        .write("a.txt", "a, not committed\n")
+        .args(["run"])
+        .run();
+    let first = out.status().run_id;
+    assert!(
+        out.file(&format!(".murphy/runs/{first}/changed-files.txt"))
+            .exists()
+    );
+    assert!(out.read("listed.txt").lines().any(|l| l == "a.txt"));
+
+    out.murphy(["run"]).run();
+    let cached = out.status();
+    assert_eq!(cached.stage("list").state, "cached");
+    assert!(
+        !out.file(&format!(".murphy/runs/{}/changed-files.txt", cached.run_id))
+            .exists()
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // `when:` and triggers
 
