@@ -190,7 +190,7 @@ pub fn collect(
                 git.modified = files;
             }
             Err(err) => {
-                tracing::warn!("{}", crate::error::chain(&err));
+                tracing::warn!("{}", crate::causes::line(&err));
                 git.dirty = true;
             }
         }

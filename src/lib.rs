@@ -6,6 +6,7 @@
 
 pub mod archive;
 pub mod atomic_file;
+pub mod causes;
 pub mod change;
 pub mod ci;
 pub mod cli;
@@ -13,7 +14,6 @@ pub mod config;
 pub mod crash;
 pub mod diagnostic;
 pub mod environment;
-pub mod error;
 pub mod executor;
 pub mod extends;
 pub mod fingerprint;
@@ -38,5 +38,3 @@ pub mod stat_cache;
 pub mod store;
 pub mod trigger;
 pub mod version;
-
-pub use error::Error;

@@ -197,7 +197,7 @@ async fn send(
                 }
             }
             // The URL may be a secret (Slack): reqwest's message would carry it.
-            Err(err) => last = crate::error::chain(&err.without_url()),
+            Err(err) => last = crate::causes::line(&err.without_url()),
         }
     }
     Err((made, crate::secrets::redact(&last).into_owned()))

@@ -228,7 +228,7 @@ impl StateDir {
             match RunView::load(self, &dir) {
                 Ok(view) => views.push(view),
                 Err(err) => {
-                    tracing::warn!("skipping run {}: {}", dir.id, crate::error::chain(&err))
+                    tracing::warn!("skipping run {}: {}", dir.id, crate::causes::line(&err))
                 }
             }
         }

@@ -112,7 +112,7 @@ fn check(archive: &Archive, policy: Policy, now: Timestamp) -> Result<Report, Ar
         let inside = match bundle::digests(&bundle_path) {
             Ok(inside) => inside,
             Err(err) => {
-                finding("bad-bundle", crate::error::chain(&err));
+                finding("bad-bundle", crate::causes::line(&err));
                 continue;
             }
         };

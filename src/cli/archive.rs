@@ -11,7 +11,7 @@ use super::{Cli, io_error, load_plan, pipeline_file};
 use crate::archive::manifest::BuildManifest;
 use crate::archive::retention::Policy;
 use crate::archive::{Archive, audit, bundle, sizes};
-use crate::error::{Error, exit};
+use crate::cli::error::{Error, exit};
 
 #[derive(Debug, clap::Args)]
 pub(super) struct Where {

@@ -1,8 +1,8 @@
 //! `murphy lock`: pin the git includes in `pipeline.lock`, and move pins forward on request.
 
 use super::{Cli, pipeline_file, state_dir};
+use crate::cli::error::{Error, exit};
 use crate::diagnostic::did_you_mean;
-use crate::error::{Error, exit};
 use crate::include::fetch::Cache;
 use crate::include::lockfile::{self, Lockfile};
 use crate::include::{self, Pins, short};

@@ -1,6 +1,7 @@
 //! The command line: argument parsing and one function per subcommand.
 
 mod archive;
+pub(crate) mod error;
 mod lock;
 mod release;
 mod run;
@@ -10,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
+use crate::cli::error::{Error, exit};
 use crate::config;
-use crate::error::{Error, exit};
 use crate::graph;
 use crate::hooks;
 use crate::lock::RunLock;
@@ -170,7 +171,7 @@ pub fn main() -> i32 {
     match dispatch(&cli) {
         Ok(code) => code,
         Err(err) => {
-            let report = crate::error::Report(&err).to_string();
+            let report = crate::cli::error::Report(&err).to_string();
             eprintln!("{}", crate::secrets::redact(&report));
             err.exit_code()
         }
@@ -311,7 +312,7 @@ fn pipeline_file(cli: &Cli) -> Result<PathBuf, Error> {
 
 /// The plan of `file`, its git includes read from the state directory's cache.
 fn load_plan(cli: &Cli, file: &Path) -> Result<plan::Plan, Error> {
-    plan::load(file, state_dir(cli)?.root())
+    Ok(plan::load(file, state_dir(cli)?.root())?)
 }
 
 /// `--state-dir`, else `.murphy` beside the pipeline file, else `.murphy` here.

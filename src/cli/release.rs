@@ -5,8 +5,8 @@ use std::path::Path;
 
 use super::{Cli, load_plan, pipeline_file, state_dir};
 use crate::change::{self, Change};
+use crate::cli::error::{Error, exit};
 use crate::environment;
-use crate::error::{Error, exit};
 use crate::plan::{self, Target};
 use crate::publish;
 use crate::records::{RunView, StageState};

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::{Cli, io_error, load_plan, pipeline_file, state_dir};
 use crate::change::{self, Change};
+use crate::cli::error::{Error, exit};
 use crate::environment;
-use crate::error::{Error, exit};
 use crate::executor::{self, Context, Done, Mode, Options, Start};
 use crate::journal::{Journal, RunStatus};
 use crate::lock::RunLock;
@@ -630,7 +630,7 @@ async fn notify(ctx: &Context, state: &StateDir) {
         Err(err) => {
             tracing::warn!(
                 "cannot read the run back to notify: {}",
-                crate::error::chain(&err)
+                crate::causes::line(&err)
             );
             return;
         }

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::io_error;
 use crate::change::Links;
 use crate::ci::CiInfo;
-use crate::error::{Error, exit};
+use crate::cli::error::{Error, exit};
 use crate::records::{RunState, RunView, StageState, StageView, StateDir};
 use crate::report::format_duration;
 use crate::store::Store;

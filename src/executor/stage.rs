@@ -208,13 +208,13 @@ impl Task {
                     .store
                     .restore(&ctx.plan.root, &record, &ctx.stat_cache)
                     .map(Some)
-                    .map_err(|e| crate::error::chain(&e));
+                    .map_err(|e| crate::causes::line(&e));
             }
             // Nothing was stored to restore from: the outputs must be what it made.
             let outputs = ctx
                 .store
                 .collect_outputs(&ctx.plan.root, &stage.outputs, &ctx.stat_cache)
-                .map_err(|e| crate::error::chain(&e))?;
+                .map_err(|e| crate::causes::line(&e))?;
             Ok((outputs_digest(&outputs) == expected).then_some(0))
         })
         .await
@@ -374,7 +374,7 @@ impl Task {
             };
             let build = store
                 .create(&request)
-                .map_err(|e| crate::error::chain(&e))?;
+                .map_err(|e| crate::causes::line(&e))?;
             let policy = archive::retention::Policy {
                 keep_last: spec.keep_last,
                 keep_days: spec.keep_days,
@@ -389,7 +389,7 @@ impl Task {
                 Err(err) => tracing::warn!(
                     "build {build} is archived, but pruning {} failed: {}",
                     root.display(),
-                    crate::error::chain(&err)
+                    crate::causes::line(&err)
                 ),
             }
             Ok((build, store.build_dir(build)))
@@ -678,7 +678,7 @@ impl Task {
         })
         .await
         .map_err(|e| format!("storing the outputs failed: {e}"))
-        .and_then(|saved| saved.map_err(|e| crate::error::chain(&e)));
+        .and_then(|saved| saved.map_err(|e| crate::causes::line(&e)));
 
         let saved = match saved {
             Ok(digest) => self.archive(started_at).await.map(|()| digest),

@@ -390,7 +390,7 @@ impl Loader<'_> {
                 let bytes = self
                     .cache
                     .read(&url, &commit, &joined)
-                    .map_err(|e| fail(crate::error::chain(&e), config::span_of(path)))?;
+                    .map_err(|e| fail(crate::causes::line(&e), config::span_of(path)))?;
                 let place = Place::Git {
                     url,
                     name,
@@ -464,7 +464,7 @@ impl Loader<'_> {
         };
         let fetch_url = repository_url(&self.project, &url.value);
         let fetch_error =
-            |e: fetch::FetchError| fail(crate::error::chain(&e), config::span_of(url));
+            |e: fetch::FetchError| fail(crate::causes::line(&e), config::span_of(url));
         // Reached before: one include, one commit, one pin.
         let reached = self.used.iter().find(|p| p.same_include(&wanted)).cloned();
         let locked = match self.pins {

@@ -355,10 +355,19 @@ pub fn normalize(path: &Path) -> PathBuf {
     }
 }
 
+/// Why a pipeline could not be loaded: its files, or what they say.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Include(#[from] crate::include::IncludeError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+}
+
 /// Loads a pipeline file and its includes (git ones at the commits `pipeline.lock` pins,
 /// fetched into `state`'s cache when missing) and plans it: what every command that reads a
 /// pipeline wants.
-pub fn load(path: &Path, state: &Path) -> Result<Plan, crate::Error> {
+pub fn load(path: &Path, state: &Path) -> Result<Plan, LoadError> {
     use crate::include::{self, fetch::Cache, lockfile};
     let lock = lockfile::Lockfile::of_pipeline(path).map_err(include::IncludeError::from)?;
     let cache = Cache::of_state_dir(state);

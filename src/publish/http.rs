@@ -121,7 +121,7 @@ pub async fn preflight(target: &Target, release: &Release<'_>) -> Result<String,
         .head(base)
         .send()
         .await
-        .map_err(|e| format!("{base} is unreachable: {}", crate::error::chain(&e)))?;
+        .map_err(|e| format!("{base} is unreachable: {}", crate::causes::line(&e)))?;
     if response.status().is_server_error() {
         return Err(format!("{base} answered {}", response.status()));
     }

@@ -51,7 +51,7 @@ impl Failure {
 
     /// Classifies a transport error: anything short of an HTTP answer is worth a retry.
     pub fn from_reqwest(err: reqwest::Error) -> Failure {
-        let message = crate::error::chain(&err);
+        let message = crate::causes::line(&err);
         if err.is_builder() {
             Failure::Fatal(message)
         } else {

@@ -224,7 +224,7 @@ pub async fn preflight(target: &Target, release: &Release<'_>) -> Result<String,
         .map_err(|e| {
             format!(
                 "the index {index_url} is unreachable: {}",
-                crate::error::chain(&e)
+                crate::causes::line(&e)
             )
         })?;
     let status = index.status();
@@ -251,7 +251,7 @@ pub async fn preflight(target: &Target, release: &Release<'_>) -> Result<String,
         .map_err(|e| {
             format!(
                 "{repository_url} is unreachable: {}",
-                crate::error::chain(&e)
+                crate::causes::line(&e)
             )
         })?;
     match answer.status() {

@@ -93,6 +93,15 @@ impl Error {
     }
 }
 
+impl From<crate::plan::LoadError> for Error {
+    fn from(err: crate::plan::LoadError) -> Error {
+        match err {
+            crate::plan::LoadError::Include(err) => Error::Include(err),
+            crate::plan::LoadError::Plan(err) => Error::Plan(err),
+        }
+    }
+}
+
 /// `error: message` followed by one `caused by:` line per source, for stderr.
 pub struct Report<'a>(pub &'a Error);
 
@@ -106,15 +115,4 @@ impl fmt::Display for Report<'_> {
         }
         Ok(())
     }
-}
-
-/// `message: cause: cause`, on one line, for journals and one-line reports.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
 }
