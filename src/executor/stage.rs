@@ -93,12 +93,21 @@ impl Task {
             };
         }
         let mut why = None;
+        // A changed stage may still have a checkpoint for what it is now (an edit undone):
+        // then, as in `murphy run`, it is restored from that one.
+        let mut look_up = true;
         if let Some(before) = self.before.take() {
             match self.recheck(&before, &manifest, &fingerprint).await {
                 Ok(end) => return end,
-                Err(reason) => why = Some(reason),
+                Err(Rerun::Changed(reason)) => why = Some(reason),
+                Err(Rerun::Unverified(reason)) => {
+                    why = Some(reason);
+                    look_up = false;
+                }
             }
-        } else if self.stage().cacheable
+        }
+        if look_up
+            && self.stage().cacheable
             && self.mode == Mode::Normal
             && let Some(record) =
                 self.ctx
@@ -174,7 +183,7 @@ impl Task {
         before: &Done,
         manifest: &Manifest,
         fingerprint: &str,
-    ) -> Result<StageEnd, String> {
+    ) -> Result<StageEnd, Rerun> {
         let ctx = self.ctx.clone();
         let name = self.stage().name.clone();
         if before.fingerprint.as_deref() != Some(fingerprint) {
@@ -184,13 +193,13 @@ impl Task {
                 .and_then(|fp| ctx.store.manifest(fp))
                 .map(|then| manifest.changes_since(&then))
                 .filter(|changes| !changes.is_empty());
-            return Err(match changes {
+            return Err(Rerun::Changed(match changes {
                 Some(changes) => format!(
                     "changed since it succeeded before the resume: {}",
                     summarize(&changes, 3)
                 ),
                 None => "changed since it succeeded before the resume".into(),
-            });
+            }));
         }
         let id = self.id;
         let fp = fingerprint.to_owned();
@@ -218,17 +227,27 @@ impl Task {
             Ok((outputs_digest(&outputs) == expected).then_some(0))
         })
         .await
-        .map_err(|e| format!("checking its outputs failed: {e}"))?;
+        .map_err(|e| Rerun::Unverified(format!("checking its outputs failed: {e}")))?;
         let restored = match checked {
             Ok(Some(restored)) => restored,
             Ok(None) if self.stage().cacheable => {
                 tracing::warn!(
                     "the checkpoint of `{name}` is missing or damaged; running it again"
                 );
-                return Err("its checkpoint was missing or damaged".into());
+                return Err(Rerun::Unverified(
+                    "its checkpoint was missing or damaged".into(),
+                ));
             }
-            Ok(None) => return Err("its outputs changed since it succeeded".into()),
-            Err(message) => return Err(format!("its outputs could not be checked: {message}")),
+            Ok(None) => {
+                return Err(Rerun::Unverified(
+                    "its outputs changed since it succeeded".into(),
+                ));
+            }
+            Err(message) => {
+                return Err(Rerun::Unverified(format!(
+                    "its outputs could not be checked: {message}"
+                )));
+            }
         };
         self.ctx.record(Event::StageRechecked {
             stage: name.clone(),
@@ -854,6 +873,14 @@ impl Task {
         }
         Err(Outcome::Failed)
     }
+}
+
+/// Why a stage that succeeded before the resume runs again, for `murphy status`.
+enum Rerun {
+    /// Its fingerprint changed: a checkpoint for the new one may still be restored.
+    Changed(String),
+    /// Same fingerprint, but what it made could not be verified or restored.
+    Unverified(String),
 }
 
 /// How one attempt ended, in the terms the journal and the terminal use.

@@ -9,7 +9,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::support::{Output, Test, assert_gone, parse_json};
+use crate::support::{Output, RunView, Test, assert_gone, parse_json};
 
 fn counts<const N: usize>(out: &Output, stages: [&str; N]) -> [usize; N] {
     stages.map(|stage| out.count(&format!("ran.{stage}")))
@@ -216,4 +216,34 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     files
+}
+
+#[test]
+fn a_changed_stage_with_a_checkpoint_for_what_it_is_now_is_restored_on_resume() {
+    let out = Test::new()
+        .pipeline(
+            "
+            version: 1
+            stages:
+              make: {inputs: [src.txt], run: echo x >> ran.make; cp src.txt made.txt, outputs: [made.txt]}
+              check: {needs: [make], run: echo x >> ran.check; test -f ok}
+            ",
+        )
+        .write("src.txt", "one\n")
+        .args(["run"])
+        .code(1)
+        .run();
+    let failed = out.status().run_id;
+    // Another run makes `make`'s checkpoint for the new source.
+    out.write("src.txt", "two\n");
+    out.murphy(["run", "make"]).run();
+    fs::remove_file(out.file("made.txt")).unwrap();
+
+    out.write("ok", "");
+    out.murphy(["resume", &failed]).run();
+    assert_eq!(counts(&out, ["make", "check"]), [2, 2]);
+    assert_eq!(out.read("made.txt"), "two\n");
+    let run: RunView = parse_json(&out.murphy(["status", &failed, "--json"]).run().stdout);
+    assert_eq!(run.status, "succeeded");
+    assert_eq!(run.stage("make").state, "cached");
 }
