@@ -53,24 +53,142 @@ impl Kind {
         }
     }
 
-    /// The pipeline for the project in `dir`.
+    /// The pipeline for the project in `dir`: inputs list only what the project has, so a
+    /// run warns about no pattern it wrote itself.
     fn template(self, dir: &Path) -> String {
+        let inputs = |candidates: &[&str]| present(dir, candidates);
         match self {
-            // An untracked `Cargo.lock` is cargo's to rewrite (a library's usually is): as an
-            // input it would change under the stages that read it.
-            Kind::Rust => RUST.replace(
-                "{lock}",
-                if tracked_by_git(dir, "Cargo.lock") {
-                    "\"Cargo.lock\", "
+            Kind::Rust => {
+                // An untracked `Cargo.lock` is cargo's to rewrite (a library's usually is): as
+                // an input it would change under the stages that read it.
+                let lock = if tracked_by_git(dir, "Cargo.lock") {
+                    "Cargo.lock"
                 } else {
                     ""
-                },
-            ),
-            Kind::Python => PYTHON.to_owned(),
+                };
+                let config = [
+                    "Cargo.toml",
+                    lock,
+                    ".cargo/config.toml",
+                    "rust-toolchain.toml",
+                ];
+                let targets = [
+                    "build.rs",
+                    "src/**",
+                    "tests/**",
+                    "benches/**",
+                    "examples/**",
+                ];
+                RUST.replace(
+                    "{fmt}",
+                    &inputs(&[
+                        "Cargo.toml",
+                        "rustfmt.toml",
+                        ".rustfmt.toml",
+                        "build.rs",
+                        "src/**/*.rs",
+                        "tests/**/*.rs",
+                        "benches/**/*.rs",
+                        "examples/**/*.rs",
+                    ]),
+                )
+                .replace(
+                    "{clippy}",
+                    &inputs(&[&config[..], &["clippy.toml"], &targets[..]].concat()),
+                )
+                .replace("{build}", &inputs(&[&config[..], &targets[..2]].concat()))
+                .replace("{test}", &inputs(&[&config[..], &targets[..]].concat()))
+            }
+            Kind::Python => {
+                let code = if dir.join("src").is_dir() {
+                    "src/**/*.py"
+                } else {
+                    "**/*.py"
+                };
+                let project = ["pyproject.toml", "setup.py", "setup.cfg"];
+                let checks = if dir.join(".pre-commit-config.yaml").is_file() {
+                    PRE_COMMIT.replace(
+                        "{inputs}",
+                        &inputs(
+                            &[
+                                &[".pre-commit-config.yaml"],
+                                &project[..],
+                                &[code, "tests/**/*.py"],
+                            ]
+                            .concat(),
+                        ),
+                    )
+                } else {
+                    String::new()
+                };
+                PYTHON
+                    .replace("{pre-commit}", &checks)
+                    .replace(
+                        "{build-needs}",
+                        if checks.is_empty() {
+                            ""
+                        } else {
+                            "\n    needs: [pre-commit]"
+                        },
+                    )
+                    .replace(
+                        "{build}",
+                        &inputs(
+                            &[
+                                &project[..],
+                                &[
+                                    if code == "**/*.py" { code } else { "src/**" },
+                                    "MANIFEST.in",
+                                ],
+                            ]
+                            .concat(),
+                        ),
+                    )
+                    .replace(
+                        "{test}",
+                        &inputs(&[&project[..], &[code, "tests/**/*.py", "conftest.py"]].concat()),
+                    )
+            }
             Kind::Node => NODE.to_owned(),
             Kind::Unknown => SKELETON.to_owned(),
         }
     }
+}
+
+/// The `candidates` that name something in `dir` (a file, or a glob whose folder exists), as
+/// a YAML list wrapped under `inputs:`.
+fn present(dir: &Path, candidates: &[&str]) -> String {
+    let kept = candidates.iter().filter(|c| {
+        if c.is_empty() {
+            return false;
+        }
+        let literal: Vec<&str> = c
+            .split('/')
+            .take_while(|part| !crate::inputs::is_glob(part))
+            .collect();
+        if literal.len() == c.split('/').count() {
+            return dir.join(c).exists();
+        }
+        // A glob from the top (`**/*.py`) is kept: the project is there.
+        literal.is_empty() || dir.join(literal.join("/")).is_dir()
+    });
+    let mut text = String::from("[");
+    let mut width = 0;
+    for (i, item) in kept.enumerate() {
+        let quoted = format!("\"{item}\"");
+        if i > 0 {
+            if width + quoted.len() > 70 {
+                text.push_str(",\n             ");
+                width = 0;
+            } else {
+                text.push_str(", ");
+            }
+        }
+        width += quoted.len() + 2;
+        text.push_str(&quoted);
+    }
+    text.push(']');
+    text
 }
 
 /// Whether git tracks `name` in `dir` (it is in the index of the repository holding `dir`).
@@ -134,8 +252,9 @@ pub fn init(path: &Path) -> Result<(Kind, usize), InitError> {
 }
 
 const RUST: &str = r#"# murphy pipeline for a Rust project, written by `murphy init`; edit freely.
-# Stages with `inputs` are skipped while those files are unchanged: add any other file your
-# code reads at build time (`include_str!`, a README used for doc tests).
+# Stages with `inputs` are skipped while those files are unchanged. Only files this project
+# has are listed: add any it gains (a `build.rs`, `benches/`) and any other file your code
+# reads at build time (`include_str!`, a README used for doc tests).
 version: 1
 # Outer variables cargo reads; their values are part of every stage's fingerprint.
 pass_env: [CARGO_HOME, RUSTUP_HOME, RUSTUP_TOOLCHAIN, RUSTFLAGS, CARGO_TARGET_DIR]
@@ -143,43 +262,36 @@ pass_env: [CARGO_HOME, RUSTUP_HOME, RUSTUP_TOOLCHAIN, RUSTFLAGS, CARGO_TARGET_DI
 stages:
   fmt:
     run: cargo fmt --all --check
-    inputs: ["Cargo.toml", "rustfmt.toml", ".rustfmt.toml", "build.rs", "src/**/*.rs",
-             "tests/**/*.rs", "benches/**/*.rs", "examples/**/*.rs"]
+    inputs: {fmt}
   clippy:
     run: cargo clippy --all-targets -- -D warnings
-    inputs: ["Cargo.toml", {lock}"clippy.toml", ".cargo/config.toml", "rust-toolchain.toml",
-             "build.rs", "src/**", "tests/**", "benches/**", "examples/**"]
+    inputs: {clippy}
   build:
     needs: [fmt]
     run: cargo build --release
-    inputs: ["Cargo.toml", {lock}".cargo/config.toml", "rust-toolchain.toml", "build.rs",
-             "src/**"]
+    inputs: {build}
     timeout: 30m
   test:
     needs: [build]
     run: cargo test
-    inputs: ["Cargo.toml", {lock}".cargo/config.toml", "rust-toolchain.toml", "build.rs",
-             "src/**", "tests/**", "benches/**", "examples/**"]
+    inputs: {test}
     timeout: 30m
 "#;
 
 const PYTHON: &str = r#"# murphy pipeline for a Python project, written by `murphy init`; edit freely.
-# A release is pushing a tag: `publish` runs only on tag runs.
+# A release is pushing a tag: `publish` runs only on tag runs. Only files this project has
+# are listed as inputs: add any it gains.
 version: 1
 
-stages:
-  pre-commit:
-    run: pre-commit run --all-files
-    inputs: [".pre-commit-config.yaml", "pyproject.toml", "src/**/*.py", "tests/**/*.py"]
-  build:
-    needs: [pre-commit]
+stages:{pre-commit}
+  build:{build-needs}
     run: python -m build
-    inputs: ["pyproject.toml", "src/**/*"]
+    inputs: {build}
     outputs: [dist]
   test:
     needs: [build]
     run: python -m pytest
-    inputs: ["pyproject.toml", "src/**/*.py", "tests/**/*.py"]
+    inputs: {test}
   publish:
     needs: [build]
     requires: [test]
@@ -187,6 +299,12 @@ stages:
     publish:
       - pypi: {files: ["dist/*.whl", "dist/*.tar.gz"], password: PYPI_TOKEN}
 "#;
+
+/// The Python template's first stage, where the project has a pre-commit configuration.
+const PRE_COMMIT: &str = r#"
+  pre-commit:
+    run: pre-commit run --all-files
+    inputs: {inputs}"#;
 
 const NODE: &str = r#"# murphy pipeline for a Node project, written by `murphy init`; edit freely.
 version: 1
@@ -236,14 +354,60 @@ mod tests {
         let texts = [Kind::Rust, Kind::Python, Kind::Node, Kind::Unknown]
             .map(|kind| kind.template(dir.path()))
             .into_iter()
-            // The Rust template of a project whose git tracks its `Cargo.lock`.
-            .chain([RUST.replace("{lock}", "\"Cargo.lock\", ")]);
+            .chain(full_projects());
         for text in texts {
             let source = config::parse(Path::new("pipeline.yml"), text.clone())
                 .unwrap_or_else(|e| panic!("{text}: {e}"));
             Plan::new(&crate::include::Pipeline::single(source))
                 .unwrap_or_else(|e| panic!("{text}: {e}"));
         }
+    }
+
+    /// The templates of projects that have every file they can list.
+    fn full_projects() -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        for file in [
+            "build.rs",
+            "src/lib.rs",
+            "tests/t.rs",
+            "benches/b.rs",
+            "examples/e.rs",
+            ".pre-commit-config.yaml",
+            "tests/test_a.py",
+            "src/a.py",
+        ] {
+            let path = dir.path().join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "").unwrap();
+        }
+        vec![
+            Kind::Rust.template(dir.path()),
+            Kind::Python.template(dir.path()),
+        ]
+    }
+
+    #[test]
+    fn inputs_list_what_the_project_has() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("build.rs"), "").unwrap();
+        assert_eq!(
+            present(
+                dir.path(),
+                &[
+                    "Cargo.toml",
+                    "build.rs",
+                    "src/**",
+                    "benches/**",
+                    "",
+                    "**/*.py"
+                ]
+            ),
+            r#"["build.rs", "src/**", "**/*.py"]"#
+        );
+        let python = Kind::Python.template(dir.path());
+        assert!(!python.contains("pre-commit:"), "{python}");
+        assert!(python.contains("inputs: [\"src/**/*.py\"]"), "{python}");
     }
 
     #[test]
