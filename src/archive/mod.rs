@@ -187,16 +187,10 @@ impl Archive {
     }
 
     /// Makes a build of `request`'s files, or returns the one this run's stage already made
-    /// (a resumed run never archives twice).
+    /// of the very same files (a resumed run never archives twice; a stage that runs again
+    /// on resume because something changed makes a new build).
     pub fn create(&self, request: &Request<'_>) -> Result<u64, ArchiveError> {
         let builds = self.builds()?;
-        if let Some(existing) = builds.iter().find(|b| {
-            b.manifest
-                .as_ref()
-                .is_ok_and(|m| m.run_id == request.run_id && m.stage == request.stage)
-        }) {
-            return Ok(existing.number);
-        }
         let files = self.expand(request)?;
         let mut entries = Vec::with_capacity(files.len());
         let mut file_entries = Vec::with_capacity(files.len());
@@ -210,6 +204,13 @@ impl Archive {
                 size,
             });
             entries.push(bundle::Entry { name, source });
+        }
+        if let Some(existing) = builds.iter().find(|b| {
+            b.manifest.as_ref().is_ok_and(|m| {
+                m.run_id == request.run_id && m.stage == request.stage && m.files == file_entries
+            })
+        }) {
+            return Ok(existing.number);
         }
         let (tmp, writer) = self.start_build()?;
         let result = self.write_and_commit(&tmp, entries, file_entries, request);

@@ -247,3 +247,39 @@ fn a_changed_stage_with_a_checkpoint_for_what_it_is_now_is_restored_on_resume() 
     assert_eq!(run.status, "succeeded");
     assert_eq!(run.stage("make").state, "cached");
 }
+
+/// The archive build of a stage that runs again on resume holds what it archives now; the
+/// build of its first run stays as it was.
+#[test]
+fn an_archive_stage_that_runs_again_on_resume_makes_a_new_build() {
+    let out = Test::new()
+        .pipeline(
+            "
+            version: 1
+            stages:
+              build: {inputs: [src.txt], run: mkdir -p dist && cp src.txt dist/app.txt, outputs: [dist/app.txt]}
+              pack: {needs: [build], archive: {files: [dist/app.txt]}}
+              check: {needs: [pack], run: test -f ok}
+            ",
+        )
+        .write("src.txt", "one\n")
+        .args(["run"])
+        .code(1)
+        .run();
+    out.write("src.txt", "two\n");
+    out.write("ok", "");
+    out.murphy(["resume"]).run();
+    let run = out.status();
+    assert_eq!(run.status, "succeeded");
+    assert_eq!(run.stage("pack").state, "succeeded");
+
+    for (build, bytes) in [("1", "one\n"), ("2", "two\n")] {
+        let dir = format!("got{build}");
+        out.murphy(["archive", "get", build, "--to", &dir]).run();
+        assert_eq!(
+            out.read(&format!("{dir}/dist/app.txt")),
+            bytes,
+            "build {build}"
+        );
+    }
+}
