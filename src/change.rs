@@ -127,22 +127,37 @@ pub fn dirty_release(change: &Change) -> Option<String> {
     Some(if git.modified.is_empty() {
         "the working tree could not be compared with HEAD".to_owned()
     } else {
-        let shown: Vec<String> = git
-            .modified
-            .iter()
-            .take(5)
-            .map(|f| format!("`{f}`"))
-            .collect();
-        let more = match git.modified.len().saturating_sub(5) {
-            0 => String::new(),
-            n => format!(" and {n} more"),
-        };
-        format!(
-            "{} tracked file(s) differ from HEAD: {}{more}",
-            git.modified.len(),
-            shown.join(", ")
-        )
+        describe_modified(&git.modified)
     })
+}
+
+/// [`dirty_release`] for a tag run being resumed: its record says how the tree was when it
+/// started, so the tree is compared again now.
+pub fn dirty_release_now(change: &Change, root: &Path) -> Option<String> {
+    if change.trigger != Trigger::Tag {
+        return None;
+    }
+    match git::modified_tracked_files(root) {
+        Ok(files) if files.is_empty() => None,
+        Ok(files) => Some(describe_modified(&files)),
+        Err(err) => Some(format!(
+            "the working tree could not be compared with HEAD ({})",
+            crate::causes::line(&err)
+        )),
+    }
+}
+
+fn describe_modified(files: &[String]) -> String {
+    let shown: Vec<String> = files.iter().take(5).map(|f| format!("`{f}`")).collect();
+    let more = match files.len().saturating_sub(5) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    format!(
+        "{} tracked file(s) differ from HEAD: {}{more}",
+        files.len(),
+        shown.join(", ")
+    )
 }
 
 /// Reads git and the CI environment (`env`) for the run of `plan` that `request` asks for.

@@ -38,17 +38,21 @@ pub(super) fn release(cli: &Cli, args: &ReleaseArgs) -> Result<i32, Error> {
     };
     let mut change = match change::collect(&plan, &env, &request, state.root()) {
         Ok(change) => change,
-        Err(change::ChangeError::NoTag(_)) if args.tag.is_some() => Change {
-            trigger: Trigger::Tag,
-            ..Change::local()
-        },
         Err(change::ChangeError::NoTag(pattern)) => {
-            println!(
-                "no release tag (`{pattern}`) at HEAD: showing a tag run with version `dev` (give --tag to imagine one)"
-            );
+            if args.tag.is_none() {
+                println!(
+                    "no release tag (`{pattern}`) at HEAD: showing a tag run with version `dev` (give --tag to imagine one)"
+                );
+            }
+            // The tag is imagined; the commit it would be on is HEAD, as it is.
+            let here = change::Request {
+                trigger: Some(Trigger::Local),
+                ..change::Request::default()
+            };
             Change {
                 trigger: Trigger::Tag,
-                ..Change::local()
+                version: None,
+                ..change::collect(&plan, &env, &here, state.root())?
             }
         }
         Err(err) => return Err(err.into()),
@@ -79,7 +83,7 @@ pub(super) fn release(cli: &Cli, args: &ReleaseArgs) -> Result<i32, Error> {
     let runs = state.list().unwrap_or_default();
     // What would stop the release: each is also shown where it belongs above.
     let mut stops = Vec::new();
-    if let Some(why) = change::dirty_release(&change) {
+    if let Some(why) = change::dirty_release_now(&change, &plan.root) {
         println!("\nthe working tree is not clean: {why}");
         stops.push(format!(
             "{why} (a tag run refuses that without --allow-dirty)"

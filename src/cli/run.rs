@@ -58,6 +58,9 @@ pub(super) struct RunArgs {
 pub(super) struct ResumeArgs {
     /// The run to continue [default: the latest run]
     run: Option<String>,
+    /// Let a tag run release from a working tree whose tracked files differ from HEAD
+    #[arg(long)]
+    allow_dirty: bool,
     #[command(flatten)]
     scheduling: Scheduling,
     #[command(flatten)]
@@ -205,14 +208,7 @@ pub(super) fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
     for note in &change.notes {
         eprintln!("note: {note}");
     }
-    if let Some(why) = change::dirty_release(&change) {
-        if !args.allow_dirty {
-            return Err(Error::Usage(format!(
-                "a tag run releases what HEAD holds, and {why}; commit or stash them, or pass --allow-dirty"
-            )));
-        }
-        eprintln!("note: releasing from a dirty tree (--allow-dirty): {why}");
-    }
+    refuse_dirty_release(change::dirty_release(&change), args.allow_dirty)?;
     let mut lock = RunLock::acquire(state.root())?;
     stop_leftovers_of_killed_run(&state);
     let modes = modes(&plan, &selected, args, &Store::new(state.root()))?;
@@ -410,6 +406,21 @@ fn modes(
     Ok(modes)
 }
 
+/// A tag run releases what HEAD holds: with tracked files changed, it goes on only when
+/// asked to, and says so.
+fn refuse_dirty_release(why: Option<String>, allow_dirty: bool) -> Result<(), Error> {
+    let Some(why) = why else {
+        return Ok(());
+    };
+    if !allow_dirty {
+        return Err(Error::Usage(format!(
+            "a tag run releases what HEAD holds, and {why}; commit or stash them, or pass --allow-dirty"
+        )));
+    }
+    eprintln!("note: releasing from a dirty tree (--allow-dirty): {why}");
+    Ok(())
+}
+
 /// The stages `name` stands for, all of which must be in the run. `flag` is written as the
 /// user wrote it before the name (`--force=`, `--from `).
 fn stage_in(
@@ -479,6 +490,10 @@ pub(super) fn resume(cli: &Cli, args: &ResumeArgs) -> Result<i32, Error> {
         .map_err(|e| io_error("cannot open the run's journal", e))?;
     // The run keeps what it was about: same trigger, same version, same `when:` answers.
     let change = view.change.clone().unwrap_or_else(Change::local);
+    refuse_dirty_release(
+        change::dirty_release_now(&change, &plan.root),
+        args.allow_dirty,
+    )?;
     let skip = skip_when(&plan, &selected, &change);
     let env = environment::outer();
     let secrets = load_secrets(&plan, &selected, &skip, &env, &args.secrets.path(&state))?;

@@ -1891,3 +1891,33 @@ fn show_text_has_description_trigger_version_commit_and_links() {
     assert_eq!(cells[2].trim(), "pr");
     assert_eq!(cells.last().unwrap().trim(), "Upload fix, first candidate");
 }
+
+/// A resumed tag run compares the tree again: its record says how it was when it started.
+#[test]
+fn a_resumed_tag_run_refuses_a_tree_changed_since() {
+    let out = Test::new()
+        .git_init()
+        .pipeline(
+            "
+            version: 1
+            stages:
+              check: {run: test -f ok}
+            ",
+        )
+        .write("tracked.txt", "committed\n")
+        .commit("Initial")
+        .git(["tag", "v1.0.0"])
+        .args(["run", "--trigger", "tag"])
+        .code(1)
+        .run();
+    out.write("ok", "");
+    out.write("tracked.txt", "changed\n");
+    let refused = out.murphy(["resume"]).code(2).run();
+    assert_eq!(
+        refused.stderr,
+        "error: a tag run releases what HEAD holds, and 1 tracked file(s) differ from HEAD: `tracked.txt`; commit or stash them, or pass --allow-dirty\n"
+    );
+    assert_eq!(out.status().status, "failed");
+    out.murphy(["resume", "--allow-dirty"]).run();
+    assert_eq!(out.status().status, "succeeded");
+}

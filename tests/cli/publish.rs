@@ -1490,3 +1490,47 @@ fn flushing_the_outbox_needs_only_the_secrets_of_the_notifications() {
     assert_eq!(flushed.stdout, "delivered 1 notification(s)\n");
     assert_eq!(receiver.posts().len(), 1);
 }
+
+/// Before tagging: `--tag` imagines the tag on HEAD as it is, dirty files and failed gates
+/// included.
+#[test]
+fn release_dry_run_of_an_imagined_tag_checks_the_tree_and_the_gates_at_head() {
+    let out = Test::new()
+        .git_init()
+        .pipeline(
+            "
+            version: 1
+            name: demo
+            stages:
+              unit: {run: test -f passes}
+              release:
+                needs: [unit]
+                requires: [unit]
+                publish:
+                  - command: {files: [pipeline.yml], run: 'true'}
+            ",
+        )
+        .write("tracked.txt", "committed\n")
+        .write(".gitignore", "/.murphy/\n/passes\n")
+        .commit("demo")
+        .args(["run", "unit"])
+        .code(1)
+        .run();
+    let failed = out.status().run_id;
+    out.write("tracked.txt", "changed\n");
+    let dry = out
+        .murphy(["release", "--dry-run", "--tag", "v2.0.0"])
+        .code(1)
+        .run()
+        .stdout;
+    assert!(
+        dry.starts_with("a tag run of `demo` for v2.0.0 (version 2.0.0):\n"),
+        "{dry}"
+    );
+    assert!(
+        dry.ends_with(&format!(
+            "the release would stop:\n  - 1 tracked file(s) differ from HEAD: `tracked.txt` (a tag run refuses that without --allow-dirty)\n  - stage `release` requires `unit`, which failed for this commit in run {failed}\n"
+        )),
+        "{dry}"
+    );
+}
