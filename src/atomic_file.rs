@@ -43,6 +43,19 @@ pub fn is_temp(name: &std::ffi::OsStr) -> bool {
     name.to_string_lossy().contains(TEMP_MARKER)
 }
 
+/// Removes the temp files directly in `dir` and returns how many went. Only for a folder
+/// whose every writer holds a lock the caller holds too: then any temp file is a dead
+/// writer's. Best effort: what cannot be removed now is tried again next time.
+pub fn sweep(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| is_temp(&e.file_name()) && fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
 /// A temp file name for `name` that no other thread or process writing `name` can pick:
 /// two stages may store the same record or object at the same moment.
 pub fn temp_name(name: &str) -> String {

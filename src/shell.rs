@@ -158,7 +158,12 @@ impl ScriptFile {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         // Absolute: the command runs in the stage's workdir, wherever `dir` was named from.
-        let name = format!("script-{}-{n}.{extension}", std::process::id());
+        // Marked as a temp file: one that a kill -9 leaves is swept at the next run.
+        let name = format!(
+            "script{}{}-{n}.{extension}",
+            crate::atomic_file::TEMP_MARKER,
+            std::process::id()
+        );
         let path = std::path::absolute(dir)?.join(name);
         let mut file = OpenOptions::new()
             .write(true)

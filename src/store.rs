@@ -490,18 +490,7 @@ impl Store {
         if let Ok(prefixes) = fs::read_dir(self.root.join("objects")) {
             dirs.extend(prefixes.flatten().map(|e| e.path()));
         }
-        let mut removed = 0;
-        for dir in dirs {
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                if atomic_file::is_temp(&entry.file_name()) && fs::remove_file(entry.path()).is_ok()
-                {
-                    removed += 1;
-                }
-            }
-        }
+        let removed: usize = dirs.iter().map(|dir| atomic_file::sweep(dir)).sum();
         if removed > 0 {
             tracing::debug!(
                 "removed {removed} temp file(s) left in {}",

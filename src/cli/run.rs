@@ -579,7 +579,10 @@ fn execute(
 ) -> Result<i32, Error> {
     let state_abs = std::path::absolute(state.root())
         .map_err(|e| io_error("cannot resolve the state directory", e))?;
-    Store::new(state.root()).sweep_temp_files(); // Under the run lock: their writers are gone.
+    // Under the run lock, every temp file murphy's own state holds is a dead writer's.
+    Store::new(state.root()).sweep_temp_files();
+    crate::atomic_file::sweep(state.root());
+    crate::atomic_file::sweep(&prepared.run_dir.path);
     let (run_env, release_env) = run_variables(change);
     let Prepared {
         plan,

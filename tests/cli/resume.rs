@@ -322,6 +322,37 @@ fn kill_9_while_a_checkpoint_file_is_written_then_resume() {
     resume_after_kill(&out, [1, 1, 1]);
 }
 
+/// The run's own folder holds temp files too (its list of changed files, a template shell's
+/// script): what a kill leaves there is swept when the run is resumed.
+#[test]
+fn kill_9_while_the_run_folder_is_written_then_resume() {
+    let out = Test::new()
+        .git_init()
+        .pipeline(
+            "
+            version: 1
+            stages:
+              s1: {run: echo x >> ran.s1}
+            ",
+        )
+        .commit("Initial")
+        .env("MURPHY_CRASH_AT", "temp-written:changed-files.txt")
+        .args(["run"])
+        .run_killed();
+    let run_id = out.status().run_id;
+    let litter = temp_litter(out.path());
+    assert_eq!(litter.len(), 1, "{litter:?}");
+    assert!(
+        litter[0].starts_with(&format!(
+            ".murphy/runs/{run_id}/.changed-files.txt.murphy-tmp-"
+        )),
+        "{litter:?}"
+    );
+    out.murphy(["resume"]).run();
+    assert_eq!(counts(&out, ["s1"]), [1]);
+    assert_eq!(temp_litter(out.path()), Vec::<String>::new());
+}
+
 /// `cache gc` (which holds the state directory's lock) sweeps a killed writer's temp files too.
 #[test]
 fn cache_gc_sweeps_the_temp_files_a_kill_left() {

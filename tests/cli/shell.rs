@@ -98,7 +98,7 @@ fn a_template_gets_the_script_as_a_file_that_is_removed_after() {
     let leftovers: Vec<_> = std::fs::read_dir(&run_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|name| name.starts_with("script-"))
+        .filter(|name| name.starts_with("script"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     let log = out.read(&format!(".murphy/runs/{}/logs/traced.log", run.run_id));
