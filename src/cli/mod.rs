@@ -413,6 +413,7 @@ fn cache(cli: &Cli, command: &CacheCommand) -> Result<i32, Error> {
             let mut lock = RunLock::acquire(state.root())?;
             lock.set_run("(cache gc)")
                 .map_err(|e| io_error("cannot write the state directory's lock", e))?;
+            crate::atomic_file::sweep(state.root());
             let removed = store.gc(*keep_days, jiff::Timestamp::now())?;
             println!(
                 "removed {} records and {} objects ({} bytes)",
