@@ -189,7 +189,7 @@ impl Archive {
     /// Makes a build of `request`'s files, or returns the one this run's stage already made
     /// of the very same files (a resumed run never archives twice; a stage that runs again
     /// on resume because something changed makes a new build).
-    pub fn create(&self, request: &Request<'_>) -> Result<u64, ArchiveError> {
+    pub fn create(&self, request: &Request<'_>) -> Result<Created, ArchiveError> {
         let builds = self.builds()?;
         let files = self.expand(request)?;
         let mut entries = Vec::with_capacity(files.len());
@@ -210,15 +210,18 @@ impl Archive {
                 m.run_id == request.run_id && m.stage == request.stage && m.files == file_entries
             })
         }) {
-            return Ok(existing.number);
+            return Ok(Created {
+                build: existing.number,
+                pruned: self.prune(request.retention, Timestamp::now(), false, false),
+            });
         }
         let (tmp, writer) = self.start_build()?;
         let result = self.write_and_commit(&tmp, entries, file_entries, request);
         drop(writer);
         match result {
-            Ok(number) => {
-                note_repeated_release(&builds, request, number);
-                Ok(number)
+            Ok(created) => {
+                note_repeated_release(&builds, request, created.build);
+                Ok(created)
             }
             Err(err) => {
                 let _ = fs::remove_dir_all(&tmp);
@@ -286,7 +289,7 @@ impl Archive {
         entries: Vec<bundle::Entry>,
         files: Vec<FileEntry>,
         request: &Request<'_>,
-    ) -> Result<u64, ArchiveError> {
+    ) -> Result<Created, ArchiveError> {
         // The bundle does not depend on the build number, so it is written outside the lock.
         let staged = tmp.join("bundle.zip");
         bundle::write(&staged, entries)?;
@@ -355,7 +358,10 @@ impl Archive {
         fs::rename(tmp, &dir).map_err(io_err(&dir))?;
         let next = self.root.join(".next");
         atomic_file::write(&next, (number + 1).to_string().as_bytes()).map_err(io_err(&next))?;
-        Ok(number)
+        Ok(Created {
+            build: number,
+            pruned: self.prune_locked(request.retention, Timestamp::now(), false),
+        })
     }
 
     /// The highest build number ever given out, if any (from `.next`).
@@ -405,11 +411,21 @@ impl Archive {
         include_releases: bool,
         dry_run: bool,
     ) -> Result<Vec<Expired>, ArchiveError> {
-        let _lock = if dry_run { None } else { Some(self.lock()?) };
-        let expired = self.expired(policy, now, include_releases)?;
         if dry_run {
-            return Ok(expired);
+            return self.expired(policy, now, include_releases);
         }
+        let _lock = self.lock()?;
+        self.prune_locked(policy, now, include_releases)
+    }
+
+    /// [`Archive::prune`] with the lock already held.
+    fn prune_locked(
+        &self,
+        policy: Policy,
+        now: Timestamp,
+        include_releases: bool,
+    ) -> Result<Vec<Expired>, ArchiveError> {
+        let expired = self.expired(policy, now, include_releases)?;
         self.clean_leftovers();
         for e in &expired {
             let dir = self.build_dir(e.build);
@@ -549,6 +565,16 @@ pub struct Request<'a> {
     pub files: Vec<String>,
     /// The stages that led to this one, with their states in this run and input globs.
     pub chain: Vec<ChainStage>,
+    /// Applied as the build is put in place, under the same hold of the lock: no one who
+    /// takes the lock ever sees the archive over its limit.
+    pub retention: Policy,
+}
+
+/// A build made (or found made by this run's stage before), and what retention removed.
+pub struct Created {
+    pub build: u64,
+    /// A failed prune leaves the build safe; the next archive or prune tries again.
+    pub pruned: Result<Vec<Expired>, ArchiveError>,
 }
 
 pub struct ChainStage {

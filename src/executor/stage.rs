@@ -390,15 +390,15 @@ impl Task {
                 name_template: &spec.name,
                 files: spec.files.clone(),
                 chain,
+                retention: archive::retention::Policy {
+                    keep_last: spec.keep_last,
+                    keep_days: spec.keep_days,
+                },
             };
-            let build = store
+            let archive::Created { build, pruned } = store
                 .create(&request)
                 .map_err(|e| crate::causes::line(&e))?;
-            let policy = archive::retention::Policy {
-                keep_last: spec.keep_last,
-                keep_days: spec.keep_days,
-            };
-            match store.prune(policy, Timestamp::now(), false, false) {
+            match pruned {
                 Ok(pruned) if !pruned.is_empty() => tracing::info!(
                     "retention removed {} build(s) from {}",
                     pruned.len(),
