@@ -5,7 +5,9 @@
 //!
 //! Reading the commit costs a few milliseconds whatever the size of the tree. Comparing the
 //! working tree with HEAD costs a `stat` of every tracked file (and a re-hash of every file
-//! touched since the index was written), so it is done only where it is needed: on tag runs.
+//! touched since the index was written), so it is done only where it is needed: the dirty
+//! check of tag runs, and `MURPHY_CHANGED_FILES` once a stage of a local or pre-push run
+//! starts a command.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -315,7 +315,6 @@ fn load_plan(cli: &Cli, file: &Path) -> Result<plan::Plan, Error> {
     Ok(plan::load(file, state_dir(cli)?.root())?)
 }
 
-/// `--state-dir`, else `.murphy` beside the pipeline file, else `.murphy` here.
 /// An `inputs` pattern that names no file is a warning, not an error: the file may be
 /// made later, or by an earlier stage.
 fn warn_unmatched_inputs(plan: &crate::plan::Plan, state_dir: &Path) {
@@ -335,6 +334,7 @@ fn warn_unmatched_inputs(plan: &crate::plan::Plan, state_dir: &Path) {
     }
 }
 
+/// `--state-dir`, else `.murphy` beside the pipeline file, else `.murphy` here.
 fn state_dir(cli: &Cli) -> Result<StateDir, Error> {
     if let Some(dir) = &cli.state_dir {
         return Ok(StateDir::new(dir.clone()));
