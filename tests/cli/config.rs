@@ -463,7 +463,8 @@ fn an_absurd_timeout_is_refused() {
 fn init_writes_a_valid_pipeline_for_each_kind_of_project() {
     for (marker, content, stages) in [
         ("Cargo.toml", "[package]\nname = \"x\"\n", "4 stages"),
-        ("pyproject.toml", "[project]\nname = \"x\"\n", "4 stages"),
+        // No `.pre-commit-config.yaml`: no pre-commit stage.
+        ("pyproject.toml", "[project]\nname = \"x\"\n", "3 stages"),
         ("package.json", "{}\n", "3 stages"),
         ("README.md", "nothing to detect\n", "2 stages"),
     ] {
