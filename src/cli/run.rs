@@ -468,11 +468,11 @@ pub(super) fn resume(cli: &Cli, args: &ResumeArgs) -> Result<i32, Error> {
         selected.push(id);
         match (&stage.output_digest, stage.state.is_success()) {
             (Some(digest), true) => {
-                let done_before = Done {
+                let before = Done {
                     fingerprint: stage.fingerprint.clone(),
                     output_digest: digest.clone(),
                 };
-                done.insert(id, done_before);
+                done.insert(id, before);
             }
             _ if stage.attempts > 0 => discard.push(id),
             _ => {}
@@ -552,8 +552,8 @@ struct Prepared {
 
 type Vars = Vec<(String, String)>;
 
-/// The per-run variables: `MURPHY_TRIGGER` and `MURPHY_CHANGED_FILES` (the list written into
-/// the run's folder), and the fingerprinted `MURPHY_VERSION` and `MURPHY_PRERELEASE`.
+/// The per-run variables: `MURPHY_TRIGGER`, and the fingerprinted `MURPHY_VERSION` and
+/// `MURPHY_PRERELEASE` (`MURPHY_CHANGED_FILES` is the executor's, made on first use).
 fn run_variables(change: &Change) -> (Vars, Vars) {
     let run = vec![(
         "MURPHY_TRIGGER".to_owned(),
