@@ -223,20 +223,7 @@ impl Planner<'_> {
             let inputs = def.inputs.iter().map(|p| (p, origins.inputs));
             for (pattern, file) in inputs.chain(def.outputs.iter().map(|p| (p, origins.outputs))) {
                 self.file = file;
-                if Path::new(&pattern.value).is_absolute() {
-                    self.error(
-                        format!(
-                            "`{}` is an absolute path: inputs and outputs are relative to the pipeline's directory",
-                            pattern.value
-                        ),
-                        pattern,
-                    );
-                } else if let Err(err) = crate::inputs::compile(&pattern.value) {
-                    self.error(
-                        format!("bad glob `{}`: {}", pattern.value, err.kind()),
-                        pattern,
-                    );
-                }
+                self.relative_path(pattern, "inputs and outputs are");
             }
             self.file = origins.when;
             let mut when = def.when.as_ref().map(|w| self.when(w));
@@ -375,6 +362,25 @@ impl Planner<'_> {
             notify,
             stages,
         })
+    }
+
+    /// A path or glob the pipeline names: relative, and a glob that compiles. `what` says
+    /// what such paths are, for the message (`inputs and outputs are`).
+    pub(super) fn relative_path(&mut self, pattern: &Spanned<String>, what: &str) {
+        if Path::new(&pattern.value).is_absolute() {
+            self.error(
+                format!(
+                    "`{}` is an absolute path: {what} relative to the pipeline's directory",
+                    pattern.value
+                ),
+                pattern,
+            );
+        } else if let Err(err) = crate::inputs::compile(&pattern.value) {
+            self.error(
+                format!("bad glob `{}`: {}", pattern.value, err.kind()),
+                pattern,
+            );
+        }
     }
 
     pub(super) fn error<T>(&mut self, message: impl Into<String>, at: &Spanned<T>) {

@@ -34,20 +34,7 @@ impl Planner<'_> {
 
     fn files(&mut self, files: &[Spanned<String>]) -> Vec<String> {
         for pattern in files {
-            if Path::new(&pattern.value).is_absolute() {
-                self.error(
-                    format!(
-                        "`{}` is an absolute path: files are relative to the pipeline's directory",
-                        pattern.value
-                    ),
-                    pattern,
-                );
-            } else if let Err(err) = crate::inputs::compile(&pattern.value) {
-                self.error(
-                    format!("bad glob `{}`: {}", pattern.value, err.kind()),
-                    pattern,
-                );
-            }
+            self.relative_path(pattern, "files are");
         }
         files.iter().map(|f| f.value.clone()).collect()
     }
