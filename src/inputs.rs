@@ -58,6 +58,9 @@ pub fn is_glob(pattern: &str) -> bool {
 /// literally counts even if git ignores it; a directory named literally is walked with the
 /// ignore rules that apply below it.
 pub fn expand_inputs(root: &Path, patterns: &[String], skip: &Path) -> io::Result<Inputs> {
+    if patterns.is_empty() {
+        return Ok(Inputs::default());
+    }
     let mut files = BTreeSet::new();
     let mut unmatched = Vec::new();
     let root = std::path::absolute(root)?;

@@ -678,9 +678,15 @@ fn merge_defs(
     what: &str,
     errors: &mut Vec<Diagnostic>,
 ) {
+    // By name: a pipeline of 50,000 stages must not compare every pair of names.
+    let mut index: HashMap<String, usize> = into
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.name.value.clone(), i))
+        .collect();
     for def in from {
         let overrides = def.def.overrides.as_ref().filter(|o| o.value);
-        let existing = into.iter().position(|d| d.name.value == def.name.value);
+        let existing = index.get(&def.name.value).copied();
         if existing.is_some_and(|i| into[i].file == def.file) {
             continue; // one file reached twice: one definition
         }
@@ -717,7 +723,10 @@ fn merge_defs(
                         )),
                 );
             }
-            (None, None) => into.push(def),
+            (None, None) => {
+                index.insert(def.name.value.clone(), into.len());
+                into.push(def);
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ mod json;
 mod noop;
 mod overhead;
 mod touched;
+mod validate;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -42,6 +43,10 @@ const BENCHMARKS: &[Benchmark] = &[
     Benchmark {
         name: "hash",
         run: hash::run,
+    },
+    Benchmark {
+        name: "validate",
+        run: validate::run,
     },
 ];
 
