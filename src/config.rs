@@ -129,8 +129,7 @@ pub fn parse(path: &Path, text: String) -> Result<Source, ConfigError> {
             .unwrap_or_else(Span::start);
         at(yaml_message(&err), span)
     };
-    // YAML 1.2 booleans only: `run: y` is a command, not `true`.
-    let options = serde_saphyr::options!(strict_booleans: true, with_snippet: false);
+    let options = yaml_options();
     // First the shape, to find every unknown key (the typed parse skips them)...
     let tree: keys::Node = serde_saphyr::from_str_with_options(&text, options.clone())
         .map_err(|err| ConfigError::Invalid(vec![yaml_error(err)]))?;
@@ -183,6 +182,20 @@ pub fn span_of<T>(value: &Spanned<T>) -> Span {
 }
 
 /// Turns the YAML crate's message into one in murphy's voice, with "did you mean" for keys.
+/// Most YAML nodes a file may hold: room for 200,000 stages, while a file made to exhaust
+/// memory (or a billion laughs of aliases, which the crate's other limits stop) is refused.
+const MAX_NODES: usize = 2_000_000;
+
+/// How every YAML file murphy reads is parsed. YAML 1.2 booleans only: `run: y` is a
+/// command, not `true`.
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options!(
+        strict_booleans: true,
+        with_snippet: false,
+        budget: serde_saphyr::budget!(max_nodes: MAX_NODES, max_events: 4 * MAX_NODES),
+    )
+}
+
 fn yaml_message(err: &serde_saphyr::Error) -> String {
     let raw = err.without_snippet().to_string();
     // The crate appends the position; we print it in front, as `file:line:col`.
@@ -702,7 +715,7 @@ pub fn load_secrets(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
         path: path.to_owned(),
         source,
     })?;
-    let options = serde_saphyr::options!(strict_booleans: true, with_snippet: false);
+    let options = yaml_options();
     let entries: Entries<Scalar> =
         serde_saphyr::from_str_with_options(&text, options).map_err(|err| {
             let span = err
@@ -730,7 +743,7 @@ pub fn outline(text: &str) -> Option<(Entries<serde_json::Value>, Entries<serde_
         #[serde(default)]
         stages: Entries<serde_json::Value>,
     }
-    let options = serde_saphyr::options!(strict_booleans: true, with_snippet: false);
+    let options = yaml_options();
     let outline: Outline = serde_saphyr::from_str_with_options(text, options).ok()?;
     Some((outline.templates, outline.stages))
 }

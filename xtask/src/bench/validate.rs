@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result};
 use super::{Env, Row, Target, TempDir, median, ms, murphy as murphy_cmd, time};
 
 const SMALL: usize = 1_000;
-const LARGE: usize = 20_000;
+const LARGE: usize = 50_000;
 const MEASURED: usize = 5;
 /// How much dearer a stage of the large pipeline may be than one of the small.
 const TARGET_RATIO: f64 = 1.5;
