@@ -25,6 +25,7 @@ pub const KILL_GRACE: Duration = Duration::from_secs(5);
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// A line longer than this is cut into pieces, so a stage cannot make murphy buffer without end.
+/// Secrets are masked before the cut, so one across it is masked too.
 const MAX_LINE: usize = 64 * 1024;
 
 /// Receives each output line (without its newline) besides the log, for `--verbose`.
@@ -49,8 +50,11 @@ impl Output {
     /// Writes one line (with its newline, if it had one) to the log and the echo, secrets
     /// masked.
     pub fn line(&self, line: &[u8]) {
-        let line = crate::secrets::redact_bytes(line);
-        let line = line.as_ref();
+        self.masked(&crate::secrets::redact_bytes(line));
+    }
+
+    /// Writes a line, or a piece of a long one, whose secrets are masked already.
+    fn masked(&self, line: &[u8]) {
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         // A full disk must not stop the stage; the write error is reported once by tracing.
         if let Err(err) = log.write_all(line)
@@ -243,29 +247,34 @@ fn running(pid: libc::pid_t) -> bool {
     proc_stat(Path::new(&format!("/proc/{pid}"))).is_some_and(|(state, _)| state != 'Z')
 }
 
-/// Copies a pipe to `output` line by line until end of file.
+/// Copies a pipe to `output` line by line until end of file. Masking is done on the stream,
+/// before it is cut: a secret across the cut of a long line is masked too.
 async fn pump(mut pipe: impl AsyncRead + Unpin, output: Arc<Output>) {
-    let mut buf = Vec::with_capacity(8192);
+    let mut mask = crate::secrets::StreamMask::default();
+    // The current line, masked, as far as it can be passed on.
+    let mut line = Vec::with_capacity(8192);
     let mut chunk = [0u8; 8192];
     loop {
         let n = match pipe.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        buf.extend_from_slice(&chunk[..n]);
-        let mut start = 0;
-        while let Some(end) = buf[start..].iter().position(|&b| b == b'\n') {
-            output.line(&buf[start..start + end + 1]);
-            start += end + 1;
+        let mut rest = &chunk[..n];
+        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+            mask.finish(&rest[..=end], &mut line);
+            output.masked(&line);
+            line.clear();
+            rest = &rest[end + 1..];
         }
-        buf.drain(..start);
-        if buf.len() >= MAX_LINE {
-            output.line(&buf);
-            buf.clear();
+        mask.push(rest, &mut line);
+        if line.len() >= MAX_LINE {
+            output.masked(&line);
+            line.clear();
         }
     }
-    if !buf.is_empty() {
-        buf.push(b'\n');
-        output.line(&buf);
+    mask.finish(&[], &mut line);
+    if !line.is_empty() {
+        line.push(b'\n');
+        output.masked(&line);
     }
 }

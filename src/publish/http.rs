@@ -25,7 +25,11 @@ fn authorized(
     release: &Release<'_>,
 ) -> Result<reqwest::RequestBuilder, Failure> {
     Ok(match token {
-        Some(name) => request.bearer_auth(release.secret(name)?),
+        Some(name) => {
+            let token = release.secret(name)?;
+            crate::secrets::mask_bearer(token);
+            request.bearer_auth(token)
+        }
         None => request,
     })
 }

@@ -1,8 +1,8 @@
 //! The `pypi` target: the upload API twine uses (a multipart POST), and the simple index
 //! (PEP 503) to see what is already there.
 
-use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
+use reqwest::{RequestBuilder, StatusCode};
 
 use super::{Confirmed, Failure, Item, Release};
 use crate::plan::Target;
@@ -70,6 +70,13 @@ fn target_fields(target: &Target) -> (&str, &str, &str, &str) {
     }
 }
 
+/// `request` with a Basic login, whose header value is masked first: the password is masked
+/// already, but a server echoing the header shows only its base64.
+fn login(request: RequestBuilder, username: &str, password: &str) -> RequestBuilder {
+    crate::secrets::mask_basic_auth(username, password);
+    request.basic_auth(username, Some(password))
+}
+
 /// The sha256 the index lists for `file`, if it lists the file at all.
 async fn listed(
     target: &Target,
@@ -84,13 +91,14 @@ async fn listed(
         normalize(project)
     );
     // A private index wants the same login to read as to upload.
-    let response = release
-        .client
-        .get(&url)
-        .basic_auth(username, Some(release.secret(password_secret)?))
-        .send()
-        .await
-        .map_err(Failure::from_reqwest)?;
+    let response = login(
+        release.client.get(&url),
+        username,
+        release.secret(password_secret)?,
+    )
+    .send()
+    .await
+    .map_err(Failure::from_reqwest)?;
     let status = response.status();
     if status == StatusCode::NOT_FOUND {
         return Ok(None);
@@ -183,14 +191,15 @@ pub async fn publish(
         .text("pyversion", dist.pyversion.clone())
         .text("sha256_digest", item.digest.clone())
         .part("content", Part::bytes(bytes).file_name(file.clone()));
-    let response = release
-        .client
-        .post(repository_url)
-        .basic_auth(username, Some(release.secret(password_secret)?))
-        .multipart(form)
-        .send()
-        .await
-        .map_err(Failure::from_reqwest)?;
+    let response = login(
+        release.client.post(repository_url),
+        username,
+        release.secret(password_secret)?,
+    )
+    .multipart(form)
+    .send()
+    .await
+    .map_err(Failure::from_reqwest)?;
     let status = response.status();
     if status.is_success() {
         return Ok(Confirmed::Uploaded);
@@ -215,10 +224,7 @@ pub async fn preflight(target: &Target, release: &Release<'_>) -> Result<String,
     let password = release
         .secret(password_secret)
         .map_err(|_| format!("secret `{password_secret}` is not set"))?;
-    let index = release
-        .client
-        .get(index_url)
-        .basic_auth(username, Some(password))
+    let index = login(release.client.get(index_url), username, password)
         .send()
         .await
         .map_err(|e| {
@@ -241,10 +247,7 @@ pub async fn preflight(target: &Target, release: &Release<'_>) -> Result<String,
         .text(":action", "file_upload")
         .text("name", "murphy-credentials-check")
         .text("version", "0");
-    let answer = release
-        .client
-        .post(repository_url)
-        .basic_auth(username, Some(password))
+    let answer = login(release.client.post(repository_url), username, password)
         .multipart(probe)
         .send()
         .await

@@ -11,6 +11,7 @@ mod hooks;
 mod include;
 mod init;
 mod inputs;
+mod masking;
 mod publish;
 mod records;
 mod resume;
