@@ -175,6 +175,15 @@ fn walk(
         return Ok(0);
     }
     let honour = ignores == Ignores::Honour;
+    // Outputs, archives and publishing never look through a symlink: the walker would
+    // follow one at its root. A link named literally is itself the match.
+    if !honour && let Some(link) = symlink_on_the_way(root, &prefix) {
+        if matcher.is_some() || link != prefix {
+            return Ok(0);
+        }
+        files.insert(prefix);
+        return Ok(1);
+    }
     let skip = skip.to_owned();
     // `parents` reads the `.gitignore` files above `start` up to the repository's root, so
     // walking only `src/` still sees the root's rules. The rules apply inside a git
@@ -225,6 +234,20 @@ fn walk(
     Ok(matched)
 }
 
+/// The first component of `relative` (inside `root`), itself included, that is a symlink.
+pub fn symlink_on_the_way(root: &Path, relative: &Path) -> Option<PathBuf> {
+    let mut path = PathBuf::new();
+    for part in relative.components() {
+        path.push(part);
+        match std::fs::symlink_metadata(root.join(&path)) {
+            Ok(meta) if meta.file_type().is_symlink() => return Some(path),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
 /// The warning for an `inputs` pattern that named no file.
 pub fn unmatched_warning(stage: &str, pattern: &str) -> String {
     format!(
@@ -253,7 +276,7 @@ pub fn changed_by_run_warning(stage: &str, changed: &[String]) -> String {
 }
 
 /// The leading components of a pattern that hold no glob characters.
-fn literal_prefix(pattern: &str) -> PathBuf {
+pub fn literal_prefix(pattern: &str) -> PathBuf {
     if !is_glob(pattern) {
         return PathBuf::from(pattern);
     }

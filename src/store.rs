@@ -285,6 +285,15 @@ impl Store {
                 pattern: pattern.clone(),
                 escape,
             })?;
+            let prefix = inputs::literal_prefix(&clean);
+            if inputs::is_glob(&clean)
+                && let Some(link) = inputs::symlink_on_the_way(root, &prefix)
+            {
+                return Err(StoreError::BelowLink {
+                    path: PathBuf::from(pattern),
+                    link,
+                });
+            }
             let matches: Vec<PathBuf> = if inputs::is_glob(&clean) {
                 inputs::expand(root, std::slice::from_ref(&clean), state_dir).map_err(|source| {
                     StoreError::Output {
@@ -723,18 +732,7 @@ fn link_leaves(path: &str, target: &str) -> bool {
 /// The first directory above `relative` (inside `root`) that is a symlink, if any: what is
 /// below it lives wherever the link points.
 fn symlink_above(root: &Path, relative: &Path) -> Option<PathBuf> {
-    let mut above = PathBuf::new();
-    let parent = relative.parent()?;
-    for part in parent.components() {
-        above.push(part);
-        match fs::symlink_metadata(root.join(&above)) {
-            Ok(meta) if meta.file_type().is_symlink() => return Some(above),
-            Ok(_) => {}
-            // Nothing exists below a missing directory.
-            Err(_) => return None,
-        }
-    }
-    None
+    inputs::symlink_on_the_way(root, relative.parent()?)
 }
 
 fn ensure_parent(path: &Path) -> Result<(), StoreError> {

@@ -82,6 +82,32 @@ fn a_symlink_leaving_the_project_is_refused_and_nothing_behind_it_is_stored() {
     assert_eq!((stats.objects, stats.records), (0, 0));
 }
 
+/// A glob below a symlink is refused by its pattern, before anything behind the link is
+/// walked or read.
+#[test]
+fn a_glob_below_a_symlink_is_refused() {
+    let outside = outside();
+    let target = outside.path().display().to_string();
+    let out = Test::new()
+        .pipeline(&format!(
+            "
+            version: 1
+            stages:
+              build:
+                run: mkdir -p out && ln -sfn {target} out/etcdir
+                outputs: [\"out/etcdir/**\"]
+                outside_links: true
+            "
+        ))
+        .args(["run"])
+        .code(1)
+        .run();
+    let message = "output `out/etcdir/**` is below the symlink `out/etcdir`";
+    assert!(out.stderr.contains(message), "{}", out.stderr);
+    let stats = out.cache_stats();
+    assert_eq!((stats.objects, stats.records), (0, 0));
+}
+
 /// With `outside_links: true` the link is kept, as a link: the store holds no copy of what it
 /// points to, and a restore makes the same link again.
 #[test]
