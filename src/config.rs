@@ -366,6 +366,9 @@ pub struct StageDef {
     /// Directory the commands run in, relative to the pipeline's directory.
     #[schemars(with = "Option<String>")]
     pub workdir: Option<Spanned<String>>,
+    /// `true` lets an output be a symlink whose target leaves the project (an absolute
+    /// path, or too many `..`). Links are stored as links and never followed either way.
+    pub outside_links: Option<bool>,
     /// Longest the stage may run, e.g. `90s`, `20m`, `1h30m`; then its processes are killed.
     #[schemars(with = "Option<String>")]
     pub timeout: Option<Spanned<Scalar>>,

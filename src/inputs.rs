@@ -50,6 +50,52 @@ pub fn clean(pattern: &str) -> &str {
     p.trim_end_matches('/')
 }
 
+/// Why a path or pattern does not name a place inside the directory it is relative to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Escape {
+    #[error("it is an absolute path")]
+    Absolute,
+    #[error("its `..` parts lead out of the pipeline's directory")]
+    Above,
+    #[error("a `..` follows a glob part, which may stand for any depth")]
+    ParentAfterGlob,
+}
+
+/// `path` with `.` parts and doubled slashes dropped and each `..` taking away the part before
+/// it, by the text alone (a symlink on the way is not followed): one spelling of one place.
+/// `""` is the directory itself.
+pub fn lexical(path: &Path) -> Result<PathBuf, Escape> {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    return Err(Escape::Above);
+                }
+            }
+            Component::Normal(name) => out.push(name),
+            Component::RootDir | Component::Prefix(_) => return Err(Escape::Absolute),
+        }
+    }
+    Ok(out)
+}
+
+/// A pattern made [`lexical`], so that what it names is known before anything is walked:
+/// `out2/../../x` leaves the project, `./a/../b` is `b`. A `..` after a glob part is refused,
+/// since `**` may stand for no part at all.
+pub fn normalize(pattern: &str) -> Result<String, Escape> {
+    let mut glob_seen = false;
+    for part in Path::new(pattern).components() {
+        match part {
+            Component::Normal(name) if is_glob(&name.to_string_lossy()) => glob_seen = true,
+            Component::ParentDir if glob_seen => return Err(Escape::ParentAfterGlob),
+            _ => {}
+        }
+    }
+    lexical(Path::new(pattern)).map(|p| p.to_string_lossy().into_owned())
+}
+
 pub fn is_glob(pattern: &str) -> bool {
     pattern.contains(GLOB_CHARS)
 }
@@ -107,7 +153,15 @@ fn walk(
     ignores: Ignores,
     files: &mut BTreeSet<PathBuf>,
 ) -> io::Result<usize> {
-    let pattern = clean(pattern);
+    // The planner refuses a pattern that leaves the project; walked as it reads, without
+    // the kernel resolving a `..` through a symlink.
+    let pattern = normalize(pattern).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("`{pattern}` is not inside the project: {e}"),
+        )
+    })?;
+    let pattern = pattern.as_str();
     let matcher = if is_glob(pattern) {
         Some(compile(pattern).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?)
     } else {
@@ -124,6 +178,15 @@ fn walk(
         return Ok(0);
     }
     let honour = ignores == Ignores::Honour;
+    // Outputs, archives and publishing never look through a symlink: the walker would
+    // follow one at its root. A link named literally is itself the match.
+    if !honour && let Some(link) = symlink_on_the_way(root, &prefix) {
+        if matcher.is_some() || link != prefix {
+            return Ok(0);
+        }
+        files.insert(prefix);
+        return Ok(1);
+    }
     let skip = skip.to_owned();
     // `parents` reads the `.gitignore` files above `start` up to the repository's root, so
     // walking only `src/` still sees the root's rules. The rules apply inside a git
@@ -174,6 +237,20 @@ fn walk(
     Ok(matched)
 }
 
+/// The first component of `relative` (inside `root`), itself included, that is a symlink.
+pub fn symlink_on_the_way(root: &Path, relative: &Path) -> Option<PathBuf> {
+    let mut path = PathBuf::new();
+    for part in relative.components() {
+        path.push(part);
+        match std::fs::symlink_metadata(root.join(&path)) {
+            Ok(meta) if meta.file_type().is_symlink() => return Some(path),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
 /// The warning for an `inputs` pattern that named no file.
 pub fn unmatched_warning(stage: &str, pattern: &str) -> String {
     format!(
@@ -202,7 +279,7 @@ pub fn changed_by_run_warning(stage: &str, changed: &[String]) -> String {
 }
 
 /// The leading components of a pattern that hold no glob characters.
-fn literal_prefix(pattern: &str) -> PathBuf {
+pub fn literal_prefix(pattern: &str) -> PathBuf {
     if !is_glob(pattern) {
         return PathBuf::from(pattern);
     }
@@ -280,6 +357,16 @@ mod tests {
         // Outputs keep what git ignores.
         let outputs = expand(root, &["src".to_owned()], &root.join(".murphy")).unwrap();
         assert_eq!(outputs.len(), 5, "{outputs:?}");
+    }
+
+    #[test]
+    fn patterns_are_resolved_by_their_text_and_must_stay_inside() {
+        assert_eq!(normalize("./a//b/./c/../d"), Ok("a/b/d".to_owned()));
+        assert_eq!(normalize("src/**/*.rs"), Ok("src/**/*.rs".to_owned()));
+        assert_eq!(normalize("a/.."), Ok(String::new()));
+        assert_eq!(normalize("out2/../../outside.txt"), Err(Escape::Above));
+        assert_eq!(normalize("/etc/passwd"), Err(Escape::Absolute));
+        assert_eq!(normalize("src/*/../x"), Err(Escape::ParentAfterGlob));
     }
 
     #[test]

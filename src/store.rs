@@ -11,6 +11,10 @@
 //! checksum matches and every object it names exists with the digest in its name; anything
 //! else is treated as absent, so the stage runs again.
 //! **Invariant:** objects are written (and synced) before the record that names them.
+//! **Invariant:** outputs never escape the project. A symlink is stored as a link and never
+//! followed (nor is any symlink above an output); one whose target leaves the project is
+//! refused unless the stage says `outside_links: true`. A record naming a path outside the
+//! project is damaged; restoring never writes, removes or chmods through a symlink.
 //!
 //! Objects are copies (`std::fs::copy`, which shares extents on copy-on-write filesystems),
 //! not hard links: a later build that rewrites an output in place would otherwise rewrite the
@@ -42,8 +46,29 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    #[error("output `{pattern}` is not inside the project: {escape}")]
+    Outside {
+        pattern: String,
+        escape: inputs::Escape,
+    },
+    #[error(
+        "output `{}` is below the symlink `{}`: murphy does not follow symlinks in outputs; declare the link itself, or a path that is not below it",
+        path.display(), link.display()
+    )]
+    BelowLink { path: PathBuf, link: PathBuf },
+    #[error(
+        "output `{path}` is a symlink to `{target}`, outside the project; the stage must say `outside_links: true` to keep such a link"
+    )]
+    OutsideLink { path: String, target: String },
+    #[error(
+        "cannot restore `{}`: `{}` is a symlink, and murphy does not write through one",
+        path.display(), link.display()
+    )]
+    ThroughLink { path: PathBuf, link: PathBuf },
     #[error("output `{}` changed while it was being stored", .0.display())]
     Unstable(PathBuf),
+    #[error("the checkpoint record is damaged: {0}")]
+    DamagedRecord(String),
     #[error("stored object {0} is damaged")]
     Corrupt(String),
     #[error("cannot restore `{}` in the workspace", path.display())]
@@ -226,7 +251,14 @@ impl Store {
             return None;
         }
         let record: StageRecord = serde_json::from_slice(body).ok()?;
-        (record.v == RECORD_VERSION && record.fingerprint == fingerprint).then_some(record)
+        if record.v != RECORD_VERSION || record.fingerprint != fingerprint {
+            return None;
+        }
+        if let Err(problem) = check_paths(&record.outputs) {
+            tracing::warn!("{} is damaged ({problem}); ignoring it", path.display());
+            return None;
+        }
+        Some(record)
     }
 
     fn object_ok(&self, digest: &str, stat_cache: &StatCache) -> bool {
@@ -236,37 +268,61 @@ impl Store {
     }
 
     /// Collects a stage's declared outputs below `root`: every path must exist and every glob
-    /// must match. A directory is taken whole, with its files, symlinks and modes.
+    /// must match. A directory is taken whole, with its files, symlinks and modes. Symlinks
+    /// are taken as links, never followed; one that leads out of the project is refused
+    /// unless `outside_links`.
     pub fn collect_outputs(
         &self,
         root: &Path,
         patterns: &[String],
+        outside_links: bool,
         stat_cache: &StatCache,
     ) -> Result<Vec<OutputEntry>, StoreError> {
         let state_dir = self.root.parent().unwrap_or(&self.root);
         let mut entries = Vec::new();
         for pattern in patterns {
-            let clean = inputs::clean(pattern);
-            let matches: Vec<PathBuf> = if inputs::is_glob(clean) {
-                inputs::expand(root, &[clean.to_owned()], state_dir).map_err(|source| {
+            let clean = inputs::normalize(pattern).map_err(|escape| StoreError::Outside {
+                pattern: pattern.clone(),
+                escape,
+            })?;
+            let prefix = inputs::literal_prefix(&clean);
+            if inputs::is_glob(&clean)
+                && let Some(link) = inputs::symlink_on_the_way(root, &prefix)
+            {
+                return Err(StoreError::BelowLink {
+                    path: PathBuf::from(pattern),
+                    link,
+                });
+            }
+            let matches: Vec<PathBuf> = if inputs::is_glob(&clean) {
+                inputs::expand(root, std::slice::from_ref(&clean), state_dir).map_err(|source| {
                     StoreError::Output {
-                        path: PathBuf::from(clean),
+                        path: PathBuf::from(&clean),
                         source,
                     }
                 })?
             } else {
-                vec![PathBuf::from(clean)]
+                vec![PathBuf::from(&clean)]
             };
             if matches.is_empty() {
                 return Err(StoreError::MissingOutput(pattern.clone()));
             }
             for relative in matches {
+                if let Some(link) = symlink_above(root, &relative) {
+                    return Err(StoreError::BelowLink {
+                        path: relative,
+                        link,
+                    });
+                }
                 let path = root.join(&relative);
                 if fs::symlink_metadata(&path).is_err() {
                     return Err(StoreError::MissingOutput(pattern.clone()));
                 }
+                // A declared output that is itself a symlink is taken as the link: walkdir
+                // would otherwise walk the directory it points to.
                 let walk = walkdir::WalkDir::new(&path)
                     .follow_links(false)
+                    .follow_root_links(false)
                     .into_iter()
                     .filter_entry(|e| !crate::atomic_file::is_temp(e.file_name()));
                 for entry in walk {
@@ -275,7 +331,17 @@ impl Store {
                         source: e.into(),
                     })?;
                     let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
-                    entries.push(self.describe(entry.path(), rel, stat_cache)?);
+                    let described = self.describe(entry.path(), rel, stat_cache)?;
+                    if let OutputKind::Symlink { target } = &described.kind
+                        && !outside_links
+                        && link_leaves(&described.path, target)
+                    {
+                        return Err(StoreError::OutsideLink {
+                            path: described.path,
+                            target: target.clone(),
+                        });
+                    }
+                    entries.push(described);
                 }
             }
         }
@@ -382,15 +448,36 @@ impl Store {
 
     /// Makes the workspace hold the record's outputs, copying back what is missing or different
     /// and checking each object's bytes on the way; files the record does not name are left
-    /// alone. Returns how many entries were restored.
+    /// alone. Returns how many entries were restored. Nothing is written, removed or chmod-ed
+    /// below a symlink: the record's own parents come first (sorted), so a link where the
+    /// record has a directory is replaced by it, and a link above what the record names is
+    /// an error.
     pub fn restore(
         &self,
         root: &Path,
         record: &StageRecord,
+        outside_links: bool,
         stat_cache: &StatCache,
     ) -> Result<usize, StoreError> {
+        check_paths(&record.outputs).map_err(StoreError::DamagedRecord)?;
+        if !outside_links
+            && let Some((path, target)) = record.outputs.iter().find_map(|e| match &e.kind {
+                OutputKind::Symlink { target } if link_leaves(&e.path, target) => {
+                    Some((e.path.clone(), target.clone()))
+                }
+                _ => None,
+            })
+        {
+            return Err(StoreError::OutsideLink { path, target });
+        }
         let mut restored = 0;
         for entry in &record.outputs {
+            if let Some(link) = symlink_above(root, Path::new(&entry.path)) {
+                return Err(StoreError::ThroughLink {
+                    path: PathBuf::from(&entry.path),
+                    link,
+                });
+            }
             let path = root.join(&entry.path);
             let current = fs::symlink_metadata(&path).ok();
             match &entry.kind {
@@ -433,8 +520,13 @@ impl Store {
         for entry in record.outputs.iter().rev() {
             if let OutputKind::Dir { mode } = entry.kind {
                 let path = root.join(&entry.path);
-                fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-                    .map_err(workspace_err(&path))?;
+                // Made a directory above; never chmod what a link points to.
+                if symlink_above(root, Path::new(&entry.path)).is_none()
+                    && fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir())
+                {
+                    fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                        .map_err(workspace_err(&path))?;
+                }
             }
         }
         Ok(restored)
@@ -453,7 +545,14 @@ impl Store {
                 io::ErrorKind::NotFound => StoreError::Corrupt(digest.to_owned()),
                 _ => io_err(&object)(e),
             })?;
-            let mut to = fs::File::create(&tmp).map_err(workspace_err(&tmp))?;
+            // `create_new` refuses whatever is there, a symlink included, instead of
+            // writing through it.
+            remove_any(&tmp);
+            let mut to = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(workspace_err(&tmp))?;
             let mut hasher = blake3::Hasher::new();
             let mut buf = vec![0u8; 1 << 20];
             loop {
@@ -586,6 +685,56 @@ fn read_dir_if_any(dir: &Path) -> Result<Vec<fs::DirEntry>, StoreError> {
     }
 }
 
+/// Whether every path a record names is a plain relative path inside the project, in order,
+/// none below a symlink the record holds: anything else was not written by murphy.
+fn check_paths(entries: &[OutputEntry]) -> Result<(), String> {
+    let mut links: Vec<&Path> = Vec::new();
+    let mut previous: Option<&str> = None;
+    for entry in entries {
+        let path = Path::new(&entry.path);
+        match inputs::lexical(path) {
+            Ok(clean) if !clean.as_os_str().is_empty() && clean.as_os_str() == path.as_os_str() => {
+            }
+            Ok(_) => return Err(format!("`{}` is not a plain path", entry.path)),
+            Err(escape) => {
+                return Err(format!(
+                    "`{}` is not inside the project: {escape}",
+                    entry.path
+                ));
+            }
+        }
+        if previous.is_some_and(|p| p >= entry.path.as_str()) {
+            return Err(format!("`{}` is out of order or repeated", entry.path));
+        }
+        previous = Some(&entry.path);
+        if let Some(link) = links.iter().find(|l| path.starts_with(l)) {
+            return Err(format!(
+                "`{}` is below the symlink `{}`",
+                entry.path,
+                link.display()
+            ));
+        }
+        if matches!(entry.kind, OutputKind::Symlink { .. }) {
+            links.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Whether a symlink at `path` (relative to the project) with `target` points out of the
+/// project: an absolute target, or one whose `..` parts climb above the project's root.
+/// Decided by the text, as the planner decides paths.
+fn link_leaves(path: &str, target: &str) -> bool {
+    let parent = Path::new(path).parent().unwrap_or(Path::new(""));
+    inputs::lexical(&parent.join(target)).is_err()
+}
+
+/// The first directory above `relative` (inside `root`) that is a symlink, if any: what is
+/// below it lives wherever the link points.
+fn symlink_above(root: &Path, relative: &Path) -> Option<PathBuf> {
+    inputs::symlink_on_the_way(root, relative.parent()?)
+}
+
 fn ensure_parent(path: &Path) -> Result<(), StoreError> {
     match path.parent() {
         Some(parent) => fs::create_dir_all(parent).map_err(workspace_err(parent)),
@@ -615,5 +764,44 @@ fn sync_filesystem(path: &Path) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, kind: OutputKind) -> OutputEntry {
+        OutputEntry {
+            path: path.to_owned(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn a_link_leaves_when_its_target_climbs_above_the_project_or_is_absolute() {
+        assert!(!link_leaves("out/vd", "../victim"));
+        assert!(!link_leaves("out/a/b", "../../c"));
+        assert!(link_leaves("out/vd", "../../victim"));
+        assert!(link_leaves("out/etcdir", "/etc"));
+    }
+
+    #[test]
+    fn a_record_holds_plain_paths_in_order_and_nothing_below_its_links() {
+        let dir = || OutputKind::Dir { mode: 0o755 };
+        let link = || OutputKind::Symlink {
+            target: "../victim".into(),
+        };
+        assert!(check_paths(&[entry("out", dir()), entry("out/vd", link())]).is_ok());
+        for bad in [
+            vec![entry("../x", dir())],
+            vec![entry("/tmp/x", dir())],
+            vec![entry("out/./x", dir())],
+            vec![entry("", dir())],
+            vec![entry("b", dir()), entry("a", dir())],
+            vec![entry("out/vd", link()), entry("out/vd/cfg", dir())],
+        ] {
+            assert!(check_paths(&bad).is_err(), "{bad:?}");
+        }
     }
 }

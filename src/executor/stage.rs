@@ -215,14 +215,24 @@ impl Task {
                 }
                 return ctx
                     .store
-                    .restore(&ctx.plan.root, &record, &ctx.stat_cache)
+                    .restore(
+                        &ctx.plan.root,
+                        &record,
+                        stage.outside_links,
+                        &ctx.stat_cache,
+                    )
                     .map(Some)
                     .map_err(|e| crate::causes::line(&e));
             }
             // Nothing was stored to restore from: the outputs must be what it made.
             let outputs = ctx
                 .store
-                .collect_outputs(&ctx.plan.root, &stage.outputs, &ctx.stat_cache)
+                .collect_outputs(
+                    &ctx.plan.root,
+                    &stage.outputs,
+                    stage.outside_links,
+                    &ctx.stat_cache,
+                )
                 .map_err(|e| crate::causes::line(&e))?;
             Ok((outputs_digest(&outputs) == expected).then_some(0))
         })
@@ -292,8 +302,10 @@ impl Task {
         let ctx = self.ctx.clone();
         let stage = self.stage().name.clone();
         let record2 = record.clone();
+        let outside_links = self.stage().outside_links;
         let restored = tokio::task::spawn_blocking(move || {
-            ctx.store.restore(&ctx.plan.root, &record2, &ctx.stat_cache)
+            ctx.store
+                .restore(&ctx.plan.root, &record2, outside_links, &ctx.stat_cache)
         })
         .await
         .map_err(|e| format!("restoring failed: {e}"))?
@@ -673,9 +685,12 @@ impl Task {
             let stage = &ctx.plan.stages[id];
             crate::crash::at("stage-exited", &stage.name);
             warn_if_inputs_changed(&ctx, stage, &manifest);
-            let outputs =
-                ctx.store
-                    .collect_outputs(&ctx.plan.root, &stage.outputs, &ctx.stat_cache)?;
+            let outputs = ctx.store.collect_outputs(
+                &ctx.plan.root,
+                &stage.outputs,
+                stage.outside_links,
+                &ctx.stat_cache,
+            )?;
             let output_digest = outputs_digest(&outputs);
             if stage.cacheable {
                 let record = StageRecord {

@@ -70,8 +70,11 @@ pub struct Stage {
     pub outputs: Vec<String>,
     pub env: Vec<(String, String)>,
     pub pass_env: Vec<String>,
-    /// Relative to [`Plan::root`] unless absolute.
+    /// Relative to [`Plan::root`], lexical, inside it (`.` for the root itself).
     pub workdir: PathBuf,
+    /// Outputs may be symlinks whose targets leave the project (stored and restored as
+    /// links, never followed).
+    pub outside_links: bool,
     pub timeout: Option<Duration>,
     pub retry: Retry,
     /// A successful result may be reused while the fingerprint is unchanged. A stage with

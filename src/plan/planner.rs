@@ -208,23 +208,35 @@ impl Planner<'_> {
                 self.error("`timeout` must be longer than zero", t);
             }
             self.file = origins.outputs;
+            // An output the project holds whole, or that holds it, could make a resume
+            // remove the project: said so in its own words, and only once.
+            let mut paths: Vec<_> = def.inputs.iter().map(|p| (p, origins.inputs)).collect();
             for output in &def.outputs {
-                let clean = normalize_path(&output.value);
-                if clean.is_empty() || clean == ".." || clean.starts_with("../") {
-                    self.error(
-                        format!(
-                            "output `{}` is the project itself or outside it: an output must be a path inside the pipeline's directory",
-                            output.value
-                        ),
-                        output,
-                    );
-                }
+                let why = match crate::inputs::normalize(&output.value) {
+                    Ok(path) if path.is_empty() => String::new(),
+                    Err(escape @ crate::inputs::Escape::Above) => format!(" ({escape})"),
+                    _ => {
+                        paths.push((output, origins.outputs));
+                        continue;
+                    }
+                };
+                self.error(
+                    format!(
+                        "output `{}` is the project itself or outside it{why}: an output must be a path inside the pipeline's directory",
+                        output.value
+                    ),
+                    output,
+                );
             }
-            let inputs = def.inputs.iter().map(|p| (p, origins.inputs));
-            for (pattern, file) in inputs.chain(def.outputs.iter().map(|p| (p, origins.outputs))) {
+            for (pattern, file) in paths {
                 self.file = file;
                 self.relative_path(pattern, "inputs and outputs are");
             }
+            self.file = origins.workdir;
+            let workdir = match &def.workdir {
+                Some(w) => self.workdir(w),
+                None => PathBuf::new(),
+            };
             self.file = origins.when;
             let mut when = def.when.as_ref().map(|w| self.when(w));
             if !def.publish.is_empty() && when.is_none() {
@@ -331,11 +343,12 @@ impl Planner<'_> {
                 archive,
                 env: stage_env,
                 pass_env: def.pass_env.clone(),
-                workdir: def
-                    .workdir
-                    .as_ref()
-                    .map(|w| PathBuf::from(&w.value))
-                    .unwrap_or_else(|| PathBuf::from(".")),
+                workdir: if workdir.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    workdir
+                },
+                outside_links: def.outside_links.unwrap_or(false),
                 timeout,
                 retry,
             });
@@ -364,8 +377,9 @@ impl Planner<'_> {
         })
     }
 
-    /// A path or glob the pipeline names: relative, and a glob that compiles. `what` says
-    /// what such paths are, for the message (`inputs and outputs are`).
+    /// A path or glob the pipeline names: relative, inside the project once its `..` parts
+    /// are resolved, and a glob that compiles. `what` says what such paths are, for the
+    /// message (`inputs and outputs are`).
     pub(super) fn relative_path(&mut self, pattern: &Spanned<String>, what: &str) {
         if Path::new(&pattern.value).is_absolute() {
             self.error(
@@ -375,11 +389,37 @@ impl Planner<'_> {
                 ),
                 pattern,
             );
+        } else if let Err(escape) = crate::inputs::normalize(&pattern.value) {
+            self.error(
+                format!(
+                    "`{}` leaves the project ({escape}): {what} paths inside the pipeline's directory",
+                    pattern.value
+                ),
+                pattern,
+            );
         } else if let Err(err) = crate::inputs::compile(&pattern.value) {
             self.error(
                 format!("bad glob `{}`: {}", pattern.value, err.kind()),
                 pattern,
             );
+        }
+    }
+
+    /// A stage's `workdir`, made lexical: a directory inside the project (`""` is the
+    /// project itself). Used as resolved, so a `..` after a symlink cannot lead elsewhere.
+    fn workdir(&mut self, workdir: &Spanned<String>) -> PathBuf {
+        match crate::inputs::lexical(Path::new(&workdir.value)) {
+            Ok(path) => path,
+            Err(escape) => {
+                self.error(
+                    format!(
+                        "workdir `{}` leaves the project ({escape}): it is a directory inside the pipeline's directory",
+                        workdir.value
+                    ),
+                    workdir,
+                );
+                PathBuf::new()
+            }
         }
     }
 
@@ -555,7 +595,8 @@ impl Planner<'_> {
         } in self.defs
         {
             for output in &def.outputs {
-                let key = normalize_path(&output.value);
+                let key = crate::inputs::normalize(&output.value)
+                    .unwrap_or_else(|_| output.value.clone());
                 match seen.get(&key) {
                     Some((first_stage, first, first_file)) => duplicates.push((
                         output,
@@ -591,14 +632,6 @@ fn default_release_tags() -> Pattern {
             .map(|g| g.compile_matcher())
             .unwrap_or_else(|_| unreachable!("`v*` is a valid glob")),
     }
-}
-
-/// `./target//x/` and `target/x` name the same output.
-fn normalize_path(path: &str) -> String {
-    path.split('/')
-        .filter(|part| !part.is_empty() && *part != ".")
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 #[cfg(test)]

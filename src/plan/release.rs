@@ -186,17 +186,7 @@ impl Planner<'_> {
             self.file = archive_file;
         }
         for pattern in &def.files {
-            if Path::new(&pattern.value).is_absolute() {
-                self.error(
-                    format!("`{}` is an absolute path: archive files are relative to the pipeline's directory", pattern.value),
-                    pattern,
-                );
-            } else if let Err(err) = crate::inputs::compile(&pattern.value) {
-                self.error(
-                    format!("bad glob `{}`: {}", pattern.value, err.kind()),
-                    pattern,
-                );
-            }
+            self.relative_path(pattern, "archive files are");
         }
         let retention = def.retention.as_ref();
         ArchiveSpec {

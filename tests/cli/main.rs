@@ -7,6 +7,7 @@ mod change;
 mod checkpoints;
 mod cli;
 mod config;
+mod containment;
 mod hooks;
 mod include;
 mod init;
