@@ -97,6 +97,19 @@ pub fn load(
     Ok(values)
 }
 
+/// A secret that may be absent (`MURPHY_STORE_KEY`), read and masked like any other.
+pub fn optional(
+    name: &str,
+    env: &BTreeMap<String, String>,
+    file: &Path,
+) -> Result<Option<String>, SecretError> {
+    match load(&[name.to_owned()], env, file) {
+        Ok(mut values) => Ok(values.remove(name)),
+        Err(SecretError::Missing { .. }) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
 /// An absent file holds no secrets; a present one must be private.
 fn read_file(path: &Path) -> Result<BTreeMap<String, String>, SecretError> {
     let Ok(meta) = std::fs::metadata(path) else {

@@ -153,7 +153,13 @@ pub fn outputs_digest(entries: &[OutputEntry]) -> String {
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// With a store key, every record carries a keyed MAC and one without a valid MAC is
+    /// treated as absent: a record edited by someone without the key is never trusted.
+    key: Option<[u8; 32]>,
 }
+
+/// What starts a record written with a store key: `mac:` and the keyed BLAKE3 of its body.
+const MAC_PREFIX: &[u8] = b"mac:";
 
 /// Counts for `murphy cache stats` and `murphy cache gc`.
 #[derive(Debug, Default, Serialize)]
@@ -167,6 +173,30 @@ impl Store {
     pub fn new(state_dir: &Path) -> Store {
         Store {
             root: state_dir.join("store"),
+            key: None,
+        }
+    }
+
+    /// The store with records authenticated by `key` (`MURPHY_STORE_KEY`).
+    pub fn keyed(self, key: &str) -> Store {
+        Store {
+            key: Some(blake3::derive_key(
+                "murphy 2026-11 checkpoint record MAC",
+                key.as_bytes(),
+            )),
+            ..self
+        }
+    }
+
+    /// The first line of a record: its keyed MAC with a store key, its digest without.
+    fn seal(&self, body: &[u8]) -> Vec<u8> {
+        match &self.key {
+            Some(key) => [
+                MAC_PREFIX,
+                blake3::keyed_hash(key, body).to_hex().as_bytes(),
+            ]
+            .concat(),
+            None => blake3::hash(body).to_hex().as_bytes().to_vec(),
         }
     }
 
@@ -240,14 +270,63 @@ impl Store {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// The record for `fingerprint` if its checksum holds (its objects unchecked).
+    /// The record for `fingerprint` as it reads, and whether it is sealed with a MAC; its
+    /// checksum or MAC unchecked: only for what gc keeps, never for what is restored.
+    fn read_unverified(&self, fingerprint: &str) -> Option<(bool, StageRecord)> {
+        let bytes = fs::read(self.record_path(fingerprint)).ok()?;
+        let newline = bytes.iter().position(|&b| b == b'\n')?;
+        let record: StageRecord = serde_json::from_slice(&bytes[newline + 1..]).ok()?;
+        (record.v == RECORD_VERSION && record.fingerprint == fingerprint)
+            .then_some((bytes.starts_with(MAC_PREFIX), record))
+    }
+
+    /// The record for `fingerprint` if its checksum (with a store key, its MAC) holds and it
+    /// names only paths inside the project (its objects unchecked).
     pub fn read_record(&self, fingerprint: &str) -> Option<StageRecord> {
         let path = self.record_path(fingerprint);
         let bytes = fs::read(&path).ok()?;
-        let (check, body) = bytes.split_at_checked(64)?;
-        let body = body.strip_prefix(b"\n")?;
-        if blake3::hash(body).to_hex().as_bytes() != check {
+        let Some(newline) = bytes.iter().position(|&b| b == b'\n') else {
             tracing::warn!("{} is damaged; ignoring it", path.display());
+            return None;
+        };
+        let (check, body) = (&bytes[..newline], &bytes[newline + 1..]);
+        let keyed = check.starts_with(MAC_PREFIX);
+        let trusted = match (&self.key, keyed) {
+            (Some(_), true) | (None, false) => {
+                // Compared in constant time: how much of a MAC matched says nothing.
+                let expected = self.seal(body);
+                expected.len() == check.len()
+                    && expected
+                        .iter()
+                        .zip(check)
+                        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                        == 0
+            }
+            (Some(_), false) => {
+                tracing::warn!(
+                    "{} has no MAC, and MURPHY_STORE_KEY is set: ignoring it",
+                    path.display()
+                );
+                return None;
+            }
+            (None, true) => {
+                tracing::warn!(
+                    "{} was written with a store key: set MURPHY_STORE_KEY to use it; ignoring it",
+                    path.display()
+                );
+                return None;
+            }
+        };
+        if !trusted {
+            let what = if keyed {
+                "its MAC does not match MURPHY_STORE_KEY"
+            } else {
+                "its checksum does not match"
+            };
+            tracing::warn!(
+                "{} is damaged or forged ({what}); ignoring it",
+                path.display()
+            );
             return None;
         }
         let record: StageRecord = serde_json::from_slice(body).ok()?;
@@ -406,7 +485,7 @@ impl Store {
         crate::crash::at("objects-stored", &record.stage);
         let body = serde_json::to_vec_pretty(record)
             .map_err(|e| io_err(&self.root)(io::Error::other(e)))?;
-        let mut bytes = blake3::hash(&body).to_hex().as_bytes().to_vec();
+        let mut bytes = self.seal(&body);
         bytes.push(b'\n');
         bytes.extend_from_slice(&body);
         for dir in ["records", "manifests", "latest"] {
@@ -607,7 +686,12 @@ impl Store {
         let mut removed = Stats::default();
         let mut referenced: HashSet<String> = HashSet::new();
         for fingerprint in self.fingerprints()? {
-            let record = self.read_record(&fingerprint);
+            // A record sealed with a key this murphy was not given cannot be checked here,
+            // but it is still someone's checkpoint: it stays, and its objects with it.
+            let record = match self.read_unverified(&fingerprint) {
+                Some((true, record)) if self.key.is_none() => Some(record),
+                _ => self.read_record(&fingerprint),
+            };
             let expired = match (&record, keep_days) {
                 (None, _) => true,
                 (Some(r), Some(days)) => {

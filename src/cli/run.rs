@@ -209,9 +209,10 @@ pub(super) fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
         eprintln!("note: {note}");
     }
     refuse_dirty_release(change::dirty_release(&change), args.allow_dirty)?;
+    let store_key = store_key(&env, &args.secrets.path(&state))?;
     let mut lock = RunLock::acquire(state.root())?;
     stop_leftovers_of_killed_run(&state);
-    let modes = modes(&plan, &selected, args, &Store::new(state.root()))?;
+    let modes = modes(&plan, &selected, args, &store(&state, store_key.as_deref()))?;
     let names = |mode: Mode| -> Vec<String> {
         selected
             .iter()
@@ -255,6 +256,7 @@ pub(super) fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
         start,
         secrets,
         confirmed: Default::default(),
+        store_key,
     };
     execute(cli, &state, prepared, &change, &env, &options)
 }
@@ -406,6 +408,30 @@ fn modes(
     Ok(modes)
 }
 
+/// `MURPHY_STORE_KEY`, from the environment or the secrets file, if set.
+fn store_key(
+    env: &BTreeMap<String, String>,
+    secrets_file: &std::path::Path,
+) -> Result<Option<String>, Error> {
+    let key = crate::secrets::optional("MURPHY_STORE_KEY", env, secrets_file)?;
+    if key.as_ref().is_some_and(|k| k.len() < 16) {
+        return Err(Error::Usage(
+            "MURPHY_STORE_KEY is shorter than 16 bytes: too weak to authenticate checkpoint records"
+                .into(),
+        ));
+    }
+    Ok(key)
+}
+
+/// The checkpoint store of `state`, its records authenticated when there is a key.
+fn store(state: &StateDir, key: Option<&str>) -> Store {
+    let store = Store::new(state.root());
+    match key {
+        Some(key) => store.keyed(key),
+        None => store,
+    }
+}
+
 /// A tag run releases what HEAD holds: with tracked files changed, it goes on only when
 /// asked to, and says so.
 fn refuse_dirty_release(why: Option<String>, allow_dirty: bool) -> Result<(), Error> {
@@ -497,6 +523,7 @@ pub(super) fn resume(cli: &Cli, args: &ResumeArgs) -> Result<i32, Error> {
     let skip = skip_when(&plan, &selected, &change);
     let env = environment::outer();
     let secrets = load_secrets(&plan, &selected, &skip, &env, &args.secrets.path(&state))?;
+    let store_key = store_key(&env, &args.secrets.path(&state))?;
     let confirmed = view
         .published
         .iter()
@@ -534,6 +561,7 @@ pub(super) fn resume(cli: &Cli, args: &ResumeArgs) -> Result<i32, Error> {
         start,
         secrets,
         confirmed,
+        store_key,
     };
     execute(cli, &state, prepared, &change, &env, &options)
 }
@@ -548,6 +576,8 @@ struct Prepared {
     start: Start,
     secrets: BTreeMap<String, String>,
     confirmed: crate::publish::ConfirmedSet,
+    /// `MURPHY_STORE_KEY`: with it, checkpoint records are written and read with a MAC.
+    store_key: Option<String>,
 }
 
 type Vars = Vec<(String, String)>;
@@ -593,6 +623,7 @@ fn execute(
         start,
         secrets,
         confirmed,
+        store_key,
     } = prepared;
     let names: Vec<&str> = selected
         .iter()
@@ -615,6 +646,9 @@ fn execute(
     ctx.change = Some(change.clone());
     ctx.secrets = secrets;
     ctx.confirmed = confirmed;
+    if let Some(key) = store_key.as_deref() {
+        ctx.store = Store::new(&ctx.state_dir).keyed(key);
+    }
     let ctx = Arc::new(ctx);
     let status = runtime()?.block_on(async {
         let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);

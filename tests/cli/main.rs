@@ -20,4 +20,5 @@ mod resume_check;
 mod run;
 mod shell;
 mod signals;
+mod store_key;
 mod support;
