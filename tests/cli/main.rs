@@ -11,6 +11,7 @@ mod hooks;
 mod include;
 mod init;
 mod inputs;
+mod private;
 mod publish;
 mod records;
 mod resume;
