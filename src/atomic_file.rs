@@ -4,14 +4,28 @@
 //! `temp-written:<file name>` makes one); its directory's owner sweeps it (`Store::sweep_temp_files`,
 //! the archive's cleaner), since nothing else knows whether its writer is gone.
 
-use std::fs::{self, File};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Replaces `path` with `bytes` so that a reader (or a reboot) sees the old file or the new
-/// one, never a mix. The temp file sits in the same directory so the rename is atomic.
+/// one, never a mix, readable by its owner only (mode 0600): most of what murphy writes is its
+/// state, which holds whatever stages printed.
 pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_with_mode(path, bytes, 0o600)
+}
+
+/// [`write`] for a file meant for others too (`pipeline.lock`, an archive's manifest): the
+/// mode a new file gets under the umask.
+pub fn write_shared(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_with_mode(path, bytes, 0o666)
+}
+
+/// The temp file sits in the same directory as `path` so the rename is atomic; it is made
+/// with `mode` (less the umask), so the file is never readable by more than that.
+fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -21,7 +35,12 @@ pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
     let tmp = dir.join(temp_name(&name.to_string_lossy()));
     let result = (|| {
-        let mut file = File::create(&tmp)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         crate::crash::at("temp-written", &name.to_string_lossy());
@@ -83,6 +102,18 @@ pub fn ignore_all(dir: &Path) -> io::Result<()> {
     write(&path, b"*\n")
 }
 
+/// Creates `dir` (and its missing parents) for its owner only (mode 0700), and takes group
+/// and other access away from one that exists: murphy's state directory and its runs hold
+/// logs of whatever stages printed.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let mode = fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o700))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -104,5 +135,20 @@ mod tests {
         super::write(&path, b"two").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_private_dir_is_made_or_tightened_to_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("a/b");
+        super::private_dir(&fresh).unwrap();
+        assert_eq!(mode(&fresh), 0o700);
+        let old = dir.path().join("old");
+        std::fs::create_dir(&old).unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+        super::private_dir(&old).unwrap();
+        assert_eq!(mode(&old), 0o700);
     }
 }

@@ -7,6 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -168,6 +169,7 @@ impl Journal {
     pub fn open(path: &Path) -> io::Result<Journal> {
         let mut file = OpenOptions::new()
             .create(true)
+            .mode(0o600)
             .read(true)
             .append(true)
             .open(path)?;

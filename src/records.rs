@@ -9,9 +9,10 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::fs;
+use std::fs::{self, DirBuilder};
 use std::hash::{BuildHasher, Hasher};
 use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
@@ -136,7 +137,8 @@ impl StateDir {
         params: RunParams,
     ) -> Result<(RunDir, RunMeta, Journal), RecordsError> {
         let runs = self.runs_dir();
-        fs::create_dir_all(&runs).map_err(io_err(&runs))?;
+        atomic_file::private_dir(&self.root).map_err(io_err(&self.root))?;
+        atomic_file::private_dir(&runs).map_err(io_err(&runs))?;
         // The state dir is murphy's, not the project's: keep it out of `git status`.
         crate::atomic_file::ignore_all(&self.root)
             .map_err(io_err(&self.root.join(".gitignore")))?;
@@ -144,7 +146,7 @@ impl StateDir {
         let (id, path) = loop {
             let id = new_run_id(started_at);
             let path = runs.join(&id);
-            match fs::create_dir(&path) {
+            match DirBuilder::new().mode(0o700).create(&path) {
                 Ok(()) => {
                     atomic_file::sync_dir(&runs).map_err(io_err(&runs))?;
                     break (id, path);
@@ -155,7 +157,10 @@ impl StateDir {
         };
         let dir = RunDir { id, path };
         let logs = dir.path.join("logs");
-        fs::create_dir(&logs).map_err(io_err(&logs))?;
+        DirBuilder::new()
+            .mode(0o700)
+            .create(&logs)
+            .map_err(io_err(&logs))?;
         let meta = RunMeta {
             v: META_VERSION,
             run_id: dir.id.clone(),

@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -53,6 +53,29 @@ pub enum SecretError {
         path.display()
     )]
     Exposed { path: PathBuf, mode: u32 },
+    #[error("refusing the secrets file `{}`: it is {what}, not a regular file", path.display())]
+    NotAFile { path: PathBuf, what: &'static str },
+    #[error(
+        "refusing the secrets file `{}`: it belongs to uid {owner}, not to you (uid {me})",
+        path.display()
+    )]
+    NotYours { path: PathBuf, owner: u32, me: u32 },
+    #[error(
+        "refusing the secrets file `{}`: its folder `{}` is writable by others (mode {mode:o}), who could swap it",
+        path.display(),
+        dir.display()
+    )]
+    OpenFolder {
+        path: PathBuf,
+        dir: PathBuf,
+        mode: u32,
+    },
+    #[error("cannot inspect the secrets file `{}`", path.display())]
+    Inspect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("secret `{0}` is shorter than {SHORTEST} characters, too short to mask safely in logs")]
     TooShort(String),
     #[error(transparent)]
@@ -110,11 +133,63 @@ pub fn optional(
     }
 }
 
-/// An absent file holds no secrets; a present one must be private.
+/// An absent file holds no secrets; a present one must be private: a regular file (not a
+/// symlink, nor a FIFO that would hang the read), the user's own, mode 600, in a folder nobody
+/// else can write (who could swap the file between this check and the read).
 fn read_file(path: &Path) -> Result<BTreeMap<String, String>, SecretError> {
-    let Ok(meta) = std::fs::metadata(path) else {
-        return Ok(BTreeMap::new());
+    let inspect = |source| SecretError::Inspect {
+        path: path.to_owned(),
+        source,
     };
+    // `symlink_metadata` looks without opening, so neither a symlink nor a FIFO is followed.
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(inspect(e)),
+    };
+    let kind = meta.file_type();
+    let what = if kind.is_symlink() {
+        Some("a symlink")
+    } else if kind.is_fifo() {
+        Some("a FIFO")
+    } else if kind.is_dir() {
+        Some("a folder")
+    } else if !kind.is_file() {
+        Some("a device or socket")
+    } else {
+        None
+    };
+    if let Some(what) = what {
+        return Err(SecretError::NotAFile {
+            path: path.to_owned(),
+            what,
+        });
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(SecretError::NotYours {
+            path: path.to_owned(),
+            owner: meta.uid(),
+            me,
+        });
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir_mode = std::fs::metadata(dir)
+        .map_err(inspect)?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if dir_mode & 0o022 != 0 {
+        return Err(SecretError::OpenFolder {
+            path: path.to_owned(),
+            dir: dir.to_owned(),
+            mode: dir_mode,
+        });
+    }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(SecretError::Exposed {

@@ -16,8 +16,8 @@ pub struct Finding {
     /// The build it concerns, if one.
     pub build: Option<u64>,
     /// A stable word for machines: `missing-file`, `changed-file`, `extra-file`,
-    /// `bad-bundle`, `bad-manifest`, `manifest-without-bundle`, `build-without-manifest`,
-    /// `overdue`, `missing-build`.
+    /// `unsafe-entry`, `bad-bundle`, `bad-manifest`, `manifest-without-bundle`,
+    /// `build-without-manifest`, `overdue`, `missing-build`.
     pub kind: &'static str,
     pub detail: String,
 }
@@ -108,6 +108,15 @@ fn check(archive: &Archive, policy: Policy, now: Timestamp) -> Result<Report, Ar
                 ),
             ),
             Err(err) => finding("bad-bundle", format!("cannot read the bundle: {err}")),
+        }
+        // An unreadable bundle is reported once, by the digests below.
+        for name in bundle::unsafe_entries(&bundle_path).unwrap_or_default() {
+            finding(
+                "unsafe-entry",
+                format!(
+                    "entry `{name}` would land outside the folder the bundle is extracted to (absolute path, `..` or a symlink)"
+                ),
+            );
         }
         let inside = match bundle::digests(&bundle_path) {
             Ok(inside) => inside,

@@ -41,6 +41,15 @@ pub enum BundleError {
         expected: String,
         actual: String,
     },
+    #[error(
+        "refusing to archive `{0}` under that name: an entry must be a relative path that stays inside the project (no leading `/`, no `..`)"
+    )]
+    OutsideProject(String),
+    #[error(
+        "`{}` is a symlink; refusing to extract through it (remove it, or extract elsewhere)",
+        .0.display()
+    )]
+    SymlinkInDestination(PathBuf),
     #[error("the bundle has no entry `{0}`, which the manifest lists")]
     NoSuchEntry(String),
     #[error("cannot extract `{}`", path.display())]
@@ -64,6 +73,11 @@ pub fn write(path: &Path, mut entries: Vec<Entry>) -> Result<(), BundleError> {
         source,
     };
     entries.sort_by(|a, b| a.name.cmp(&b.name));
+    // The planner refuses such files too; this is the last word, since an entry named
+    // `../x` lands outside the folder of whoever unzips the bundle.
+    for entry in &entries {
+        check_name(&entry.name)?;
+    }
     let file = File::create(path).map_err(fail)?;
     let mut zip = ZipWriter::new(file);
     let mut buf = vec![0u8; 1 << 20];
@@ -93,6 +107,36 @@ pub fn write(path: &Path, mut entries: Vec<Entry>) -> Result<(), BundleError> {
     }
     let file = zip.finish().map_err(|e| fail(io::Error::other(e)))?;
     file.sync_all().map_err(fail)
+}
+
+/// Refuses an entry name that could land outside wherever the bundle is extracted; names
+/// murphy writes are plain relative paths, so a name that [`safe_relative`] would rewrite
+/// (`a/./b`) is refused too.
+pub fn check_name(name: &str) -> Result<(), BundleError> {
+    match safe_relative(name) {
+        Some(path) if path.as_os_str() == name => Ok(()),
+        _ => Err(BundleError::OutsideProject(name.to_owned())),
+    }
+}
+
+/// The names of entries that could land outside wherever the bundle is extracted (absolute,
+/// climbing out with `..`, or symlinks), read from the zip's directory; for `audit`.
+pub fn unsafe_entries(path: &Path) -> Result<Vec<String>, BundleError> {
+    let mut zip = open(path)?;
+    let mut out = Vec::new();
+    for i in 0..zip.len() {
+        let file = zip
+            .by_index_raw(i)
+            .map_err(|source| BundleError::Unreadable {
+                path: path.to_owned(),
+                source,
+            })?;
+        let name = entry_name(&file)?;
+        if file.is_symlink() || safe_relative(&name).is_none() || file.enclosed_name().is_none() {
+            out.push(name);
+        }
+    }
+    Ok(out)
 }
 
 /// Each entry's SHA-256 and size, read from the bundle; for `audit`.
@@ -154,11 +198,11 @@ pub fn extract(
             source,
         };
         if file.is_dir() {
-            std::fs::create_dir_all(&target).map_err(fail)?;
+            make_dirs(dest, &relative)?;
             continue;
         }
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(fail)?;
+        if let Some(parent) = relative.parent() {
+            make_dirs(dest, parent)?;
         }
         let tmp = target.with_file_name(crate::atomic_file::temp_name(
             &target.file_name().unwrap_or_default().to_string_lossy(),
@@ -217,6 +261,34 @@ pub fn extract(
         }
     }
     Ok(written)
+}
+
+/// Creates `relative`'s folders under `dest` one by one, refusing to go through a symlink
+/// already there: `dest/dist -> /etc` would otherwise take the files wherever it points.
+/// The last component of a file's path needs no check: the rename replaces a symlink there
+/// rather than writing through it.
+fn make_dirs(dest: &Path, relative: &Path) -> Result<(), BundleError> {
+    let mut at = dest.to_path_buf();
+    for part in relative.components() {
+        at.push(part);
+        let fail = |source| BundleError::Extract {
+            path: at.clone(),
+            source,
+        };
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(BundleError::SymlinkInDestination(at));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match std::fs::create_dir(&at) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(fail(e)),
+            },
+            Err(e) => return Err(fail(e)),
+        }
+    }
+    Ok(())
 }
 
 fn open(path: &Path) -> Result<ZipArchive<File>, BundleError> {
@@ -318,5 +390,29 @@ mod tests {
             assert_eq!(safe_relative(name), None, "{name}");
         }
         assert_eq!(safe_relative("a/./b"), Some(PathBuf::from("a/b")));
+    }
+
+    #[test]
+    fn no_entry_is_written_under_a_name_that_climbs_out() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("outside.txt"), "not the project's").unwrap();
+        for name in [
+            "../outside.txt",
+            "/etc/passwd",
+            "a/../../outside.txt",
+            "a/./b",
+        ] {
+            let zip = dir.path().join("bundle.zip");
+            let entry = Entry {
+                name: name.into(),
+                source: dir.path().join("outside.txt"),
+            };
+            let err = write(&zip, vec![entry]).unwrap_err();
+            assert!(
+                matches!(&err, BundleError::OutsideProject(n) if n == name),
+                "{name}: {err}"
+            );
+            assert!(!zip.exists(), "{name}");
+        }
     }
 }

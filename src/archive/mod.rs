@@ -195,9 +195,11 @@ impl Archive {
         let mut entries = Vec::with_capacity(files.len());
         let mut file_entries = Vec::with_capacity(files.len());
         for relative in &files {
+            let name = relative.to_string_lossy().into_owned();
+            // Before anything is read: `../outside.txt` is not the project's to archive.
+            bundle::check_name(&name)?;
             let source = request.project_root.join(relative);
             let (sha256, size) = bundle::sha256_file(&source).map_err(io_err(&source))?;
-            let name = relative.to_string_lossy().into_owned();
             file_entries.push(FileEntry {
                 path: name.clone(),
                 sha256,
@@ -349,7 +351,8 @@ impl Archive {
         let path = tmp.join("manifest.json");
         let bytes =
             serde_json::to_vec_pretty(&manifest).map_err(|e| io_err(&path)(io::Error::other(e)))?;
-        atomic_file::write(&path, &bytes).map_err(io_err(&path))?;
+        // An archive is for others (a web server, a release page): its files are not private.
+        atomic_file::write_shared(&path, &bytes).map_err(io_err(&path))?;
         atomic_file::sync_dir(tmp).map_err(io_err(tmp))?;
         crate::crash::at("archive-staged", request.stage);
         // Not part of the build; the lock lives on in the open file until we are done.
@@ -357,7 +360,8 @@ impl Archive {
         let dir = self.build_dir(number);
         fs::rename(tmp, &dir).map_err(io_err(&dir))?;
         let next = self.root.join(".next");
-        atomic_file::write(&next, (number + 1).to_string().as_bytes()).map_err(io_err(&next))?;
+        atomic_file::write_shared(&next, (number + 1).to_string().as_bytes())
+            .map_err(io_err(&next))?;
         Ok(Created {
             build: number,
             pruned: self.prune_locked(request.retention, Timestamp::now(), false),

@@ -288,7 +288,7 @@ pub(super) fn archive(cli: &Cli, command: &ArchiveCommand) -> Result<i32, Error>
             let rows = sizes::rows(&manifests);
             print_table(&sizes::table(&rows));
             if let Some(path) = svg {
-                crate::atomic_file::write(path, sizes::svg(&rows).as_bytes())
+                crate::atomic_file::write_shared(path, sizes::svg(&rows).as_bytes())
                     .map_err(|e| io_error(&format!("cannot write `{}`", path.display()), e))?;
                 eprintln!("wrote {}", path.display());
             }

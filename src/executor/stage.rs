@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -605,6 +606,7 @@ impl Task {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&log_path)
             .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
         let output = Arc::new(Output::new(log, None));
@@ -941,7 +943,12 @@ async fn run_attempt(
     cancel: &mut watch::Receiver<bool>,
 ) -> Attempt {
     let stage = &ctx.plan.stages[id];
-    let log = match OpenOptions::new().create(true).append(true).open(log_path) {
+    let log = match OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(log_path)
+    {
         Ok(log) => log,
         Err(err) => return Attempt::failed(format!("cannot open {}: {err}", log_path.display())),
     };

@@ -135,9 +135,11 @@ impl Lockfile {
             source: std::io::Error::other(e),
         })?;
         text.push('\n');
-        crate::atomic_file::write(path, text.as_bytes()).map_err(|source| LockfileError::Write {
-            path: path.to_owned(),
-            source,
+        crate::atomic_file::write_shared(path, text.as_bytes()).map_err(|source| {
+            LockfileError::Write {
+                path: path.to_owned(),
+                source,
+            }
         })
     }
 }

@@ -13,6 +13,7 @@ mod include;
 mod init;
 mod inputs;
 mod masking;
+mod private;
 mod publish;
 mod records;
 mod resume;
