@@ -16,6 +16,8 @@ pub use serde_saphyr::Spanned;
 
 use crate::diagnostic::{Diagnostic, Span, did_you_mean};
 
+#[cfg(test)]
+mod fuzz;
 mod keys;
 
 /// The pipeline format this murphy reads and writes.
