@@ -8,6 +8,7 @@ mod checkpoints;
 mod cli;
 mod config;
 mod hooks;
+mod hygiene;
 mod include;
 mod init;
 mod inputs;
