@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::environment::strip_userinfo;
 use crate::trigger::Trigger;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,9 +53,15 @@ pub struct CiInfo {
     pub base_branch: Option<String>,
 }
 
-/// Reads `env` (the process environment, in production) for a known CI provider.
+/// Reads `env` (the process environment, in production) for a known CI provider. URLs lose
+/// any `user:password@` on the way in: what is read here ends up in `meta.json` and in
+/// notifications.
 pub fn detect(env: &BTreeMap<String, String>) -> Option<CiInfo> {
-    let get = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
+    let get = |k: &str| {
+        env.get(k)
+            .filter(|v| !v.is_empty())
+            .map(|v| strip_userinfo(v).into_owned())
+    };
     let is = |k: &str, v: &str| env.get(k).is_some_and(|x| x.eq_ignore_ascii_case(v));
 
     if is("GITHUB_ACTIONS", "true") {
@@ -460,6 +467,27 @@ mod tests {
         );
         let c = detect(&env(&[("CIRCLECI", "true"), ("CIRCLE_TAG", "v3.0.0")])).unwrap();
         assert_eq!(c.trigger, Trigger::Tag);
+    }
+
+    #[test]
+    fn urls_read_lose_their_credentials() {
+        let mr = detect(&env(&[
+            ("GITLAB_CI", "true"),
+            ("CI_MERGE_REQUEST_IID", "12"),
+            ("CI_PROJECT_URL", "https://ana:glpat-1@gitlab.com/g/r"),
+            (
+                "CI_PIPELINE_URL",
+                "https://ana:glpat-1@gitlab.com/g/r/-/pipelines/9",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (mr.pr_url.as_deref(), mr.run_url.as_deref()),
+            (
+                Some("https://gitlab.com/g/r/-/merge_requests/12"),
+                Some("https://gitlab.com/g/r/-/pipelines/9")
+            )
+        );
     }
 
     #[test]

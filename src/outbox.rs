@@ -167,10 +167,14 @@ async fn send(
 ) -> Result<(), (u32, String)> {
     let url = match &target.url {
         UrlSource::Literal(url) => url.clone(),
-        UrlSource::Secret(name) => secrets
-            .get(name)
-            .cloned()
-            .ok_or_else(|| (0, format!("secret `{name}` (the URL) is not set")))?,
+        UrlSource::Secret(name) => {
+            let url = secrets
+                .get(name)
+                .cloned()
+                .ok_or_else(|| (0, format!("secret `{name}` (the URL) is not set")))?;
+            crate::publish::warn_plain_http(&url, name);
+            url
+        }
     };
     let mut last = String::new();
     let mut made = 0;

@@ -89,19 +89,20 @@ pub async fn publish(
 ) -> Result<Confirmed, Failure> {
     let (template, token) = fields(target);
     let url = fill(template, release.name, release.version, item);
+    if let Some(name) = token {
+        super::warn_plain_http(&url, name);
+    }
     if let Some(done) = already(&url, token, item, release).await? {
         return Ok(done);
     }
     let bytes = tokio::fs::read(&item.path)
         .await
         .map_err(|e| Failure::fatal(format!("cannot read `{}`: {e}", item.path.display())))?;
-    let response = authorized(release.client.put(&url), token, release)?
+    let request = authorized(release.client.put(&url), token, release)?
         .header("x-checksum-sha256", &item.digest)
         .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-        .body(bytes)
-        .send()
-        .await
-        .map_err(Failure::from_reqwest)?;
+        .body(bytes);
+    let response = super::upload(request).await?;
     let status = response.status();
     if status.is_success() {
         return Ok(Confirmed::Uploaded);
@@ -113,13 +114,14 @@ pub async fn publish(
 
 pub async fn preflight(target: &Target, release: &Release<'_>) -> Result<String, String> {
     let (template, token) = fields(target);
+    // The server, without any path a placeholder would fill.
+    let base = template.split('{').next().unwrap_or(template);
     if let Some(name) = token {
         release
             .secret(name)
             .map_err(|_| format!("secret `{name}` is not set"))?;
+        super::warn_plain_http(base, name);
     }
-    // The server, without any path a placeholder would fill.
-    let base = template.split('{').next().unwrap_or(template);
     let response = release
         .client
         .head(base)

@@ -12,9 +12,10 @@ pub mod http;
 pub mod pages;
 pub mod pypi;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -116,14 +117,116 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-/// The HTTP client murphy talks to servers with: one place for its timeouts and identity.
-/// `timeout` bounds a whole request (an upload of a large file included).
+/// The HTTP client murphy talks to servers with: one place for its timeouts, identity and
+/// redirects. `timeout` bounds a whole request (an upload of a large file included). It never
+/// sends `Referer`: the URL it would name may be a secret (a Slack webhook's).
 pub fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .timeout(timeout)
         .user_agent(concat!("murphy/", env!("CARGO_PKG_VERSION")))
+        .referer(false)
+        .redirect(reqwest::redirect::Policy::custom(redirect))
         .build()
+}
+
+/// As many redirects as reqwest follows by default.
+const MAX_REDIRECTS: usize = 10;
+
+tokio::task_local! {
+    /// Set while [`upload`] sends, for [`redirect`]: reqwest's redirect policy belongs to the
+    /// client and sees neither the method nor the body, and one client reads, uploads and
+    /// notifies.
+    static UPLOADING: ();
+}
+
+/// Which redirects murphy follows. A read or a notification follows any (to another host
+/// without `Authorization`, which reqwest drops). An upload follows only a 307 or 308 to the
+/// same scheme, host and port: another host must not receive the file, and a 301, 302 or 303
+/// would turn the upload into a GET whose success looks like a publication.
+fn redirect(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::redirect::Action {
+    if attempt.previous().len() >= MAX_REDIRECTS {
+        return attempt.error("too many redirects");
+    }
+    if UPLOADING.try_with(|_| ()).is_err() {
+        return attempt.follow();
+    }
+    let same_origin = attempt
+        .previous()
+        .first()
+        .is_some_and(|first| first.origin() == attempt.url().origin());
+    let keeps_the_request = matches!(
+        attempt.status(),
+        reqwest::StatusCode::TEMPORARY_REDIRECT | reqwest::StatusCode::PERMANENT_REDIRECT
+    );
+    if same_origin && keeps_the_request {
+        attempt.follow()
+    } else {
+        attempt.stop()
+    }
+}
+
+/// Sends an upload. A redirect it may not follow (see [`redirect`]) ends it with an error that
+/// names where the server wanted the file: nothing was sent there, and nothing counts as
+/// published.
+pub async fn upload(request: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
+    let response = UPLOADING
+        .scope((), request.send())
+        .await
+        .map_err(Failure::from_reqwest)?;
+    let location = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|l| l.to_str().ok());
+    match location {
+        Some(location) if response.status().is_redirection() => {
+            let next = response
+                .url()
+                .join(location)
+                .map_or_else(|_| location.to_owned(), |u| u.to_string());
+            let from = response.url().clone();
+            Err(Failure::fatal(format!(
+                "{from} answered {} and redirects the upload to {}; an upload follows a redirect only to the same host with 307 or 308, so nothing was sent there (is the URL right?)",
+                response.status(),
+                crate::environment::strip_userinfo(&next)
+            )))
+        }
+        _ => Ok(response),
+    }
+}
+
+/// Warns, once per server, when secret `secret` is about to go over plain `http://` to
+/// another machine, where anyone on the way can read it.
+pub fn warn_plain_http(url: &str, secret: &str) {
+    static WARNED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return;
+    };
+    if url.scheme() != "http" || is_loopback(&url) {
+        return;
+    }
+    let origin = url.origin().ascii_serialization();
+    let first = WARNED.lock().map_or(true, |mut warned| {
+        warned.insert(format!("{secret} {origin}"))
+    });
+    if first {
+        tracing::warn!(
+            "secret `{secret}` goes to {origin} over plain http://, readable by anyone on the way; use https://"
+        );
+    }
+}
+
+/// Whether `url` names this machine: `localhost`, 127.0.0.0/8 or ::1.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => {
+            let host = host.to_ascii_lowercase();
+            host == "localhost" || host.ends_with(".localhost")
+        }
+    }
 }
 
 /// One thing to publish to one target: a file, or a folder (git-pages), or a command run.
@@ -325,6 +428,24 @@ mod tests {
             answer,
             "the server answered 403 Forbidden: 403 Invalid or expired token"
         );
+    }
+
+    #[test]
+    fn loopback_is_this_machine_only() {
+        for (url, loopback) in [
+            ("http://127.0.0.1:8080/x", true),
+            ("http://127.0.0.2/", true),
+            ("http://[::1]:80/", true),
+            ("http://localhost/", true),
+            ("http://pypi.localhost/", true),
+            ("http://192.0.2.7/", false),
+            ("http://0.0.0.0:9/", false),
+            ("http://example.org/", false),
+            ("http://localhost.example.org/", false),
+        ] {
+            let parsed = reqwest::Url::parse(url).unwrap();
+            assert_eq!(is_loopback(&parsed), loopback, "{url}");
+        }
     }
 
     #[tokio::test]

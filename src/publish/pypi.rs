@@ -85,6 +85,7 @@ async fn listed(
     release: &Release<'_>,
 ) -> Result<Option<String>, Failure> {
     let (_, index_url, username, password_secret) = target_fields(target);
+    super::warn_plain_http(index_url, password_secret);
     let url = format!(
         "{}/{}/",
         index_url.trim_end_matches('/'),
@@ -175,6 +176,7 @@ pub async fn publish(
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_else(|| item.name.clone());
     let dist = parse_filename(&file)?;
+    super::warn_plain_http(repository_url, password_secret);
     if let Some(done) = already(target, item, &dist, &file, release).await? {
         return Ok(done);
     }
@@ -191,15 +193,13 @@ pub async fn publish(
         .text("pyversion", dist.pyversion.clone())
         .text("sha256_digest", item.digest.clone())
         .part("content", Part::bytes(bytes).file_name(file.clone()));
-    let response = login(
+    let request = login(
         release.client.post(repository_url),
         username,
         release.secret(password_secret)?,
     )
-    .multipart(form)
-    .send()
-    .await
-    .map_err(Failure::from_reqwest)?;
+    .multipart(form);
+    let response = super::upload(request).await?;
     let status = response.status();
     if status.is_success() {
         return Ok(Confirmed::Uploaded);
@@ -221,6 +221,8 @@ pub async fn publish(
 
 pub async fn preflight(target: &Target, release: &Release<'_>) -> Result<String, String> {
     let (repository_url, index_url, username, password_secret) = target_fields(target);
+    super::warn_plain_http(index_url, password_secret);
+    super::warn_plain_http(repository_url, password_secret);
     let password = release
         .secret(password_secret)
         .map_err(|_| format!("secret `{password_secret}` is not set"))?;

@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod containment;
 mod hooks;
+mod hygiene;
 mod include;
 mod init;
 mod inputs;
