@@ -108,7 +108,6 @@ impl Archive {
     /// see [`Archive::read_lock`].
     fn lock(&self) -> Result<ArchiveLock, ArchiveError> {
         fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
-        crate::atomic_file::ignore_all(&self.root).map_err(io_err(&self.root))?;
         let path = self.root.join(".lock");
         let file = OpenOptions::new()
             .create(true)
@@ -120,6 +119,8 @@ impl Archive {
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(io_err(&path)(io::Error::last_os_error()));
         }
+        // Under the lock: its temp file must not look like a dead writer's to the cleaner.
+        crate::atomic_file::ignore_all(&self.root).map_err(io_err(&self.root))?;
         Ok(ArchiveLock { _file: file })
     }
 
