@@ -1,0 +1,302 @@
+//! What a stage that succeeded hands on: its archive build, then its publications, each file
+//! exactly once (what the journal confirms is skipped; each confirmation is journalled and
+//! synced the moment the server gives it).
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::watch;
+
+use super::stage::Task;
+use crate::archive;
+use crate::change::Change;
+use crate::journal::{self, Event};
+use crate::plan::Target;
+use crate::process::{self, Ended, Output};
+use crate::publish;
+
+impl Task {
+    /// Makes the stage's archive build, then lets retention prune the archive. A failed
+    /// prune is a warning: the build itself is safe.
+    pub(super) async fn archive(&self, started_at: Timestamp) -> Result<(), String> {
+        let stage = self.stage();
+        let Some(spec) = stage.archive.clone() else {
+            return Ok(());
+        };
+        let ctx = self.ctx.clone();
+        let id = self.id;
+        let chain = self
+            .chain
+            .iter()
+            .map(|c| archive::ChainStage {
+                name: c.name.clone(),
+                state: c.state.clone(),
+                needs: c.needs.clone(),
+                inputs: c.inputs.clone(),
+            })
+            .collect();
+        let made = tokio::task::spawn_blocking(move || -> Result<(u64, PathBuf), String> {
+            let stage = &ctx.plan.stages[id];
+            let root = ctx.plan.root.join(&spec.root);
+            let store = archive::Archive::new(root.clone());
+            let change = ctx.change.clone().unwrap_or_else(Change::local);
+            let request = archive::Request {
+                project_root: &ctx.plan.root,
+                state_dir: &ctx.state_dir,
+                pipeline: &ctx.plan.name,
+                pipeline_file: &ctx.plan.file.to_string_lossy(),
+                stage: &stage.name,
+                run_id: &ctx.run.id,
+                started_at,
+                change: &change,
+                name_template: &spec.name,
+                files: spec.files.clone(),
+                chain,
+                retention: archive::retention::Policy {
+                    keep_last: spec.keep_last,
+                    keep_days: spec.keep_days,
+                },
+            };
+            let archive::Created { build, pruned } = store
+                .create(&request)
+                .map_err(|e| crate::causes::line(&e))?;
+            match pruned {
+                Ok(pruned) if !pruned.is_empty() => tracing::info!(
+                    "retention removed {} build(s) from {}",
+                    pruned.len(),
+                    root.display()
+                ),
+                Ok(_) => {}
+                Err(err) => tracing::warn!(
+                    "build {build} is archived, but pruning {} failed: {}",
+                    root.display(),
+                    crate::causes::line(&err)
+                ),
+            }
+            Ok((build, store.build_dir(build)))
+        })
+        .await
+        .map_err(|e| format!("archiving failed: {e}"))??;
+        let (build, dir) = made;
+        self.ctx.record(Event::Archived {
+            stage: stage.name.clone(),
+            build,
+            path: dir.to_string_lossy().into_owned(),
+        });
+        self.ctx.reporter.note(&format!(
+            "{} archived build {build} in {}",
+            stage.name,
+            dir.display()
+        ));
+        Ok(())
+    }
+
+    /// Publishes to every target of the stage, each file once: what the journal confirms is
+    /// skipped, each confirmation is journalled and synced the moment the server gives it.
+    pub(super) async fn publish(&self) -> Result<(), String> {
+        let stage = self.stage();
+        if stage.publish.is_empty() {
+            return Ok(());
+        }
+        // Gates: every required stage succeeded (or was restored) for this commit.
+        for &required in &stage.requires {
+            let name = &self.ctx.plan.stages[required].name;
+            let state = self
+                .chain
+                .iter()
+                .find(|c| &c.name == name)
+                .map_or("not run", |c| c.state.as_str());
+            if state != "succeeded" && state != "cached" {
+                return Err(format!(
+                    "publishing refused: `{name}` must succeed for this commit first, and it was {state}"
+                ));
+            }
+        }
+        let archived = self.archived_digests();
+        let version = self
+            .ctx
+            .change
+            .as_ref()
+            .and_then(|c| c.version.as_ref())
+            .map(|v| v.text.clone());
+        let release = publish::Release {
+            root: &self.ctx.plan.root,
+            state_dir: &self.ctx.state_dir,
+            name: &self.ctx.plan.name,
+            version: version.as_deref(),
+            secrets: &self.ctx.secrets,
+            client: &self.ctx.client,
+        };
+        let attempts = if stage.retry.attempts > 1 {
+            stage.retry.attempts
+        } else {
+            5
+        };
+        let base = if stage.retry.delay.is_zero() {
+            Duration::from_millis(500)
+        } else {
+            stage.retry.delay
+        };
+        let ids = publish::target_ids(&stage.publish);
+        for (target, id) in stage.publish.iter().zip(&ids) {
+            let items = publish::items(target, &self.ctx.plan.root, &self.ctx.state_dir)?;
+            if let Target::Http { url, .. } = target {
+                let mut seen = BTreeMap::new();
+                for item in &items {
+                    let to = publish::fill(url, release.name, release.version, item);
+                    if let Some(first) = seen.insert(to.clone(), item.name.clone()) {
+                        return Err(format!(
+                            "{id}: `{first}` and `{}` would both go to {to}; use `{{path}}` in the url",
+                            item.name
+                        ));
+                    }
+                }
+            }
+            for item in &items {
+                if let Some(sha) = archived.get(&item.name)
+                    && *sha != item.digest
+                {
+                    return Err(format!(
+                        "`{}` changed since this run archived it; publishing only the archived bytes",
+                        item.name
+                    ));
+                }
+                let key = (
+                    stage.name.clone(),
+                    id.clone(),
+                    item.name.clone(),
+                    item.digest.clone(),
+                );
+                if self.ctx.confirmed.contains(&key) {
+                    self.ctx.reporter.note(&format!(
+                        "{} {id}: `{}` was published before the run was resumed",
+                        stage.name, item.name
+                    ));
+                    continue;
+                }
+                if *self.cancel.borrow() {
+                    return Err("interrupted before publishing".into());
+                }
+                let outcome = match target {
+                    Target::Command { run, check, .. } => {
+                        self.publish_command(run, check.as_deref(), item).await?
+                    }
+                    _ => {
+                        let mut cancel = self.cancel.clone();
+                        let upload = publish::with_retries(attempts, base, |_| {
+                            publish::publish(target, item, &release)
+                        });
+                        tokio::select! {
+                            done = upload => {
+                                done.map_err(|message| format!("{id}: `{}`: {message}", item.name))?
+                            }
+                            () = process::cancelled(&mut cancel) => {
+                                return Err(format!(
+                                    "{id}: `{}`: interrupted; `murphy resume` finishes the release",
+                                    item.name
+                                ));
+                            }
+                        }
+                    }
+                };
+                self.ctx.record(Event::Published {
+                    stage: stage.name.clone(),
+                    target: id.clone(),
+                    file: item.name.clone(),
+                    digest: item.digest.clone(),
+                    outcome,
+                });
+                // A confirmation must outlive a power cut, or a resume would publish again.
+                if let Err(err) = self.ctx.journal.sync() {
+                    return Err(format!("cannot sync the journal after publishing: {err}"));
+                }
+                crate::crash::at("published", &item.name);
+                let word = match outcome {
+                    publish::Confirmed::Uploaded => "published",
+                    publish::Confirmed::AlreadyPresent => "already there (same bytes)",
+                };
+                self.ctx
+                    .reporter
+                    .note(&format!("{} {id}: `{}` {word}", stage.name, item.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The SHA-256 of each file this run archived: publishing sends those very bytes.
+    fn archived_digests(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let Ok(records) = journal::read(&self.ctx.run.journal_path()) else {
+            return out;
+        };
+        for record in records {
+            if let Event::Archived { path, .. } = record.event
+                && let Ok(bytes) = std::fs::read(Path::new(&path).join("manifest.json"))
+                && let Ok(manifest) =
+                    serde_json::from_slice::<archive::manifest::BuildManifest>(&bytes)
+            {
+                out.extend(manifest.files.into_iter().map(|f| (f.path, f.sha256)));
+            }
+        }
+        out
+    }
+
+    /// A `command` target: `check` (if any) says whether it is published already; then the
+    /// command runs in the project with the stage's environment, its output in the log.
+    async fn publish_command(
+        &self,
+        run: &str,
+        check: Option<&str>,
+        item: &publish::Item,
+    ) -> Result<publish::Confirmed, String> {
+        let fill = |template: &str| template.replace("{file}", &shell_quote(&item.name));
+        let env = self.stage_env().await?;
+        let log_path = self.ctx.run.log_path(&self.stage().name);
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&log_path)
+            .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
+        let output = Arc::new(Output::new(log, None));
+        let cancel = self.cancel.clone();
+        let run_one = |command: String, mut cancel: watch::Receiver<bool>| {
+            let output = output.clone();
+            let env = env.clone();
+            async move {
+                output.line(format!("$ {command}\n").as_bytes());
+                let (argv, _script) = self.stage().shell.command(&command, &self.ctx.run.path)?;
+                let root = &self.ctx.plan.root;
+                process::run(&argv, root, &env, output, None, &mut cancel).await
+            }
+        };
+        if let Some(check) = check {
+            match run_one(fill(check), cancel.clone()).await {
+                Ok(Ended::Exited(status)) if status.success() => {
+                    return Ok(publish::Confirmed::AlreadyPresent);
+                }
+                Ok(Ended::Exited(_)) => {}
+                Ok(_) => return Err("command: interrupted while checking".into()),
+                Err(err) => return Err(format!("command: cannot run `{check}`: {err}")),
+            }
+        }
+        match run_one(fill(run), cancel.clone()).await {
+            Ok(Ended::Exited(status)) if status.success() => Ok(publish::Confirmed::Uploaded),
+            Ok(Ended::Exited(status)) => Err(format!(
+                "command: `{run}` failed ({status}); see `murphy logs`"
+            )),
+            Ok(_) => Err("command: interrupted".into()),
+            Err(err) => Err(format!("command: cannot run `{run}`: {err}")),
+        }
+    }
+}
+
+/// `'a b'`: one shell word, whatever the path holds.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
