@@ -108,8 +108,19 @@ pub fn ignore_all(dir: &Path) -> io::Result<()> {
 pub fn private_dir(dir: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let mode = fs::metadata(dir)?.permissions().mode();
-    if mode & 0o077 != 0 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o700))?;
+    if mode & 0o077 != 0
+        && let Err(err) = fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o700))
+    {
+        // Someone else's folder (a shared state directory, a CI cache restored under another
+        // owner): murphy cannot close it, and says so rather than refusing to work in it.
+        if err.kind() != io::ErrorKind::PermissionDenied {
+            return Err(err);
+        }
+        tracing::warn!(
+            "{} is open to others (mode {:o}) and not yours to close: logs and records in it can be read by them",
+            dir.display(),
+            mode & 0o777
+        );
     }
     Ok(())
 }

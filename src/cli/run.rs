@@ -209,8 +209,9 @@ pub(super) fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
         eprintln!("note: {note}");
     }
     refuse_dirty_release(change::dirty_release(&change), args.allow_dirty)?;
-    let store_key = store_key(&env, &args.secrets.path(&state))?;
+    // The lock first: it closes the state directory, where the secrets file lives.
     let mut lock = RunLock::acquire(state.root())?;
+    let store_key = store_key(&env, &args.secrets.path(&state))?;
     stop_leftovers_of_killed_run(&state);
     let modes = modes(&plan, &selected, args, &store(&state, store_key.as_deref()))?;
     let names = |mode: Mode| -> Vec<String> {

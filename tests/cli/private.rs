@@ -277,3 +277,17 @@ fn archive_get_does_not_write_through_a_symlink_in_the_destination() {
     out.murphy(["archive", "get", "1", "--to", "got"]).run();
     assert_eq!(out.read("got/dist/app.txt"), "the app\n");
 }
+
+/// A state directory an older murphy left open (umask 002) is closed by the next run before
+/// the secrets file in it is read, so that run is not refused for a folder it fixes itself.
+#[test]
+fn a_state_directory_left_open_is_closed_before_its_secrets_file_is_read() {
+    let test = Test::new()
+        .pipeline("version: 1\nstages:\n  a: {run: 'true'}\n")
+        .write(".murphy/secrets.yml", "OTHER: some value\n");
+    let state = test.path().join(".murphy");
+    fs::set_permissions(state.join("secrets.yml"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o775)).unwrap();
+    let out = test.args(["run"]).run();
+    assert_eq!(mode(&out.file(".murphy")), 0o700);
+}
