@@ -129,6 +129,17 @@ pub fn expand_inputs(root: &Path, patterns: &[String], skip: &Path) -> io::Resul
     })
 }
 
+/// Where `relative` (a path below `root` that [`expand`] matched) really leads, when that is
+/// outside the project: a symlink to `/etc/passwd` or `../../secret`. Archive and publish
+/// read what they match, so such a path would carry bytes from outside the project; they
+/// refuse it. `None` for a path inside the project, or one that leads nowhere (its read
+/// fails on its own).
+pub fn leads_outside(root: &Path, relative: &Path) -> Option<PathBuf> {
+    let project = std::fs::canonicalize(root).ok()?;
+    let real = std::fs::canonicalize(root.join(relative)).ok()?;
+    (!real.starts_with(&project)).then_some(real)
+}
+
 /// The files (and symlinks) below `root` that `patterns` name, relative to `root`, sorted and
 /// without duplicates, ignored files included: for outputs, archives and publishing. A plain
 /// path names a file, or every file below a directory. Paths inside `skip` (the state

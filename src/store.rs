@@ -253,9 +253,18 @@ impl Store {
     }
 
     /// Whether the stage has a readable record at all (checked before `--from` starts).
+    /// Read, not verified (a hint, for `--from` and `release --dry-run`): what is restored
+    /// from it is verified then, with the store key if there is one.
     pub fn has_record(&self, stage: &str) -> bool {
         fs::read_to_string(self.latest_path(stage))
-            .is_ok_and(|fp| self.read_record(fp.trim()).is_some())
+            .is_ok_and(|fp| self.read_unverified(fp.trim()).is_some())
+    }
+
+    /// The run that made the record for `fingerprint`, read but not verified: it only says
+    /// whose log to show.
+    pub fn made_by(&self, fingerprint: &str) -> Option<String> {
+        self.read_unverified(fingerprint)
+            .map(|(_, record)| record.run_id)
     }
 
     /// The manifest of the stage's newest record, to say what changed since.
@@ -282,7 +291,7 @@ impl Store {
 
     /// The record for `fingerprint` if its checksum (with a store key, its MAC) holds and it
     /// names only paths inside the project (its objects unchecked).
-    pub fn read_record(&self, fingerprint: &str) -> Option<StageRecord> {
+    fn read_record(&self, fingerprint: &str) -> Option<StageRecord> {
         let path = self.record_path(fingerprint);
         let bytes = fs::read(&path).ok()?;
         let Some(newline) = bytes.iter().position(|&b| b == b'\n') else {

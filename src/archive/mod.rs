@@ -54,6 +54,12 @@ pub enum ArchiveError {
         unmatched_list(.0)
     )]
     Unmatched(Vec<String>),
+    #[error(
+        "`{}` is a symlink to `{}`, outside the project: the archive takes nothing from outside",
+        path.display(),
+        target.display()
+    )]
+    Outside { path: PathBuf, target: PathBuf },
     #[error(transparent)]
     Bundle(#[from] bundle::BundleError),
     #[error("no build {build} in `{}` (see `murphy archive list`)", root.display())]
@@ -193,6 +199,11 @@ impl Archive {
     pub fn create(&self, request: &Request<'_>) -> Result<Created, ArchiveError> {
         let builds = self.builds()?;
         let files = self.expand(request)?;
+        if let Some((path, target)) = files.iter().find_map(|f| {
+            inputs::leads_outside(request.project_root, f).map(|target| (f.clone(), target))
+        }) {
+            return Err(ArchiveError::Outside { path, target });
+        }
         let mut entries = Vec::with_capacity(files.len());
         let mut file_entries = Vec::with_capacity(files.len());
         for relative in &files {

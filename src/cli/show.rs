@@ -36,8 +36,7 @@ pub(super) fn logs(state: &StateDir, run: Option<&str>, stage: &str) -> Result<i
         .fingerprint
         .as_deref()
         .filter(|_| entry.state == StageState::Cached)
-        .and_then(|fp| Store::new(state.root()).read_record(fp))
-        .map(|record| record.run_id)
+        .and_then(|fp| Store::new(state.root()).made_by(fp))
         .filter(|id| *id != view.run_id);
     if let Some(maker) = maker {
         let Ok(made) = state.find_run(Some(&maker)) else {

@@ -290,3 +290,51 @@ fn a_record_naming_a_path_outside_the_project_is_ignored_with_a_warning() {
         assert_eq!(again.read("proj/out.txt"), "built\n");
     }
 }
+
+/// Archive and publish read the files they match: a symlink among them that leads out of
+/// the project (`dist/s -> /etc/passwd`) would carry its bytes out, so it is refused.
+#[test]
+fn archive_and_publish_take_no_file_through_a_symlink_leading_out() {
+    let out = Test::new()
+        .pipeline(
+            "
+            version: 1
+            stages:
+              make: {run: mkdir -p dist && echo ok > dist/a.txt && ln -sfn /etc/passwd dist/s}
+              pack: {needs: [make], archive: {files: ['dist/**']}}
+            ",
+        )
+        .args(["run"])
+        .code(1)
+        .run();
+    assert!(
+        out.stderr.contains(
+            "`dist/s` is a symlink to `/etc/passwd`, outside the project: the archive takes nothing from outside"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.file("artifacts/000001").exists());
+
+    out.pipeline(
+        "
+        version: 1
+        stages:
+          make: {run: mkdir -p dist && echo ok > dist/a.txt && ln -sfn /etc/passwd dist/s}
+          ship:
+            needs: [make]
+            when: {trigger: [local]}
+            publish:
+              - command: {files: ['dist/*'], run: 'cat {file} >> shipped.txt'}
+        ",
+    );
+    let shipped = out.murphy(["run"]).code(1).run();
+    assert!(
+        shipped.stderr.contains(
+            "`dist/s` is a symlink to `/etc/passwd`, outside the project: nothing from outside is published"
+        ),
+        "{}",
+        shipped.stderr
+    );
+    assert!(!out.file("shipped.txt").exists());
+}
