@@ -131,10 +131,11 @@ pub fn dirty_release(change: &Change) -> Option<String> {
     })
 }
 
-/// [`dirty_release`] for a tag run being resumed: its record says how the tree was when it
-/// started, so the tree is compared again now.
+/// [`dirty_release`] with the tree compared now: for a tag run being resumed (its record says
+/// how the tree was when it started) and a tag only imagined (nothing compared it yet). A
+/// change outside any repository has no tree to compare.
 pub fn dirty_release_now(change: &Change, root: &Path) -> Option<String> {
-    if change.trigger != Trigger::Tag {
+    if change.trigger != Trigger::Tag || change.git.is_none() {
         return None;
     }
     match git::modified_tracked_files(root) {

@@ -83,7 +83,13 @@ pub(super) fn release(cli: &Cli, args: &ReleaseArgs) -> Result<i32, Error> {
     let runs = state.list().unwrap_or_default();
     // What would stop the release: each is also shown where it belongs above.
     let mut stops = Vec::new();
-    if let Some(why) = change::dirty_release_now(&change, &plan.root) {
+    // Collected for a tag at HEAD; an imagined tag's change was collected as a local one.
+    let dirty = if change.git.as_ref().is_some_and(|g| g.worktree_checked) {
+        change::dirty_release(&change)
+    } else {
+        change::dirty_release_now(&change, &plan.root)
+    };
+    if let Some(why) = dirty {
         println!("\nthe working tree is not clean: {why}");
         stops.push(format!(
             "{why} (a tag run refuses that without --allow-dirty)"

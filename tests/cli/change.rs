@@ -1921,3 +1921,21 @@ fn a_resumed_tag_run_refuses_a_tree_changed_since() {
     out.murphy(["resume", "--allow-dirty"]).run();
     assert_eq!(out.status().status, "succeeded");
 }
+
+/// A tag run outside any repository (a CI job on an exported tree) has no tree to compare:
+/// resuming it is not refused as dirty.
+#[test]
+fn a_tag_run_outside_a_repository_resumes() {
+    let out = Test::new()
+        .pipeline("version: 1\nstages:\n  check: {run: test -f ok}\n")
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_EVENT_NAME", "push")
+        .env("GITHUB_REF", "refs/tags/v1.0.0")
+        .args(["run"])
+        .code(1)
+        .run();
+    assert_eq!(out.show()["trigger"], "tag");
+    out.write("ok", "");
+    out.murphy(["resume"]).run();
+    assert_eq!(out.status().status, "succeeded");
+}
