@@ -129,15 +129,19 @@ pub fn expand_inputs(root: &Path, patterns: &[String], skip: &Path) -> io::Resul
     })
 }
 
-/// Where `relative` (a path below `root` that [`expand`] matched) really leads, when that is
-/// outside the project: a symlink to `/etc/passwd` or `../../secret`. Archive and publish
-/// read what they match, so such a path would carry bytes from outside the project; they
-/// refuse it. `None` for a path inside the project, or one that leads nowhere (its read
-/// fails on its own).
-pub fn leads_outside(root: &Path, relative: &Path) -> Option<PathBuf> {
+/// The first of `files` (paths below `root` that [`expand`] matched) that really leads out of
+/// the project, with where it leads: a symlink to `/etc/passwd` or `../../secret`. Archive and
+/// publish read what they match, so such a path would carry bytes from outside the project;
+/// they refuse it. A path that leads nowhere is not reported: its read fails on its own.
+pub fn leading_outside<'a>(
+    root: &Path,
+    files: impl IntoIterator<Item = &'a PathBuf>,
+) -> Option<(PathBuf, PathBuf)> {
     let project = std::fs::canonicalize(root).ok()?;
-    let real = std::fs::canonicalize(root.join(relative)).ok()?;
-    (!real.starts_with(&project)).then_some(real)
+    files.into_iter().find_map(|relative| {
+        let real = std::fs::canonicalize(root.join(relative)).ok()?;
+        (!real.starts_with(&project)).then(|| (relative.clone(), real))
+    })
 }
 
 /// The files (and symlinks) below `root` that `patterns` name, relative to `root`, sorted and

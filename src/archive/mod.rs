@@ -199,9 +199,7 @@ impl Archive {
     pub fn create(&self, request: &Request<'_>) -> Result<Created, ArchiveError> {
         let builds = self.builds()?;
         let files = self.expand(request)?;
-        if let Some((path, target)) = files.iter().find_map(|f| {
-            inputs::leads_outside(request.project_root, f).map(|target| (f.clone(), target))
-        }) {
+        if let Some((path, target)) = inputs::leading_outside(request.project_root, &files) {
             return Err(ArchiveError::Outside { path, target });
         }
         let mut entries = Vec::with_capacity(files.len());

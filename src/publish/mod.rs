@@ -296,14 +296,14 @@ pub fn items(target: &Target, root: &Path, state_dir: &Path) -> Result<Vec<Item>
         if found.is_empty() {
             return Err(format!("`{pattern}` matched no file to publish"));
         }
+        if let Some((relative, target)) = inputs::leading_outside(root, &found) {
+            return Err(format!(
+                "`{}` is a symlink to `{}`, outside the project: nothing from outside is published",
+                relative.display(),
+                target.display()
+            ));
+        }
         for relative in found {
-            if let Some(target) = inputs::leads_outside(root, &relative) {
-                return Err(format!(
-                    "`{}` is a symlink to `{}`, outside the project: nothing from outside is published",
-                    relative.display(),
-                    target.display()
-                ));
-            }
             let path = root.join(&relative);
             let (digest, _) =
                 sha256_file(&path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
