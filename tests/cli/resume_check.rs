@@ -133,17 +133,18 @@ fn a_stage_whose_inputs_changed_after_it_succeeded_runs_again_on_resume_and_says
     out.murphy(["run"]).code(1).run();
 }
 
+/// `make` copies `src.txt` to `made.txt`; `check` fails until a file `ok` exists.
+const MAKE_THEN_CHECK: &str = "
+    version: 1
+    stages:
+      make: {inputs: [src.txt], run: echo x >> ran.make; cp src.txt made.txt, outputs: [made.txt]}
+      check: {needs: [make], run: echo x >> ran.check; test -f ok}
+";
+
 #[test]
 fn a_damaged_checkpoint_of_a_stage_that_succeeded_before_is_not_trusted_on_resume() {
     let out = Test::new()
-        .pipeline(
-            "
-            version: 1
-            stages:
-              make: {inputs: [src.txt], run: echo x >> ran.make; cp src.txt made.txt, outputs: [made.txt]}
-              check: {needs: [make], run: echo x >> ran.check; test -f ok}
-            ",
-        )
+        .pipeline(MAKE_THEN_CHECK)
         .write("src.txt", "made\n")
         .args(["run"])
         .code(1)
@@ -221,14 +222,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn a_changed_stage_with_a_checkpoint_for_what_it_is_now_is_restored_on_resume() {
     let out = Test::new()
-        .pipeline(
-            "
-            version: 1
-            stages:
-              make: {inputs: [src.txt], run: echo x >> ran.make; cp src.txt made.txt, outputs: [made.txt]}
-              check: {needs: [make], run: echo x >> ran.check; test -f ok}
-            ",
-        )
+        .pipeline(MAKE_THEN_CHECK)
         .write("src.txt", "one\n")
         .args(["run"])
         .code(1)
