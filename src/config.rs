@@ -274,6 +274,12 @@ pub struct PipelineFile {
     /// `commit` takes each run's change description from the last commit's message.
     #[schemars(with = "Option<String>")]
     pub description: Option<Spanned<String>>,
+    /// The shared store that keeps checkpoints, runs, the archive and release confirmations
+    /// for every machine: `s3://BUCKET/PREFIX`, `gs://BUCKET/PREFIX`, `az://CONTAINER/PREFIX`
+    /// or `file:///PATH`. Credentials come from each cloud's own variables, never from here.
+    /// `--store` and `MURPHY_STORE` override it.
+    #[schemars(with = "Option<String>")]
+    pub store: Option<Spanned<String>>,
     /// Which tags are releases (for the previous-release link and `MURPHY_VERSION`); `v*`.
     #[schemars(with = "Option<String>")]
     pub release_tags: Option<Spanned<String>>,

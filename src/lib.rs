@@ -31,6 +31,7 @@ pub mod plan;
 pub mod process;
 pub mod publish;
 pub mod records;
+pub mod remote;
 pub mod report;
 pub mod secrets;
 pub mod shell;

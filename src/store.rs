@@ -138,6 +138,14 @@ pub enum OutputKind {
     },
 }
 
+/// The record in `bytes` (a record file's contents) if it is one for `fingerprint`, its
+/// checksum or MAC unchecked.
+pub fn parse_unverified(bytes: &[u8], fingerprint: &str) -> Option<StageRecord> {
+    let newline = bytes.iter().position(|&b| b == b'\n')?;
+    let record: StageRecord = serde_json::from_slice(&bytes[newline + 1..]).ok()?;
+    (record.v == RECORD_VERSION && record.fingerprint == fingerprint).then_some(record)
+}
+
 /// The digest of a stage's outputs as a whole: what its dependents' fingerprints see.
 pub fn outputs_digest(entries: &[OutputEntry]) -> String {
     let mut h = blake3::Hasher::new();
@@ -200,18 +208,20 @@ impl Store {
         }
     }
 
-    fn object_path(&self, digest: &str) -> PathBuf {
+    /// Where the object named `digest` is kept.
+    pub fn object_path(&self, digest: &str) -> PathBuf {
         let prefix = digest.get(..2).unwrap_or("00");
         self.root.join("objects").join(prefix).join(digest)
     }
 
-    fn record_path(&self, fingerprint: &str) -> PathBuf {
+    /// Where the record for `fingerprint` is kept: a checksum or MAC line, then JSON.
+    pub fn record_path(&self, fingerprint: &str) -> PathBuf {
         self.root
             .join("records")
             .join(format!("{fingerprint}.json"))
     }
 
-    fn manifest_path(&self, fingerprint: &str) -> PathBuf {
+    pub fn manifest_path(&self, fingerprint: &str) -> PathBuf {
         self.root
             .join("manifests")
             .join(format!("{fingerprint}.json"))
@@ -283,10 +293,44 @@ impl Store {
     /// checksum or MAC unchecked: only for what gc keeps, never for what is restored.
     fn read_unverified(&self, fingerprint: &str) -> Option<(bool, StageRecord)> {
         let bytes = fs::read(self.record_path(fingerprint)).ok()?;
-        let newline = bytes.iter().position(|&b| b == b'\n')?;
-        let record: StageRecord = serde_json::from_slice(&bytes[newline + 1..]).ok()?;
-        (record.v == RECORD_VERSION && record.fingerprint == fingerprint)
-            .then_some((bytes.starts_with(MAC_PREFIX), record))
+        let record = parse_unverified(&bytes, fingerprint)?;
+        Some((bytes.starts_with(MAC_PREFIX), record))
+    }
+
+    /// Takes in a record read from the shared store, with its manifest, after every object
+    /// it names (the caller's duty). It is verified like any other when it is looked up.
+    pub fn import_record(
+        &self,
+        fingerprint: &str,
+        record: &[u8],
+        manifest: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        for dir in ["records", "manifests"] {
+            let dir = self.root.join(dir);
+            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        if let Some(manifest) = manifest {
+            let path = self.manifest_path(fingerprint);
+            atomic_file::write(&path, manifest).map_err(io_err(&path))?;
+        }
+        let path = self.record_path(fingerprint);
+        atomic_file::write(&path, record).map_err(io_err(&path))
+    }
+
+    /// A temp path beside where the object `digest` goes, for a download in progress (swept
+    /// like any other temp file if the download is cut short).
+    pub fn object_temp_path(&self, digest: &str) -> Result<PathBuf, StoreError> {
+        let path = self.object_path(digest);
+        let dir = path.parent().unwrap_or(&self.root);
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        Ok(dir.join(atomic_file::temp_name(digest)))
+    }
+
+    /// Moves a downloaded object, whose bytes the caller checked against `digest`, into place.
+    pub fn import_object(&self, digest: &str, temp: &Path) -> Result<(), StoreError> {
+        let path = self.object_path(digest);
+        fs::set_permissions(temp, fs::Permissions::from_mode(0o444)).map_err(io_err(temp))?;
+        fs::rename(temp, &path).map_err(io_err(&path))
     }
 
     /// The record for `fingerprint` if its checksum (with a store key, its MAC) holds and it

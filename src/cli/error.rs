@@ -48,6 +48,8 @@ pub enum Error {
     Secret(#[from] crate::secrets::SecretError),
     #[error(transparent)]
     Init(#[from] crate::init::InitError),
+    #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteError),
     #[error("the release cannot succeed; nothing was run:\n  {}", .0.join("\n  "))]
     Preflight(Vec<String>),
     #[error("{0}")]
@@ -83,6 +85,8 @@ impl Error {
             Error::Init(crate::init::InitError::Exists(_)) => exit::USAGE,
             Error::Init(_) => exit::FAILED,
             Error::Lock(LockError::Busy { .. }) => exit::BUSY,
+            Error::Remote(crate::remote::RemoteError::BadUrl(_)) => exit::USAGE,
+            Error::Remote(_) => exit::FAILED,
             Error::Records(_)
             | Error::Archive(_)
             | Error::Lock(_)

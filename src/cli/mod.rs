@@ -6,6 +6,7 @@ mod lock;
 mod release;
 mod run;
 mod show;
+mod store;
 
 use std::path::{Path, PathBuf};
 
@@ -40,6 +41,10 @@ pub struct Cli {
     /// file]
     #[arg(long, global = true, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// The shared store (`s3://BUCKET/PREFIX`, `gs://…`, `az://…`, `file:///PATH`) instead of
+    /// the pipeline's `store:`; an empty value uses none
+    #[arg(long, global = true, env = "MURPHY_STORE", value_name = "URL")]
+    store: Option<String>,
     /// More output: -v streams stage output and murphy's notes, -vv and -vvv murphy's debug
     /// diagnostics (`MURPHY_LOG` sets the filter outright)
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
@@ -85,6 +90,11 @@ enum Command {
     },
     /// What a tag run would publish, where, and which gates hold (`--dry-run`)
     Release(release::ReleaseArgs),
+    /// The shared store: `check`
+    Store {
+        #[command(subcommand)]
+        command: store::StoreCommand,
+    },
     /// The checkpoint store: `stats`, `gc`
     Cache {
         #[command(subcommand)]
@@ -201,6 +211,7 @@ fn dispatch(cli: &Cli) -> Result<i32, Error> {
         Command::Run(args) => run::run(cli, args),
         Command::Resume(args) => run::resume(cli, args),
         Command::Cache { command } => cache(cli, command),
+        Command::Store { command } => store::store(cli, command),
         Command::Outbox { command } => run::outbox(cli, command),
         Command::Release(args) => release::release(cli, args),
         Command::Lock(args) => lock::lock(cli, args),

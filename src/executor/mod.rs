@@ -7,6 +7,7 @@
 //! signal), then record the end.
 
 mod deliver;
+mod share;
 mod stage;
 
 use std::collections::{BTreeMap, HashMap};
@@ -78,6 +79,8 @@ pub struct Context {
     /// Absolute, so stages can use it from any working directory.
     pub state_dir: PathBuf,
     pub store: Store,
+    /// The shared store, if there is one: checkpoints are pulled from it and pushed to it.
+    pub remote: Option<crate::remote::Remote>,
     pub stat_cache: StatCache,
     /// The outer environment, read once: stages take from it what `environment` allows.
     pub outer_env: BTreeMap<String, String>,
@@ -118,6 +121,7 @@ impl Context {
             client,
             verbose: false,
             store: Store::new(&state_dir),
+            remote: None,
             stat_cache: StatCache::load(&state_dir.join("stat-cache")),
             outer_env,
             plan,

@@ -67,6 +67,9 @@ impl Task {
         if self.discard {
             self.discard_outputs();
         }
+        if self.mode != Mode::Force {
+            self.pull_checkpoint(&fingerprint).await;
+        }
 
         if self.mode == Mode::Checkpoint {
             let ctx = self.ctx.clone();
@@ -309,6 +312,7 @@ impl Task {
         .await
         .map_err(|e| format!("restoring failed: {e}"))?
         .map_err(|e| format!("cannot restore `{stage}` from its checkpoint: {e}"))?;
+        self.push_checkpoint(&record).await?;
         self.ctx.record(Event::StageCached {
             stage: stage.clone(),
             fingerprint: record.fingerprint.clone(),
@@ -407,7 +411,7 @@ impl Task {
         let id = self.id;
         let fp = fingerprint.clone();
         let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-        let saved = tokio::task::spawn_blocking(move || -> Result<String, StoreError> {
+        let saved = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             let stage = &ctx.plan.stages[id];
             crate::crash::at("stage-exited", &stage.name);
             warn_if_inputs_changed(&ctx, stage, &manifest);
@@ -433,13 +437,19 @@ impl Task {
                 ctx.store
                     .save(&ctx.plan.root, &record, &manifest, &ctx.stat_cache)?;
                 crate::crash::at("record-written", &stage.name);
+                return Ok((output_digest, Some(record)));
             }
-            Ok(output_digest)
+            Ok((output_digest, None))
         })
         .await
         .map_err(|e| format!("storing the outputs failed: {e}"))
         .and_then(|saved| saved.map_err(|e| crate::causes::line(&e)));
 
+        let saved = match saved {
+            Ok((digest, Some(record))) => self.push_checkpoint(&record).await.map(|()| digest),
+            Ok((digest, None)) => Ok(digest),
+            Err(message) => Err(message),
+        };
         let saved = match saved {
             Ok(digest) => self.archive(started_at).await.map(|()| digest),
             Err(message) => Err(message),

@@ -249,6 +249,7 @@ impl Loader<'_> {
             ("name", file.name.is_some()),
             ("description", file.description.is_some()),
             ("release_tags", file.release_tags.is_some()),
+            ("store", file.store.is_some()),
             ("notify", !file.notify.is_empty()),
         ];
         for (key, present) in given {

@@ -44,6 +44,8 @@ pub struct Plan {
     pub description_from_commit: bool,
     /// Which tags are releases.
     pub release_tags: Pattern,
+    /// `store:`, the shared store.
+    pub store: Option<crate::remote::StoreUrl>,
     /// Secrets every stage gets.
     pub secrets: Vec<String>,
     pub notify: Vec<Notify>,

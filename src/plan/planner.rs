@@ -74,6 +74,16 @@ impl Planner<'_> {
             .iter()
             .map(|n| self.notify(n, &pipeline.secrets))
             .collect();
+        let store =
+            file.store
+                .as_ref()
+                .and_then(|url| match crate::remote::StoreUrl::parse(&url.value) {
+                    Ok(url) => Some(url),
+                    Err(e) => {
+                        self.error(e.to_string(), url);
+                        None
+                    }
+                });
         let release_tags = match &file.release_tags {
             Some(p) => self
                 .pattern(p, &p.value)
@@ -371,6 +381,7 @@ impl Planner<'_> {
             pass_env: pipeline.pass_env.clone(),
             description_from_commit,
             release_tags,
+            store,
             secrets: pipeline.secrets.iter().map(|s| s.value.clone()).collect(),
             notify,
             stages,

@@ -1,0 +1,88 @@
+//! `murphy store check`, and which shared store a command uses.
+
+use std::collections::BTreeMap;
+
+use super::{Cli, io_error, load_plan, pipeline_file};
+use crate::cli::error::{Error, exit};
+use crate::remote::{Remote, StoreUrl};
+
+#[derive(Debug, clap::Subcommand)]
+pub(super) enum StoreCommand {
+    /// Try every operation murphy needs (write, read, conditional create, delete) on the
+    /// shared store, and say which failed; exit 1 if any did
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The shared store: `--store` (or `MURPHY_STORE`), else the pipeline's `store:`, else none.
+/// `plan_store` is the pipeline's, for commands that loaded it.
+pub(super) fn url(cli: &Cli, plan_store: Option<&StoreUrl>) -> Result<Option<StoreUrl>, Error> {
+    match cli.store.as_deref() {
+        Some("") => Ok(None),
+        Some(text) => Ok(Some(StoreUrl::parse(text)?)),
+        None => Ok(plan_store.cloned()),
+    }
+}
+
+/// The shared store opened, if there is one.
+pub(super) fn open(
+    cli: &Cli,
+    plan_store: Option<&StoreUrl>,
+    env: &BTreeMap<String, String>,
+) -> Result<Option<Remote>, Error> {
+    match url(cli, plan_store)? {
+        Some(url) => Ok(Some(Remote::open(&url, env)?)),
+        None => Ok(None),
+    }
+}
+
+pub(super) fn store(cli: &Cli, command: &StoreCommand) -> Result<i32, Error> {
+    let StoreCommand::Check { json } = command;
+    // The pipeline is read only for its `store:`; `--store` alone needs no pipeline file.
+    let plan_store = match cli.store {
+        Some(_) => None,
+        None => load_plan(cli, &pipeline_file(cli)?)?.store,
+    };
+    let env = crate::environment::outer();
+    let Some(remote) = open(cli, plan_store.as_ref(), &env)? else {
+        return Err(Error::Usage(
+            "no shared store: set `store:` in the pipeline file, `--store URL` or MURPHY_STORE"
+                .into(),
+        ));
+    };
+    let results = super::run::runtime()?.block_on(remote.check());
+    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+    if *json {
+        let probes: Vec<_> = results
+            .iter()
+            .map(|(name, result)| {
+                serde_json::json!({
+                    "probe": name,
+                    "ok": result.is_ok(),
+                    "error": result.as_ref().err(),
+                })
+            })
+            .collect();
+        let out = serde_json::json!({"store": remote.url().as_str(), "probes": probes});
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out)
+                .map_err(|e| io_error("cannot render JSON", std::io::Error::other(e)))?
+        );
+    } else {
+        println!("store {}", remote.url());
+        for (name, result) in &results {
+            match result {
+                Ok(()) => println!("  ok      {name}"),
+                Err(why) => println!("  FAILED  {name}: {why}"),
+            }
+        }
+    }
+    Ok(if failed == 0 {
+        exit::SUCCESS
+    } else {
+        exit::FAILED
+    })
+}

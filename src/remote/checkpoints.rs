@@ -1,0 +1,183 @@
+//! Checkpoints on the shared store: pushed from the local store after a stage succeeds,
+//! pulled into it when a stage's fingerprint has no local record.
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::path::Path as Key;
+
+use super::{Remote, RemoteError};
+use crate::fingerprint::hex;
+use crate::store::{self, OutputKind, StageRecord, Store};
+
+/// Transfers at once: enough to fill a link with small objects, few enough for a CI runner.
+const PARALLEL: usize = 16;
+
+fn object_key(digest: &str) -> String {
+    let prefix = digest.get(..2).unwrap_or("00");
+    format!("checkpoints/objects/{prefix}/{digest}")
+}
+
+fn record_key(fingerprint: &str) -> String {
+    format!("checkpoints/records/{fingerprint}.json")
+}
+
+fn manifest_key(fingerprint: &str) -> String {
+    format!("checkpoints/manifests/{fingerprint}.json")
+}
+
+/// The objects a record names, each once. Owned: the transfers run as futures that must
+/// not borrow from the record.
+fn digests(record: &StageRecord) -> Vec<String> {
+    let unique: BTreeSet<&str> = record
+        .outputs
+        .iter()
+        .filter_map(|e| match &e.kind {
+            OutputKind::File { digest, .. } => Some(digest.as_str()),
+            _ => None,
+        })
+        .collect();
+    unique.into_iter().map(str::to_owned).collect()
+}
+
+/// Makes the shared store hold `record` as the local store has it: each object uploaded only
+/// if absent, then the manifest, then the record, so no reader ever sees a record without its
+/// objects. Returns whether anything was written (`false`: the record was there already).
+pub async fn push(
+    remote: &Remote,
+    store: &Store,
+    record: &StageRecord,
+) -> Result<bool, RemoteError> {
+    let fingerprint = &record.fingerprint;
+    let record_at = remote.own(&record_key(fingerprint));
+    if remote.head(&record_at).await?.is_some() {
+        return Ok(false);
+    }
+    futures_util::stream::iter(digests(record))
+        .map(|digest: String| async move {
+            let key = remote.own(&object_key(&digest));
+            if remote.head(&key).await?.is_some() {
+                return Ok(());
+            }
+            // A pull request's run need not upload what trusted runs already shared.
+            if remote.writes_apart()
+                && remote
+                    .head(&remote.shared(&object_key(&digest)))
+                    .await?
+                    .is_some()
+            {
+                return Ok(());
+            }
+            remote.upload(&store.object_path(&digest), &key).await
+        })
+        .buffer_unordered(PARALLEL)
+        .try_collect::<()>()
+        .await?;
+    crate::crash::at("objects-shared", &record.stage);
+    let read = |path: std::path::PathBuf| {
+        std::fs::read(&path).map_err(|source| RemoteError::Local { path, source })
+    };
+    if let Ok(manifest) = read(store.manifest_path(fingerprint)) {
+        remote
+            .put(
+                &remote.own(&manifest_key(fingerprint)),
+                Bytes::from(manifest),
+            )
+            .await?;
+    }
+    let bytes = read(store.record_path(fingerprint))?;
+    remote.put(&record_at, Bytes::from(bytes)).await?;
+    Ok(true)
+}
+
+/// Brings the record for `fingerprint` into the local store if the shared store has one: a
+/// pull request's run looks under its own prefix first, every run under the shared one. Each
+/// object is checked against its digest before it is kept; the record itself is verified by
+/// the local store when it is looked up. Returns whether a record was brought in.
+pub async fn pull(remote: &Remote, store: &Store, fingerprint: &str) -> Result<bool, RemoteError> {
+    let mut places = vec![remote.shared("")];
+    if remote.writes_apart() {
+        places.insert(0, remote.own(""));
+    }
+    for place in &places {
+        let at = |key: &str| join(place, key);
+        let Some(bytes) = remote.get(&at(&record_key(fingerprint))).await? else {
+            continue;
+        };
+        let Some(record) = store::parse_unverified(&bytes, fingerprint) else {
+            tracing::warn!(
+                "the shared checkpoint record {} is damaged; ignoring it",
+                at(&record_key(fingerprint))
+            );
+            continue;
+        };
+        futures_util::stream::iter(digests(&record))
+            .map(|digest: String| {
+                let places = &places;
+                async move { fetch_object(remote, store, places, &digest).await }
+            })
+            .buffer_unordered(PARALLEL)
+            .try_collect::<()>()
+            .await?;
+        let manifest = remote.get(&at(&manifest_key(fingerprint))).await?;
+        store
+            .import_record(fingerprint, &bytes, manifest.as_deref())
+            .map_err(|e| RemoteError::Damaged {
+                what: format!("the checkpoint {fingerprint}"),
+                problem: crate::causes::line(&e),
+            })?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Downloads one object into the local store unless it is there, checking its digest.
+async fn fetch_object(
+    remote: &Remote,
+    store: &Store,
+    places: &[Key],
+    digest: &str,
+) -> Result<(), RemoteError> {
+    if store.object_path(digest).exists() {
+        return Ok(());
+    }
+    let damaged = |e: store::StoreError| RemoteError::Damaged {
+        what: format!("object {digest}"),
+        problem: crate::causes::line(&e),
+    };
+    let temp = store.object_temp_path(digest).map_err(damaged)?;
+    for place in places {
+        let got = remote
+            .download(&join(place, &object_key(digest)), &temp)
+            .await;
+        match got {
+            Ok(Some(hash)) if hex(hash.as_bytes()) == digest => {
+                return store.import_object(digest, &temp).map_err(damaged);
+            }
+            Ok(Some(_)) => {
+                let _ = std::fs::remove_file(&temp);
+                return Err(RemoteError::Damaged {
+                    what: format!("object {digest}"),
+                    problem: "its bytes do not hash to its name".into(),
+                });
+            }
+            Ok(None) => continue,
+            Err(e) => {
+                let _ = std::fs::remove_file(&temp);
+                return Err(e);
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&temp);
+    Err(RemoteError::Damaged {
+        what: format!("the record naming object {digest}"),
+        problem: "the object is not in the shared store".into(),
+    })
+}
+
+fn join(place: &Key, key: &str) -> Key {
+    key.split('/')
+        .filter(|p| !p.is_empty())
+        .fold(place.clone(), |k, p| k.join(p))
+}
