@@ -33,6 +33,7 @@ pub mod publish;
 pub mod records;
 pub mod report;
 pub mod secrets;
+pub mod session;
 pub mod shell;
 pub mod stat_cache;
 pub mod store;
