@@ -34,6 +34,7 @@ pub mod records;
 pub mod remote;
 pub mod report;
 pub mod secrets;
+pub mod session;
 pub mod shell;
 pub mod stat_cache;
 pub mod store;

@@ -9,6 +9,7 @@ use crate::hooks::HookError;
 use crate::lock::LockError;
 use crate::plan::PlanError;
 use crate::records::RecordsError;
+use crate::session::SessionError;
 use crate::store::StoreError;
 
 /// Exit codes, as documented in `murphy --help` and the README.
@@ -45,13 +46,11 @@ pub enum Error {
     #[error(transparent)]
     Archive(#[from] ArchiveError),
     #[error(transparent)]
-    Secret(#[from] crate::secrets::SecretError),
-    #[error(transparent)]
     Init(#[from] crate::init::InitError),
     #[error(transparent)]
     Remote(#[from] crate::remote::RemoteError),
-    #[error("the release cannot succeed; nothing was run:\n  {}", .0.join("\n  "))]
-    Preflight(Vec<String>),
+    #[error(transparent)]
+    Session(#[from] SessionError),
     #[error("{0}")]
     Usage(String),
     #[error("{context}")]
@@ -66,9 +65,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_) | Error::Plan(_) | Error::Usage(_) | Error::Change(_) => exit::USAGE,
-            Error::Records(RecordsError::NoRuns { .. } | RecordsError::UnknownRun { .. }) => {
-                exit::USAGE
-            }
+            Error::Records(err) => records_exit_code(err),
             Error::Hook(
                 HookError::NoRepository(_)
                 | HookError::Foreign(_)
@@ -76,24 +73,59 @@ impl Error {
                 | HookError::NotOurs(_)
                 | HookError::PipelineOutside { .. },
             ) => exit::USAGE,
-            Error::Archive(ArchiveError::NoSuchBuild { .. }) | Error::Secret(_) => exit::USAGE,
+            Error::Archive(ArchiveError::NoSuchBuild { .. }) => exit::USAGE,
             Error::Include(crate::include::IncludeError::Lockfile(
                 crate::include::lockfile::LockfileError::Write { .. },
             )) => exit::FAILED,
             Error::Include(_) => exit::USAGE,
-            Error::Preflight(_) => exit::FAILED,
             Error::Init(crate::init::InitError::Exists(_)) => exit::USAGE,
             Error::Init(_) => exit::FAILED,
-            Error::Lock(LockError::Busy { .. }) => exit::BUSY,
-            Error::Remote(crate::remote::RemoteError::BadUrl(_)) => exit::USAGE,
-            Error::Remote(_) => exit::FAILED,
-            Error::Records(_)
-            | Error::Archive(_)
-            | Error::Lock(_)
-            | Error::Store(_)
-            | Error::Hook(_)
-            | Error::Io { .. } => exit::FAILED,
+            Error::Lock(err) => lock_exit_code(err),
+            Error::Session(err) => session_exit_code(err),
+            Error::Remote(err) => remote_exit_code(err),
+            Error::Archive(_) | Error::Store(_) | Error::Hook(_) | Error::Io { .. } => exit::FAILED,
         }
+    }
+}
+
+/// A run that names no run there is, or none at all, asked for something that cannot be.
+fn records_exit_code(err: &RecordsError) -> i32 {
+    match err {
+        RecordsError::NoRuns { .. } | RecordsError::UnknownRun { .. } => exit::USAGE,
+        _ => exit::FAILED,
+    }
+}
+
+fn lock_exit_code(err: &LockError) -> i32 {
+    match err {
+        LockError::Busy { .. } => exit::BUSY,
+        _ => exit::FAILED,
+    }
+}
+
+/// A store URL that is not one is a usage error; a store that fails is a failure.
+fn remote_exit_code(err: &crate::remote::RemoteError) -> i32 {
+    match err {
+        crate::remote::RemoteError::BadUrl(_) => exit::USAGE,
+        _ => exit::FAILED,
+    }
+}
+
+fn session_exit_code(err: &SessionError) -> i32 {
+    match err {
+        SessionError::Records(err) => records_exit_code(err),
+        SessionError::Lock(err) => lock_exit_code(err),
+        SessionError::Plan(_)
+        | SessionError::Secret(_)
+        | SessionError::Change(_)
+        | SessionError::DirtyRelease(_)
+        | SessionError::NoCheckpoint { .. }
+        | SessionError::NotInRun { .. }
+        | SessionError::WeakStoreKey
+        | SessionError::NothingToResume(_)
+        | SessionError::StageGone { .. } => exit::USAGE,
+        SessionError::Remote(err) => remote_exit_code(err),
+        SessionError::Preflight(_) | SessionError::Io { .. } => exit::FAILED,
     }
 }
 

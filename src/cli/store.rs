@@ -52,7 +52,7 @@ pub(super) fn store(cli: &Cli, command: &StoreCommand) -> Result<i32, Error> {
                 .into(),
         ));
     };
-    let results = super::run::runtime()?.block_on(remote.check());
+    let results = crate::session::runtime()?.block_on(remote.check());
     let failed = results.iter().filter(|(_, r)| r.is_err()).count();
     if *json {
         let probes: Vec<_> = results

@@ -562,3 +562,37 @@ fn a_stage_restored_on_resume_has_no_why() {
     assert_eq!(s2.state, "cached");
     assert_eq!(s2.why, None, "{s2:?}");
 }
+
+#[test]
+fn a_run_whose_stage_left_the_pipeline_is_not_resumed() {
+    let out = Test::new()
+        .pipeline(
+            "
+            version: 1
+            stages:
+              build: {run: echo x >> ran.build}
+              check: {needs: [build], run: echo x >> ran.check; false}
+            ",
+        )
+        .args(["run"])
+        .code(1)
+        .run();
+    let failed = out.status();
+    out.pipeline(
+        "
+        version: 1
+        stages:
+          build: {run: echo x >> ran.build}
+        ",
+    );
+
+    let err = out.murphy(["resume"]).code(2).run().stderr;
+    assert_eq!(
+        err,
+        format!(
+            "error: stage `check` of run {} is no longer in `pipeline.yml`; start a new run instead\n",
+            failed.run_id
+        )
+    );
+    assert_eq!(counts(&out, ["build", "check"]), [1, 1]);
+}

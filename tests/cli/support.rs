@@ -639,7 +639,7 @@ pub fn commit(dir: &Path, message: &str) -> String {
 }
 
 /// The Python packages [`python_venv`] installs, pinned: a new pin makes a new venv.
-const PYTHON_PACKAGES: &[&str] = &["pypiserver==2.4.2", "passlib==1.7.4"];
+const PYTHON_PACKAGES: &[&str] = &["pypiserver==2.4.2", "passlib==1.7.4", "moto[server]==5.2.5"];
 
 /// A Python virtual environment with [`PYTHON_PACKAGES`], made once under the target directory
 /// (`target/tmp/test-venv`, cargo's `CARGO_TARGET_TMPDIR`) and shared by every test after it,
