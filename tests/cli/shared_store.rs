@@ -118,3 +118,134 @@ fn store_check_probes_each_operation_and_names_what_failed() {
         out.stderr
     );
 }
+
+#[test]
+fn a_pull_request_reads_shared_checkpoints_but_never_writes_where_trusted_runs_restore() {
+    let moto = Moto::start();
+    let store = moto.bucket("trust");
+    let origin = origin();
+    // An untrusted change builds first: its checkpoint goes under its own prefix.
+    let pr = moto
+        .env(runner(origin.path()))
+        .env("MURPHY_STORE", &store)
+        .args(["run", "--trigger", "pr"])
+        .run();
+    assert!(pr.path().join("work/ran.log").exists());
+    // A trusted run does not restore it: it builds for itself, and shares that.
+    let push = run_on(&moto, runner(origin.path()), &store);
+    assert_eq!(
+        std::fs::read_to_string(push.path().join("work/ran.log")).unwrap(),
+        "build\ntest\n",
+        "a push run restored what a pull request made:\n{}",
+        push.stderr
+    );
+    // Another pull request reads what the trusted run shared.
+    let pr2 = moto
+        .env(runner(origin.path()))
+        .env("MURPHY_STORE", &store)
+        .args(["run", "--trigger", "pr"])
+        .run();
+    assert!(!pr2.path().join("work/ran.log").exists(), "{}", pr2.stderr);
+}
+
+#[test]
+fn an_unreachable_store_stops_the_run_before_anything_is_recorded() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let origin = origin();
+    let out = runner(origin.path())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", &format!("http://127.0.0.1:{port}"))
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("MURPHY_STORE_RETRY_TIMEOUT", "1s")
+        .env("MURPHY_STORE", "s3://nowhere/team")
+        .args(["run"])
+        .code(1)
+        .run();
+    assert!(
+        out.stderr.contains("s3://nowhere/team") && out.stderr.contains("Connection refused"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.path().join("work/ran.log").exists());
+    let runs = out.murphy(["runs", "--json"]).cwd("work").run();
+    assert_eq!(runs.stdout.trim(), "[]", "a run was recorded");
+}
+
+/// A proxy in front of moto that answers its first `refuse` connections with S3's `503 Slow
+/// Down`, then passes every byte through; returns its port and how many it refused.
+fn throttling_proxy(
+    upstream: u16,
+    refuse: usize,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::Ordering;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = refused.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { continue };
+            if count.load(Ordering::SeqCst) < refuse {
+                // Read what the client sends (headers and any body), then refuse it.
+                client
+                    .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+                    .unwrap();
+                let mut buf = [0u8; 65536];
+                while matches!(client.read(&mut buf), Ok(n) if n > 0) {}
+                let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
+                            <Message>Please reduce your request rate.</Message></Error>";
+                let _ = write!(
+                    client,
+                    "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                count.fetch_add(1, Ordering::SeqCst);
+                continue;
+            }
+            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                continue;
+            };
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut client, mut server) = (client, server);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut s2);
+                let _ = s2.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut server, &mut client);
+                let _ = client.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (port, refused)
+}
+
+#[test]
+fn a_throttled_store_is_retried() {
+    let moto = Moto::start();
+    let store = moto.bucket("throttled");
+    let (port, refused) = throttling_proxy(moto.port, 3);
+    let origin = origin();
+    let out = moto
+        .env(runner(origin.path()))
+        .env("AWS_ENDPOINT_URL", &format!("http://127.0.0.1:{port}"))
+        .env("MURPHY_STORE", &store)
+        .args(["run"])
+        .run();
+    assert_eq!(
+        refused.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "{}",
+        out.stderr
+    );
+    // Everything arrived: a runner that talks to the store directly restores it all.
+    let b = run_on(&moto, runner(origin.path()), &store);
+    assert!(!b.path().join("work/ran.log").exists(), "{}", b.stderr);
+}
