@@ -249,3 +249,60 @@ fn a_throttled_store_is_retried() {
     let b = run_on(&moto, runner(origin.path()), &store);
     assert!(!b.path().join("work/ran.log").exists(), "{}", b.stderr);
 }
+
+#[test]
+fn a_directory_store_is_shared_the_same_way() {
+    let shared = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", shared.path().display());
+    let origin = origin();
+    let a = runner(origin.path())
+        .env("MURPHY_STORE", &store)
+        .args(["run"])
+        .run();
+    assert!(a.path().join("work/ran.log").exists());
+    let b = runner(origin.path())
+        .env("MURPHY_STORE", &store)
+        .args(["run"])
+        .run();
+    assert!(!b.path().join("work/ran.log").exists(), "{}", b.stderr);
+    assert!(b.path().join("work/out/big.bin").exists());
+    // A damaged object in the store is refused by its digest, and the stage runs instead.
+    for entry in walkdir(shared.path().join("checkpoints/objects")) {
+        std::fs::write(&entry, b"forged").unwrap();
+    }
+    let c = runner(origin.path())
+        .env("MURPHY_STORE", &store)
+        .args(["run"])
+        .run_unchecked()
+        .1;
+    assert!(c.stderr.contains("do not hash to its name"), "{}", c.stderr);
+    assert_eq!(
+        std::fs::read_to_string(c.path().join("work/ran.log")).unwrap_or_default(),
+        "build\ntest\n",
+        "{}",
+        c.stderr
+    );
+    // The run that found the damage put the right bytes back: the next runner restores.
+    let d = runner(origin.path())
+        .env("MURPHY_STORE", &store)
+        .args(["run"])
+        .run();
+    assert!(!d.path().join("work/ran.log").exists(), "{}", d.stderr);
+}
+
+/// Every file below `dir`.
+fn walkdir(dir: std::path::PathBuf) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut todo = vec![dir];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
