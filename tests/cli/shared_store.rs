@@ -306,3 +306,66 @@ fn walkdir(dir: std::path::PathBuf) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[test]
+fn records_from_the_store_are_trusted_only_with_the_key_that_sealed_them() {
+    let shared = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", shared.path().display());
+    let origin = origin();
+    let with_key = |test: Test, key: &str| {
+        test.env("MURPHY_STORE", &store)
+            .env("MURPHY_STORE_KEY", key)
+    };
+    let a = with_key(runner(origin.path()), "the-team-key-0123456789")
+        .args(["run"])
+        .run();
+    assert!(a.path().join("work/ran.log").exists());
+    // Another key, or none: the record is not trusted, and the stage runs.
+    let b = with_key(runner(origin.path()), "another-key-0123456789")
+        .args(["run"])
+        .run();
+    assert!(b.stderr.contains("MAC does not match"), "{}", b.stderr);
+    assert!(b.path().join("work/ran.log").exists());
+    let c = runner(origin.path())
+        .env("MURPHY_STORE", &store)
+        .args(["run"])
+        .run();
+    assert!(c.path().join("work/ran.log").exists(), "{}", c.stderr);
+    // The same key: restored.
+    let d = with_key(runner(origin.path()), "the-team-key-0123456789")
+        .args(["run"])
+        .run();
+    assert!(!d.path().join("work/ran.log").exists(), "{}", d.stderr);
+}
+
+#[test]
+fn a_kill_mid_upload_shows_no_record_until_resume_shares_it() {
+    let moto = Moto::start();
+    let store = moto.bucket("killed");
+    let origin = origin();
+    // Killed after `build`'s objects went up, before its record did.
+    let a = moto
+        .env(runner(origin.path()))
+        .env("MURPHY_STORE", &store)
+        .env("MURPHY_CRASH_AT", "objects-shared:build")
+        .args(["run"])
+        .run_killed();
+    // Another runner sees no checkpoint (no record without its objects, nor objects taken for
+    // a record): it builds for itself.
+    let b = run_on(&moto, runner(origin.path()), &store);
+    assert_eq!(
+        std::fs::read_to_string(b.path().join("work/ran.log")).unwrap(),
+        "build\ntest\n"
+    );
+    // The killed runner resumes: `build` is not run again, only shared.
+    let resumed = moto
+        .env(a.murphy(["resume"]).cwd("work"))
+        .env("MURPHY_STORE", &store)
+        .run();
+    assert_eq!(
+        std::fs::read_to_string(a.path().join("work/ran.log")).unwrap(),
+        "build\ntest\n",
+        "{}",
+        resumed.stderr
+    );
+}
