@@ -376,10 +376,14 @@ impl Remote {
 
     /// Answers a first request within [`PROBE_TIMEOUT`], or says the store is unreachable:
     /// a run never starts against a store it cannot use.
+    /// A listing, not a lookup: S3 answers a lookup in a bucket that does not exist with the
+    /// same 404 as a missing object.
     pub async fn probe(&self) -> Result<(), RemoteError> {
-        let key = self.shared("murphy-store");
-        match tokio::time::timeout(PROBE_TIMEOUT, self.head(&key)).await {
-            Ok(answer) => answer.map(drop),
+        let listing = self.store.list_with_delimiter(Some(&self.base));
+        match tokio::time::timeout(PROBE_TIMEOUT, listing).await {
+            Ok(answer) => answer
+                .map(drop)
+                .map_err(self.request_err("list", &self.base)),
             Err(_) => Err(RemoteError::Unreachable {
                 url: self.url.to_string(),
                 seconds: PROBE_TIMEOUT.as_secs(),

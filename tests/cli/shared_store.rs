@@ -369,3 +369,19 @@ fn a_kill_mid_upload_shows_no_record_until_resume_shares_it() {
         resumed.stderr
     );
 }
+
+#[test]
+fn a_store_whose_bucket_does_not_exist_stops_the_run_before_anything_is_recorded() {
+    let moto = Moto::start();
+    let origin = origin();
+    let out = moto
+        .env(runner(origin.path()))
+        .env("MURPHY_STORE", "s3://no-such-bucket/team")
+        .args(["run"])
+        .code(1)
+        .run();
+    assert!(out.stderr.contains("NoSuchBucket"), "{}", out.stderr);
+    assert!(!out.path().join("work/ran.log").exists());
+    let runs = out.murphy(["runs", "--json"]).cwd("work").run();
+    assert_eq!(runs.stdout.trim(), "[]", "a run was recorded");
+}
