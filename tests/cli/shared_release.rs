@@ -241,3 +241,34 @@ fn killed_before_the_shared_confirmation_resume_writes_it_and_the_next_runner_sk
         b.stderr
     );
 }
+
+#[test]
+fn a_publication_without_a_version_is_not_confirmed_and_every_runner_publishes() {
+    let moto = Moto::start();
+    let store = moto.bucket("release-unversioned");
+    let uploads = Uploads::new();
+    // A deploy on every push of an untagged commit: no release to be the same across runs.
+    let pipeline = unindent(PIPELINE)
+        .replace("BUILD", REPRODUCIBLE)
+        .replace("UPLOADS", &uploads.log().to_string_lossy())
+        .replace(
+            "    publish:\n",
+            "    when: {trigger: push}\n    publish:\n",
+        );
+    let origin = Test::new()
+        .git_init()
+        .write("pipeline.yml", &pipeline)
+        .write("app.txt", "app 1.0.0\n")
+        .write(".gitignore", "/.murphy/\n/dist/\n")
+        .commit("demo");
+    for _ in 0..2 {
+        on(
+            &moto,
+            runner(origin.path()),
+            &store,
+            &["run", "--trigger", "push"],
+        )
+        .run();
+    }
+    assert_eq!(uploads.lines(), ["app 1.0.0", "app 1.0.0"]);
+}
