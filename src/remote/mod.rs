@@ -16,6 +16,7 @@
 
 pub mod checkpoints;
 pub mod lease;
+pub mod outbox;
 pub mod releases;
 
 use std::collections::BTreeMap;
@@ -454,6 +455,19 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
         },
         _ => text,
     }
+}
+
+/// Who holds a lease: this host, this process, and what it does (a run id, a command).
+pub fn holder(doing: &str) -> String {
+    let mut name = [0u8; 256];
+    // SAFETY: gethostname writes at most `len` bytes into the buffer we own.
+    let host = if unsafe { libc::gethostname(name.as_mut_ptr().cast(), name.len()) } == 0 {
+        let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+        String::from_utf8_lossy(&name[..len]).into_owned()
+    } else {
+        "unknown host".to_owned()
+    };
+    format!("{host} (pid {}, {doing})", std::process::id())
 }
 
 fn join(base: &Key, key: &str) -> Key {

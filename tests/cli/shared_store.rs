@@ -385,3 +385,99 @@ fn a_store_whose_bucket_does_not_exist_stops_the_run_before_anything_is_recorded
     let runs = out.murphy(["runs", "--json"]).cwd("work").run();
     assert_eq!(runs.stdout.trim(), "[]", "a run was recorded");
 }
+
+/// A webhook receiver on `listener` that answers every POST with 200 and counts them.
+fn receiver(listener: std::net::TcpListener) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let posts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = posts.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let mut reader = BufReader::new(stream);
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = reader
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    posts
+}
+
+#[test]
+fn a_notification_no_receiver_took_waits_in_the_shared_outbox_for_another_machine() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let shared = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", shared.path().display());
+    let origin = Test::new()
+        .git_init()
+        .pipeline(&format!(
+            "
+            version: 1
+            notify:
+              - webhook: {{url: 'http://127.0.0.1:{port}/hook', on: [success]}}
+            stages:
+              build: {{run: echo built}}
+            "
+        ))
+        .commit("first");
+    // The receiver is down: the message goes to the shared outbox, not this runner's disk.
+    let a = runner(origin.path())
+        .env("MURPHY_STORE", &store)
+        .args(["run"])
+        .run();
+    assert!(
+        a.stderr.contains("is waiting in the shared outbox"),
+        "{}",
+        a.stderr
+    );
+    let here = walkdir(a.path().join("work/.murphy/outbox"));
+    assert!(
+        !here
+            .iter()
+            .any(|f| f.extension().is_some_and(|e| e == "json")),
+        "{here:?}"
+    );
+    let listed = runner(origin.path())
+        .env("MURPHY_STORE", &store)
+        .args(["outbox", "list", "--json"])
+        .run();
+    let waiting: Vec<serde_json::Value> = crate::support::parse_json(&listed.stdout);
+    assert_eq!(waiting.len(), 1, "{}", listed.stdout);
+
+    // The receiver is back; a fresh machine delivers it, once.
+    let posts = receiver(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap());
+    let b = runner(origin.path())
+        .env("MURPHY_STORE", &store)
+        .args(["outbox", "flush"])
+        .run();
+    assert!(
+        b.stdout.contains("delivered 1 notification(s)"),
+        "{}",
+        b.stdout
+    );
+    let again = runner(origin.path())
+        .env("MURPHY_STORE", &store)
+        .args(["outbox", "flush"])
+        .run();
+    assert!(
+        again.stdout.contains("delivered 0 notification(s)"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(posts.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
