@@ -188,8 +188,8 @@ fn cold_restore(env: &Env, moto: &Moto, venv: &Path) -> Result<Row> {
     }
     Ok(Row {
         name: format!(
-            "remote: new runner restores {} MB in {RESTORE_FILES} objects (vs aws s3 sync)",
-            RESTORE_FILES * RESTORE_FILE_BYTES / 1_000_000
+            "remote: new runner restores {RESTORE_FILES} objects of {} KiB (vs aws s3 sync)",
+            RESTORE_FILE_BYTES / 1024
         ),
         value: ms(median(restored)),
         baseline: Some(ms(median(synced))),
@@ -405,6 +405,7 @@ impl Moto {
             )
             .env_remove("AWS_PROFILE")
             .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("MURPHY_STORE_KEY")
             .env_remove("MURPHY_STORE_RETRY_TIMEOUT");
         match store {
             Some(url) => cmd.env("MURPHY_STORE", url),
