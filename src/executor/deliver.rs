@@ -267,6 +267,7 @@ impl Task {
             return Ok(None);
         };
         let slot = releases::Slot {
+            pipeline: &self.ctx.plan.name,
             target: id,
             version,
             file: &item.name,
@@ -315,6 +316,7 @@ impl Task {
             return Ok(());
         };
         let slot = releases::Slot {
+            pipeline: &self.ctx.plan.name,
             target: id,
             version,
             file: &item.name,

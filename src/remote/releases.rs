@@ -2,7 +2,7 @@
 //! target, and which run did it, so no machine publishes that file for that version again.
 //!
 //! ```text
-//! <url>/releases/<target id>/<version>/<file>.json    one conditional create per publication
+//! <url>/releases/<pipeline>/<target id>/<version>/<file>.json   one conditional create each
 //! ```
 //!
 //! Each path part is encoded (see [`segment`]) so that a target id holding a URL or a command,
@@ -28,6 +28,8 @@ const MAX_SEGMENT: usize = 120;
 /// One publication: a file of a version to a target.
 #[derive(Debug, Clone, Copy)]
 pub struct Slot<'a> {
+    /// The pipeline's name: two pipelines sharing a store may both have a `./upload {file}`.
+    pub pipeline: &'a str,
     /// The target's id (`publish::target_ids`), like ``command `./upload {file}` ``.
     pub target: &'a str,
     pub version: &'a str,
@@ -39,7 +41,8 @@ impl Slot<'_> {
     /// Where the slot's confirmation lives, below the store's base or a run's own prefix.
     pub fn key(&self) -> String {
         format!(
-            "releases/{}/{}/{}.json",
+            "releases/{}/{}/{}/{}.json",
+            segment(self.pipeline),
             segment(self.target),
             segment(self.version),
             segment(self.file)
@@ -51,6 +54,7 @@ impl Slot<'_> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Confirmation {
     pub v: u32,
+    pub pipeline: String,
     pub target: String,
     pub version: String,
     pub file: String,
@@ -65,6 +69,7 @@ impl Confirmation {
     pub fn new(slot: Slot<'_>, digest: &str, run_id: &str, stage: &str) -> Confirmation {
         Confirmation {
             v: VERSION,
+            pipeline: slot.pipeline.to_owned(),
             target: slot.target.to_owned(),
             version: slot.version.to_owned(),
             file: slot.file.to_owned(),
@@ -77,6 +82,7 @@ impl Confirmation {
 
     fn slot(&self) -> Slot<'_> {
         Slot {
+            pipeline: &self.pipeline,
             target: &self.target,
             version: &self.version,
             file: &self.file,
@@ -156,7 +162,9 @@ fn parse(bytes: &[u8], key: &Key, slot: Slot<'_>) -> Result<Confirmation, Remote
     let confirmation: Confirmation = serde_json::from_slice(bytes)
         .map_err(|e| damaged(format!("it is not a confirmation: {e}")))?;
     let named = confirmation.slot();
-    if (named.target, named.version, named.file) != (slot.target, slot.version, slot.file) {
+    if (named.pipeline, named.target, named.version, named.file)
+        != (slot.pipeline, slot.target, slot.version, slot.file)
+    {
         return Err(damaged(format!(
             "it confirms `{}` {} to {}, not the file it is stored for",
             printable(named.file),
@@ -239,6 +247,7 @@ mod tests {
     }
 
     const SLOT: Slot<'static> = Slot {
+        pipeline: "demo",
         target: "command `./upload {file}`",
         version: "1.0.0+build.5",
         file: "dist/app 1.tar.gz",
@@ -248,7 +257,7 @@ mod tests {
     fn keys_are_safe_and_distinct() {
         assert_eq!(
             SLOT.key(),
-            "releases/command_20_60._2Fupload_20_7Bfile_7D_60/1.0.0_2Bbuild.5/dist_2Fapp_201.tar.gz.json"
+            "releases/demo/command_20_60._2Fupload_20_7Bfile_7D_60/1.0.0_2Bbuild.5/dist_2Fapp_201.tar.gz.json"
         );
         assert_eq!(segment(".."), "_2E.");
         assert_eq!(segment(""), "_");
