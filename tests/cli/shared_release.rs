@@ -180,7 +180,7 @@ fn a_version_confirmed_with_other_bytes_fails_the_other_runners_release() {
     for part in [
         "`dist/app.txt` 1.0.0 was already published with other bytes",
         &format!("by run {run_a} of stage `release`"),
-        "releases/command_20",
+        "releases/work/command_20",
         "a released version is never published over",
     ] {
         assert!(b.stderr.contains(part), "{part}:\n{}", b.stderr);
