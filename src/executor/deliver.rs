@@ -19,7 +19,12 @@ use crate::journal::{self, Event};
 use crate::plan::Target;
 use crate::process::{self, Ended, Output};
 use crate::publish;
+use crate::remote::lease::{Lease, Taken};
 use crate::remote::{RemoteError, releases};
+
+/// How long a claim on publishing a file holds without its holder: an upload longer than
+/// this may be doubled by a machine that took the claim for dead.
+const CLAIM: Duration = Duration::from_secs(15 * 60);
 
 impl Task {
     /// Makes the stage's archive build, then lets retention prune the archive. A failed
@@ -186,72 +191,168 @@ impl Task {
                 if *self.cancel.borrow() {
                     return Err("interrupted before publishing".into());
                 }
-                if let Some(run) = self
-                    .released_elsewhere(id, item, version.as_deref())
-                    .await?
+                // One machine at a time uploads a file of a version; the others wait for its
+                // confirmation.
+                let claim = self.claim_release(id, item, version.as_deref()).await?;
+                let published = self
+                    .publish_claimed(
+                        target,
+                        id,
+                        item,
+                        version.as_deref(),
+                        &release,
+                        (attempts, base),
+                    )
+                    .await;
+                if let Some(claim) = claim
+                    && let Err(err) = claim.release().await
                 {
-                    self.ctx.record(Event::Published {
-                        stage: stage.name.clone(),
-                        target: id.clone(),
-                        file: item.name.clone(),
-                        digest: item.digest.clone(),
-                        outcome: publish::Confirmed::AlreadyPresent,
-                    });
-                    if let Err(err) = self.ctx.journal.sync() {
-                        return Err(format!("cannot sync the journal after publishing: {err}"));
-                    }
-                    self.ctx.reporter.note(&format!(
-                        "{} {id}: `{}` was published by run {run} (confirmed on the shared store); skipped",
-                        stage.name, item.name
-                    ));
-                    continue;
+                    tracing::warn!(
+                        "cannot give up the claim on publishing `{}`: {}; it expires by itself",
+                        item.name,
+                        crate::causes::line(&err)
+                    );
                 }
-                let outcome = match target {
-                    Target::Command { run, check, .. } => {
-                        self.publish_command(run, check.as_deref(), item).await?
-                    }
-                    _ => {
-                        let mut cancel = self.cancel.clone();
-                        let upload = publish::with_retries(attempts, base, |_| {
-                            publish::publish(target, item, &release)
-                        });
-                        tokio::select! {
-                            done = upload => {
-                                done.map_err(|message| format!("{id}: `{}`: {message}", item.name))?
-                            }
-                            () = process::cancelled(&mut cancel) => {
-                                return Err(format!(
-                                    "{id}: `{}`: interrupted; `murphy resume` finishes the release",
-                                    item.name
-                                ));
-                            }
-                        }
-                    }
-                };
-                self.ctx.record(Event::Published {
-                    stage: stage.name.clone(),
-                    target: id.clone(),
-                    file: item.name.clone(),
-                    digest: item.digest.clone(),
-                    outcome,
-                });
-                // A confirmation must outlive a power cut, or a resume would publish again.
-                if let Err(err) = self.ctx.journal.sync() {
-                    return Err(format!("cannot sync the journal after publishing: {err}"));
-                }
-                crate::crash::at("published", &item.name);
-                self.confirm_release(id, item, version.as_deref(), true)
-                    .await?;
-                let word = match outcome {
-                    publish::Confirmed::Uploaded => "published",
-                    publish::Confirmed::AlreadyPresent => "already there (same bytes)",
-                };
-                self.ctx
-                    .reporter
-                    .note(&format!("{} {id}: `{}` {word}", stage.name, item.name));
+                published?;
             }
         }
         Ok(())
+    }
+
+    /// Publishes one file unless the shared store says another run did, then journals and
+    /// confirms it.
+    async fn publish_claimed(
+        &self,
+        target: &Target,
+        id: &str,
+        item: &publish::Item,
+        version: Option<&str>,
+        release: &publish::Release<'_>,
+        (attempts, base): (u32, Duration),
+    ) -> Result<(), String> {
+        let stage = self.stage();
+        if let Some(run) = self.released_elsewhere(id, item, version).await? {
+            self.ctx.record(Event::Published {
+                stage: stage.name.clone(),
+                target: id.to_owned(),
+                file: item.name.clone(),
+                digest: item.digest.clone(),
+                outcome: publish::Confirmed::AlreadyPresent,
+            });
+            if let Err(err) = self.ctx.journal.sync() {
+                return Err(format!("cannot sync the journal after publishing: {err}"));
+            }
+            self.ctx.reporter.note(&format!(
+                "{} {id}: `{}` was published by run {run} (confirmed on the shared store); skipped",
+                stage.name, item.name
+            ));
+            return Ok(());
+        }
+        let outcome = match target {
+            Target::Command { run, check, .. } => {
+                self.publish_command(run, check.as_deref(), item).await?
+            }
+            _ => {
+                let mut cancel = self.cancel.clone();
+                let upload = publish::with_retries(attempts, base, |_| {
+                    publish::publish(target, item, release)
+                });
+                tokio::select! {
+                    done = upload => {
+                        done.map_err(|message| format!("{id}: `{}`: {message}", item.name))?
+                    }
+                    () = process::cancelled(&mut cancel) => {
+                        return Err(format!(
+                            "{id}: `{}`: interrupted; `murphy resume` finishes the release",
+                            item.name
+                        ));
+                    }
+                }
+            }
+        };
+        self.ctx.record(Event::Published {
+            stage: stage.name.clone(),
+            target: id.to_owned(),
+            file: item.name.clone(),
+            digest: item.digest.clone(),
+            outcome,
+        });
+        // A confirmation must outlive a power cut, or a resume would publish again.
+        if let Err(err) = self.ctx.journal.sync() {
+            return Err(format!("cannot sync the journal after publishing: {err}"));
+        }
+        crate::crash::at("published", &item.name);
+        self.confirm_release(id, item, version, true).await?;
+        let word = match outcome {
+            publish::Confirmed::Uploaded => "published",
+            publish::Confirmed::AlreadyPresent => "already there (same bytes)",
+        };
+        self.ctx
+            .reporter
+            .note(&format!("{} {id}: `{}` {word}", stage.name, item.name));
+        Ok(())
+    }
+
+    /// For a versioned release on a shared store, the claim on publishing `item`: a lease only
+    /// one machine holds. One that finds it held waits until the holder's confirmation appears
+    /// (then `None`: the caller finds it and skips) or the lease ends (a holder that died).
+    async fn claim_release(
+        &self,
+        id: &str,
+        item: &publish::Item,
+        version: Option<&str>,
+    ) -> Result<Option<Lease>, String> {
+        let (Some(remote), Some(version)) = (&self.ctx.remote, version) else {
+            return Ok(None);
+        };
+        let slot = releases::Slot {
+            pipeline: &self.ctx.plan.name,
+            target: id,
+            version,
+            file: &item.name,
+        };
+        let key = remote.own(&slot.claim_key());
+        let holder = crate::remote::holder(&self.ctx.run.id);
+        let mut said = false;
+        loop {
+            let taken = Lease::take(remote, key.clone(), &holder, CLAIM)
+                .await
+                .map_err(|err| {
+                    format!(
+                        "{id}: `{}`: cannot claim its publication on the shared store: {}",
+                        item.name,
+                        crate::causes::line(&err)
+                    )
+                })?;
+            match taken {
+                Taken::Yes(lease) => return Ok(Some(lease)),
+                Taken::Held(held) => {
+                    if !said {
+                        self.ctx.reporter.note(&format!(
+                            "{} {id}: `{}` is being published by {}; waiting for it",
+                            self.stage().name,
+                            item.name,
+                            held.holder
+                        ));
+                        said = true;
+                    }
+                }
+            }
+            let mut cancel = self.cancel.clone();
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = process::cancelled(&mut cancel) => {
+                    return Err("interrupted while waiting to publish".into());
+                }
+            }
+            if self
+                .released_elsewhere(id, item, Some(version))
+                .await?
+                .is_some()
+            {
+                return Ok(None);
+            }
+        }
     }
 
     /// For a versioned release on a shared store: the run that already published `item` to

@@ -50,6 +50,14 @@ impl Slot<'_> {
     }
 }
 
+impl Slot<'_> {
+    /// The lease held by the one machine that publishes the slot's file right now.
+    pub fn claim_key(&self) -> String {
+        let key = self.key();
+        format!("{}.claim", key.strip_suffix(".json").unwrap_or(&key))
+    }
+}
+
 /// What a confirmation object holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Confirmation {

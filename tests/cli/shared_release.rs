@@ -272,3 +272,55 @@ fn a_publication_without_a_version_is_not_confirmed_and_every_runner_publishes()
     }
     assert_eq!(uploads.lines(), ["app 1.0.0", "app 1.0.0"]);
 }
+
+#[test]
+fn runners_releasing_at_the_same_moment_publish_once() {
+    let moto = Moto::start();
+    let store = moto.bucket("release-race");
+    let uploads = Uploads::new();
+    // Every runner's build waits for the others (a barrier in a folder they share), and the
+    // upload is slow, so all three reach the publication together and overlap there.
+    let barrier = tempfile::tempdir().unwrap();
+    let build = format!(
+        "touch '{dir}'/$$ && i=0 && while [ $(ls '{dir}' | wc -l) -lt 3 ] && [ $i -lt 300 ]; \
+         do sleep 0.1; i=$((i+1)); done && {REPRODUCIBLE}",
+        dir = barrier.path().display()
+    );
+    let pipeline = PIPELINE
+        .replace("BUILD", &build)
+        .replace("cat {file}", "sleep 2 && cat {file}")
+        .replace("UPLOADS", &uploads.log().to_string_lossy());
+    let origin = Test::new()
+        .git_init()
+        .write("pipeline.yml", &unindent(&pipeline))
+        .write("app.txt", "app 1.0.0\n")
+        .write(".gitignore", "/.murphy/\n/dist/\n")
+        .commit("demo 1.0.0")
+        .git(["tag", "v1.0.0"]);
+    let running: Vec<_> = (0..3)
+        .map(|_| {
+            on(
+                &moto,
+                runner(origin.path()),
+                &store,
+                &["run", "--trigger", "tag"],
+            )
+            .spawn()
+        })
+        .collect();
+    let outs: Vec<Output> = running.into_iter().map(|r| r.wait()).collect();
+    assert_eq!(
+        uploads.lines(),
+        ["app 1.0.0"],
+        "published more than once:\n{}",
+        outs.iter()
+            .map(|o| o.stderr.as_str())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    );
+    let waited = outs
+        .iter()
+        .filter(|o| o.stderr.contains("is being published by"))
+        .count();
+    assert!(waited >= 1, "no runner waited for another");
+}
