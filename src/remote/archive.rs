@@ -369,3 +369,156 @@ fn check_manifest(bytes: &[u8], n: u64, objects: &[ObjectMeta]) -> Result<BuildM
     }
     Ok(manifest)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::StoreUrl;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn archive(dir: &Path) -> SharedArchive {
+        let url = StoreUrl::parse(&format!("file://{}", dir.display())).unwrap();
+        let remote = Remote::open(&url, &Default::default()).unwrap();
+        SharedArchive::new(remote, name(Path::new("artifacts")))
+    }
+
+    /// Claims a number and uploads a build with it, as a runner would.
+    async fn make_build(archive: &SharedArchive, scratch: &Path) -> u64 {
+        let n = archive.claim(1, "run", "pack").await.unwrap();
+        let dir = scratch.join(n.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("demo.zip"), b"zip").unwrap();
+        let manifest = serde_json::json!({
+            "v": MANIFEST_VERSION, "build": n, "name": "demo", "bundle": "demo.zip",
+            "bundle_sha256": "00", "bundle_size": 3, "created_at": "2020-01-01T00:00:00Z",
+            "pipeline": "demo", "run_id": "run", "stage": "pack", "trigger": "push",
+            "version": null, "prerelease": null, "commit": null, "branch": null, "tag": null,
+            "links": {}, "description": null, "files": [], "stages": [], "provenance": {},
+        });
+        std::fs::write(dir.join(MANIFEST), manifest.to_string()).unwrap();
+        assert!(archive.upload(n, &dir).await.unwrap());
+        n
+    }
+
+    async fn listed(archive: &SharedArchive) -> Vec<u64> {
+        let listing = archive.list().await.unwrap();
+        assert!(listing.builds.iter().all(|b| b.manifest.is_ok()));
+        listing.builds.iter().map(|b| b.number).collect()
+    }
+
+    const KEEP_5: Policy = Policy {
+        keep_last: 5,
+        keep_days: 0,
+    };
+
+    /// A pruner whose listing went stale (more builds made, another pruner done) deletes
+    /// only what the rule over the present builds lets go too, in either order.
+    #[test]
+    fn a_pruner_with_a_stale_listing_deletes_nothing_the_rule_keeps() {
+        for stale_goes_last in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let scratch = tempfile::tempdir().unwrap();
+            let (a, b) = (archive(dir.path()), archive(dir.path()));
+            runtime().block_on(async {
+                for _ in 0..10 {
+                    make_build(&a, scratch.path()).await;
+                }
+                let now = Timestamp::now();
+                let stale = a.list().await.unwrap();
+                let expired = expired_in(&stale, KEEP_5, now, false);
+                assert_eq!(
+                    expired.iter().map(|e| e.build).collect::<Vec<_>>(),
+                    [1, 2, 3, 4, 5]
+                );
+                for _ in 0..5 {
+                    make_build(&b, scratch.path()).await;
+                }
+                if stale_goes_last {
+                    b.prune(KEEP_5, now, false).await.unwrap();
+                    a.delete(&stale, &expired).await.unwrap();
+                } else {
+                    a.delete(&stale, &expired).await.unwrap();
+                    b.prune(KEEP_5, now, false).await.unwrap();
+                }
+                assert_eq!(listed(&a).await, [11, 12, 13, 14, 15]);
+                // The highest claim stays: numbers go on from it.
+                assert_eq!(make_build(&a, scratch.path()).await, 16);
+            });
+        }
+    }
+
+    #[test]
+    fn a_build_without_its_manifest_is_not_listed_and_swept_after_the_grace_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let a = archive(dir.path());
+        runtime().block_on(async {
+            make_build(&a, scratch.path()).await;
+            let two = make_build(&a, scratch.path()).await;
+            // A writer killed between the bundle and the manifest.
+            a.remote
+                .delete(&a.build_key(two).join(MANIFEST))
+                .await
+                .unwrap();
+            assert_eq!(listed(&a).await, [1]);
+            let now = Timestamp::now();
+            let pruned = a.prune(KEEP_5, now, false).await.unwrap();
+            assert!(pruned.swept.is_empty(), "within the grace period");
+            let later = now
+                .checked_add(GRACE)
+                .unwrap()
+                .checked_add(SignedDuration::from_secs(1))
+                .unwrap();
+            let pruned = a.prune(KEEP_5, later, false).await.unwrap();
+            assert_eq!(pruned.swept, [two]);
+            assert!(a.remote.list(&a.build_key(two)).await.unwrap().is_empty());
+            // Its number is not given again.
+            assert_eq!(make_build(&a, scratch.path()).await, 3);
+        });
+    }
+
+    #[test]
+    fn a_manifest_that_disagrees_with_its_place_is_listed_as_damaged_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let a = archive(dir.path());
+        runtime().block_on(async {
+            for _ in 0..7 {
+                make_build(&a, scratch.path()).await;
+            }
+            let at = a.build_key(1).join(MANIFEST);
+            let text = String::from_utf8(a.remote.get(&at).await.unwrap().unwrap().to_vec())
+                .unwrap()
+                .replace("\"build\":1,", "\"build\":99,");
+            a.remote.put(&at, Bytes::from(text)).await.unwrap();
+            let listing = a.list().await.unwrap();
+            let damaged = listing.builds[0].manifest.as_ref().unwrap_err();
+            assert!(damaged.contains("says build 99"), "{damaged}");
+            let pruned = a.prune(KEEP_5, Timestamp::now(), false).await.unwrap();
+            assert_eq!(
+                pruned.expired.iter().map(|e| e.build).collect::<Vec<_>>(),
+                [2]
+            );
+            assert_eq!(a.list().await.unwrap().builds.len(), 6);
+        });
+    }
+
+    #[test]
+    fn names_of_roots() {
+        assert_eq!(name(Path::new("artifacts")), "artifacts");
+        assert_eq!(name(Path::new("./artifacts/")), "artifacts");
+        let nested = name(Path::new("out/artifacts"));
+        assert!(
+            nested.starts_with("root-") && nested.len() == 21,
+            "{nested}"
+        );
+        assert_ne!(nested, name(Path::new("out-artifacts")));
+        assert!(name(Path::new(".hidden")).starts_with("root-"));
+    }
+}

@@ -267,3 +267,120 @@ fn two_runners_pruning_at_once_keep_what_the_rule_keeps() {
     let (builds, _) = stored(&moto, bucket);
     assert_eq!(builds.keys().copied().collect::<BTreeSet<_>>(), kept);
 }
+
+#[test]
+fn a_pull_requests_builds_go_under_its_own_prefix_and_trusted_runs_never_list_them() {
+    let moto = Moto::start();
+    let bucket = "pull-request";
+    let store = format!("{}/team", moto.bucket(bucket));
+    let origin = origin(&single(1));
+    let trusted = on(&moto, runner(origin.path()), &store).args(["run"]).run();
+    let mut pr = on(&moto, runner(origin.path()), &store);
+    for (key, value) in [
+        ("GITHUB_ACTIONS", "true"),
+        ("GITHUB_REPOSITORY", "o/r"),
+        ("GITHUB_RUN_ID", "42"),
+        ("GITHUB_EVENT_NAME", "pull_request"),
+        ("GITHUB_REF", "refs/pull/7/merge"),
+        ("GITHUB_HEAD_REF", "feature"),
+        ("GITHUB_BASE_REF", "main"),
+    ] {
+        pr = pr.env(key, value);
+    }
+    pr.args(["run"]).run();
+    let before = keys(&moto, bucket, "team/");
+    // Its number comes after the trusted runs' claims.
+    assert!(
+        before.contains("team/pr/7/archive/artifacts/builds/000002/manifest.json")
+            && before.contains("team/pr/7/archive/artifacts/numbers/000002"),
+        "{before:#?}"
+    );
+    // Trusted runs list, number and prune their own builds only.
+    on(&moto, trusted.murphy(["run"]).cwd("work"), &store).run();
+    assert_eq!(numbers(&shared_list(&moto, &trusted, &store)), [2]);
+    assert_eq!(
+        stored(&moto, bucket).0.keys().copied().collect::<Vec<_>>(),
+        [2]
+    );
+    let after = keys(&moto, bucket, "team/pr/");
+    assert_eq!(
+        after,
+        before
+            .into_iter()
+            .filter(|k| k.starts_with("team/pr/"))
+            .collect()
+    );
+}
+
+/// Kill -9 between the bundle's upload and the manifest's: the build is not listed, and
+/// `murphy resume` shares it whole under the number it claimed, claiming no other.
+#[test]
+fn a_kill_during_the_upload_leaves_no_listed_build_and_resume_shares_it_whole() {
+    let moto = Moto::start();
+    let bucket = "killed";
+    let store = format!("{}/team", moto.bucket(bucket));
+    let origin = origin(&single(5));
+    let killed = on(&moto, runner(origin.path()), &store)
+        .env("MURPHY_CRASH_AT", "archive-files-shared:1")
+        .args(["run"])
+        .run_killed();
+    let (builds, claims) = stored(&moto, bucket);
+    assert_eq!(builds[&1], ["(bundle)".to_owned()].into());
+    assert_eq!(claims, [1].into());
+    assert!(shared_list(&moto, &killed, &store).is_empty());
+
+    on(&moto, killed.murphy(["resume"]).cwd("work"), &store).run();
+    let (builds, claims) = stored(&moto, bucket);
+    assert_eq!(builds.keys().copied().collect::<Vec<_>>(), [1]);
+    assert_eq!(builds[&1], whole());
+    assert_eq!(claims, [1].into());
+    let local = killed
+        .murphy(["archive", "list", "--json"])
+        .cwd("work")
+        .run();
+    let local: Vec<Value> = parse_json(&local.stdout);
+    assert_eq!(local, shared_list(&moto, &killed, &store));
+}
+
+/// The store refuses mid-run (its bucket is gone when `pack` archives): `pack` fails naming
+/// the store, and once the bucket is back, `murphy resume` archives and shares the build.
+#[test]
+fn a_store_that_refuses_the_archive_fails_the_stage_and_resume_finishes_it() {
+    let moto = Moto::start();
+    let bucket = "refused";
+    let store = format!("{}/team", moto.bucket(bucket));
+    let drop_bucket = format!(
+        "import boto3\nboto3.client('s3', endpoint_url='{}', region_name='us-east-1', aws_access_key_id='testing', aws_secret_access_key='testing').delete_bucket(Bucket='{bucket}')\n",
+        moto.endpoint()
+    );
+    let yaml = format!(
+        "{}    needs: [drop]\n  drop:\n    run:\n      - test -e dropped || {{ {} drop.py && touch dropped; }}\n",
+        single(5),
+        python_venv().join("bin/python").display()
+    );
+    let origin = Test::new()
+        .git_init()
+        .pipeline(&yaml)
+        .write("dist/app.txt", "the app\n")
+        .write("drop.py", &drop_bucket)
+        .write(".gitignore", "dropped\n")
+        .commit("first");
+    let out = on(&moto, runner(origin.path()), &store)
+        .args(["run"])
+        .code(1)
+        .run();
+    let status = out.murphy(["status", "--json"]).cwd("work").run();
+    let view: crate::support::RunView = parse_json(&status.stdout);
+    let pack = view.stage("pack");
+    assert_eq!(pack.state, "failed", "{view:#?}");
+    assert!(
+        pack.reason().contains("cannot give the build a number")
+            && pack.reason().contains("NoSuchBucket"),
+        "{}",
+        pack.reason()
+    );
+    moto.bucket(bucket);
+    on(&moto, out.murphy(["resume"]).cwd("work"), &store).run();
+    let (builds, _) = stored(&moto, bucket);
+    assert_eq!(builds.keys().copied().collect::<Vec<_>>(), [1]);
+}
