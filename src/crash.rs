@@ -3,7 +3,8 @@
 //!
 //! Points: `stage-exited:<stage>` (commands done, outputs not yet stored),
 //! `objects-stored:<stage>` (objects synced, record not written), `record-written:<stage>`
-//! (record written, success not journalled), and `journal-append:<n>` (the n-th journal
+//! (record written, success not journalled), `objects-shared:<stage>` (objects uploaded to the
+//! shared store, its record not), and `journal-append:<n>` (the n-th journal
 //! append of this process is torn in half). The variable never reaches stages.
 
 use std::sync::OnceLock;

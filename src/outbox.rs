@@ -43,9 +43,21 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn new(state_dir: &Path) -> Outbox {
-        Outbox {
-            dir: state_dir.join("outbox"),
-        }
+        Outbox::at(state_dir.join("outbox"))
+    }
+
+    /// An outbox in `dir` (the shared outbox's messages wait in one while they are sent).
+    pub fn at(dir: PathBuf) -> Outbox {
+        Outbox { dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file holding message `id`.
+    pub fn file(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
     }
 
     /// Writes a message durably; from here on it is never lost.

@@ -331,6 +331,7 @@ pub fn flush_outbox(
     plan: &Plan,
     state: &StateDir,
     secrets_file: &Path,
+    store: Option<&StoreUrl>,
 ) -> Result<(usize, Vec<(String, String)>), SessionError> {
     let env = environment::outer();
     // Only the secrets the notifications name: a cron job that delivers them must not
@@ -346,9 +347,33 @@ pub fn flush_outbox(
     let secrets = crate::secrets::load(&names, &env, secrets_file)?;
     let client = crate::publish::client(Duration::from_secs(30)).map_err(http_error)?;
     let outbox = crate::outbox::Outbox::new(state.root());
-    runtime()?
-        .block_on(outbox.flush(&plan.notify, &secrets, &client, 3))
-        .map_err(|e| io_error("cannot read the outbox", e))
+    let remote = store.map(|url| Remote::open(url, &env)).transpose()?;
+    runtime()?.block_on(async {
+        let (mut delivered, mut waiting) = outbox
+            .flush(&plan.notify, &secrets, &client, 3)
+            .await
+            .map_err(|e| io_error("cannot read the outbox", e))?;
+        if let Some(remote) = &remote {
+            let shared = crate::remote::outbox::flush(
+                remote,
+                &outbox,
+                &state.root().join("outbox-shared"),
+                &crate::remote::holder("outbox flush"),
+                &plan.notify,
+                &secrets,
+                &client,
+                3,
+            )
+            .await?;
+            if let Some(holder) = shared.busy {
+                eprintln!("note: the shared outbox is being delivered by {holder}");
+            }
+            // What waited here went to the shared outbox: it now waits there, if anywhere.
+            delivered += shared.delivered;
+            waiting = shared.waiting;
+        }
+        Ok((delivered, waiting))
+    })
 }
 
 /// The secrets the stages that will run need: the pipeline's and theirs.
@@ -710,22 +735,55 @@ async fn notify(ctx: &Context, state: &StateDir) {
             );
         }
     }
-    match outbox
+    let flushed = outbox
         .flush(&ctx.plan.notify, &ctx.secrets, &ctx.client, 2)
-        .await
-    {
-        Ok((delivered, waiting)) => {
-            if delivered > 0 {
-                ctx.reporter
-                    .note(&format!("sent {delivered} notification(s)"));
-            }
-            for (id, why) in waiting {
-                ctx.reporter.note(&format!(
-                    "notification {id} is waiting in the outbox ({why}); `murphy outbox flush` retries it"
-                ));
-            }
+        .await;
+    let Some(remote) = &ctx.remote else {
+        match flushed {
+            Ok((delivered, waiting)) => report_notified(ctx, delivered, &waiting, "the outbox"),
+            Err(err) => tracing::warn!("cannot read the outbox: {err}"),
         }
-        Err(err) => tracing::warn!("cannot read the outbox: {err}"),
+        return;
+    };
+    // What the receivers did not take goes to the shared outbox, which outlives this machine.
+    let delivered = flushed.map_or(0, |(delivered, _)| delivered);
+    let shared = crate::remote::outbox::flush(
+        remote,
+        &outbox,
+        &state.root().join("outbox-shared"),
+        &crate::remote::holder(&ctx.run.id),
+        &ctx.plan.notify,
+        &ctx.secrets,
+        &ctx.client,
+        2,
+    )
+    .await;
+    match shared {
+        Ok(shared) => report_notified(
+            ctx,
+            delivered + shared.delivered,
+            &shared.waiting,
+            "the shared outbox",
+        ),
+        Err(err) => {
+            report_notified(ctx, delivered, &[], "the outbox");
+            tracing::warn!(
+                "cannot hand notifications to the shared outbox: {}; they wait in this machine's",
+                crate::causes::line(&err)
+            );
+        }
+    }
+}
+
+fn report_notified(ctx: &Context, delivered: usize, waiting: &[(String, String)], place: &str) {
+    if delivered > 0 {
+        ctx.reporter
+            .note(&format!("sent {delivered} notification(s)"));
+    }
+    for (id, why) in waiting {
+        ctx.reporter.note(&format!(
+            "notification {id} is waiting in {place} ({why}); `murphy outbox flush` retries it"
+        ));
     }
 }
 

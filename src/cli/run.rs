@@ -81,9 +81,15 @@ pub(super) fn outbox(cli: &Cli, command: &OutboxCommand) -> Result<i32, Error> {
     let outbox = crate::outbox::Outbox::new(state.root());
     match command {
         OutboxCommand::List { json } => {
-            let items = outbox
+            let mut items = outbox
                 .list()
                 .map_err(|e| io_error("cannot read the outbox", e))?;
+            if let Some(url) = super::store::configured(cli)? {
+                let remote = crate::remote::Remote::open(&url, &crate::environment::outer())?;
+                let shared =
+                    crate::session::runtime()?.block_on(crate::remote::outbox::list(&remote))?;
+                items.extend(shared.into_iter().map(Ok));
+            }
             if *json {
                 let messages: Vec<&crate::outbox::Message> =
                     items.iter().filter_map(|i| i.as_ref().ok()).collect();
@@ -112,7 +118,9 @@ pub(super) fn outbox(cli: &Cli, command: &OutboxCommand) -> Result<i32, Error> {
         }
         OutboxCommand::Flush { secrets } => {
             let plan = load_plan(cli, &pipeline_file(cli)?)?;
-            let (delivered, waiting) = session::flush_outbox(&plan, &state, &secrets.path(&state))?;
+            let store = super::store::url(cli, plan.store.as_ref())?;
+            let (delivered, waiting) =
+                session::flush_outbox(&plan, &state, &secrets.path(&state), store.as_ref())?;
             println!("delivered {delivered} notification(s)");
             for (id, why) in &waiting {
                 println!("still waiting: {id}: {why}");

@@ -26,6 +26,18 @@ pub(super) fn url(cli: &Cli, plan_store: Option<&StoreUrl>) -> Result<Option<Sto
     }
 }
 
+/// The shared store for a command that needs no pipeline: `--store`, else the `store:` of
+/// the pipeline file if there is one.
+pub(super) fn configured(cli: &Cli) -> Result<Option<StoreUrl>, Error> {
+    if cli.store.is_some() {
+        return url(cli, None);
+    }
+    match pipeline_file(cli) {
+        Ok(file) => url(cli, load_plan(cli, &file)?.store.as_ref()),
+        Err(_) => Ok(None),
+    }
+}
+
 /// The shared store opened, if there is one.
 pub(super) fn open(
     cli: &Cli,

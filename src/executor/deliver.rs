@@ -19,7 +19,7 @@ use crate::journal::{self, Event};
 use crate::plan::Target;
 use crate::process::{self, Ended, Output};
 use crate::publish;
-use crate::remote::{self, archive::SharedArchive};
+use crate::remote::{self, RemoteError, archive::SharedArchive, releases};
 
 impl Task {
     /// Makes the stage's archive build, then lets retention prune the archive. A failed
@@ -245,10 +245,33 @@ impl Task {
                         "{} {id}: `{}` was published before the run was resumed",
                         stage.name, item.name
                     ));
+                    // A kill between the journal and the shared store left it unconfirmed there.
+                    self.confirm_release(id, item, version.as_deref(), false)
+                        .await?;
                     continue;
                 }
                 if *self.cancel.borrow() {
                     return Err("interrupted before publishing".into());
+                }
+                if let Some(run) = self
+                    .released_elsewhere(id, item, version.as_deref())
+                    .await?
+                {
+                    self.ctx.record(Event::Published {
+                        stage: stage.name.clone(),
+                        target: id.clone(),
+                        file: item.name.clone(),
+                        digest: item.digest.clone(),
+                        outcome: publish::Confirmed::AlreadyPresent,
+                    });
+                    if let Err(err) = self.ctx.journal.sync() {
+                        return Err(format!("cannot sync the journal after publishing: {err}"));
+                    }
+                    self.ctx.reporter.note(&format!(
+                        "{} {id}: `{}` was published by run {run} (confirmed on the shared store); skipped",
+                        stage.name, item.name
+                    ));
+                    continue;
                 }
                 let outcome = match target {
                     Target::Command { run, check, .. } => {
@@ -284,6 +307,8 @@ impl Task {
                     return Err(format!("cannot sync the journal after publishing: {err}"));
                 }
                 crate::crash::at("published", &item.name);
+                self.confirm_release(id, item, version.as_deref(), true)
+                    .await?;
                 let word = match outcome {
                     publish::Confirmed::Uploaded => "published",
                     publish::Confirmed::AlreadyPresent => "already there (same bytes)",
@@ -294,6 +319,103 @@ impl Task {
             }
         }
         Ok(())
+    }
+
+    /// For a versioned release on a shared store: the run that already published `item` to
+    /// target `id`, if one did with the same bytes. Other bytes are an error: a version once
+    /// published is never published over, from any machine.
+    async fn released_elsewhere(
+        &self,
+        id: &str,
+        item: &publish::Item,
+        version: Option<&str>,
+    ) -> Result<Option<String>, String> {
+        let (Some(remote), Some(version)) = (&self.ctx.remote, version) else {
+            return Ok(None);
+        };
+        let slot = releases::Slot {
+            target: id,
+            version,
+            file: &item.name,
+        };
+        let found = releases::find(remote, slot)
+            .await
+            .map_err(|err| match err {
+                RemoteError::Damaged { .. } => format!(
+                    "{id}: `{}`: {}; if this version of it was never published, remove that object",
+                    item.name,
+                    crate::causes::line(&err)
+                ),
+                _ => format!(
+                    "{id}: `{}`: cannot read its release confirmation from the shared store: {}",
+                    item.name,
+                    crate::causes::line(&err)
+                ),
+            })?;
+        match found {
+            None => Ok(None),
+            Some(earlier) if earlier.digest == item.digest => Ok(Some(earlier.run_id)),
+            Some(earlier) => Err(format!(
+                "{id}: `{}` {version} was already published with other bytes (digest {}, these are {}) by run {} of stage `{}`, as `{}` on the shared store says; a released version is never published over",
+                item.name,
+                earlier.digest,
+                item.digest,
+                earlier.run_id,
+                earlier.stage,
+                remote.shared(&slot.key()),
+            )),
+        }
+    }
+
+    /// Writes the shared store's confirmation that this run published `item` (with a version,
+    /// on a shared store). If another machine's came first, that is a warning: the file is
+    /// published either way. `just_now`: this run published it a moment ago, rather than
+    /// before it was resumed (when a confirmation for the same bytes is no news).
+    async fn confirm_release(
+        &self,
+        id: &str,
+        item: &publish::Item,
+        version: Option<&str>,
+        just_now: bool,
+    ) -> Result<(), String> {
+        let (Some(remote), Some(version)) = (&self.ctx.remote, version) else {
+            return Ok(());
+        };
+        let slot = releases::Slot {
+            target: id,
+            version,
+            file: &item.name,
+        };
+        let ours =
+            releases::Confirmation::new(slot, &item.digest, &self.ctx.run.id, &self.stage().name);
+        match releases::confirm(remote, &ours).await {
+            Ok(None) => Ok(()),
+            Ok(Some(theirs)) if theirs.run_id == ours.run_id => Ok(()),
+            Ok(Some(theirs)) if theirs.digest == ours.digest && !just_now => Ok(()),
+            Ok(Some(theirs)) => {
+                let bytes = if theirs.digest == ours.digest {
+                    "the same bytes"
+                } else {
+                    "other bytes"
+                };
+                tracing::warn!(
+                    "{id}: `{}` {version}: run {} confirmed it on the shared store first, with {bytes}, while this run published it",
+                    item.name,
+                    theirs.run_id
+                );
+                Ok(())
+            }
+            // What holds the slot is unreadable; the file is published, which is what counts.
+            Err(err @ RemoteError::Damaged { .. }) => {
+                tracing::warn!("{}", crate::causes::line(&err));
+                Ok(())
+            }
+            Err(err) => Err(format!(
+                "{id}: `{}` is published, but its confirmation could not be written to the shared store: {}; `murphy resume` writes it",
+                item.name,
+                crate::causes::line(&err)
+            )),
+        }
     }
 
     /// The SHA-256 of each file this run archived: publishing sends those very bytes.

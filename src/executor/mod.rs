@@ -81,6 +81,8 @@ pub struct Context {
     pub store: Store,
     /// The shared store, if there is one: checkpoints are pulled from it and pushed to it.
     pub remote: Option<crate::remote::Remote>,
+    /// Fingerprints whose shared checkpoint was found damaged: their push checks every object.
+    heal: std::sync::Mutex<std::collections::HashSet<String>>,
     pub stat_cache: StatCache,
     /// The outer environment, read once: stages take from it what `environment` allows.
     pub outer_env: BTreeMap<String, String>,
@@ -122,6 +124,7 @@ impl Context {
             verbose: false,
             store: Store::new(&state_dir),
             remote: None,
+            heal: Default::default(),
             stat_cache: StatCache::load(&state_dir.join("stat-cache")),
             outer_env,
             plan,

@@ -22,11 +22,18 @@ impl Task {
                 self.stage().name
             ),
             Ok(false) => {}
-            Err(err) => tracing::warn!(
-                "cannot take the checkpoint of `{}` from the shared store: {}",
-                self.stage().name,
-                crate::causes::line(&err)
-            ),
+            Err(err) => {
+                tracing::warn!(
+                    "cannot take the checkpoint of `{}` from the shared store: {}",
+                    self.stage().name,
+                    crate::causes::line(&err)
+                );
+                if matches!(err, crate::remote::RemoteError::Damaged { .. })
+                    && let Ok(mut heal) = self.ctx.heal.lock()
+                {
+                    heal.insert(fingerprint.to_owned());
+                }
+            }
         }
     }
 
@@ -37,7 +44,12 @@ impl Task {
         let Some(remote) = &self.ctx.remote else {
             return Ok(());
         };
-        checkpoints::push(remote, &self.ctx.store, record)
+        let heal = self
+            .ctx
+            .heal
+            .lock()
+            .is_ok_and(|heal| heal.contains(&record.fingerprint));
+        checkpoints::push(remote, &self.ctx.store, record, heal)
             .await
             .map(drop)
             .map_err(|err| {

@@ -44,24 +44,29 @@ fn digests(record: &StageRecord) -> Vec<String> {
 /// Makes the shared store hold `record` as the local store has it: each object uploaded only
 /// if absent, then the manifest, then the record, so no reader ever sees a record without its
 /// objects. Returns whether anything was written (`false`: the record was there already).
+/// With `heal`, objects are checked even when the record is there: a pull found one damaged.
 pub async fn push(
     remote: &Remote,
     store: &Store,
     record: &StageRecord,
+    heal: bool,
 ) -> Result<bool, RemoteError> {
     let fingerprint = &record.fingerprint;
     let record_at = remote.own(&record_key(fingerprint));
-    if remote.head(&record_at).await?.is_some() {
+    let has_record = remote.head(&record_at).await?.is_some();
+    if has_record && !heal {
         return Ok(false);
     }
     futures_util::stream::iter(digests(record))
         .map(|digest: String| async move {
             let key = remote.own(&object_key(&digest));
-            if remote.head(&key).await?.is_some() {
+            // Healing uploads every object: one that is there may be the damaged one.
+            if !heal && remote.head(&key).await?.is_some() {
                 return Ok(());
             }
             // A pull request's run need not upload what trusted runs already shared.
-            if remote.writes_apart()
+            if !heal
+                && remote.writes_apart()
                 && remote
                     .head(&remote.shared(&object_key(&digest)))
                     .await?
@@ -74,6 +79,8 @@ pub async fn push(
         .buffer_unordered(PARALLEL)
         .try_collect::<()>()
         .await?;
+    // Healing replaces the record too: the stage ran again, and its record names what it made
+    // now (a stage need not make the same bytes twice), all of which was just uploaded.
     crate::crash::at("objects-shared", &record.stage);
     let read = |path: std::path::PathBuf| {
         std::fs::read(&path).map_err(|source| RemoteError::Local { path, source })
@@ -157,6 +164,9 @@ async fn fetch_object(
             }
             Ok(Some(_)) => {
                 let _ = std::fs::remove_file(&temp);
+                // Bytes that do not hash to their name are wrong whoever wrote them: removed,
+                // so the next push of that digest puts the right ones back.
+                let _ = remote.delete(&join(place, &object_key(digest))).await;
                 return Err(RemoteError::Damaged {
                     what: format!("object {digest}"),
                     problem: "its bytes do not hash to its name".into(),

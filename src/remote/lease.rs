@@ -187,3 +187,50 @@ async fn update(
         version: put.version,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::StoreUrl;
+
+    #[test]
+    fn a_lease_is_held_renewed_released_and_taken_over_once_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = StoreUrl::parse(&format!("file://{}", dir.path().display())).unwrap();
+        let remote = Remote::open(&url, &Default::default()).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let key = remote.shared("locks/run");
+            let hour = Duration::from_secs(3600);
+            let Taken::Yes(mut a) = Lease::take(&remote, key.clone(), "a", hour).await.unwrap()
+            else {
+                panic!("a free lease was not taken");
+            };
+            match Lease::take(&remote, key.clone(), "b", hour).await.unwrap() {
+                Taken::Held(held) => assert_eq!(held.holder, "a"),
+                Taken::Yes(_) => panic!("a held lease was taken"),
+            }
+            assert!(a.renew().await.unwrap());
+            a.release().await.unwrap();
+            let Taken::Yes(b) = Lease::take(&remote, key.clone(), "b", Duration::ZERO)
+                .await
+                .unwrap()
+            else {
+                panic!("a released lease was not taken");
+            };
+            // b's lease expired at once: the next machine takes it over.
+            let Taken::Yes(_) = Lease::take(&remote, key.clone(), "c", hour).await.unwrap() else {
+                panic!("an expired lease was not taken over");
+            };
+            // b no longer holds it, so its release leaves c's lease alone.
+            b.release().await.unwrap();
+            match Lease::take(&remote, key, "d", hour).await.unwrap() {
+                Taken::Held(held) => assert_eq!(held.holder, "c"),
+                Taken::Yes(_) => panic!("c's lease was released by b"),
+            }
+        });
+    }
+}

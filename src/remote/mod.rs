@@ -17,6 +17,8 @@
 pub mod archive;
 pub mod checkpoints;
 pub mod lease;
+pub mod outbox;
+pub mod releases;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -377,10 +379,14 @@ impl Remote {
 
     /// Answers a first request within [`PROBE_TIMEOUT`], or says the store is unreachable:
     /// a run never starts against a store it cannot use.
+    /// A listing, not a lookup: S3 answers a lookup in a bucket that does not exist with the
+    /// same 404 as a missing object.
     pub async fn probe(&self) -> Result<(), RemoteError> {
-        let key = self.shared("murphy-store");
-        match tokio::time::timeout(PROBE_TIMEOUT, self.head(&key)).await {
-            Ok(answer) => answer.map(drop),
+        let listing = self.store.list_with_delimiter(Some(&self.base));
+        match tokio::time::timeout(PROBE_TIMEOUT, listing).await {
+            Ok(answer) => answer
+                .map(drop)
+                .map_err(self.request_err("list", &self.base)),
             Err(_) => Err(RemoteError::Unreachable {
                 url: self.url.to_string(),
                 seconds: PROBE_TIMEOUT.as_secs(),
@@ -450,6 +456,19 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
         },
         _ => text,
     }
+}
+
+/// Who holds a lease: this host, this process, and what it does (a run id, a command).
+pub fn holder(doing: &str) -> String {
+    let mut name = [0u8; 256];
+    // SAFETY: gethostname writes at most `len` bytes into the buffer we own.
+    let host = if unsafe { libc::gethostname(name.as_mut_ptr().cast(), name.len()) } == 0 {
+        let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+        String::from_utf8_lossy(&name[..len]).into_owned()
+    } else {
+        "unknown host".to_owned()
+    };
+    format!("{host} (pid {}, {doing})", std::process::id())
 }
 
 fn join(base: &Key, key: &str) -> Key {

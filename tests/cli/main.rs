@@ -22,6 +22,7 @@ mod resume;
 mod resume_check;
 mod run;
 mod shared_archive;
+mod shared_release;
 mod shared_store;
 mod shell;
 mod signals;

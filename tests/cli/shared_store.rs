@@ -118,3 +118,366 @@ fn store_check_probes_each_operation_and_names_what_failed() {
         out.stderr
     );
 }
+
+#[test]
+fn a_pull_request_reads_shared_checkpoints_but_never_writes_where_trusted_runs_restore() {
+    let moto = Moto::start();
+    let store = moto.bucket("trust");
+    let origin = origin();
+    // An untrusted change builds first: its checkpoint goes under its own prefix.
+    let pr = moto
+        .env(runner(origin.path()))
+        .env("MURPHY_STORE", &store)
+        .args(["run", "--trigger", "pr"])
+        .run();
+    assert!(pr.path().join("work/ran.log").exists());
+    // A trusted run does not restore it: it builds for itself, and shares that.
+    let push = run_on(&moto, runner(origin.path()), &store);
+    assert_eq!(
+        std::fs::read_to_string(push.path().join("work/ran.log")).unwrap(),
+        "build\ntest\n",
+        "a push run restored what a pull request made:\n{}",
+        push.stderr
+    );
+    // Another pull request reads what the trusted run shared.
+    let pr2 = moto
+        .env(runner(origin.path()))
+        .env("MURPHY_STORE", &store)
+        .args(["run", "--trigger", "pr"])
+        .run();
+    assert!(!pr2.path().join("work/ran.log").exists(), "{}", pr2.stderr);
+}
+
+#[test]
+fn an_unreachable_store_stops_the_run_before_anything_is_recorded() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let origin = origin();
+    let out = runner(origin.path())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", &format!("http://127.0.0.1:{port}"))
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("MURPHY_STORE_RETRY_TIMEOUT", "1s")
+        .env("MURPHY_STORE", "s3://nowhere/team")
+        .args(["run"])
+        .code(1)
+        .run();
+    assert!(
+        out.stderr.contains("s3://nowhere/team") && out.stderr.contains("Connection refused"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.path().join("work/ran.log").exists());
+    let runs = out.murphy(["runs", "--json"]).cwd("work").run();
+    assert_eq!(runs.stdout.trim(), "[]", "a run was recorded");
+}
+
+/// A proxy in front of moto that answers its first `refuse` connections with S3's `503 Slow
+/// Down`, then passes every byte through; returns its port and how many it refused.
+fn throttling_proxy(
+    upstream: u16,
+    refuse: usize,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::Ordering;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = refused.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { continue };
+            if count.load(Ordering::SeqCst) < refuse {
+                // Read what the client sends (headers and any body), then refuse it.
+                client
+                    .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+                    .unwrap();
+                let mut buf = [0u8; 65536];
+                while matches!(client.read(&mut buf), Ok(n) if n > 0) {}
+                let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
+                            <Message>Please reduce your request rate.</Message></Error>";
+                let _ = write!(
+                    client,
+                    "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                count.fetch_add(1, Ordering::SeqCst);
+                continue;
+            }
+            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                continue;
+            };
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut client, mut server) = (client, server);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut s2);
+                let _ = s2.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut server, &mut client);
+                let _ = client.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (port, refused)
+}
+
+#[test]
+fn a_throttled_store_is_retried() {
+    let moto = Moto::start();
+    let store = moto.bucket("throttled");
+    let (port, refused) = throttling_proxy(moto.port, 3);
+    let origin = origin();
+    let out = moto
+        .env(runner(origin.path()))
+        .env("AWS_ENDPOINT_URL", &format!("http://127.0.0.1:{port}"))
+        .env("MURPHY_STORE", &store)
+        .args(["run"])
+        .run();
+    assert_eq!(
+        refused.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "{}",
+        out.stderr
+    );
+    // Everything arrived: a runner that talks to the store directly restores it all.
+    let b = run_on(&moto, runner(origin.path()), &store);
+    assert!(!b.path().join("work/ran.log").exists(), "{}", b.stderr);
+}
+
+#[test]
+fn a_directory_store_is_shared_the_same_way() {
+    let shared = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", shared.path().display());
+    let origin = origin();
+    let a = runner(origin.path())
+        .env("MURPHY_STORE", &store)
+        .args(["run"])
+        .run();
+    assert!(a.path().join("work/ran.log").exists());
+    let b = runner(origin.path())
+        .env("MURPHY_STORE", &store)
+        .args(["run"])
+        .run();
+    assert!(!b.path().join("work/ran.log").exists(), "{}", b.stderr);
+    assert!(b.path().join("work/out/big.bin").exists());
+    // A damaged object in the store is refused by its digest, and the stage runs instead.
+    for entry in walkdir(shared.path().join("checkpoints/objects")) {
+        std::fs::write(&entry, b"forged").unwrap();
+    }
+    let c = runner(origin.path())
+        .env("MURPHY_STORE", &store)
+        .args(["run"])
+        .run_unchecked()
+        .1;
+    assert!(c.stderr.contains("do not hash to its name"), "{}", c.stderr);
+    assert_eq!(
+        std::fs::read_to_string(c.path().join("work/ran.log")).unwrap_or_default(),
+        "build\ntest\n",
+        "{}",
+        c.stderr
+    );
+    // The run that found the damage put the right bytes back: the next runner restores.
+    let d = runner(origin.path())
+        .env("MURPHY_STORE", &store)
+        .args(["run"])
+        .run();
+    assert!(!d.path().join("work/ran.log").exists(), "{}", d.stderr);
+}
+
+/// Every file below `dir`.
+fn walkdir(dir: std::path::PathBuf) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut todo = vec![dir];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn records_from_the_store_are_trusted_only_with_the_key_that_sealed_them() {
+    let shared = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", shared.path().display());
+    let origin = origin();
+    let with_key = |test: Test, key: &str| {
+        test.env("MURPHY_STORE", &store)
+            .env("MURPHY_STORE_KEY", key)
+    };
+    let a = with_key(runner(origin.path()), "the-team-key-0123456789")
+        .args(["run"])
+        .run();
+    assert!(a.path().join("work/ran.log").exists());
+    // Another key, or none: the record is not trusted, and the stage runs.
+    let b = with_key(runner(origin.path()), "another-key-0123456789")
+        .args(["run"])
+        .run();
+    assert!(b.stderr.contains("MAC does not match"), "{}", b.stderr);
+    assert!(b.path().join("work/ran.log").exists());
+    let c = runner(origin.path())
+        .env("MURPHY_STORE", &store)
+        .args(["run"])
+        .run();
+    assert!(c.path().join("work/ran.log").exists(), "{}", c.stderr);
+    // The same key: restored.
+    let d = with_key(runner(origin.path()), "the-team-key-0123456789")
+        .args(["run"])
+        .run();
+    assert!(!d.path().join("work/ran.log").exists(), "{}", d.stderr);
+}
+
+#[test]
+fn a_kill_mid_upload_shows_no_record_until_resume_shares_it() {
+    let moto = Moto::start();
+    let store = moto.bucket("killed");
+    let origin = origin();
+    // Killed after `build`'s objects went up, before its record did.
+    let a = moto
+        .env(runner(origin.path()))
+        .env("MURPHY_STORE", &store)
+        .env("MURPHY_CRASH_AT", "objects-shared:build")
+        .args(["run"])
+        .run_killed();
+    // Another runner sees no checkpoint (no record without its objects, nor objects taken for
+    // a record): it builds for itself.
+    let b = run_on(&moto, runner(origin.path()), &store);
+    assert_eq!(
+        std::fs::read_to_string(b.path().join("work/ran.log")).unwrap(),
+        "build\ntest\n"
+    );
+    // The killed runner resumes: `build` is not run again, only shared.
+    let resumed = moto
+        .env(a.murphy(["resume"]).cwd("work"))
+        .env("MURPHY_STORE", &store)
+        .run();
+    assert_eq!(
+        std::fs::read_to_string(a.path().join("work/ran.log")).unwrap(),
+        "build\ntest\n",
+        "{}",
+        resumed.stderr
+    );
+}
+
+#[test]
+fn a_store_whose_bucket_does_not_exist_stops_the_run_before_anything_is_recorded() {
+    let moto = Moto::start();
+    let origin = origin();
+    let out = moto
+        .env(runner(origin.path()))
+        .env("MURPHY_STORE", "s3://no-such-bucket/team")
+        .args(["run"])
+        .code(1)
+        .run();
+    assert!(out.stderr.contains("NoSuchBucket"), "{}", out.stderr);
+    assert!(!out.path().join("work/ran.log").exists());
+    let runs = out.murphy(["runs", "--json"]).cwd("work").run();
+    assert_eq!(runs.stdout.trim(), "[]", "a run was recorded");
+}
+
+/// A webhook receiver on `listener` that answers every POST with 200 and counts them.
+fn receiver(listener: std::net::TcpListener) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let posts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = posts.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let mut reader = BufReader::new(stream);
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = reader
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    posts
+}
+
+#[test]
+fn a_notification_no_receiver_took_waits_in_the_shared_outbox_for_another_machine() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let shared = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", shared.path().display());
+    let origin = Test::new()
+        .git_init()
+        .pipeline(&format!(
+            "
+            version: 1
+            notify:
+              - webhook: {{url: 'http://127.0.0.1:{port}/hook', on: [success]}}
+            stages:
+              build: {{run: echo built}}
+            "
+        ))
+        .commit("first");
+    // The receiver is down: the message goes to the shared outbox, not this runner's disk.
+    let a = runner(origin.path())
+        .env("MURPHY_STORE", &store)
+        .args(["run"])
+        .run();
+    assert!(
+        a.stderr.contains("is waiting in the shared outbox"),
+        "{}",
+        a.stderr
+    );
+    let here = walkdir(a.path().join("work/.murphy/outbox"));
+    assert!(
+        !here
+            .iter()
+            .any(|f| f.extension().is_some_and(|e| e == "json")),
+        "{here:?}"
+    );
+    let listed = runner(origin.path())
+        .env("MURPHY_STORE", &store)
+        .args(["outbox", "list", "--json"])
+        .run();
+    let waiting: Vec<serde_json::Value> = crate::support::parse_json(&listed.stdout);
+    assert_eq!(waiting.len(), 1, "{}", listed.stdout);
+
+    // The receiver is back; a fresh machine delivers it, once.
+    let posts = receiver(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap());
+    let b = runner(origin.path())
+        .env("MURPHY_STORE", &store)
+        .args(["outbox", "flush"])
+        .run();
+    assert!(
+        b.stdout.contains("delivered 1 notification(s)"),
+        "{}",
+        b.stdout
+    );
+    let again = runner(origin.path())
+        .env("MURPHY_STORE", &store)
+        .args(["outbox", "flush"])
+        .run();
+    assert!(
+        again.stdout.contains("delivered 0 notification(s)"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(posts.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

@@ -129,6 +129,8 @@ impl Test {
             .env_remove("MURPHY_STAGE")
             .env_remove("MURPHY_LOG")
             .env_remove("MURPHY_CRASH_AT")
+            .env_remove("MURPHY_STORE")
+            .env_remove("MURPHY_STORE_KEY")
             .env_remove("GITHUB_ACTIONS")
             .env("NO_COLOR", "1")
             .envs(self.env.iter().map(|(k, v)| (k, v)))

@@ -12,7 +12,7 @@ Usage: cargo xtask <TASK> [ARGS...]
 
 Tasks:
   bench [--json] [NAME...]   Build murphy in release mode and run its benchmarks
-                             [default: all]; --json prints the results for machines";
+                             [default: all but remote]; --json prints the results for machines";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
