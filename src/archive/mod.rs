@@ -64,6 +64,8 @@ pub enum ArchiveError {
     Bundle(#[from] bundle::BundleError),
     #[error("no build {build} in `{}` (see `murphy archive list`)", root.display())]
     NoSuchBuild { build: u64, root: PathBuf },
+    #[error("cannot give the build a number")]
+    Number(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("build {build}'s manifest is unreadable")]
     BadManifest {
         build: u64,
@@ -310,7 +312,10 @@ impl Archive {
 
         let _lock = self.lock()?;
         self.clean_leftovers();
-        let number = self.next_number()?;
+        let number = match request.number {
+            Some(claim) => claim(self.next_number()?).map_err(ArchiveError::Number)?,
+            None => self.next_number()?,
+        };
         let name = render_name(request, number);
         let bundle_name = format!("{name}.zip");
         fs::rename(&staged, tmp.join(&bundle_name)).map_err(io_err(tmp))?;
@@ -461,27 +466,35 @@ impl Archive {
         include_releases: bool,
     ) -> Result<Vec<Expired>, ArchiveError> {
         let builds = self.builds()?;
-        // Only the first build of a release pins it: a tag run repeated for the same version
-        // makes an ordinary build, or each retry would pin one more for good.
-        let mut released = HashSet::new();
-        let candidates: Vec<Candidate> = builds
+        let readable = builds
             .iter()
-            .filter_map(|b| {
-                let m = b.manifest.as_ref().ok()?;
-                Some(Candidate {
-                    build: b.number,
-                    created_at: m.created_at,
-                    release: m.release().is_some_and(|r| released.insert(r)),
-                })
-            })
-            .collect();
+            .filter_map(|b| Some((b.number, b.manifest.as_ref().ok()?)));
         Ok(retention::expired(
-            &candidates,
+            &candidates(readable),
             policy,
             now,
             include_releases,
         ))
     }
+}
+
+/// What retention needs of builds with readable manifests, oldest first. Only the first build
+/// of a release pins it: a tag run repeated for the same version makes an ordinary build, or
+/// each retry would pin one more for good.
+pub fn candidates<'m>(
+    builds: impl IntoIterator<Item = (u64, &'m BuildManifest)>,
+) -> Vec<Candidate> {
+    let mut builds: Vec<_> = builds.into_iter().collect();
+    builds.sort_by_key(|(number, _)| *number);
+    let mut released = HashSet::new();
+    builds
+        .into_iter()
+        .map(|(number, m)| Candidate {
+            build: number,
+            created_at: m.created_at,
+            release: m.release().is_some_and(|r| released.insert(r)),
+        })
+        .collect()
 }
 
 /// The lock a writer holds inside its temporary build folder.
@@ -582,7 +595,14 @@ pub struct Request<'a> {
     /// Applied as the build is put in place, under the same hold of the lock: no one who
     /// takes the lock ever sees the archive over its limit.
     pub retention: Policy,
+    /// Where a new build's number comes from when it is not this archive alone (the shared
+    /// store's claim): given the local next number, under the lock, only when a build is made.
+    pub number: Option<&'a NumberSource<'a>>,
 }
+
+/// Gives a new build its number, given the one the local archive would give (never less).
+pub type NumberSource<'a> =
+    dyn Fn(u64) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> + 'a;
 
 /// A build made (or found made by this run's stage before), and what retention removed.
 pub struct Created {

@@ -12,6 +12,8 @@ use crate::archive::manifest::BuildManifest;
 use crate::archive::retention::Policy;
 use crate::archive::{Archive, audit, bundle, sizes};
 use crate::cli::error::{Error, exit};
+use crate::remote::StoreUrl;
+use crate::remote::archive::SharedArchive;
 
 #[derive(Debug, clap::Args)]
 pub(super) struct Where {
@@ -72,6 +74,37 @@ pub(super) enum ArchiveCommand {
 
 /// The archive a command means, and the retention it is kept by.
 fn locate(cli: &Cli, at: &Where) -> Result<(Archive, Policy), Error> {
+    let (archive, policy, _) = locate_shared(cli, at)?;
+    Ok((archive, policy))
+}
+
+/// The archive as a store names it: the pipeline's `store:` and the archive's name there (if
+/// the root is in the project).
+struct Place {
+    store: Option<StoreUrl>,
+    name: Option<String>,
+}
+
+impl Place {
+    /// The shared archive, when a store is configured (`--store`, MURPHY_STORE, `store:`).
+    fn open(&self, cli: &Cli, root: &Path) -> Result<Option<SharedArchive>, Error> {
+        let env = crate::environment::outer();
+        let Some(remote) = super::store::open(cli, self.store.as_ref(), &env)? else {
+            return Ok(None);
+        };
+        let Some(name) = self.name.clone() else {
+            return Err(Error::Usage(format!(
+                "`{}` is outside the project, so it has no place in the shared store `{}`; give an archive root inside the project",
+                root.display(),
+                remote.url()
+            )));
+        };
+        Ok(Some(SharedArchive::new(remote, name)))
+    }
+}
+
+/// [`locate`], with where the archive is on the shared store.
+fn locate_shared(cli: &Cli, at: &Where) -> Result<(Archive, Policy, Place), Error> {
     // A pipeline that exists but does not load must stop us: guessing the default retention
     // could delete builds it keeps.
     let plan = match pipeline_file(cli) {
@@ -109,9 +142,22 @@ fn locate(cli: &Cli, at: &Where) -> Result<(Archive, Policy), Error> {
         (Ok(a), Ok(b)) => crate::plan::normalize(&a) == crate::plan::normalize(&b),
         _ => a == b,
     };
-    let policy = specs
-        .iter()
-        .find(|s| same(&base.join(&s.root), &root))
+    let spec = specs.iter().find(|s| same(&base.join(&s.root), &root));
+    let inside = match (std::path::absolute(&root), std::path::absolute(&base)) {
+        (Ok(root), Ok(base)) => crate::plan::normalize(&root)
+            .strip_prefix(crate::plan::normalize(&base))
+            .ok()
+            .map(Path::to_owned),
+        _ => None,
+    };
+    let place = Place {
+        store: plan.as_ref().and_then(|p| p.store.clone()),
+        name: spec
+            .map(|s| s.root.clone())
+            .or(inside)
+            .map(|root| crate::remote::archive::name(&root)),
+    };
+    let policy = spec
         .map(|s| Policy {
             keep_last: s.keep_last,
             keep_days: s.keep_days,
@@ -126,19 +172,33 @@ fn locate(cli: &Cli, at: &Where) -> Result<(Archive, Policy), Error> {
             );
             policy
         });
-    Ok((Archive::new(root), policy))
+    Ok((Archive::new(root), policy, place))
 }
 
 pub(super) fn archive(cli: &Cli, command: &ArchiveCommand) -> Result<i32, Error> {
     match command {
         ArchiveCommand::List { at, json } => {
-            let (archive, _) = locate(cli, at)?;
-            let builds = archive.builds()?;
+            let (archive, _, place) = locate_shared(cli, at)?;
+            let builds: Vec<(u64, Result<BuildManifest, String>)> =
+                match place.open(cli, archive.root())? {
+                    Some(shared) => {
+                        eprintln!("the shared archive {}", shared.location());
+                        let listing = crate::session::runtime()?.block_on(shared.list())?;
+                        listing
+                            .builds
+                            .into_iter()
+                            .map(|b| (b.number, b.manifest))
+                            .collect()
+                    }
+                    None => archive
+                        .builds()?
+                        .into_iter()
+                        .map(|b| (b.number, b.manifest))
+                        .collect(),
+                };
             if *json {
-                let manifests: Vec<&BuildManifest> = builds
-                    .iter()
-                    .filter_map(|b| b.manifest.as_ref().ok())
-                    .collect();
+                let manifests: Vec<&BuildManifest> =
+                    builds.iter().filter_map(|(_, m)| m.as_ref().ok()).collect();
                 print_json(&manifests)?;
                 return Ok(exit::SUCCESS);
             }
@@ -148,8 +208,8 @@ pub(super) fn archive(cli: &Cli, command: &ArchiveCommand) -> Result<i32, Error>
                 ]
                 .map(str::to_owned),
             ];
-            for build in &builds {
-                rows.push(match &build.manifest {
+            for (number, manifest) in &builds {
+                rows.push(match manifest {
                     Ok(m) => [
                         m.build.to_string(),
                         m.created_at.strftime("%Y-%m-%d %H:%M").to_string(),
@@ -164,7 +224,7 @@ pub(super) fn archive(cli: &Cli, command: &ArchiveCommand) -> Result<i32, Error>
                         m.name.clone(),
                     ],
                     Err(err) => [
-                        build.number.to_string(),
+                        number.to_string(),
                         "-".into(),
                         "-".into(),
                         "-".into(),
@@ -264,10 +324,30 @@ pub(super) fn archive(cli: &Cli, command: &ArchiveCommand) -> Result<i32, Error>
             include_releases,
             at,
         } => {
-            let (archive, policy) = locate(cli, at)?;
+            let (archive, policy, place) = locate_shared(cli, at)?;
             let now = now.unwrap_or_else(Timestamp::now);
-            let expired = archive.prune(policy, now, *include_releases, *dry_run)?;
             let verb = if *dry_run { "would delete" } else { "deleted" };
+            let expired = match place.open(cli, archive.root())? {
+                Some(shared) => {
+                    eprintln!("the shared archive {}", shared.location());
+                    let runtime = crate::session::runtime()?;
+                    if *dry_run {
+                        runtime.block_on(shared.expired(policy, now, *include_releases))?
+                    } else {
+                        let pruned =
+                            runtime.block_on(shared.prune(policy, now, *include_releases))?;
+                        for build in &pruned.swept {
+                            println!(
+                                "deleted build {build}: incomplete (no manifest) for over {}",
+                                jiff::fmt::friendly::SpanPrinter::new()
+                                    .duration_to_string(&crate::remote::archive::GRACE)
+                            );
+                        }
+                        pruned.expired
+                    }
+                }
+                None => archive.prune(policy, now, *include_releases, *dry_run)?,
+            };
             for e in &expired {
                 println!("{verb} build {}: {}", e.build, e.rule);
             }

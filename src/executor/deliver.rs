@@ -20,7 +20,7 @@ use crate::plan::Target;
 use crate::process::{self, Ended, Output};
 use crate::publish;
 use crate::remote::lease::{Lease, Taken};
-use crate::remote::{RemoteError, releases};
+use crate::remote::{self, RemoteError, archive::SharedArchive, releases};
 
 /// How long a claim on publishing a file holds without its holder: an upload longer than
 /// this may be doubled by a machine that took the claim for dead.
@@ -28,12 +28,27 @@ const CLAIM: Duration = Duration::from_secs(15 * 60);
 
 impl Task {
     /// Makes the stage's archive build, then lets retention prune the archive. A failed
-    /// prune is a warning: the build itself is safe.
+    /// prune is a warning: the build itself is safe. With a shared store, the build takes the
+    /// number the store gives it and is uploaded (a failed upload fails the stage, as a failed
+    /// checkpoint push does), and the shared archive is pruned.
     pub(super) async fn archive(&self, started_at: Timestamp) -> Result<(), String> {
         let stage = self.stage();
         let Some(spec) = stage.archive.clone() else {
             return Ok(());
         };
+        let shared = self
+            .ctx
+            .remote
+            .clone()
+            .map(|remote| SharedArchive::new(remote, remote::archive::name(&spec.root)));
+        let retention = archive::retention::Policy {
+            keep_last: spec.keep_last,
+            keep_days: spec.keep_days,
+        };
+        // The claim is made from the blocking task, under the local archive's lock, on this
+        // runtime (whose thread keeps driving it meanwhile).
+        let handle = tokio::runtime::Handle::current();
+        let claimer = shared.clone();
         let ctx = self.ctx.clone();
         let id = self.id;
         let chain = self
@@ -63,10 +78,20 @@ impl Task {
                 name_template: &spec.name,
                 files: spec.files.clone(),
                 chain,
-                retention: archive::retention::Policy {
-                    keep_last: spec.keep_last,
-                    keep_days: spec.keep_days,
-                },
+                retention,
+                number: None,
+            };
+            let (run_id, stage_name) = (&ctx.run.id, &stage.name);
+            let claim = claimer.as_ref().map(|shared| {
+                let handle = &handle;
+                move |floor: u64| -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+                    let claimed = handle.block_on(shared.claim(floor, run_id, stage_name));
+                    claimed.map_err(Into::into)
+                }
+            });
+            let request = archive::Request {
+                number: claim.as_ref().map(|c| c as &archive::NumberSource),
+                ..request
             };
             let archive::Created { build, pruned } = store
                 .create(&request)
@@ -99,6 +124,48 @@ impl Task {
             stage.name,
             dir.display()
         ));
+        if let Some(shared) = shared {
+            self.share_build(&shared, build, &dir, retention).await?;
+        }
+        Ok(())
+    }
+
+    /// Uploads build `build` to the shared archive, then prunes it over every machine's
+    /// builds. A failed prune is a warning: the next archive or prune tries again.
+    async fn share_build(
+        &self,
+        shared: &SharedArchive,
+        build: u64,
+        dir: &Path,
+        retention: archive::retention::Policy,
+    ) -> Result<(), String> {
+        shared.upload(build, dir).await.map_err(|err| {
+            format!(
+                "build {build} is archived here, but cannot be shared with the shared store: {}",
+                crate::causes::line(&err)
+            )
+        })?;
+        self.ctx.reporter.note(&format!(
+            "{} shared build {build} in {}",
+            self.stage().name,
+            shared.location()
+        ));
+        match shared.prune(retention, Timestamp::now(), false).await {
+            Ok(pruned) if !pruned.expired.is_empty() || !pruned.swept.is_empty() => {
+                tracing::info!(
+                    "retention removed {} build(s) and {} incomplete one(s) from {}",
+                    pruned.expired.len(),
+                    pruned.swept.len(),
+                    shared.location()
+                );
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(
+                "build {build} is shared, but pruning {} failed: {}",
+                shared.location(),
+                crate::causes::line(&err)
+            ),
+        }
         Ok(())
     }
 

@@ -14,6 +14,7 @@
 //! **Invariant:** every write is a whole object (S3, GCS and Azure never show a partial one);
 //! an object is written before anything that names it.
 
+pub mod archive;
 pub mod checkpoints;
 pub mod lease;
 pub mod outbox;
