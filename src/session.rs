@@ -177,7 +177,10 @@ pub fn start(setup: &Setup, new: NewRun) -> Result<RunStatus, SessionError> {
     }
     let remote = open_store(setup.store.as_ref(), &env)?;
     let (run_dir, _meta, journal) = state.create_run(&plan.name, &file, change.clone(), params)?;
-    let remote = remote.map(|r| r.for_run(change.trigger, pr_number(&change), &run_dir.id));
+    let remote = remote.map(|r| {
+        r.for_run(change.trigger, pr_number(&change), &run_dir.id)
+            .keyed(store_key.as_deref())
+    });
     lock.set_run(&run_dir.id)
         .map_err(|e| io_error("cannot write the state directory's lock", e))?;
     let start = Start {
@@ -258,8 +261,10 @@ pub fn resume(setup: &Setup, resumed: Resumed) -> Result<RunStatus, SessionError
     let env = environment::outer();
     let secrets = load_secrets(&plan, &selected, &skip, &env, &setup.secrets_file)?;
     let store_key = store_key(&env, &setup.secrets_file)?;
-    let remote = open_store(setup.store.as_ref(), &env)?
-        .map(|r| r.for_run(change.trigger, pr_number(&change), &run_dir.id));
+    let remote = open_store(setup.store.as_ref(), &env)?.map(|r| {
+        r.for_run(change.trigger, pr_number(&change), &run_dir.id)
+            .keyed(store_key.as_deref())
+    });
     let confirmed = view
         .published
         .iter()

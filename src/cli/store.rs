@@ -45,7 +45,10 @@ pub(super) fn open(
     env: &BTreeMap<String, String>,
 ) -> Result<Option<Remote>, Error> {
     match url(cli, plan_store)? {
-        Some(url) => Ok(Some(Remote::open(&url, env)?)),
+        // The key from the environment only: these commands read no secrets file.
+        Some(url) => Ok(Some(
+            Remote::open(&url, env)?.keyed(env.get("MURPHY_STORE_KEY").map(String::as_str)),
+        )),
         None => Ok(None),
     }
 }

@@ -41,6 +41,8 @@ pub const GRACE: SignedDuration = SignedDuration::from_hours(24);
 const PARALLEL: usize = 16;
 
 const MANIFEST: &str = "manifest.json";
+/// Beside the manifest under a store key: its keyed MAC.
+const MANIFEST_MAC: &str = "manifest.json.mac";
 
 /// The shared store's name for the archive whose root is `root` (relative to the project).
 pub fn name(root: &Path) -> String {
@@ -193,6 +195,13 @@ impl SharedArchive {
             .try_collect::<()>()
             .await?;
         crate::crash::at("archive-files-shared", &number.to_string());
+        // Under a store key the manifest's MAC goes up first: a manifest without one is
+        // never trusted, so it must not be there before its MAC.
+        let manifest = std::fs::read(dir.join(MANIFEST)).map_err(local)?;
+        if let Some(mac) = self.remote.mac(&manifest) {
+            let mac_at = at.clone().join(MANIFEST_MAC);
+            self.remote.put(&mac_at, Bytes::from(mac)).await?;
+        }
         self.remote
             .upload(&dir.join(MANIFEST), &manifest_at)
             .await?;
@@ -232,8 +241,20 @@ impl SharedArchive {
         listing.builds = futures_util::stream::iter(complete)
             .map(|(n, objects)| async move {
                 let manifest_at = self.build_key(n).join(MANIFEST);
+                let mac = match self.remote.sealing() {
+                    true => {
+                        self.remote
+                            .get(&self.build_key(n).join(MANIFEST_MAC))
+                            .await?
+                    }
+                    false => None,
+                };
                 let manifest = match self.remote.get(&manifest_at).await? {
-                    Some(bytes) => check_manifest(&bytes, n, &objects),
+                    Some(bytes) => self
+                        .remote
+                        .check_mac(&bytes, mac.as_deref())
+                        .map_err(str::to_owned)
+                        .and_then(|()| check_manifest(&bytes, n, &objects)),
                     // Pruned since the listing: no longer a build.
                     None => return Ok(None),
                 };

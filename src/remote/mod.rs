@@ -119,6 +119,10 @@ pub struct Remote {
     base: Key,
     /// Where this run writes what others restore: `base`, or `base/pr/<n>` for a pull request.
     writes: Key,
+    /// With `MURPHY_STORE_KEY`: what this run writes beside checkpoints (release confirmations,
+    /// archive manifests) carries a keyed MAC, and what it reads without a valid one is not
+    /// trusted.
+    key: Option<[u8; 32]>,
 }
 
 impl Remote {
@@ -204,6 +208,7 @@ impl Remote {
             url: url.clone(),
             writes: base.clone(),
             base,
+            key: None,
         })
     }
 
@@ -218,6 +223,47 @@ impl Remote {
             self.writes = self.base.clone().join("pr").join(name);
         }
         self
+    }
+
+    /// The store with what murphy writes beside checkpoints sealed by `key`.
+    pub fn keyed(mut self, key: Option<&str>) -> Remote {
+        self.key =
+            key.map(|key| blake3::derive_key("murphy 2026-11 shared store MAC", key.as_bytes()));
+        self
+    }
+
+    /// Whether what this run writes beside checkpoints is sealed, and what it reads checked.
+    pub fn sealing(&self) -> bool {
+        self.key.is_some()
+    }
+
+    /// The keyed MAC of `body`, in hex, if there is a key.
+    pub fn mac(&self, body: &[u8]) -> Option<String> {
+        self.key
+            .map(|key| blake3::keyed_hash(&key, body).to_hex().to_string())
+    }
+
+    /// Whether `body`, read with `mac` beside it, may be trusted: always without a key; with
+    /// one, only with the MAC it makes (compared in constant time).
+    pub fn check_mac(&self, body: &[u8], mac: Option<&[u8]>) -> Result<(), &'static str> {
+        let Some(expected) = self.mac(body) else {
+            return Ok(());
+        };
+        let Some(mac) = mac else {
+            return Err("it carries no MAC, and MURPHY_STORE_KEY is set");
+        };
+        let mac = mac.trim_ascii();
+        let same = expected.len() == mac.len()
+            && expected
+                .bytes()
+                .zip(mac)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if same {
+            Ok(())
+        } else {
+            Err("its MAC does not match MURPHY_STORE_KEY")
+        }
     }
 
     pub fn url(&self) -> &StoreUrl {

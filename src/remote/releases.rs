@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Remote, RemoteError};
 
+/// What starts a confirmation sealed under `MURPHY_STORE_KEY`.
+const MAC_PREFIX: &str = "mac:";
+
 /// The format of a confirmation object.
 const VERSION: u32 = 1;
 
@@ -108,7 +111,7 @@ pub async fn find(remote: &Remote, slot: Slot<'_>) -> Result<Option<Confirmation
     }
     for place in &places {
         if let Some(bytes) = remote.get(place).await? {
-            return parse(&bytes, place, slot).map(Some);
+            return parse(remote, &bytes, place, slot).map(Some);
         }
     }
     Ok(None)
@@ -126,14 +129,17 @@ pub async fn confirm(
         what: format!("the release confirmation `{key}`"),
         problem: e.to_string(),
     })?;
-    let body = Bytes::from(body);
+    let body = Bytes::from(match remote.mac(&body) {
+        Some(mac) => [format!("{MAC_PREFIX}{mac}\n").into_bytes(), body].concat(),
+        None => body,
+    });
     // A confirmation deleted between the create and the read leaves the slot free: try again.
     for _ in 0..3 {
         if remote.create(&key, body.clone()).await? {
             return Ok(None);
         }
         if let Some(bytes) = remote.get(&key).await? {
-            return parse(&bytes, &key, slot).map(Some);
+            return parse(remote, &bytes, &key, slot).map(Some);
         }
     }
     Err(RemoteError::Damaged {
@@ -144,11 +150,27 @@ pub async fn confirm(
 
 /// Reads a confirmation from the store, which is not trusted: its size, format, fields and
 /// the slot it names are all checked.
-fn parse(bytes: &[u8], key: &Key, slot: Slot<'_>) -> Result<Confirmation, RemoteError> {
+fn parse(
+    remote: &Remote,
+    bytes: &[u8],
+    key: &Key,
+    slot: Slot<'_>,
+) -> Result<Confirmation, RemoteError> {
     let damaged = |problem: String| RemoteError::Damaged {
         what: format!("the release confirmation `{key}`"),
         problem,
     };
+    // Sealed under a store key: a first line of `mac:` and the body's keyed MAC.
+    let (mac, bytes) = match bytes.strip_prefix(MAC_PREFIX.as_bytes()) {
+        Some(rest) => match rest.iter().position(|&b| b == b'\n') {
+            Some(end) => (Some(&rest[..end]), &rest[end + 1..]),
+            None => return Err(damaged("its MAC line has no end".into())),
+        },
+        None => (None, bytes),
+    };
+    remote
+        .check_mac(bytes, mac)
+        .map_err(|problem| damaged(problem.to_owned()))?;
     if bytes.len() > MAX_BYTES {
         return Err(damaged(format!(
             "it holds {} bytes, more than a confirmation's {MAX_BYTES}",

@@ -324,3 +324,34 @@ fn runners_releasing_at_the_same_moment_publish_once() {
         .count();
     assert!(waited >= 1, "no runner waited for another");
 }
+
+#[test]
+fn under_a_store_key_a_confirmation_counts_only_with_its_mac() {
+    let moto = Moto::start();
+    let store = moto.bucket("release-sealed");
+    let uploads = Uploads::new();
+    let origin = origin(&uploads, REPRODUCIBLE);
+    let keyed = |key: &str| {
+        on(
+            &moto,
+            runner(origin.path()),
+            &store,
+            &["run", "--trigger", "tag"],
+        )
+        .env("MURPHY_STORE_KEY", key)
+    };
+    keyed("the-team-key-0123456789").run();
+    // The same key: the confirmation holds, and the upload is skipped.
+    keyed("the-team-key-0123456789").run();
+    assert_eq!(uploads.lines(), ["app 1.0.0"]);
+    // Another key (someone who can write the bucket but has no key): not trusted.
+    let forged = keyed("a-forger-key-0123456789").code(1).run();
+    assert!(
+        forged
+            .stderr
+            .contains("its MAC does not match MURPHY_STORE_KEY"),
+        "{}",
+        forged.stderr
+    );
+    assert_eq!(uploads.lines(), ["app 1.0.0"]);
+}
