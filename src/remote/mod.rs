@@ -16,6 +16,7 @@
 
 pub mod checkpoints;
 pub mod lease;
+pub mod runs;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -21,6 +21,7 @@ mod records;
 mod resume;
 mod resume_check;
 mod run;
+mod shared_runs;
 mod shared_store;
 mod shell;
 mod signals;
