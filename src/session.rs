@@ -180,6 +180,7 @@ pub fn start(setup: &Setup, new: NewRun) -> Result<RunStatus, SessionError> {
         preflight(&plan, &selected, &skip, &change, &secrets, state)?;
     }
     let remote = open_store(setup.store.as_ref(), &env)?;
+    let lease = lease_ttl(&env)?;
     let (run_dir, _meta, journal) = state.create_run(&plan.name, &file, change.clone(), params)?;
     let remote = remote.map(|r| r.for_run(change.trigger, pr_number(&change), &run_dir.id));
     lock.set_run(&run_dir.id)
@@ -201,6 +202,7 @@ pub fn start(setup: &Setup, new: NewRun) -> Result<RunStatus, SessionError> {
         confirmed: Default::default(),
         store_key,
         remote,
+        lease,
     };
     execute(setup, prepared, &change, &env)
 }
@@ -217,6 +219,7 @@ pub fn resume(setup: &Setup, resumed: Resumed) -> Result<RunStatus, SessionError
     let state = &setup.state;
     let mut lock = RunLock::acquire(state.root())?;
     let env = environment::outer();
+    let lease = lease_ttl(&env)?;
     let shared = open_store(setup.store.as_ref(), &env)?;
     if let Some(url) = &setup.store {
         pull_runs(url, &env, state, run.as_deref())?;
@@ -311,6 +314,7 @@ pub fn resume(setup: &Setup, resumed: Resumed) -> Result<RunStatus, SessionError
         confirmed,
         store_key,
         remote,
+        lease,
     };
     execute(setup, prepared, &change, &env)
 }
@@ -665,6 +669,8 @@ struct Prepared {
     store_key: Option<String>,
     /// The shared store, as this run writes to it.
     remote: Option<Remote>,
+    /// How long this machine's hold on the run in the shared store lasts unless renewed.
+    lease: Duration,
 }
 
 type Vars = Vec<(String, String)>;
@@ -699,7 +705,7 @@ fn execute(
     Store::new(state.root()).sweep_temp_files();
     crate::atomic_file::sweep(state.root());
     crate::atomic_file::sweep(&prepared.run_dir.path);
-    let lease_ttl = lease_ttl(env)?;
+    let lease_ttl = prepared.lease;
     let (ctx, schedule) = context(setup, prepared, change, env)?;
     let ctx = Arc::new(ctx);
     let Schedule {
@@ -756,6 +762,7 @@ fn context(
         confirmed,
         store_key,
         remote,
+        lease: _,
     } = prepared;
     let names: Vec<&str> = schedule
         .selected

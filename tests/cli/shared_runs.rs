@@ -224,3 +224,53 @@ fn a_run_that_lost_the_store_mid_run_is_completed_by_resume_once_it_is_back() {
         .run();
     assert!(log.stdout.contains("\nbuilt from v1\n"), "{}", log.stdout);
 }
+
+#[test]
+fn a_run_killed_here_is_resumed_here_at_once_despite_its_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().display());
+    let origin = origin();
+    let a = Test::new();
+    git(
+        a.path(),
+        ["clone", "-q", &origin.path().to_string_lossy(), "work"],
+    );
+    // The lease of the killed murphy is 30 s long; its process is gone, and this is its host.
+    let a = a
+        .cwd("work")
+        .write("work/go", "")
+        .env("MURPHY_STORE", &store)
+        .env("MURPHY_CRASH_AT", "objects-shared:build")
+        .args(["run"])
+        .run_killed();
+    a.murphy(["resume"])
+        .cwd("work")
+        .env("MURPHY_STORE", &store)
+        .run();
+    let [run]: [RunView; 1] = runs(
+        a.murphy(Vec::<String>::new())
+            .cwd("work")
+            .env("MURPHY_STORE", &store),
+    )
+    .try_into()
+    .unwrap();
+    assert_eq!(run.status, "succeeded");
+}
+
+#[test]
+fn a_lease_length_that_is_not_a_duration_is_refused_before_a_run_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = origin()
+        .env("MURPHY_STORE", &format!("file://{}", dir.path().display()))
+        .env("MURPHY_STORE_LEASE", "soon")
+        .args(["run"])
+        .code(2)
+        .run();
+    assert!(
+        out.stderr
+            .contains("MURPHY_STORE_LEASE=`soon` is not a duration like `30s`"),
+        "{}",
+        out.stderr
+    );
+    assert!(runs(out.murphy(Vec::<String>::new())).is_empty());
+}
