@@ -296,6 +296,8 @@ pub struct Replicator {
     pushed: u64,
     /// Size of each stage log the store holds, by file name.
     logs: BTreeMap<String, u64>,
+    /// The journal moved since the logs were last pushed.
+    logs_due: bool,
     /// Another machine writes this run: nothing more is pushed.
     stopped: bool,
 }
@@ -310,6 +312,7 @@ impl Replicator {
             ready: false,
             pushed: 0,
             logs: BTreeMap::new(),
+            logs_due: true,
             stopped: false,
         }
     }
@@ -336,7 +339,7 @@ impl Replicator {
         let end = listed.journal_end();
         if let Some((offset, key, _)) = listed.segments.iter().rfind(|s| s.0 + s.2 == end) {
             let there = remote.get(key).await?.unwrap_or_default();
-            if local_bytes(&self.run, *offset, end).as_deref() != Some(&there[..]) {
+            if local_bytes(&self.run, *offset, Some(end)).ok().as_deref() != Some(&there[..]) {
                 self.stop("its journal on the shared store differs from the local one");
                 return Ok(());
             }
@@ -368,12 +371,11 @@ impl Replicator {
         if self.stopped {
             return Ok(());
         }
-        let journal_path = self.run.journal_path();
-        let bytes = std::fs::read(&journal_path).map_err(|source| RemoteError::Local {
-            path: journal_path,
-            source,
-        })?;
-        let new = bytes.get(self.pushed as usize..).unwrap_or_default();
+        let new =
+            local_bytes(&self.run, self.pushed, None).map_err(|source| RemoteError::Local {
+                path: self.run.journal_path(),
+                source,
+            })?;
         if let Some(last) = new.iter().rposition(|&b| b == b'\n') {
             let segment = Bytes::copy_from_slice(&new[..=last]);
             let key = segment_key(&self.remote, &self.run.id, self.pushed);
@@ -385,7 +387,18 @@ impl Replicator {
                 return Ok(());
             }
             self.pushed += segment.len() as u64;
+            self.logs_due = true;
         }
+        if self.logs_due {
+            self.push_logs().await?;
+            self.logs_due = false;
+        }
+        Ok(())
+    }
+
+    /// Pushes every log that changed. Only after the journal moved (a stage started or
+    /// ended, the run ended): a long stage's growing log is not uploaded again every second.
+    async fn push_logs(&mut self) -> Result<(), RemoteError> {
         let logs = self.run.path.join("logs");
         let entries = match std::fs::read_dir(&logs) {
             Ok(entries) => entries,
@@ -412,10 +425,17 @@ impl Replicator {
     }
 }
 
-/// The local journal's bytes `from..to`, if it has them.
-fn local_bytes(run: &RunDir, from: u64, to: u64) -> Option<Vec<u8>> {
-    let bytes = std::fs::read(run.journal_path()).ok()?;
-    bytes.get(from as usize..to as usize).map(<[u8]>::to_vec)
+/// The local journal's bytes from `from` to `to` (or its end): fewer if it ends before.
+fn local_bytes(run: &RunDir, from: u64, to: Option<u64>) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(run.journal_path())?;
+    file.seek(SeekFrom::Start(from))?;
+    let mut bytes = Vec::new();
+    match to {
+        Some(to) => file.take(to.saturating_sub(from)).read_to_end(&mut bytes)?,
+        None => file.read_to_end(&mut bytes)?,
+    };
+    Ok(bytes)
 }
 
 /// This machine's name, for lease holders.
