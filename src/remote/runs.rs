@@ -19,7 +19,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::time::Duration;
 
 use bytes::Bytes;
-use jiff::Timestamp;
 use object_store::path::{Path as Key, PathPart};
 
 use super::lease::{Lease, Taken};
@@ -41,7 +40,8 @@ const TICK: Duration = Duration::from_secs(1);
 pub struct Leased {
     pub run: String,
     pub holder: String,
-    pub until: Timestamp,
+    /// When the lease ends, to the second, in UTC.
+    pub until: String,
 }
 
 fn run_prefix(remote: &Remote, run_id: &str) -> Key {
@@ -490,7 +490,7 @@ pub async fn take_lease(
         Taken::Held(held) => Err(Leased {
             run: id.to_owned(),
             holder: held.holder,
-            until: held.expires,
+            until: held.expires.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
         }),
     })
 }
