@@ -199,6 +199,15 @@ impl StateDir {
         Ok(dir)
     }
 
+    /// Run `id`, if it is recorded here.
+    pub fn recorded_run(&self, id: &str) -> Option<RunDir> {
+        let path = self.runs_dir().join(id);
+        path.join("meta.json").is_file().then(|| RunDir {
+            path,
+            id: id.to_owned(),
+        })
+    }
+
     /// Run ids, oldest first. Ids start with their UTC start time, so they sort by it.
     fn run_ids(&self) -> Result<Vec<String>, RecordsError> {
         let runs = self.runs_dir();

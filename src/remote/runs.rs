@@ -29,7 +29,7 @@ use crate::records::{META_VERSION, RunDir, RunMeta, RunState, RunView, StateDir}
 /// killed with -9 blocks a resume elsewhere for at most this long.
 pub const LEASE_TTL: Duration = Duration::from_secs(30);
 
-/// How often new journal lines and log output are pushed while a run goes on.
+/// How often new journal lines (and, when they moved, the logs) are pushed while a run goes on.
 const TICK: Duration = Duration::from_secs(1);
 
 /// A run another machine holds.
@@ -166,7 +166,7 @@ pub async fn pull(
             tracing::warn!("ignoring run `{id}` in the shared store: not a murphy run id");
             continue;
         }
-        let local = state.find_run(Some(&id)).ok();
+        let local = state.recorded_run(&id);
         if let Some(dir) = &local
             && RunView::load(state, dir).is_ok_and(|v| v.status == RunState::Succeeded)
         {
@@ -185,8 +185,8 @@ pub async fn pull(
     Ok(pulled)
 }
 
-/// Brings one run's meta (if it has no folder here, `local_dir`), the journal segments that follow what the local
-/// journal holds, and the logs that grew. Whether anything changed.
+/// Brings one run's meta (if it has no folder here, `local_dir`), the journal segments that
+/// follow what the local journal holds, and the logs that grew. Whether anything changed.
 async fn pull_run(
     remote: &Remote,
     state: &StateDir,
