@@ -182,6 +182,32 @@ impl StateDir {
         Ok((dir, meta, journal))
     }
 
+    /// The folder of run `id`, made (with its `logs`) if absent: where a run another machine
+    /// recorded is brought in from the shared store.
+    pub fn make_run_dir(&self, id: &str) -> Result<RunDir, RecordsError> {
+        let runs = self.runs_dir();
+        atomic_file::private_dir(&self.root).map_err(io_err(&self.root))?;
+        atomic_file::ignore_all(&self.root).map_err(io_err(&self.root.join(".gitignore")))?;
+        atomic_file::private_dir(&runs).map_err(io_err(&runs))?;
+        let dir = RunDir {
+            path: runs.join(id),
+            id: id.to_owned(),
+        };
+        atomic_file::private_dir(&dir.path).map_err(io_err(&dir.path))?;
+        let logs = dir.path.join("logs");
+        atomic_file::private_dir(&logs).map_err(io_err(&logs))?;
+        Ok(dir)
+    }
+
+    /// Run `id`, if it is recorded here.
+    pub fn recorded_run(&self, id: &str) -> Option<RunDir> {
+        let path = self.runs_dir().join(id);
+        path.join("meta.json").is_file().then(|| RunDir {
+            path,
+            id: id.to_owned(),
+        })
+    }
+
     /// Run ids, oldest first. Ids start with their UTC start time, so they sort by it.
     fn run_ids(&self) -> Result<Vec<String>, RecordsError> {
         let runs = self.runs_dir();
@@ -241,16 +267,17 @@ impl StateDir {
     }
 }
 
-/// `20261122-041500.123-3fa2`: sorts by start time (runs are serialized by the state
-/// directory's lock, so two never share a millisecond), unique by a random suffix.
+/// `20261122-041500.123-3fa2c41b`: sorts by start time, unique by a random suffix. Runs of
+/// one state directory are serialized by its lock, but machines sharing a store are not: two
+/// of them may start a run in the same millisecond, so the suffix is 32 random bits, not 16.
 fn new_run_id(at: Timestamp) -> String {
     let random = std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish();
     format!(
-        "{}-{:04x}",
+        "{}-{:08x}",
         at.strftime("%Y%m%d-%H%M%S%.3f"),
-        random & 0xffff
+        random & 0xffff_ffff
     )
 }
 

@@ -12,7 +12,7 @@ use crate::journal::{Journal, RunStatus};
 use crate::lock::{LockError, RunLock};
 use crate::plan::{Plan, PlanError, StageId};
 use crate::records::{RecordsError, RunDir, RunParams, RunState, RunView, StateDir};
-use crate::remote::{Remote, StoreUrl};
+use crate::remote::{Remote, StoreUrl, runs};
 use crate::report::Reporter;
 use crate::secrets::SecretError;
 use crate::store::Store;
@@ -47,6 +47,10 @@ pub enum SessionError {
         "MURPHY_STORE_KEY is shorter than 16 bytes: too weak to authenticate checkpoint records"
     )]
     WeakStoreKey,
+    #[error(transparent)]
+    Leased(#[from] crate::remote::runs::Leased),
+    #[error("MURPHY_STORE_LEASE=`{0}` is not a duration like `30s`")]
+    BadLease(String),
     #[error("run {0} succeeded; there is nothing to resume")]
     NothingToResume(String),
     #[error("stage `{stage}` of run {run} is no longer in `{}`; start a new run instead", file.display())]
@@ -176,6 +180,7 @@ pub fn start(setup: &Setup, new: NewRun) -> Result<RunStatus, SessionError> {
         preflight(&plan, &selected, &skip, &change, &secrets, state)?;
     }
     let remote = open_store(setup.store.as_ref(), &env)?;
+    let lease = lease_ttl(&env)?;
     let (run_dir, _meta, journal) = state.create_run(&plan.name, &file, change.clone(), params)?;
     let remote = remote.map(|r| {
         r.for_run(change.trigger, pr_number(&change), &run_dir.id)
@@ -200,6 +205,7 @@ pub fn start(setup: &Setup, new: NewRun) -> Result<RunStatus, SessionError> {
         confirmed: Default::default(),
         store_key,
         remote,
+        lease,
     };
     execute(setup, prepared, &change, &env)
 }
@@ -215,9 +221,18 @@ pub fn resume(setup: &Setup, resumed: Resumed) -> Result<RunStatus, SessionError
     } = resumed;
     let state = &setup.state;
     let mut lock = RunLock::acquire(state.root())?;
+    let env = environment::outer();
+    let lease = lease_ttl(&env)?;
+    let shared = open_store(setup.store.as_ref(), &env)?;
+    if let Some(url) = &setup.store {
+        pull_runs(url, &env, state, run.as_deref())?;
+    }
     let run_dir = state.find_run(run.as_deref())?;
     let view = RunView::load(state, &run_dir)?;
     if view.status == RunState::Succeeded {
+        if let Some(url) = &setup.store {
+            push_run(url, &env, &run_dir)?;
+        }
         return Err(SessionError::NothingToResume(view.run_id));
     }
     let mut selected = Vec::new();
@@ -258,10 +273,9 @@ pub fn resume(setup: &Setup, resumed: Resumed) -> Result<RunStatus, SessionError
     let change = view.change.clone().unwrap_or_else(Change::local);
     refuse_dirty_release(change::dirty_release_now(&change, &plan.root), allow_dirty)?;
     let skip = skip_when(&plan, &selected, &change);
-    let env = environment::outer();
     let secrets = load_secrets(&plan, &selected, &skip, &env, &setup.secrets_file)?;
     let store_key = store_key(&env, &setup.secrets_file)?;
-    let remote = open_store(setup.store.as_ref(), &env)?.map(|r| {
+    let remote = shared.map(|r| {
         r.for_run(change.trigger, pr_number(&change), &run_dir.id)
             .keyed(store_key.as_deref())
     });
@@ -306,6 +320,7 @@ pub fn resume(setup: &Setup, resumed: Resumed) -> Result<RunStatus, SessionError
         confirmed,
         store_key,
         remote,
+        lease,
     };
     execute(setup, prepared, &change, &env)
 }
@@ -323,6 +338,90 @@ fn open_store(
     let probe = Remote::open(url, env)?;
     runtime()?.block_on(probe.probe())?;
     Ok(Some(Remote::open(url, env)?))
+}
+
+/// Brings runs from the shared store before a resume (run `run`, or every run when the latest
+/// is asked for): the run may have been started, or failed, on another machine. A store that
+/// fails here is said; the local records still serve. The pull has a client of its own, like
+/// the probe.
+fn pull_runs(
+    url: &StoreUrl,
+    env: &BTreeMap<String, String>,
+    state: &StateDir,
+    run: Option<&str>,
+) -> Result<(), SessionError> {
+    let remote = Remote::open(url, env)?;
+    match runtime()?.block_on(runs::pull(&remote, state, run)) {
+        Ok(0) => {}
+        Ok(pulled) => tracing::info!("brought {pulled} run(s) from the shared store"),
+        Err(err) => tracing::warn!(
+            "cannot bring runs from the shared store: {}",
+            crate::causes::line(&err)
+        ),
+    }
+    Ok(())
+}
+
+/// Pushes what the shared store lacks of a finished run (its end, when the store was away as
+/// the run ended).
+fn push_run(
+    url: &StoreUrl,
+    env: &BTreeMap<String, String>,
+    run: &RunDir,
+) -> Result<(), SessionError> {
+    let remote = Remote::open(url, env)?;
+    let mut replicator = runs::Replicator::new(remote, run.clone());
+    if let Err(err) = runtime()?.block_on(replicator.flush()) {
+        tracing::warn!(
+            "cannot push run {} to the shared store: {}",
+            run.id,
+            crate::causes::line(&err)
+        );
+    }
+    Ok(())
+}
+
+/// How long this machine's hold on a run lasts unless renewed: `MURPHY_STORE_LEASE`, or
+/// [`runs::LEASE_TTL`].
+fn lease_ttl(env: &BTreeMap<String, String>) -> Result<Duration, SessionError> {
+    match env.get("MURPHY_STORE_LEASE") {
+        Some(text) => humantime::parse_duration(text)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| SessionError::BadLease(text.clone())),
+        None => Ok(runs::LEASE_TTL),
+    }
+}
+
+/// Takes the run's lease and starts pushing its records. A resume refuses a run another
+/// machine holds, or one whose lease cannot be looked up; a new run (whose id nobody else
+/// has) goes on without a lease when the store fails here, as its checkpoints will say.
+async fn share_run(
+    remote: &Remote,
+    run: &RunDir,
+    ttl: Duration,
+    resumed: bool,
+) -> Result<runs::Replicating, SessionError> {
+    let lease = match runs::take_lease(remote, &run.id, ttl).await {
+        Ok(Ok(lease)) => Some(lease),
+        Ok(Err(held)) => return Err(held.into()),
+        Err(err) if resumed => return Err(err.into()),
+        Err(err) => {
+            tracing::warn!(
+                "cannot take the lease on run {} in the shared store: {}",
+                run.id,
+                crate::causes::line(&err)
+            );
+            None
+        }
+    };
+    let mut replicator = runs::Replicator::new(remote.clone(), run.clone());
+    // The meta now, before any stage: a machine killed at its first step still left a run
+    // that another machine can list and resume.
+    if let Err(err) = replicator.flush().await {
+        tracing::debug!("cannot push the run yet: {}", crate::causes::line(&err));
+    }
+    Ok(runs::Replicating::start(replicator, lease))
 }
 
 /// The pull request a run builds, for where it may write in the shared store.
@@ -601,6 +700,8 @@ struct Prepared {
     store_key: Option<String>,
     /// The shared store, as this run writes to it.
     remote: Option<Remote>,
+    /// How long this machine's hold on the run in the shared store lasts unless renewed.
+    lease: Duration,
 }
 
 type Vars = Vec<(String, String)>;
@@ -635,6 +736,7 @@ fn execute(
     Store::new(state.root()).sweep_temp_files();
     crate::atomic_file::sweep(state.root());
     crate::atomic_file::sweep(&prepared.run_dir.path);
+    let lease_ttl = prepared.lease;
     let (ctx, schedule) = context(setup, prepared, change, env)?;
     let ctx = Arc::new(ctx);
     let Schedule {
@@ -643,6 +745,10 @@ fn execute(
         start,
     } = schedule;
     let status = runtime()?.block_on(async {
+        let shared = match &ctx.remote {
+            Some(remote) => Some(share_run(remote, &ctx.run, lease_ttl, start.resumed).await?),
+            None => None,
+        };
         let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
         let signals = tokio::spawn(wait_for_signal(cancel_tx));
         let status = executor::execute(
@@ -655,12 +761,15 @@ fn execute(
         )
         .await;
         signals.abort();
+        if let Some(shared) = shared {
+            shared.finish().await;
+        }
         if status.is_ok() {
             // What the receivers do not take in time waits in the outbox.
             let _ = tokio::time::timeout(Duration::from_secs(30), notify(&ctx, state)).await;
         }
-        status
-    });
+        Ok::<_, SessionError>(status)
+    })?;
     status.map_err(|e| io_error("the run could not be recorded", e))
 }
 
@@ -684,6 +793,7 @@ fn context(
         confirmed,
         store_key,
         remote,
+        lease: _,
     } = prepared;
     let names: Vec<&str> = schedule
         .selected

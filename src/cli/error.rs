@@ -123,7 +123,9 @@ fn session_exit_code(err: &SessionError) -> i32 {
         | SessionError::NotInRun { .. }
         | SessionError::WeakStoreKey
         | SessionError::NothingToResume(_)
+        | SessionError::BadLease(_)
         | SessionError::StageGone { .. } => exit::USAGE,
+        SessionError::Leased(_) => exit::BUSY,
         SessionError::Remote(err) => remote_exit_code(err),
         SessionError::Preflight(_) | SessionError::Io { .. } => exit::FAILED,
     }

@@ -256,7 +256,9 @@ fn dispatch(cli: &Cli) -> Result<i32, Error> {
             Ok(exit::SUCCESS)
         }
         Command::Runs { json } => {
-            let runs = state_dir(cli)?.list()?;
+            let state = state_dir(cli)?;
+            show::pull(cli, &state, None)?;
+            let runs = state.list()?;
             if *json {
                 show::print_json(&runs)?;
             } else {
@@ -266,6 +268,7 @@ fn dispatch(cli: &Cli) -> Result<i32, Error> {
         }
         Command::Status { run, json } => {
             let state = state_dir(cli)?;
+            show::pull(cli, &state, run.as_deref())?;
             let view = RunView::load(&state, &state.find_run(run.as_deref())?)?;
             if *json {
                 show::print_json(&view)?;
@@ -276,6 +279,7 @@ fn dispatch(cli: &Cli) -> Result<i32, Error> {
         }
         Command::Show { run, json } => {
             let state = state_dir(cli)?;
+            show::pull(cli, &state, run.as_deref())?;
             let view = RunView::load(&state, &state.find_run(run.as_deref())?)?;
             show::show(&view, *json)?;
             Ok(exit::SUCCESS)
@@ -286,7 +290,9 @@ fn dispatch(cli: &Cli) -> Result<i32, Error> {
                 [run, stage] => (Some(run.as_str()), stage),
                 _ => return Err(Error::Usage("usage: murphy logs [RUN] STAGE".into())),
             };
-            show::logs(&state_dir(cli)?, run, stage)
+            let state = state_dir(cli)?;
+            show::pull(cli, &state, run)?;
+            show::logs(&state, run, stage)
         }
     }
 }

@@ -7,7 +7,7 @@ use jiff::tz::TimeZone;
 
 use serde::Serialize;
 
-use super::io_error;
+use super::{Cli, io_error};
 use crate::change::Links;
 use crate::ci::CiInfo;
 use crate::cli::error::{Error, exit};
@@ -15,6 +15,40 @@ use crate::records::{RunState, RunView, StageState, StageView, StateDir};
 use crate::report::format_duration;
 use crate::store::Store;
 use crate::trigger::Trigger;
+
+/// Brings runs from the shared store, when one is configured, into `state` before a view of
+/// the records: run `run`, or every run (the latest may be another machine's). A store that
+/// does not answer is a warning; the local records are still shown.
+pub(super) fn pull(cli: &Cli, state: &StateDir, run: Option<&str>) -> Result<(), Error> {
+    // The pipeline is read only for its `store:`, and only if there is one: `runs` works
+    // without a pipeline file.
+    let plan_store = match (&cli.store, super::pipeline_file(cli)) {
+        (None, Ok(file)) => match super::load_plan(cli, &file) {
+            Ok(plan) => plan.store,
+            Err(err) => {
+                tracing::warn!(
+                    "cannot read the shared store from `{}`: {err}",
+                    file.display()
+                );
+                None
+            }
+        },
+        _ => None,
+    };
+    let env = crate::environment::outer();
+    let Some(remote) = super::store::open(cli, plan_store.as_ref(), &env)? else {
+        return Ok(());
+    };
+    // The probe answers within seconds, so a store that is away does not hold a view up.
+    let pulled = crate::session::runtime()?.block_on(async {
+        remote.probe().await?;
+        crate::remote::runs::pull(&remote, state, run).await
+    });
+    if let Err(err) = pulled {
+        tracing::warn!("showing local runs only: {}", crate::causes::line(&err));
+    }
+    Ok(())
+}
 
 pub(super) fn logs(state: &StateDir, run: Option<&str>, stage: &str) -> Result<i32, Error> {
     let dir = state.find_run(run)?;

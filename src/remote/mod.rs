@@ -19,6 +19,7 @@ pub mod checkpoints;
 pub mod lease;
 pub mod outbox;
 pub mod releases;
+pub mod runs;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -23,6 +23,7 @@ mod resume_check;
 mod run;
 mod shared_archive;
 mod shared_release;
+mod shared_runs;
 mod shared_store;
 mod shell;
 mod signals;
