@@ -27,6 +27,10 @@ use crate::trigger::Trigger;
 /// Format version of `meta.json`.
 pub const META_VERSION: u32 = 1;
 
+/// An empty file in the folder of a run brought in from the shared store: made on another
+/// machine, so "the latest run" of this one means its own first.
+pub const PULLED: &str = "pulled";
+
 #[derive(Debug, thiserror::Error)]
 pub enum RecordsError {
     #[error("cannot access `{}`", path.display())]
@@ -238,9 +242,16 @@ impl StateDir {
                     state_dir: self.root.clone(),
                 });
             }
-            None => ids.last().cloned().ok_or_else(|| RecordsError::NoRuns {
-                state_dir: self.root.clone(),
-            })?,
+            // The latest run made here, before one another machine made.
+            None => ids
+                .iter()
+                .rev()
+                .find(|id| !self.runs_dir().join(id).join(PULLED).exists())
+                .or(ids.last())
+                .cloned()
+                .ok_or_else(|| RecordsError::NoRuns {
+                    state_dir: self.root.clone(),
+                })?,
         };
         Ok(RunDir {
             path: self.runs_dir().join(&id),

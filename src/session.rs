@@ -51,6 +51,14 @@ pub enum SessionError {
     Leased(#[from] crate::remote::runs::Leased),
     #[error("MURPHY_STORE_LEASE=`{0}` is not a duration like `30s`")]
     BadLease(String),
+    #[error(
+        "run {run} was made from commit {theirs} on another machine, and this checkout is at {ours}: check out {theirs} to finish it, or start a new run"
+    )]
+    OtherCommit {
+        run: String,
+        theirs: String,
+        ours: String,
+    },
     #[error("run {0} succeeded; there is nothing to resume")]
     NothingToResume(String),
     #[error("stage `{stage}` of run {run} is no longer in `{}`; start a new run instead", file.display())]
@@ -234,6 +242,12 @@ pub fn resume(setup: &Setup, resumed: Resumed) -> Result<RunStatus, SessionError
             push_run(url, &env, &run_dir)?;
         }
         return Err(SessionError::NothingToResume(view.run_id));
+    }
+    let pulled = run_dir.path.join(crate::records::PULLED);
+    if pulled.exists() {
+        refuse_other_commit(&view, &plan.root)?;
+        // Continued here: from now on it is this machine's run too.
+        let _ = std::fs::remove_file(&pulled);
     }
     let mut selected = Vec::new();
     let mut done = HashMap::new();
@@ -422,6 +436,34 @@ async fn share_run(
         tracing::debug!("cannot push the run yet: {}", crate::causes::line(&err));
     }
     Ok(runs::Replicating::start(replicator, lease))
+}
+
+/// A run another machine started is finished here only from the commit it was about: its
+/// record says what it built, and this checkout must be that.
+fn refuse_other_commit(view: &RunView, root: &Path) -> Result<(), SessionError> {
+    let theirs = view
+        .change
+        .as_ref()
+        .and_then(|c| c.git.as_ref())
+        .and_then(|g| g.sha.clone());
+    let ours = crate::git::open(root).and_then(|repo| {
+        let commit = repo.head().ok()?.peel_to_commit().ok()?;
+        Some(commit.id().to_string())
+    });
+    if theirs == ours {
+        return Ok(());
+    }
+    let name = |sha: Option<String>| {
+        sha.map_or_else(
+            || "no commit".to_owned(),
+            |s| s[..s.len().min(12)].to_owned(),
+        )
+    };
+    Err(SessionError::OtherCommit {
+        run: view.run_id.clone(),
+        theirs: name(theirs),
+        ours: name(ours),
+    })
 }
 
 /// The pull request a run builds, for where it may write in the shared store.

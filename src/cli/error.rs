@@ -123,6 +123,7 @@ fn session_exit_code(err: &SessionError) -> i32 {
         | SessionError::NotInRun { .. }
         | SessionError::WeakStoreKey
         | SessionError::NothingToResume(_)
+        | SessionError::OtherCommit { .. }
         | SessionError::BadLease(_)
         | SessionError::StageGone { .. } => exit::USAGE,
         SessionError::Leased(_) => exit::BUSY,

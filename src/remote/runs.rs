@@ -227,6 +227,10 @@ async fn pull_run(
             let dir = state
                 .make_run_dir(id)
                 .map_err(|e| damaged(crate::causes::line(&e)))?;
+            // Before the meta: a run folder with a meta and no mark would pass for this
+            // machine's own.
+            let mark = dir.path.join(crate::records::PULLED);
+            std::fs::write(&mark, b"").map_err(local(&mark))?;
             let meta_path = dir.meta_path();
             crate::atomic_file::write(&meta_path, &bytes).map_err(local(&meta_path))?;
             changed = true;

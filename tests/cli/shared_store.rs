@@ -481,3 +481,56 @@ fn a_notification_no_receiver_took_waits_in_the_shared_outbox_for_another_machin
     );
     assert_eq!(posts.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+#[test]
+fn a_run_from_another_machine_is_resumed_only_from_its_commit() {
+    let shared = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", shared.path().display());
+    let origin = Test::new()
+        .git_init()
+        .pipeline(
+            "
+            version: 1
+            stages:
+              check: {run: test -f fixed}
+            ",
+        )
+        .commit("first");
+    let first = git(origin.path(), ["rev-parse", "HEAD"]);
+    let a = runner(origin.path())
+        .env("MURPHY_STORE", &store)
+        .args(["run"])
+        .code(1)
+        .run();
+    let status = a.murphy(["status", "--json"]).cwd("work").run();
+    let run = crate::support::parse_json::<crate::support::RunView>(&status.stdout).run_id;
+    std::fs::write(origin.path().join("fixed"), "").unwrap();
+    crate::support::commit(origin.path(), "fix");
+    // A machine at the new commit may not finish the old commit's run.
+    let b = runner(origin.path())
+        .env("MURPHY_STORE", &store)
+        .args(["resume", &run])
+        .code(2)
+        .run();
+    assert!(
+        b.stderr
+            .contains(&format!("run {run} was made from commit {}", &first[..12])),
+        "{}",
+        b.stderr
+    );
+    // At that commit it may; the run keeps its id and fails as the commit still does.
+    let c = runner(origin.path());
+    git(&c.path().join("work"), ["checkout", "-q", &first]);
+    let c = c
+        .env("MURPHY_STORE", &store)
+        .args(["resume", &run])
+        .code(1)
+        .run();
+    let status = c.murphy(["status", "--json"]).cwd("work").run();
+    let view: crate::support::RunView = crate::support::parse_json(&status.stdout);
+    assert_eq!(
+        (view.run_id.as_str(), view.status.as_str()),
+        (run.as_str(), "failed")
+    );
+    assert_eq!(view.stage("check").attempts, 2, "{view:#?}");
+}
