@@ -12,11 +12,20 @@ use crate::journal::{Journal, RunStatus};
 use crate::lock::{LockError, RunLock};
 use crate::plan::{Plan, PlanError, StageId};
 use crate::records::{RecordsError, RunDir, RunParams, RunState, RunView, StateDir};
-use crate::remote::{Remote, StoreUrl, runs};
+use crate::remote::{Remote, StoreUrl};
 use crate::report::Reporter;
 use crate::secrets::SecretError;
 use crate::store::Store;
 use crate::trigger::Trigger;
+
+mod notify;
+mod shared;
+
+pub use notify::flush_outbox;
+use notify::notify;
+use shared::{
+    lease_ttl, open_store, pr_number, pull_runs, push_run, refuse_other_commit, share_run,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -337,189 +346,6 @@ pub fn resume(setup: &Setup, resumed: Resumed) -> Result<RunStatus, SessionError
         lease,
     };
     execute(setup, prepared, &change, &env)
-}
-
-/// Opens the shared store, if there is one, and makes sure it answers before anything is
-/// recorded: a run never starts against a store it cannot use. The probe has a client of its
-/// own, since a client's pooled connections belong to the runtime that made them.
-fn open_store(
-    url: Option<&StoreUrl>,
-    env: &BTreeMap<String, String>,
-) -> Result<Option<Remote>, SessionError> {
-    let Some(url) = url else {
-        return Ok(None);
-    };
-    let probe = Remote::open(url, env)?;
-    runtime()?.block_on(probe.probe())?;
-    Ok(Some(Remote::open(url, env)?))
-}
-
-/// Brings runs from the shared store before a resume (run `run`, or every run when the latest
-/// is asked for): the run may have been started, or failed, on another machine. A store that
-/// fails here is said; the local records still serve. The pull has a client of its own, like
-/// the probe.
-fn pull_runs(
-    url: &StoreUrl,
-    env: &BTreeMap<String, String>,
-    state: &StateDir,
-    run: Option<&str>,
-) -> Result<(), SessionError> {
-    let remote = Remote::open(url, env)?;
-    match runtime()?.block_on(runs::pull(&remote, state, run)) {
-        Ok(0) => {}
-        Ok(pulled) => tracing::info!("brought {pulled} run(s) from the shared store"),
-        Err(err) => tracing::warn!(
-            "cannot bring runs from the shared store: {}",
-            crate::causes::line(&err)
-        ),
-    }
-    Ok(())
-}
-
-/// Pushes what the shared store lacks of a finished run (its end, when the store was away as
-/// the run ended).
-fn push_run(
-    url: &StoreUrl,
-    env: &BTreeMap<String, String>,
-    run: &RunDir,
-) -> Result<(), SessionError> {
-    let remote = Remote::open(url, env)?;
-    let mut replicator = runs::Replicator::new(remote, run.clone());
-    if let Err(err) = runtime()?.block_on(replicator.flush()) {
-        tracing::warn!(
-            "cannot push run {} to the shared store: {}",
-            run.id,
-            crate::causes::line(&err)
-        );
-    }
-    Ok(())
-}
-
-/// How long this machine's hold on a run lasts unless renewed: `MURPHY_STORE_LEASE`, or
-/// [`runs::LEASE_TTL`].
-fn lease_ttl(env: &BTreeMap<String, String>) -> Result<Duration, SessionError> {
-    match env.get("MURPHY_STORE_LEASE") {
-        Some(text) => humantime::parse_duration(text)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| SessionError::BadLease(text.clone())),
-        None => Ok(runs::LEASE_TTL),
-    }
-}
-
-/// Takes the run's lease and starts pushing its records. A resume refuses a run another
-/// machine holds, or one whose lease cannot be looked up; a new run (whose id nobody else
-/// has) goes on without a lease when the store fails here, as its checkpoints will say.
-async fn share_run(
-    remote: &Remote,
-    run: &RunDir,
-    ttl: Duration,
-    resumed: bool,
-) -> Result<runs::Replicating, SessionError> {
-    let lease = match runs::take_lease(remote, &run.id, ttl).await {
-        Ok(Ok(lease)) => Some(lease),
-        Ok(Err(held)) => return Err(held.into()),
-        Err(err) if resumed => return Err(err.into()),
-        Err(err) => {
-            tracing::warn!(
-                "cannot take the lease on run {} in the shared store: {}",
-                run.id,
-                crate::causes::line(&err)
-            );
-            None
-        }
-    };
-    let mut replicator = runs::Replicator::new(remote.clone(), run.clone());
-    // The meta now, before any stage: a machine killed at its first step still left a run
-    // that another machine can list and resume.
-    if let Err(err) = replicator.flush().await {
-        tracing::debug!("cannot push the run yet: {}", crate::causes::line(&err));
-    }
-    Ok(runs::Replicating::start(replicator, lease))
-}
-
-/// A run another machine started is finished here only from the commit it was about: its
-/// record says what it built, and this checkout must be that.
-fn refuse_other_commit(view: &RunView, root: &Path) -> Result<(), SessionError> {
-    let theirs = view
-        .change
-        .as_ref()
-        .and_then(|c| c.git.as_ref())
-        .and_then(|g| g.sha.clone());
-    let ours = crate::git::open(root).and_then(|repo| {
-        let commit = repo.head().ok()?.peel_to_commit().ok()?;
-        Some(commit.id().to_string())
-    });
-    if theirs == ours {
-        return Ok(());
-    }
-    let name = |sha: Option<String>| {
-        sha.map_or_else(
-            || "no commit".to_owned(),
-            |s| s[..s.len().min(12)].to_owned(),
-        )
-    };
-    Err(SessionError::OtherCommit {
-        run: view.run_id.clone(),
-        theirs: name(theirs),
-        ours: name(ours),
-    })
-}
-
-/// The pull request a run builds, for where it may write in the shared store.
-fn pr_number(change: &Change) -> Option<&str> {
-    change.ci.as_ref().and_then(|ci| ci.pr_number.as_deref())
-}
-
-/// Tries to deliver every notification waiting in the outbox of `state`: how many went, and
-/// each one still waiting with why.
-pub fn flush_outbox(
-    plan: &Plan,
-    state: &StateDir,
-    secrets_file: &Path,
-    store: Option<&StoreUrl>,
-) -> Result<(usize, Vec<(String, String)>), SessionError> {
-    let env = environment::outer();
-    // Only the secrets the notifications name: a cron job that delivers them must not
-    // need the release's tokens.
-    let names: Vec<String> = plan
-        .notify
-        .iter()
-        .filter_map(|n| match &n.url {
-            crate::plan::UrlSource::Secret(name) => Some(name.clone()),
-            crate::plan::UrlSource::Literal(_) => None,
-        })
-        .collect();
-    let secrets = crate::secrets::load(&names, &env, secrets_file)?;
-    let client = crate::publish::client(Duration::from_secs(30)).map_err(http_error)?;
-    let outbox = crate::outbox::Outbox::new(state.root());
-    let remote = store.map(|url| Remote::open(url, &env)).transpose()?;
-    runtime()?.block_on(async {
-        let (mut delivered, mut waiting) = outbox
-            .flush(&plan.notify, &secrets, &client, 3)
-            .await
-            .map_err(|e| io_error("cannot read the outbox", e))?;
-        if let Some(remote) = &remote {
-            let shared = crate::remote::outbox::flush(
-                remote,
-                &outbox,
-                &state.root().join("outbox-shared"),
-                &crate::remote::holder("outbox flush"),
-                &plan.notify,
-                &secrets,
-                &client,
-                3,
-            )
-            .await?;
-            if let Some(holder) = shared.busy {
-                eprintln!("note: the shared outbox is being delivered by {holder}");
-            }
-            // What waited here went to the shared outbox: it now waits there, if anywhere.
-            delivered += shared.delivered;
-            waiting = shared.waiting;
-        }
-        Ok((delivered, waiting))
-    })
 }
 
 /// The secrets the stages that will run need: the pipeline's and theirs.
@@ -864,84 +690,6 @@ fn context(
         ctx.store = Store::new(&ctx.state_dir).keyed(key);
     }
     Ok((ctx, schedule))
-}
-
-/// Tells the `notify:` targets how the run went. Each message goes to the outbox before it is
-/// sent, so one the receiver did not take waits for the next run or `murphy outbox flush`;
-/// a notification never changes how the run ended.
-async fn notify(ctx: &Context, state: &StateDir) {
-    if ctx.plan.notify.is_empty() {
-        return;
-    }
-    let view = match RunView::load(state, &ctx.run) {
-        Ok(view) => view,
-        Err(err) => {
-            tracing::warn!(
-                "cannot read the run back to notify: {}",
-                crate::causes::line(&err)
-            );
-            return;
-        }
-    };
-    let outbox = crate::outbox::Outbox::new(state.root());
-    for message in crate::outbox::messages(&view, &ctx.plan.notify) {
-        if let Err(err) = outbox.put(&message) {
-            tracing::warn!(
-                "cannot write notification {} to the outbox: {err}",
-                message.id
-            );
-        }
-    }
-    let flushed = outbox
-        .flush(&ctx.plan.notify, &ctx.secrets, &ctx.client, 2)
-        .await;
-    let Some(remote) = &ctx.remote else {
-        match flushed {
-            Ok((delivered, waiting)) => report_notified(ctx, delivered, &waiting, "the outbox"),
-            Err(err) => tracing::warn!("cannot read the outbox: {err}"),
-        }
-        return;
-    };
-    // What the receivers did not take goes to the shared outbox, which outlives this machine.
-    let delivered = flushed.map_or(0, |(delivered, _)| delivered);
-    let shared = crate::remote::outbox::flush(
-        remote,
-        &outbox,
-        &state.root().join("outbox-shared"),
-        &crate::remote::holder(&ctx.run.id),
-        &ctx.plan.notify,
-        &ctx.secrets,
-        &ctx.client,
-        2,
-    )
-    .await;
-    match shared {
-        Ok(shared) => report_notified(
-            ctx,
-            delivered + shared.delivered,
-            &shared.waiting,
-            "the shared outbox",
-        ),
-        Err(err) => {
-            report_notified(ctx, delivered, &[], "the outbox");
-            tracing::warn!(
-                "cannot hand notifications to the shared outbox: {}; they wait in this machine's",
-                crate::causes::line(&err)
-            );
-        }
-    }
-}
-
-fn report_notified(ctx: &Context, delivered: usize, waiting: &[(String, String)], place: &str) {
-    if delivered > 0 {
-        ctx.reporter
-            .note(&format!("sent {delivered} notification(s)"));
-    }
-    for (id, why) in waiting {
-        ctx.reporter.note(&format!(
-            "notification {id} is waiting in {place} ({why}); `murphy outbox flush` retries it"
-        ));
-    }
 }
 
 /// The runtime for a command's network and process work: one thread is enough, since stages

@@ -1,0 +1,143 @@
+//! A run's side of the shared store: opening it before anything is recorded, the run's
+//! lease and the pushing of its records, and what a run from another machine must match.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use super::{SessionError, runtime};
+use crate::change::Change;
+use crate::records::{RunDir, RunView, StateDir};
+use crate::remote::{Remote, StoreUrl, runs};
+
+/// Opens the shared store, if there is one, and makes sure it answers before anything is
+/// recorded: a run never starts against a store it cannot use. The probe has a client of its
+/// own, since a client's pooled connections belong to the runtime that made them.
+pub(super) fn open_store(
+    url: Option<&StoreUrl>,
+    env: &BTreeMap<String, String>,
+) -> Result<Option<Remote>, SessionError> {
+    let Some(url) = url else {
+        return Ok(None);
+    };
+    let probe = Remote::open(url, env)?;
+    runtime()?.block_on(probe.probe())?;
+    Ok(Some(Remote::open(url, env)?))
+}
+
+/// Brings runs from the shared store before a resume (run `run`, or every run when the latest
+/// is asked for): the run may have been started, or failed, on another machine. A store that
+/// fails here is said; the local records still serve. The pull has a client of its own, like
+/// the probe.
+pub(super) fn pull_runs(
+    url: &StoreUrl,
+    env: &BTreeMap<String, String>,
+    state: &StateDir,
+    run: Option<&str>,
+) -> Result<(), SessionError> {
+    let remote = Remote::open(url, env)?;
+    match runtime()?.block_on(runs::pull(&remote, state, run)) {
+        Ok(0) => {}
+        Ok(pulled) => tracing::info!("brought {pulled} run(s) from the shared store"),
+        Err(err) => tracing::warn!(
+            "cannot bring runs from the shared store: {}",
+            crate::causes::line(&err)
+        ),
+    }
+    Ok(())
+}
+
+/// Pushes what the shared store lacks of a finished run (its end, when the store was away as
+/// the run ended).
+pub(super) fn push_run(
+    url: &StoreUrl,
+    env: &BTreeMap<String, String>,
+    run: &RunDir,
+) -> Result<(), SessionError> {
+    let remote = Remote::open(url, env)?;
+    let mut replicator = runs::Replicator::new(remote, run.clone());
+    if let Err(err) = runtime()?.block_on(replicator.flush()) {
+        tracing::warn!(
+            "cannot push run {} to the shared store: {}",
+            run.id,
+            crate::causes::line(&err)
+        );
+    }
+    Ok(())
+}
+
+/// How long this machine's hold on a run lasts unless renewed: `MURPHY_STORE_LEASE`, or
+/// [`runs::LEASE_TTL`].
+pub(super) fn lease_ttl(env: &BTreeMap<String, String>) -> Result<Duration, SessionError> {
+    match env.get("MURPHY_STORE_LEASE") {
+        Some(text) => humantime::parse_duration(text)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| SessionError::BadLease(text.clone())),
+        None => Ok(runs::LEASE_TTL),
+    }
+}
+
+/// Takes the run's lease and starts pushing its records. A resume refuses a run another
+/// machine holds, or one whose lease cannot be looked up; a new run (whose id nobody else
+/// has) goes on without a lease when the store fails here, as its checkpoints will say.
+pub(super) async fn share_run(
+    remote: &Remote,
+    run: &RunDir,
+    ttl: Duration,
+    resumed: bool,
+) -> Result<runs::Replicating, SessionError> {
+    let lease = match runs::take_lease(remote, &run.id, ttl).await {
+        Ok(Ok(lease)) => Some(lease),
+        Ok(Err(held)) => return Err(held.into()),
+        Err(err) if resumed => return Err(err.into()),
+        Err(err) => {
+            tracing::warn!(
+                "cannot take the lease on run {} in the shared store: {}",
+                run.id,
+                crate::causes::line(&err)
+            );
+            None
+        }
+    };
+    let mut replicator = runs::Replicator::new(remote.clone(), run.clone());
+    // The meta now, before any stage: a machine killed at its first step still left a run
+    // that another machine can list and resume.
+    if let Err(err) = replicator.flush().await {
+        tracing::debug!("cannot push the run yet: {}", crate::causes::line(&err));
+    }
+    Ok(runs::Replicating::start(replicator, lease))
+}
+
+/// A run another machine started is finished here only from the commit it was about: its
+/// record says what it built, and this checkout must be that.
+pub(super) fn refuse_other_commit(view: &RunView, root: &Path) -> Result<(), SessionError> {
+    let theirs = view
+        .change
+        .as_ref()
+        .and_then(|c| c.git.as_ref())
+        .and_then(|g| g.sha.clone());
+    let ours = crate::git::open(root).and_then(|repo| {
+        let commit = repo.head().ok()?.peel_to_commit().ok()?;
+        Some(commit.id().to_string())
+    });
+    if theirs == ours {
+        return Ok(());
+    }
+    let name = |sha: Option<String>| {
+        sha.map_or_else(
+            || "no commit".to_owned(),
+            |s| s[..s.len().min(12)].to_owned(),
+        )
+    };
+    Err(SessionError::OtherCommit {
+        run: view.run_id.clone(),
+        theirs: name(theirs),
+        ours: name(ours),
+    })
+}
+
+/// The pull request a run builds, for where it may write in the shared store.
+pub(super) fn pr_number(change: &Change) -> Option<&str> {
+    change.ci.as_ref().and_then(|ci| ci.pr_number.as_deref())
+}
