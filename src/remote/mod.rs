@@ -62,6 +62,14 @@ pub enum RemoteError {
     },
 }
 
+impl RemoteError {
+    /// The error for the local file `path` of a transfer: `.map_err(RemoteError::local(path))`.
+    pub fn local(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> RemoteError + use<> {
+        let path = path.to_owned();
+        move |source| RemoteError::Local { path, source }
+    }
+}
+
 /// Where the shared store is, as the user wrote it, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreUrl(String);
@@ -370,11 +378,9 @@ impl Remote {
     /// Copies `file` to `key`, streamed in parts for a large file; the object appears whole
     /// when the upload completes, or not at all.
     pub async fn upload(&self, file: &std::path::Path, key: &Key) -> Result<(), RemoteError> {
-        let local = |source| RemoteError::Local {
-            path: file.to_owned(),
-            source,
-        };
-        let mut reader = tokio::fs::File::open(file).await.map_err(local)?;
+        let mut reader = tokio::fs::File::open(file)
+            .await
+            .map_err(RemoteError::local(file))?;
         let mut writer = object_store::buffered::BufWriter::new(self.store.clone(), key.clone());
         let copied = tokio::io::copy(&mut reader, &mut writer).await;
         let closed = match copied {
@@ -405,11 +411,8 @@ impl Remote {
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(self.request_err("read", key)(e)),
         };
-        let local = |source| RemoteError::Local {
-            path: file.to_owned(),
-            source,
-        };
-        let mut out = tokio::fs::File::create(file).await.map_err(local)?;
+        let local = || RemoteError::local(file);
+        let mut out = tokio::fs::File::create(file).await.map_err(local())?;
         let mut hasher = blake3::Hasher::new();
         let mut stream = result.into_stream();
         while let Some(chunk) = stream
@@ -418,9 +421,9 @@ impl Remote {
             .map_err(self.request_err("read", key))?
         {
             hasher.update(&chunk);
-            out.write_all(&chunk).await.map_err(local)?;
+            out.write_all(&chunk).await.map_err(local())?;
         }
-        out.flush().await.map_err(local)?;
+        out.flush().await.map_err(local())?;
         Ok(Some(hasher.finalize()))
     }
 

@@ -45,10 +45,7 @@ pub async fn flush(
     client: &reqwest::Client,
     tries: u32,
 ) -> Result<Flushed, RemoteError> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| RemoteError::Local { path, source }
-    };
+    let io = RemoteError::local;
     // Uploaded first, removed here after: a kill in between sends a message twice at worst,
     // never drops it.
     for item in local.list().map_err(io(local.dir()))? {
@@ -82,10 +79,7 @@ async fn flush_leased(
     client: &reqwest::Client,
     tries: u32,
 ) -> Result<Flushed, RemoteError> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| RemoteError::Local { path, source }
-    };
+    let io = RemoteError::local;
     let _ = std::fs::remove_dir_all(scratch);
     crate::atomic_file::private_dir(scratch).map_err(io(scratch))?;
     let shared = Outbox::at(scratch.to_owned());

@@ -202,10 +202,7 @@ async fn pull_run(
         what: format!("run {id}"),
         problem,
     };
-    let local = |path: &std::path::Path| {
-        let path = path.to_owned();
-        move |source| RemoteError::Local { path, source }
-    };
+    let local = RemoteError::local;
     let mut changed = false;
     let dir = match local_dir {
         Some(dir) => dir,

@@ -3,13 +3,12 @@
 //! clones with empty local state sharing one bucket of a real S3 server (moto).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 
 use crate::moto::Moto;
-use crate::support::{Output, Test, git, parse_json, python_venv};
+use crate::support::{Output, Test, parse_json, python_venv, runner};
 
 /// Three stages archiving into one root at once, so one run alone races itself for numbers.
 fn pipeline(keep_last: u64) -> String {
@@ -35,16 +34,6 @@ fn origin(yaml: &str) -> Test {
         .pipeline(yaml)
         .write("dist/app.txt", "the app\n")
         .commit("first")
-}
-
-/// A fresh clone of `origin`: a new CI runner, no local state.
-fn runner(origin: &Path) -> Test {
-    let test = Test::new();
-    git(
-        test.path(),
-        ["clone", "-q", &origin.to_string_lossy(), "work"],
-    );
-    test.cwd("work")
 }
 
 fn on(moto: &Moto, test: Test, store: &str) -> Test {

@@ -3,10 +3,10 @@
 //! the file is published once.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::moto::Moto;
-use crate::support::{Output, RunView, Test, git, parse_json, unindent};
+use crate::support::{Output, RunView, Test, parse_json, runner, unindent};
 
 /// A release with a `command` target and no `check`: only the shared store can tell runner B
 /// that runner A published already. The command appends the file to `UPLOADS`, outside both
@@ -66,16 +66,6 @@ fn origin(uploads: &Uploads, build: &str) -> Test {
         .write(".gitignore", "/.murphy/\n/dist/\n")
         .commit("demo 1.0.0")
         .git(["tag", "v1.0.0"])
-}
-
-/// A fresh clone of `origin`: a new CI runner, no local state.
-fn runner(origin: &Path) -> Test {
-    let test = Test::new();
-    git(
-        test.path(),
-        ["clone", "-q", &origin.to_string_lossy(), "work"],
-    );
-    test.cwd("work")
 }
 
 /// `test` as a runner of the store `store`, with `args`.

@@ -34,12 +34,8 @@ fn origin() -> Test {
 
 /// A fresh clone of `origin`: a new CI runner with no local state, using the store.
 fn runner(moto: &Moto, origin: &Path, store: &str) -> Test {
-    let test = Test::new();
-    git(
-        test.path(),
-        ["clone", "-q", &origin.to_string_lossy(), "work"],
-    );
-    moto.env(test.cwd("work")).env("MURPHY_STORE", store)
+    moto.env(crate::support::runner(origin))
+        .env("MURPHY_STORE", store)
 }
 
 /// Another murphy command on the runner `out` ran on, with the store.

@@ -1,10 +1,8 @@
 //! The shared store: fresh runners with empty local state, acting as separate CI runners,
 //! sharing one bucket of a real S3 server (moto's `moto_server` on 127.0.0.1).
 
-use std::path::Path;
-
 use crate::moto::Moto;
-use crate::support::{Output, Test, git};
+use crate::support::{Output, Test, git, runner};
 
 const PIPELINE: &str = r#"
     version: 1
@@ -29,16 +27,6 @@ fn origin() -> Test {
         .write("src.txt", "v1\n")
         .write(".gitignore", "out/\nran.log\n")
         .commit("first")
-}
-
-/// A fresh clone of `origin` in a temp dir of its own: a new CI runner, no local state.
-fn runner(origin: &Path) -> Test {
-    let test = Test::new();
-    git(
-        test.path(),
-        ["clone", "-q", &origin.to_string_lossy(), "work"],
-    );
-    test.cwd("work")
 }
 
 fn run_on(moto: &Moto, test: Test, store: &str) -> Output {

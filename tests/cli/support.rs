@@ -633,6 +633,17 @@ where
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
+/// A fresh clone of the repository at `origin`, in a temp dir of its own, run in its `work/`:
+/// a new CI runner, with no local state.
+pub fn runner(origin: &Path) -> Test {
+    let test = Test::new();
+    git(
+        test.path(),
+        ["clone", "-q", &origin.to_string_lossy(), "work"],
+    );
+    test.cwd("work")
+}
+
 /// `git add -A` and `git commit`, in `dir`; returns the new commit's sha.
 pub fn commit(dir: &Path, message: &str) -> String {
     git(dir, ["add", "-A"]);
