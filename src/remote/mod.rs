@@ -321,6 +321,30 @@ impl Remote {
         }
     }
 
+    /// The object at `key` if it is at most `max` bytes; a bigger one is refused unread (what
+    /// murphy writes there is small, so a big object is damage or an attack, not a record).
+    pub async fn get_limited(&self, key: &Key, max: u64) -> Result<Option<Bytes>, RemoteError> {
+        let result = match self.store.get(key).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.request_err("read", key)(e)),
+        };
+        if result.meta.size > max {
+            return Err(RemoteError::Damaged {
+                what: format!("`{key}`"),
+                problem: format!(
+                    "it holds {} bytes, more than the {max} such an object may",
+                    result.meta.size
+                ),
+            });
+        }
+        result
+            .bytes()
+            .await
+            .map(Some)
+            .map_err(self.request_err("read", key))
+    }
+
     /// The object's size and version, or `None` if there is none.
     pub async fn head(&self, key: &Key) -> Result<Option<ObjectMeta>, RemoteError> {
         match self.store.head(key).await {
