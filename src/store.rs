@@ -338,6 +338,14 @@ impl Store {
     fn read_record(&self, fingerprint: &str) -> Option<StageRecord> {
         let path = self.record_path(fingerprint);
         let bytes = fs::read(&path).ok()?;
+        self.verify(&bytes, fingerprint, &path.display().to_string())
+    }
+
+    /// The record in `bytes` if it is one for `fingerprint` whose checksum (with a store key,
+    /// its MAC) holds, naming only paths inside the project and objects by well-formed digests.
+    /// `source` names where the bytes came from, for the warning that says why not.
+    pub fn verify(&self, bytes: &[u8], fingerprint: &str, source: &str) -> Option<StageRecord> {
+        let path = Path::new(source);
         let Some(newline) = bytes.iter().position(|&b| b == b'\n') else {
             tracing::warn!("{} is damaged; ignoring it", path.display());
             return None;
@@ -386,7 +394,7 @@ impl Store {
         if record.v != RECORD_VERSION || record.fingerprint != fingerprint {
             return None;
         }
-        if let Err(problem) = check_paths(&record.outputs) {
+        if let Err(problem) = check_paths(&record.outputs).and_then(|()| check_digests(&record)) {
             tracing::warn!("{} is damaged ({problem}); ignoring it", path.display());
             return None;
         }
@@ -824,6 +832,24 @@ fn read_dir_if_any(dir: &Path) -> Result<Vec<fs::DirEntry>, StoreError> {
 
 /// Whether every path a record names is a plain relative path inside the project, in order,
 /// none below a symlink the record holds: anything else was not written by murphy.
+/// Every object a record names must be named by a BLAKE3 digest (64 lowercase hex digits): the
+/// name becomes a path in the store.
+fn check_digests(record: &StageRecord) -> Result<(), String> {
+    for entry in &record.outputs {
+        if let OutputKind::File { digest, .. } = &entry.kind
+            && !is_digest(digest)
+        {
+            return Err(format!("`{}` names the object `{digest}`, which is not a digest", entry.path));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `text` is a BLAKE3 digest as murphy writes it.
+pub fn is_digest(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 fn check_paths(entries: &[OutputEntry]) -> Result<(), String> {
     let mut links: Vec<&Path> = Vec::new();
     let mut previous: Option<&str> = None;

@@ -545,7 +545,8 @@ pub fn holder(doing: &str) -> String {
     format!("{host} (pid {}, {doing})", std::process::id())
 }
 
-fn join(base: &Key, key: &str) -> Key {
+/// `key`, a `/`-separated path, below `base`.
+pub(crate) fn join(base: &Key, key: &str) -> Key {
     key.split('/')
         .filter(|part| !part.is_empty())
         .fold(base.clone(), |path, part| path.join(part))

@@ -522,3 +522,33 @@ fn a_run_from_another_machine_is_resumed_only_from_its_commit() {
     );
     assert_eq!(view.stage("check").attempts, 2, "{view:#?}");
 }
+
+#[test]
+fn a_record_from_the_store_is_verified_before_any_object_it_names_is_fetched() {
+    let shared = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", shared.path().display());
+    let origin = origin();
+    runner(origin.path()).env("MURPHY_STORE", &store).args(["run"]).run();
+    // Someone who can write the bucket rewrites `build`'s record: its checksum is recomputed
+    // (it is no MAC), and one object's digest is a path that climbs out of the store.
+    let records = walkdir(shared.path().join("checkpoints/records"));
+    let mut forged = 0;
+    for record in records {
+        let text = std::fs::read_to_string(&record).unwrap();
+        let (_, body) = text.split_once('\n').unwrap();
+        let mut json: serde_json::Value = serde_json::from_str(body).unwrap();
+        if json["stage"] != "build" {
+            continue;
+        }
+        json["outputs"][1]["digest"] = "../../../../evil-dir/x".into();
+        let body = serde_json::to_string_pretty(&json).unwrap();
+        let sum = blake3::hash(body.as_bytes()).to_hex();
+        std::fs::write(&record, format!("{sum}\n{body}")).unwrap();
+        forged += 1;
+    }
+    assert_eq!(forged, 1);
+    let b = runner(origin.path()).env("MURPHY_STORE", &store).args(["run"]).run();
+    assert!(b.stderr.contains("which is not a digest"), "{}", b.stderr);
+    assert!(!b.path().join("evil-dir").exists(), "a forged record made a folder outside");
+    assert!(b.path().join("work/ran.log").exists(), "{}", b.stderr);
+}
