@@ -839,7 +839,10 @@ fn check_digests(record: &StageRecord) -> Result<(), String> {
         if let OutputKind::File { digest, .. } = &entry.kind
             && !is_digest(digest)
         {
-            return Err(format!("`{}` names the object `{digest}`, which is not a digest", entry.path));
+            return Err(format!(
+                "`{}` names the object `{digest}`, which is not a digest",
+                entry.path
+            ));
         }
     }
     Ok(())

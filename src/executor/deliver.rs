@@ -261,6 +261,7 @@ impl Task {
                 // One machine at a time uploads a file of a version; the others wait for its
                 // confirmation.
                 let claim = self.claim_release(id, item, version.as_deref()).await?;
+                let mut uploaded = false;
                 let published = self
                     .publish_claimed(
                         target,
@@ -269,9 +270,12 @@ impl Task {
                         version.as_deref(),
                         &release,
                         (attempts, base),
+                        &mut uploaded,
                     )
                     .await;
-                if let Some(claim) = claim
+                // Kept when the file went out but its confirmation did not: the next machine
+                // would take it for unpublished. A claim kept expires by itself.
+                if let Some(claim) = claim.filter(|_| published.is_ok() || !uploaded)
                     && let Err(err) = claim.release().await
                 {
                     tracing::warn!(
@@ -287,7 +291,9 @@ impl Task {
     }
 
     /// Publishes one file unless the shared store says another run did, then journals and
-    /// confirms it.
+    /// confirms it. `uploaded` is set once the target took the file: from then on, a failure
+    /// leaves it published but unconfirmed.
+    #[allow(clippy::too_many_arguments)]
     async fn publish_claimed(
         &self,
         target: &Target,
@@ -296,6 +302,7 @@ impl Task {
         version: Option<&str>,
         release: &publish::Release<'_>,
         (attempts, base): (u32, Duration),
+        uploaded: &mut bool,
     ) -> Result<(), String> {
         let stage = self.stage();
         if let Some(run) = self.released_elsewhere(id, item, version).await? {
@@ -337,6 +344,7 @@ impl Task {
                 }
             }
         };
+        *uploaded = true;
         self.ctx.record(Event::Published {
             stage: stage.name.clone(),
             target: id.to_owned(),

@@ -8,7 +8,8 @@ use crate::store::StageRecord;
 impl Task {
     /// Brings the checkpoint for `fingerprint` from the shared store when the local store has
     /// none. A store that cannot be read costs only a run of the stage, so it is said and the
-    /// stage goes on; the push after it fails the stage if the store is still away.
+    /// stage goes on; the push after it (of what ran or was restored) fails the stage if the
+    /// store is still away.
     pub(super) async fn pull_checkpoint(&self, fingerprint: &str) {
         let Some(remote) = &self.ctx.remote else {
             return;

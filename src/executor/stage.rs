@@ -312,7 +312,11 @@ impl Task {
         .await
         .map_err(|e| format!("restoring failed: {e}"))?
         .map_err(|e| format!("cannot restore `{stage}` from its checkpoint: {e}"))?;
-        self.push_checkpoint(&record).await?;
+        // Restored, but not shared: the stage fails rather than runs again (its push would
+        // fail the same way), and `murphy resume` shares it once the store is back.
+        if let Err(message) = self.push_checkpoint(&record).await {
+            return Ok(self.fail_before_running(message));
+        }
         self.ctx.record(Event::StageCached {
             stage: stage.clone(),
             fingerprint: record.fingerprint.clone(),

@@ -41,6 +41,8 @@ pub const GRACE: SignedDuration = SignedDuration::from_hours(24);
 const PARALLEL: usize = 16;
 
 const MANIFEST: &str = "manifest.json";
+/// Far above any manifest murphy writes (a line per file); a bigger one is not read.
+const MAX_MANIFEST: u64 = 64 * 1024 * 1024;
 /// Beside the manifest under a store key: its keyed MAC.
 const MANIFEST_MAC: &str = "manifest.json.mac";
 
@@ -244,12 +246,12 @@ impl SharedArchive {
                 let mac = match self.remote.sealing() {
                     true => {
                         self.remote
-                            .get(&self.build_key(n).join(MANIFEST_MAC))
+                            .get_limited(&self.build_key(n).join(MANIFEST_MAC), 1024)
                             .await?
                     }
                     false => None,
                 };
-                let manifest = match self.remote.get(&manifest_at).await? {
+                let manifest = match self.remote.get_limited(&manifest_at, MAX_MANIFEST).await? {
                     Some(bytes) => self
                         .remote
                         .check_mac(&bytes, mac.as_deref())

@@ -33,8 +33,6 @@ use object_store::{
     RetryConfig,
 };
 
-use crate::trigger::Trigger;
-
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
     #[error(
@@ -221,11 +219,11 @@ impl Remote {
         })
     }
 
-    /// The store as a run with `trigger` uses it: a pull request's run writes under its own
+    /// The store as a run uses it: an `untrusted` one (a pull request's) writes under its own
     /// prefix (`pr/<number>`, or `pr/<run id>` without one), so an untrusted change never puts
     /// a checkpoint where a trusted run would restore it.
-    pub fn for_run(mut self, trigger: Trigger, pr: Option<&str>, run_id: &str) -> Remote {
-        if trigger == Trigger::Pr {
+    pub fn for_run(mut self, untrusted: bool, pr: Option<&str>, run_id: &str) -> Remote {
+        if untrusted {
             let name = pr
                 .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
                 .unwrap_or(run_id);
@@ -587,13 +585,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = StoreUrl::parse(&format!("file://{}", dir.path().display())).unwrap();
         let remote = Remote::open(&url, &BTreeMap::new()).unwrap();
-        assert!(
-            !remote
-                .clone()
-                .for_run(Trigger::Push, None, "r1")
-                .writes_apart()
-        );
-        let pr = remote.for_run(Trigger::Pr, Some("7"), "r1");
+        assert!(!remote.clone().for_run(false, None, "r1").writes_apart());
+        let pr = remote.for_run(true, Some("7"), "r1");
         assert!(pr.writes_apart());
         assert_eq!(pr.own("checkpoints/x").as_ref(), "pr/7/checkpoints/x");
         assert_eq!(pr.shared("checkpoints/x").as_ref(), "checkpoints/x");

@@ -1,7 +1,8 @@
 //! The outbox on the shared store: a notification its runner could not deliver waits there,
 //! for any machine's next run or `murphy outbox flush`, instead of dying with the runner's
 //! disk. Once uploaded, a message is the shared outbox's alone (the local copy goes), and the
-//! shared outbox is delivered by one machine at a time, under a lease.
+//! shared outbox is delivered by one machine at a time, under a lease. A pull request's run
+//! keeps its messages under its own prefix: the trusted outbox never sends what it wrote.
 
 use std::path::Path;
 use std::time::Duration;
@@ -17,6 +18,9 @@ use crate::plan::Notify;
 /// killed mid-flush holds up the next one only briefly.
 const LEASE: Duration = Duration::from_secs(120);
 
+/// Far above any message murphy writes; a bigger object in the outbox is not one.
+const MAX_MESSAGE: u64 = 1024 * 1024;
+
 /// What a flush of the shared outbox did.
 #[derive(Debug, Default)]
 pub struct Flushed {
@@ -28,7 +32,7 @@ pub struct Flushed {
 }
 
 fn key(remote: &Remote, id: &str) -> object_store::path::Path {
-    remote.shared(&format!("outbox/{id}.json"))
+    remote.own(&format!("outbox/{id}.json"))
 }
 
 /// Hands every message still waiting in `local` to the shared outbox, then delivers the
@@ -57,7 +61,7 @@ pub async fn flush(
             .await?;
         std::fs::remove_file(&file).map_err(io(&file))?;
     }
-    let lease = match Lease::take(remote, remote.shared("outbox/lease"), holder, LEASE).await? {
+    let lease = match Lease::take(remote, remote.own("outbox/lease"), holder, LEASE).await? {
         Taken::Yes(lease) => lease,
         Taken::Held(held) => {
             return Ok(Flushed {
@@ -84,7 +88,7 @@ async fn flush_leased(
     crate::atomic_file::private_dir(scratch).map_err(io(scratch))?;
     let shared = Outbox::at(scratch.to_owned());
     let mut ids = Vec::new();
-    for object in remote.list(&remote.shared("outbox")).await? {
+    for object in remote.list(&remote.own("outbox")).await? {
         let Some(id) = object
             .location
             .filename()
@@ -93,7 +97,7 @@ async fn flush_leased(
         else {
             continue;
         };
-        let Some(bytes) = remote.get(&object.location).await? else {
+        let Some(bytes) = remote.get_limited(&object.location, MAX_MESSAGE).await? else {
             continue;
         };
         // Only what reads as a message is sent; anything else stays where it is, for a person.
@@ -131,11 +135,11 @@ async fn flush_leased(
 /// Every message waiting in the shared outbox, for `murphy outbox list`.
 pub async fn list(remote: &Remote) -> Result<Vec<Message>, RemoteError> {
     let mut messages = Vec::new();
-    for object in remote.list(&remote.shared("outbox")).await? {
+    for object in remote.list(&remote.own("outbox")).await? {
         if !object.location.as_ref().ends_with(".json") {
             continue;
         }
-        if let Some(bytes) = remote.get(&object.location).await?
+        if let Some(bytes) = remote.get_limited(&object.location, MAX_MESSAGE).await?
             && let Ok(message) = serde_json::from_slice::<Message>(&bytes)
         {
             messages.push(message);

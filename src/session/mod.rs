@@ -23,9 +23,7 @@ mod shared;
 
 pub use notify::flush_outbox;
 use notify::notify;
-use shared::{
-    lease_ttl, open_store, pr_number, pull_runs, push_run, refuse_other_commit, share_run,
-};
+use shared::{for_run, lease_ttl, open_store, pull_runs, push_run, refuse_other_commit, share_run};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -199,10 +197,7 @@ pub fn start(setup: &Setup, new: NewRun) -> Result<RunStatus, SessionError> {
     let remote = open_store(setup.store.as_ref(), &env)?;
     let lease = lease_ttl(&env)?;
     let (run_dir, _meta, journal) = state.create_run(&plan.name, &file, change.clone(), params)?;
-    let remote = remote.map(|r| {
-        r.for_run(change.trigger, pr_number(&change), &run_dir.id)
-            .keyed(store_key.as_deref())
-    });
+    let remote = remote.map(|r| for_run(r, &change, &env, &run_dir.id).keyed(store_key.as_deref()));
     lock.set_run(&run_dir.id)
         .map_err(|e| io_error("cannot write the state directory's lock", e))?;
     let start = Start {
@@ -298,10 +293,7 @@ pub fn resume(setup: &Setup, resumed: Resumed) -> Result<RunStatus, SessionError
     let skip = skip_when(&plan, &selected, &change);
     let secrets = load_secrets(&plan, &selected, &skip, &env, &setup.secrets_file)?;
     let store_key = store_key(&env, &setup.secrets_file)?;
-    let remote = shared.map(|r| {
-        r.for_run(change.trigger, pr_number(&change), &run_dir.id)
-            .keyed(store_key.as_deref())
-    });
+    let remote = shared.map(|r| for_run(r, &change, &env, &run_dir.id).keyed(store_key.as_deref()));
     let confirmed = view
         .published
         .iter()

@@ -9,6 +9,7 @@ use super::{SessionError, runtime};
 use crate::change::Change;
 use crate::records::{RunDir, RunView, StateDir};
 use crate::remote::{Remote, StoreUrl, runs};
+use crate::trigger::Trigger;
 
 /// Opens the shared store, if there is one, and makes sure it answers before anything is
 /// recorded: a run never starts against a store it cannot use. The probe has a client of its
@@ -137,7 +138,20 @@ pub(super) fn refuse_other_commit(view: &RunView, root: &Path) -> Result<(), Ses
     })
 }
 
-/// The pull request a run builds, for where it may write in the shared store.
-pub(super) fn pr_number(change: &Change) -> Option<&str> {
-    change.ci.as_ref().and_then(|ci| ci.pr_number.as_deref())
+/// `remote` as the run `run_id` about `change` writes to it: apart, under its pull request's
+/// prefix, when its trigger is `pr` or when this machine's CI says it builds a pull request,
+/// whatever `--trigger` or a record brought from the store says.
+pub(super) fn for_run(
+    remote: Remote,
+    change: &Change,
+    env: &BTreeMap<String, String>,
+    run_id: &str,
+) -> Remote {
+    let here = crate::ci::detect(env).filter(|ci| ci.trigger == Trigger::Pr);
+    let untrusted = change.trigger == Trigger::Pr || here.is_some();
+    let number = here
+        .as_ref()
+        .or(change.ci.as_ref())
+        .and_then(|ci| ci.pr_number.as_deref());
+    remote.for_run(untrusted, number, run_id)
 }

@@ -528,7 +528,10 @@ fn a_record_from_the_store_is_verified_before_any_object_it_names_is_fetched() {
     let shared = tempfile::tempdir().unwrap();
     let store = format!("file://{}", shared.path().display());
     let origin = origin();
-    runner(origin.path()).env("MURPHY_STORE", &store).args(["run"]).run();
+    runner(origin.path())
+        .env("MURPHY_STORE", &store)
+        .args(["run"])
+        .run();
     // Someone who can write the bucket rewrites `build`'s record: its checksum is recomputed
     // (it is no MAC), and one object's digest is a path that climbs out of the store.
     let records = walkdir(shared.path().join("checkpoints/records"));
@@ -547,8 +550,36 @@ fn a_record_from_the_store_is_verified_before_any_object_it_names_is_fetched() {
         forged += 1;
     }
     assert_eq!(forged, 1);
-    let b = runner(origin.path()).env("MURPHY_STORE", &store).args(["run"]).run();
+    let b = runner(origin.path())
+        .env("MURPHY_STORE", &store)
+        .args(["run"])
+        .run();
     assert!(b.stderr.contains("which is not a digest"), "{}", b.stderr);
-    assert!(!b.path().join("evil-dir").exists(), "a forged record made a folder outside");
+    assert!(
+        !b.path().join("evil-dir").exists(),
+        "a forged record made a folder outside"
+    );
     assert!(b.path().join("work/ran.log").exists(), "{}", b.stderr);
+}
+
+#[test]
+fn a_pull_request_job_cannot_write_as_trusted_by_naming_another_trigger() {
+    let shared = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", shared.path().display());
+    let origin = origin();
+    // The CI says this job builds pull request 7; its script asks for `--trigger push`.
+    runner(origin.path())
+        .env("MURPHY_STORE", &store)
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_EVENT_NAME", "pull_request")
+        .env("GITHUB_REF", "refs/pull/7/merge")
+        .args(["run", "--trigger", "push"])
+        .run();
+    assert!(shared.path().join("pr/7/checkpoints/records").is_dir());
+    assert!(!shared.path().join("checkpoints/records").exists());
+    let push = runner(origin.path())
+        .env("MURPHY_STORE", &store)
+        .args(["run"])
+        .run();
+    assert!(push.path().join("work/ran.log").exists(), "{}", push.stderr);
 }
