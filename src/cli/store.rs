@@ -46,9 +46,13 @@ pub(super) fn open(
 ) -> Result<Option<Remote>, Error> {
     match url(cli, plan_store)? {
         // The key from the environment only: these commands read no secrets file.
-        Some(url) => Ok(Some(
-            Remote::open(&url, env)?.keyed(env.get("MURPHY_STORE_KEY").map(String::as_str)),
-        )),
+        Some(url) => {
+            let key = env.get("MURPHY_STORE_KEY").map(String::as_str);
+            if let Some(key) = key {
+                crate::secrets::mask(key);
+            }
+            Ok(Some(Remote::open(&url, env)?.keyed(key)))
+        }
         None => Ok(None),
     }
 }

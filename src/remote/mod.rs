@@ -102,6 +102,10 @@ impl std::fmt::Display for StoreUrl {
 const CREDENTIALS: &[&str] = &[
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
+    "AWS_TOKEN",
+    "AZURE_STORAGE_MASTER_KEY",
+    "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_STORAGE_CLIENT_SECRET",
     "AZURE_STORAGE_ACCOUNT_KEY",
     "AZURE_STORAGE_ACCESS_KEY",
     "AZURE_STORAGE_SAS_KEY",
@@ -420,7 +424,7 @@ impl Remote {
         })
     }
 
-    /// Streams the object at `key` into `file` (created new), returning its BLAKE3 digest,
+    /// Streams the object at `key` into `file` (created, or emptied), returning its BLAKE3 digest,
     /// or `None` if there is no such object.
     pub async fn download(
         &self,
@@ -492,6 +496,47 @@ impl Remote {
             Err(e) => Err(crate::causes::line(&e)),
         };
         results.push(("conditional create", conditional));
+        // Leases are renewed and given up with `If-Match`: a store that ignores it lets two
+        // machines hold one.
+        let update = match self.head(&key).await {
+            Ok(Some(meta)) => {
+                let stale = object_store::UpdateVersion {
+                    e_tag: Some("\"murphy-stale-etag\"".to_owned()),
+                    version: None,
+                };
+                let options = |version| PutOptions {
+                    mode: PutMode::Update(version),
+                    ..PutOptions::default()
+                };
+                let current = object_store::UpdateVersion {
+                    e_tag: meta.e_tag,
+                    version: meta.version,
+                };
+                let refused = self
+                    .store
+                    .put_opts(&key, PutPayload::from(body.clone()), options(stale))
+                    .await;
+                let accepted = self
+                    .store
+                    .put_opts(&key, PutPayload::from(body.clone()), options(current))
+                    .await;
+                match (refused, accepted) {
+                    (Err(object_store::Error::Precondition { .. }), Ok(_)) => Ok(()),
+                    (Err(object_store::Error::NotImplemented { .. }), _) => Err(
+                        "the store has no conditional update (`If-Match`): leases fall back to plain writes, safe only for machines that share one disk".to_owned(),
+                    ),
+                    (Ok(_), _) => Err(
+                        "an update with a stale `If-Match` succeeded: the store ignores it, so two machines could both hold a lease".to_owned(),
+                    ),
+                    (Err(object_store::Error::Precondition { .. }), Err(e)) | (Err(e), _) => {
+                        Err(root_cause(&e))
+                    }
+                }
+            }
+            Ok(None) => Err("nothing to update (the write failed)".to_owned()),
+            Err(e) => Err(crate::causes::line(&e)),
+        };
+        results.push(("conditional update", update));
         let delete = match self.delete(&key).await {
             Ok(()) if !wrote => Err("nothing to delete (the write failed)".to_owned()),
             Ok(()) => match self.head(&key).await {

@@ -79,7 +79,13 @@ fn store_check_probes_each_operation_and_names_what_failed() {
         .env(Test::new())
         .args(["--store", &store, "store", "check"])
         .run();
-    for probe in ["write", "read", "conditional create", "delete"] {
+    for probe in [
+        "write",
+        "read",
+        "conditional create",
+        "conditional update",
+        "delete",
+    ] {
         assert!(
             out.stdout.contains(&format!("ok      {probe}")),
             "{}",
@@ -93,6 +99,25 @@ fn store_check_probes_each_operation_and_names_what_failed() {
         .run();
     assert!(
         out.stdout.contains("FAILED  write") && out.stdout.contains("NoSuchBucket"),
+        "{}",
+        out.stdout
+    );
+    // A directory has no `If-Match`: said, since leases are then safe on one machine only.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Test::new()
+        .args([
+            "--store",
+            &format!("file://{}", dir.path().display()),
+            "store",
+            "check",
+        ])
+        .code(1)
+        .run();
+    assert!(
+        out.stdout.contains("ok      conditional create")
+            && out
+                .stdout
+                .contains("FAILED  conditional update: the store has no conditional update"),
         "{}",
         out.stdout
     );
