@@ -72,6 +72,22 @@ impl Outbox {
         atomic_file::write(&self.dir.join(format!("{}.json", message.id)), &text)
     }
 
+    /// Holds the outbox against every other process that sends or moves its messages, until
+    /// the file returned is dropped.
+    pub fn lock(&self) -> io::Result<fs::File> {
+        fs::create_dir_all(&self.dir)?;
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join(".lock"))?;
+        // SAFETY: flock on a descriptor we own; released when `lock` is dropped.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(lock)
+    }
+
     /// Every waiting message, oldest first. One that does not read is reported, not dropped.
     pub fn list(&self) -> io::Result<Vec<Result<Message, (PathBuf, String)>>> {
         let entries = match fs::read_dir(&self.dir) {
@@ -109,16 +125,7 @@ impl Outbox {
         tries: u32,
     ) -> io::Result<(usize, Vec<(String, String)>)> {
         // One flusher at a time (a run and a cron job): a message is sent by one of them.
-        fs::create_dir_all(&self.dir)?;
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.dir.join(".lock"))?;
-        // SAFETY: flock on a descriptor we own; released when `lock` is dropped.
-        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let _lock = self.lock()?;
         let mut delivered = 0;
         let mut waiting = Vec::new();
         for item in self.list()? {

@@ -14,9 +14,9 @@ use super::{Remote, RemoteError};
 use crate::outbox::{Message, Outbox};
 use crate::plan::Notify;
 
-/// Long enough for one flush (a run gives notifications 30 s), short enough that a runner
-/// killed mid-flush holds up the next one only briefly.
-const LEASE: Duration = Duration::from_secs(120);
+/// Longer than any flush takes (each message is tried a few times, 10 s each), so the lease
+/// never ends under a live flusher; a runner killed mid-flush holds up the next one that long.
+const LEASE: Duration = Duration::from_secs(600);
 
 /// Far above any message murphy writes; a bigger object in the outbox is not one.
 const MAX_MESSAGE: u64 = 1024 * 1024;
@@ -51,7 +51,8 @@ pub async fn flush(
 ) -> Result<Flushed, RemoteError> {
     let io = RemoteError::local;
     // Uploaded first, removed here after: a kill in between sends a message twice at worst,
-    // never drops it.
+    // never drops it. Under the local outbox's lock, so no local flush sends one meanwhile.
+    let held = local.lock().map_err(io(local.dir()))?;
     for item in local.list().map_err(io(local.dir()))? {
         let Ok(message) = item else { continue };
         let file = local.file(&message.id);
@@ -61,6 +62,7 @@ pub async fn flush(
             .await?;
         std::fs::remove_file(&file).map_err(io(&file))?;
     }
+    drop(held);
     let lease = match Lease::take(remote, remote.own("outbox/lease"), holder, LEASE).await? {
         Taken::Yes(lease) => lease,
         Taken::Held(held) => {
