@@ -6,6 +6,7 @@
 //! <url>/runs/<run-id>/journal/<byte offset, 016>.jsonl     whole journal lines from that offset
 //! <url>/runs/<run-id>/logs/<stage>.log                     replaced as it grows
 //! <url>/runs/<run-id>/lease                                held by the machine running it
+//! <url>/pr/<n>/runs/<run-id>/...                           the same, for a pull request's run
 //! ```
 //!
 //! **Invariant:** a journal segment is created only if absent (never rewritten), holds whole
@@ -885,6 +886,32 @@ mod tests {
         let mut again = Replicator::new(remote.clone(), run.clone());
         again.flush().await.unwrap();
         assert!(again.stopped);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn views_pulling_at_once_append_each_segment_once() {
+        let (dir, remote, _, run, journal) = setup();
+        started(&journal, 1);
+        started(&journal, 2);
+        Replicator::new(remote.clone(), run.clone())
+            .flush()
+            .await
+            .unwrap();
+        let local = std::fs::read(run.journal_path()).unwrap();
+        for round in 0..8 {
+            let other = StateDir::new(dir.path().join(format!("b{round}")));
+            let pulls = (0..4).map(|_| {
+                let (remote, other) = (remote.clone(), other.clone());
+                tokio::spawn(async move { pull(&remote, &other, None).await.unwrap() })
+            });
+            let mut pulled = 0;
+            for task in pulls.collect::<Vec<_>>() {
+                pulled += task.await.unwrap();
+            }
+            assert_eq!(pulled, 1, "the run was brought by one pull only");
+            let there = other.find_run(Some(&run.id)).unwrap();
+            assert_eq!(std::fs::read(there.journal_path()).unwrap(), local);
+        }
     }
 
     #[test]
