@@ -692,8 +692,9 @@ async fn lost(fence: &mut watch::Receiver<Option<String>>) {
 }
 
 /// Renews `lease` every third of its length, each try given at most that long (a store that
-/// retries for a minute must not hold the next renewal up), until `stop`. Lost to another
-/// holder, the run is fenced: `fence` names the holder and `cancel` stops the stages.
+/// retries for a minute must not hold the next renewal up) and a failed one tried again a
+/// second later, until `stop`. Lost to another holder, the run is fenced: `fence` names the
+/// holder and `cancel` stops the stages.
 async fn keep(
     mut lease: Lease,
     run: String,
@@ -702,18 +703,21 @@ async fn keep(
     mut stop: oneshot::Receiver<()>,
 ) -> Option<Lease> {
     let every = lease.renew_every();
+    let again = Duration::from_secs(1).min(every);
+    let mut wait = every;
     loop {
         tokio::select! {
             _ = &mut stop => return Some(lease),
-            () = tokio::time::sleep(every) => {}
+            () = tokio::time::sleep(wait) => {}
         }
+        wait = again;
         let renewed = tokio::select! {
             _ = &mut stop => None,
             renewed = tokio::time::timeout(every, lease.renew()) => Some(renewed),
         };
         match renewed {
             None => return Some(lease),
-            Some(Ok(Ok(Renewed::Yes))) => {}
+            Some(Ok(Ok(Renewed::Yes))) => wait = every,
             Some(Ok(Ok(Renewed::LostTo(holder)))) => {
                 tracing::error!(
                     "lost the lease on run {run} to {holder}: stopping before anything else is published or archived"
