@@ -128,7 +128,9 @@ fn session_exit_code(err: &SessionError) -> i32 {
         | SessionError::StageGone { .. } => exit::USAGE,
         SessionError::Leased(_) => exit::BUSY,
         SessionError::Remote(err) => remote_exit_code(err),
-        SessionError::Preflight(_) | SessionError::Io { .. } => exit::FAILED,
+        SessionError::Preflight(_) | SessionError::Io { .. } | SessionError::LostLease { .. } => {
+            exit::FAILED
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! <url>/runs/<run-id>/journal/<byte offset, 016>.jsonl     whole journal lines from that offset
 //! <url>/runs/<run-id>/logs/<stage>.log                     replaced as it grows
 //! <url>/runs/<run-id>/lease                                held by the machine running it
+//! <url>/pr/<n>/runs/<run-id>/...                           the same, for a pull request's run
 //! ```
 //!
 //! **Invariant:** a journal segment is created only if absent (never rewritten), holds whole
@@ -20,17 +21,28 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use object_store::path::{Path as Key, PathPart};
+use tokio::sync::{oneshot, watch};
 
-use super::lease::{Lease, Taken};
+use super::lease::{self, Lease, Renewed, Taken};
 use super::{Remote, RemoteError};
 use crate::records::{META_VERSION, RunDir, RunMeta, RunState, RunView, StateDir};
 
-/// How long a machine's hold on a run lasts unless renewed (every third of it): a machine
-/// killed with -9 blocks a resume elsewhere for at most this long.
-pub const LEASE_TTL: Duration = Duration::from_secs(30);
+/// How long a machine's hold on a run lasts unless renewed (every third of it, each renewal
+/// given at most a third): longer than a renewal can take, and a machine killed with -9
+/// blocks a resume elsewhere for at most this long.
+pub const LEASE_TTL: Duration = Duration::from_secs(90);
+
+/// The shortest lease: below it a renewal has no time to answer.
+pub const MIN_LEASE: Duration = Duration::from_secs(3);
 
 /// How often new journal lines (and, when they moved, the logs) are pushed while a run goes on.
 const TICK: Duration = Duration::from_secs(1);
+
+/// The most a run's meta.json from the store may hold.
+const MAX_META: u64 = 1024 * 1024;
+
+/// The most one journal segment from the store may hold.
+const MAX_SEGMENT: u64 = 64 * 1024 * 1024;
 
 /// A run another machine holds.
 #[derive(Debug, thiserror::Error)]
@@ -44,33 +56,52 @@ pub struct Leased {
     pub until: String,
 }
 
-fn run_prefix(remote: &Remote, run_id: &str) -> Key {
-    remote.shared("runs").join(PathPart::from(run_id))
+/// Where this run writes its records: below the run's own prefix (a pull request's under
+/// `pr/<n>/runs`, never where trusted runs are listed).
+fn own_root(remote: &Remote) -> Key {
+    remote.own("runs")
 }
 
-fn meta_key(remote: &Remote, run_id: &str) -> Key {
-    run_prefix(remote, run_id).join("meta.json")
+fn run_prefix(root: &Key, run_id: &str) -> Key {
+    root.clone().join(PathPart::from(run_id))
 }
 
-fn segment_key(remote: &Remote, run_id: &str, offset: u64) -> Key {
-    run_prefix(remote, run_id)
+fn meta_key(root: &Key, run_id: &str) -> Key {
+    run_prefix(root, run_id).join("meta.json")
+}
+
+fn segment_key(root: &Key, run_id: &str, offset: u64) -> Key {
+    run_prefix(root, run_id)
         .join("journal")
         .join(format!("{offset:016}.jsonl"))
 }
 
-fn log_key(remote: &Remote, run_id: &str, stage: &str) -> Key {
-    run_prefix(remote, run_id)
+fn log_key(root: &Key, run_id: &str, stage: &str) -> Key {
+    run_prefix(root, run_id)
         .join("logs")
         .join(PathPart::from(format!("{stage}.log")))
 }
 
-/// A run id another machine wrote is used as a folder name: only what murphy makes passes.
+/// A run id another machine wrote is used as a folder name and sorted with ours: only
+/// murphy's own format passes, `20261122-041500.123-3fa2c41b` (see `records::new_run_id`).
 fn safe_id(id: &str) -> bool {
-    !id.is_empty()
-        && !id.starts_with('.')
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+    let b = id.as_bytes();
+    let digits = |range: std::ops::Range<usize>| b[range].iter().all(u8::is_ascii_digit);
+    b.len() == 28
+        && digits(0..8)
+        && b[8] == b'-'
+        && digits(9..15)
+        && b[15] == b'.'
+        && digits(16..19)
+        && b[19] == b'-'
+        && b[20..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+}
+
+/// A commit id from the store: hex, SHA-1 or SHA-256 long.
+fn safe_sha(sha: &str) -> bool {
+    matches!(sha.len(), 40 | 64) && sha.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// A stage name from the store becomes a log file name: nothing that leaves the folder.
@@ -102,19 +133,19 @@ impl Listed {
     }
 }
 
-/// Lists the objects below `runs/`, by run id.
+/// Lists the objects below `root` (a `runs/` folder), by run id.
 async fn list(
     remote: &Remote,
+    root: &Key,
     only: Option<&str>,
 ) -> Result<BTreeMap<String, Listed>, RemoteError> {
     let prefix = match only {
-        Some(id) => run_prefix(remote, id),
-        None => remote.shared("runs"),
+        Some(id) => run_prefix(root, id),
+        None => root.clone(),
     };
-    let base = remote.shared("runs");
     let mut runs: BTreeMap<String, Listed> = BTreeMap::new();
     for object in remote.list(&prefix).await? {
-        let Some(parts) = object.location.prefix_match(&base) else {
+        let Some(parts) = object.location.prefix_match(root) else {
             continue;
         };
         let parts: Vec<PathPart<'_>> = parts.collect();
@@ -153,15 +184,33 @@ async fn list(
 }
 
 /// Brings runs recorded by other machines into `state`: those missing here and those not
-/// finished here (another machine may have resumed them), or only run `only`. A damaged run
-/// is said and skipped; the others still come. Returns how many runs were brought up to date.
+/// finished here (another machine may have resumed them), or only run `only`. Runs are read
+/// from the shared `runs/` and, for a run that writes apart (a pull request's), from its own
+/// too. A damaged run is said and skipped; the others still come. Returns how many runs were
+/// brought up to date.
 pub async fn pull(
     remote: &Remote,
     state: &StateDir,
     only: Option<&str>,
 ) -> Result<usize, RemoteError> {
+    let mut roots = vec![remote.shared("runs")];
+    if remote.writes_apart() {
+        roots.push(own_root(remote));
+    }
+    let mut found = Vec::new();
+    for root in roots {
+        for (id, listed) in list(remote, &root, only).await? {
+            found.push((root.clone(), id, listed));
+        }
+    }
+    if found.is_empty() {
+        return Ok(0);
+    }
+    // One pull at a time into a state directory: two views at once would both append the
+    // same segment. What is local is looked at only under the lock.
+    let _lock = lock_pulls(state).await?;
     let mut pulled = 0;
-    for (id, listed) in list(remote, only).await? {
+    for (root, id, listed) in found {
         if !safe_id(&id) {
             tracing::warn!("ignoring run `{id}` in the shared store: not a murphy run id");
             continue;
@@ -172,7 +221,7 @@ pub async fn pull(
         {
             continue;
         }
-        match pull_run(remote, state, &id, &listed, local).await {
+        match pull_run(remote, &root, state, &id, &listed, local).await {
             Ok(true) => pulled += 1,
             Ok(false) => {}
             Err(err @ RemoteError::Request { .. }) => return Err(err),
@@ -185,10 +234,35 @@ pub async fn pull(
     Ok(pulled)
 }
 
+/// Takes `<state>/pull.lock` (exclusive, waited for), made with the state directory if absent;
+/// held until the file is dropped.
+async fn lock_pulls(state: &StateDir) -> Result<std::fs::File, RemoteError> {
+    let root = state.root().to_owned();
+    let path = root.join("pull.lock");
+    let locked = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || {
+            std::fs::create_dir_all(&root)?;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .open(&path)?;
+            file.lock()?;
+            Ok(file)
+        }
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    locked.map_err(RemoteError::local(&path))
+}
+
 /// Brings one run's meta (if it has no folder here, `local_dir`), the journal segments that
 /// follow what the local journal holds, and the logs that grew. Whether anything changed.
 async fn pull_run(
     remote: &Remote,
+    root: &Key,
     state: &StateDir,
     id: &str,
     listed: &Listed,
@@ -207,7 +281,7 @@ async fn pull_run(
     let dir = match local_dir {
         Some(dir) => dir,
         None => {
-            let Some(bytes) = remote.get(&meta_key(remote, id)).await? else {
+            let Some(bytes) = remote.get_limited(&meta_key(root, id), MAX_META).await? else {
                 return Ok(false);
             };
             let meta: RunMeta = serde_json::from_slice(&bytes)
@@ -220,6 +294,16 @@ async fn pull_run(
             }
             if let Some(bad) = meta.params.stages.iter().find(|s| !safe_stage(s)) {
                 return Err(damaged(format!("its meta.json names a stage `{bad}`")));
+            }
+            let sha = meta
+                .change
+                .as_ref()
+                .and_then(|c| c.git.as_ref()?.sha.as_ref());
+            if let Some(sha) = sha.filter(|sha| !safe_sha(sha)) {
+                return Err(damaged(format!(
+                    "its meta.json names a commit `{}`, not a hex commit id",
+                    sha.escape_debug()
+                )));
             }
             let dir = state
                 .make_run_dir(id)
@@ -246,7 +330,7 @@ async fn pull_run(
             );
             break;
         }
-        let Some(bytes) = remote.get(key).await? else {
+        let Some(bytes) = remote.get_limited(key, MAX_SEGMENT).await? else {
             break;
         };
         if bytes.len() as u64 != *size || !bytes.ends_with(b"\n") {
@@ -267,7 +351,7 @@ async fn pull_run(
     }
     let view = RunView::load(state, &dir).map_err(|e| damaged(crate::causes::line(&e)))?;
     for stage in view.stages.iter().map(|s| s.name.as_str()) {
-        let key = log_key(remote, id, stage);
+        let key = log_key(root, id, stage);
         let Some(&size) = listed.sizes.get(key.as_ref()) else {
             continue;
         };
@@ -278,18 +362,38 @@ async fn pull_run(
         if std::fs::metadata(&path).map_or(0, |m| m.len()) >= size {
             continue;
         }
-        if let Some(bytes) = remote.get(&key).await? {
-            crate::atomic_file::write(&path, &bytes).map_err(local(&path))?;
-            changed = true;
-        }
+        changed |= pull_log(remote, &key, &path).await?;
     }
     Ok(changed)
+}
+
+/// Streams a log into a temp file beside `path`, then renames it over: a log is never read
+/// whole into memory, and never seen half written. Whether it was there.
+async fn pull_log(remote: &Remote, key: &Key, path: &std::path::Path) -> Result<bool, RemoteError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = path.with_file_name(crate::atomic_file::temp_name(&name));
+    let pulled = match remote.download(key, &temp).await {
+        Ok(Some(_)) => std::fs::rename(&temp, path)
+            .map(|()| true)
+            .map_err(RemoteError::local(path)),
+        Ok(None) => Ok(false),
+        Err(err) => Err(err),
+    };
+    if !matches!(pulled, Ok(true)) {
+        let _ = std::fs::remove_file(&temp);
+    }
+    pulled
 }
 
 /// Pushes one run's records to the shared store, keeping track of what is there.
 #[derive(Debug)]
 pub struct Replicator {
     remote: Remote,
+    /// Where the run's records go: `runs/`, or a pull request's own.
+    root: Key,
     run: RunDir,
     /// Whether what the store holds of the run was looked up.
     ready: bool,
@@ -308,6 +412,7 @@ impl Replicator {
     /// that is away costs tries, not the run.
     pub fn new(remote: Remote, run: RunDir) -> Replicator {
         Replicator {
+            root: own_root(&remote),
             remote,
             run,
             ready: false,
@@ -323,29 +428,38 @@ impl Replicator {
     /// A journal there that is not a prefix of the local one means another machine wrote the
     /// run: said, and nothing is pushed.
     async fn prepare(&mut self) -> Result<(), RemoteError> {
-        let (remote, id) = (&self.remote, self.run.id.as_str());
+        let (remote, root, id) = (&self.remote, &self.root, self.run.id.as_str());
         let meta_path = self.run.meta_path();
         let meta = std::fs::read(&meta_path).map_err(|source| RemoteError::Local {
             path: meta_path,
             source,
         })?;
-        let key = meta_key(remote, id);
+        let key = meta_key(root, id);
         if !remote.create(&key, Bytes::from(meta.clone())).await?
-            && remote.get(&key).await?.is_some_and(|there| there != meta)
+            && remote
+                .get_limited(&key, MAX_META)
+                .await?
+                .is_some_and(|there| there != meta)
         {
             self.stop("the shared store holds another run's meta.json under its id");
             return Ok(());
         }
-        let listed = list(remote, Some(id)).await?.remove(id).unwrap_or_default();
+        let listed = list(remote, root, Some(id))
+            .await?
+            .remove(id)
+            .unwrap_or_default();
         let end = listed.journal_end();
         if let Some((offset, key, _)) = listed.segments.iter().rfind(|s| s.0 + s.2 == end) {
-            let there = remote.get(key).await?.unwrap_or_default();
+            let there = remote
+                .get_limited(key, MAX_SEGMENT)
+                .await?
+                .unwrap_or_default();
             if local_bytes(&self.run, *offset, Some(end)).ok().as_deref() != Some(&there[..]) {
                 self.stop("its journal on the shared store differs from the local one");
                 return Ok(());
             }
         }
-        let logs_prefix = format!("{}/", run_prefix(remote, id).join("logs"));
+        let logs_prefix = format!("{}/", run_prefix(root, id).join("logs"));
         self.logs = listed
             .sizes
             .iter()
@@ -379,10 +493,10 @@ impl Replicator {
             })?;
         if let Some(last) = new.iter().rposition(|&b| b == b'\n') {
             let segment = Bytes::copy_from_slice(&new[..=last]);
-            let key = segment_key(&self.remote, &self.run.id, self.pushed);
+            let key = segment_key(&self.root, &self.run.id, self.pushed);
             // A create whose answer was lost may have worked: the same bytes there are ours.
             if !self.remote.create(&key, segment.clone()).await?
-                && self.remote.get(&key).await?.as_ref() != Some(&segment)
+                && self.remote.get_limited(&key, MAX_SEGMENT).await?.as_ref() != Some(&segment)
             {
                 self.stop("another machine appended to its journal");
                 return Ok(());
@@ -414,7 +528,7 @@ impl Replicator {
             let Ok(size) = entry.metadata().map(|m| m.len()) else {
                 continue;
             };
-            let key = log_key(&self.remote, &self.run.id, stage);
+            let key = log_key(&self.root, &self.run.id, stage);
             let file = key.filename().unwrap_or_default().to_owned();
             if self.logs.get(&file) == Some(&size) {
                 continue;
@@ -439,37 +553,6 @@ fn local_bytes(run: &RunDir, from: u64, to: Option<u64>) -> std::io::Result<Vec<
     Ok(bytes)
 }
 
-/// This machine's name, for lease holders.
-fn host() -> String {
-    let mut name = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
-    if unsafe { libc::gethostname(name.as_mut_ptr().cast(), name.len()) } != 0 {
-        return "an unnamed host".to_owned();
-    }
-    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-    String::from_utf8_lossy(&name[..end]).into_owned()
-}
-
-fn holder(host: &str, pid: u32) -> String {
-    format!("{host} (pid {pid})")
-}
-
-/// Whether `holder` names a process of this machine that is gone: killed here, its lease
-/// need not be waited out here.
-fn dead_here(holder: &str) -> bool {
-    let Some(pid) = holder
-        .strip_prefix(&format!("{} (pid ", host()))
-        .and_then(|rest| rest.strip_suffix(')'))
-        .and_then(|pid| pid.parse::<libc::pid_t>().ok())
-        .filter(|&pid| pid > 0)
-    else {
-        return false;
-    };
-    // SAFETY: signal 0 only asks whether the process exists.
-    let refused = unsafe { libc::kill(pid, 0) } != 0;
-    refused && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
-}
-
 /// Takes the lease on run `id` for `ttl`, or says who holds it. A lease left by a process of
 /// this machine that is gone (a kill -9 here) is taken over at once.
 pub async fn take_lease(
@@ -477,96 +560,180 @@ pub async fn take_lease(
     id: &str,
     ttl: Duration,
 ) -> Result<Result<Lease, Leased>, RemoteError> {
-    let key = run_prefix(remote, id).join("lease");
-    let me = holder(&host(), std::process::id());
-    let mut taken = Lease::take(remote, key.clone(), &me, ttl).await?;
-    if let Taken::Held(held) = &taken
-        && dead_here(&held.holder)
-    {
-        remote.delete(&key).await?;
-        taken = Lease::take(remote, key, &me, ttl).await?;
-    }
-    Ok(match taken {
-        Taken::Yes(lease) => Ok(lease),
-        Taken::Held(held) => Err(Leased {
-            run: id.to_owned(),
-            holder: held.holder,
-            until: held.expires.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
-        }),
-    })
+    let key = run_prefix(&own_root(remote), id).join("lease");
+    let me = super::holder(id);
+    Ok(
+        match Lease::take_unless(remote, key, &me, ttl, lease::dead_here).await? {
+            Taken::Yes(lease) => Ok(lease),
+            Taken::Held(held) => Err(Leased {
+                run: id.to_owned(),
+                holder: held.holder,
+                until: held.expires.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            }),
+        },
+    )
 }
 
-/// A run being replicated in the background (and its lease renewed) while it goes on.
+/// A run being replicated in the background while it goes on, and its lease renewed by a
+/// task of its own (a slow push never delays a renewal).
 pub struct Replicating {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<(Replicator, Option<Lease>)>,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Replicator>,
+    keeper: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<Option<Lease>>)>,
+    /// Who took the lease, once it was lost.
+    fence: watch::Receiver<Option<String>>,
 }
 
 impl Replicating {
-    /// Pushes what is new every second, and renews `lease` every third of its length.
-    pub fn start(replicator: Replicator, lease: Option<Lease>) -> Replicating {
-        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+    /// Pushes what is new every second, and renews `lease` every third of its length. A
+    /// lease lost to another machine fences the run: pushing stops and `cancel` stops its
+    /// stages.
+    pub fn start(
+        replicator: Replicator,
+        lease: Option<Lease>,
+        cancel: watch::Sender<bool>,
+    ) -> Replicating {
+        let (fence_tx, fence) = watch::channel(None);
+        let keeper = lease.map(|lease| {
+            let (stop, stopped) = oneshot::channel();
+            let run = replicator.run.id.clone();
+            let task = tokio::spawn(keep(lease, run, cancel, fence_tx, stopped));
+            (stop, task)
+        });
+        let (stop, mut stopped) = oneshot::channel();
+        let mut fenced = fence.clone();
         let task = tokio::spawn(async move {
-            let (mut replicator, mut lease) = (replicator, lease);
+            let mut replicator = replicator;
             let mut tick = tokio::time::interval(TICK);
-            let every = lease.as_ref().map_or(LEASE_TTL, Lease::renew_every);
-            let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = &mut stopped => break,
-                    _ = tick.tick() => {
-                        // Tried again next tick; the final flush says it if it still fails.
-                        if let Err(err) = replicator.flush().await {
-                            tracing::debug!("cannot push the run yet: {}", crate::causes::line(&err));
-                        }
-                    }
-                    _ = renew.tick(), if lease.is_some() => {
-                        if let Some(held) = lease.as_mut() {
-                            match held.renew().await {
-                                Ok(true) => {}
-                                Ok(false) => {
-                                    tracing::warn!(
-                                        "lost the lease on run {} to another machine",
-                                        replicator.run.id
-                                    );
-                                    lease = None;
-                                }
-                                Err(err) => tracing::debug!(
-                                    "cannot renew the run's lease yet: {}",
-                                    crate::causes::line(&err)
-                                ),
-                            }
-                        }
-                    }
+                    () = lost(&mut fenced) => break,
+                    _ = tick.tick() => {}
+                }
+                let flushed = tokio::select! {
+                    flushed = replicator.flush() => flushed,
+                    () = lost(&mut fenced) => break,
+                };
+                // Tried again next tick; the final flush says it if it still fails.
+                if let Err(err) = flushed {
+                    tracing::debug!("cannot push the run yet: {}", crate::causes::line(&err));
                 }
             }
-            (replicator, lease)
+            replicator
         });
-        Replicating { stop, task }
+        Replicating {
+            stop,
+            task,
+            keeper,
+            fence,
+        }
     }
 
-    /// Pushes what the run left, then gives its lease up. A push that fails is said: what the
-    /// store lacks is pushed by the next `murphy resume` of the run, or the next run's start.
-    pub async fn finish(self) {
+    /// Pushes what the run left, then gives its lease up. A push that fails is said, and the
+    /// lease kept (it expires by itself): no machine resumes a run whose end the store never
+    /// saw before the next `murphy resume` here pushes it. Returns who took the lease if it
+    /// was lost: then nothing more was pushed.
+    pub async fn finish(self) -> Option<String> {
         let _ = self.stop.send(());
-        let Ok((mut replicator, lease)) = self.task.await else {
-            return;
+        let replicator = self.task.await;
+        let mut fenced = self.fence.clone();
+        let pushed = match replicator {
+            Ok(mut replicator) if fenced.borrow().is_none() => {
+                // The lease is still renewed meanwhile: a slow final push does not lose it.
+                let flushed = tokio::select! {
+                    flushed = replicator.flush() => Some(flushed),
+                    () = lost(&mut fenced) => None,
+                };
+                match flushed {
+                    Some(Err(err)) => {
+                        tracing::warn!(
+                            "run {} could not be pushed whole to the shared store ({}); `murphy resume {}` pushes what it lacks",
+                            replicator.run.id,
+                            crate::causes::line(&err),
+                            replicator.run.id
+                        );
+                        false
+                    }
+                    Some(Ok(())) => true,
+                    None => false,
+                }
+            }
+            _ => false,
         };
-        if let Err(err) = replicator.flush().await {
-            tracing::warn!(
-                "run {} could not be pushed whole to the shared store ({}); `murphy resume {}` pushes what it lacks",
-                replicator.run.id,
-                crate::causes::line(&err),
-                replicator.run.id
-            );
+        let lease = match self.keeper {
+            Some((stop, task)) => {
+                let _ = stop.send(());
+                task.await.ok().flatten()
+            }
+            None => None,
+        };
+        if let Some(holder) = self.fence.borrow().clone() {
+            return Some(holder);
         }
-        if let Some(lease) = lease
+        if let Some(lease) = lease.filter(|_| pushed)
             && let Err(err) = lease.release().await
         {
             tracing::debug!(
                 "cannot release the run's lease (it expires by itself): {}",
                 crate::causes::line(&err)
             );
+        }
+        None
+    }
+}
+
+/// Resolves once the lease is lost (never if it is not).
+async fn lost(fence: &mut watch::Receiver<Option<String>>) {
+    if fence.wait_for(Option::is_some).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Renews `lease` every third of its length, each try given at most that long (a store that
+/// retries for a minute must not hold the next renewal up) and a failed one tried again a
+/// second later, until `stop`. Lost to another holder, the run is fenced: `fence` names the
+/// holder and `cancel` stops the stages.
+async fn keep(
+    mut lease: Lease,
+    run: String,
+    cancel: watch::Sender<bool>,
+    fence: watch::Sender<Option<String>>,
+    mut stop: oneshot::Receiver<()>,
+) -> Option<Lease> {
+    let every = lease.renew_every();
+    let again = Duration::from_secs(1).min(every);
+    let mut wait = every;
+    loop {
+        tokio::select! {
+            _ = &mut stop => return Some(lease),
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = again;
+        let renewed = tokio::select! {
+            _ = &mut stop => None,
+            renewed = tokio::time::timeout(every, lease.renew()) => Some(renewed),
+        };
+        match renewed {
+            None => return Some(lease),
+            Some(Ok(Ok(Renewed::Yes))) => wait = every,
+            Some(Ok(Ok(Renewed::LostTo(holder)))) => {
+                tracing::error!(
+                    "lost the lease on run {run} to {holder}: stopping before anything else is published or archived"
+                );
+                fence.send_replace(Some(holder));
+                let _ = cancel.send(true);
+                return None;
+            }
+            Some(Ok(Err(err))) => tracing::warn!(
+                "cannot renew the lease on run {run} yet: {}",
+                crate::causes::line(&err)
+            ),
+            Some(Err(_)) => tracing::warn!(
+                "renewing the lease on run {run} took longer than {} s; trying again",
+                every.as_secs()
+            ),
         }
     }
 }
@@ -624,7 +791,7 @@ mod tests {
             .unwrap();
         file.write_all(br#"{"v":1,"at":"2026-"#).unwrap();
         replicator.flush().await.unwrap();
-        let listed = list(&remote, Some(&run.id))
+        let listed = list(&remote, &remote.shared("runs"), Some(&run.id))
             .await
             .unwrap()
             .remove(&run.id)
@@ -656,25 +823,28 @@ mod tests {
             .flush()
             .await
             .unwrap();
-        let segment = segment_key(&remote, &run.id, 0);
+        let segment = segment_key(&remote.shared("runs"), &run.id, 0);
         let len = remote.get(&segment).await.unwrap().unwrap().len() as u64;
         // A segment cut short (no whole lines), and a run whose meta is not a run's.
         remote
             .put(
-                &segment_key(&remote, &run.id, len),
+                &segment_key(&remote.shared("runs"), &run.id, len),
                 Bytes::from_static(b"{\"v\":1"),
             )
             .await
             .unwrap();
         remote
             .put(
-                &meta_key(&remote, "20260101-000000.000-00000000"),
+                &meta_key(&remote.shared("runs"), "20260101-000000.000-00000000"),
                 Bytes::from_static(b"[]"),
             )
             .await
             .unwrap();
         remote
-            .put(&meta_key(&remote, ".."), Bytes::from_static(b"{}"))
+            .put(
+                &meta_key(&remote.shared("runs"), ".."),
+                Bytes::from_static(b"{}"),
+            )
             .await
             .unwrap();
         let other = StateDir::new(dir.path().join("b"));
@@ -699,7 +869,10 @@ mod tests {
         let theirs = Bytes::from_static(b"{\"v\":1,\"other\":true}\n");
         assert!(
             remote
-                .create(&segment_key(&remote, &run.id, end), theirs.clone())
+                .create(
+                    &segment_key(&remote.shared("runs"), &run.id, end),
+                    theirs.clone()
+                )
                 .await
                 .unwrap()
         );
@@ -708,7 +881,7 @@ mod tests {
         assert!(replicator.stopped);
         assert_eq!(
             remote
-                .get(&segment_key(&remote, &run.id, end))
+                .get(&segment_key(&remote.shared("runs"), &run.id, end))
                 .await
                 .unwrap(),
             Some(theirs)
@@ -719,11 +892,55 @@ mod tests {
         assert!(again.stopped);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn views_pulling_at_once_append_each_segment_once() {
+        let (dir, remote, _, run, journal) = setup();
+        started(&journal, 1);
+        started(&journal, 2);
+        Replicator::new(remote.clone(), run.clone())
+            .flush()
+            .await
+            .unwrap();
+        let local = std::fs::read(run.journal_path()).unwrap();
+        for round in 0..8 {
+            let other = StateDir::new(dir.path().join(format!("b{round}")));
+            let pulls = (0..4).map(|_| {
+                let (remote, other) = (remote.clone(), other.clone());
+                tokio::spawn(async move { pull(&remote, &other, None).await.unwrap() })
+            });
+            let mut pulled = 0;
+            for task in pulls.collect::<Vec<_>>() {
+                pulled += task.await.unwrap();
+            }
+            assert_eq!(pulled, 1, "the run was brought by one pull only");
+            let there = other.find_run(Some(&run.id)).unwrap();
+            assert_eq!(std::fs::read(there.journal_path()).unwrap(), local);
+        }
+    }
+
     #[test]
     fn only_murphy_names_become_paths() {
         assert!(safe_id("20261122-041500.123-3fa2c41b"));
-        for bad in ["", "..", ".hidden", "a/b", "a b"] {
+        for bad in [
+            "",
+            "..",
+            ".hidden",
+            "a/b",
+            "a b",
+            "zzzzzzzz-zzzzzz.zzz-zzzzzzzz",
+            "20261122-041500.123-3FA2C41B",
+            "20261122-041500.123-3fa2c41b0",
+            "20261122-041500.123-3fa2c4é",
+        ] {
             assert!(!safe_id(bad), "{bad}");
+        }
+        assert!(safe_sha("0123456789abcdef0123456789abcdef01234567"));
+        for bad in [
+            "",
+            "0123456789abcdef",
+            "é123456789abcdef0123456789abcdef0123456",
+        ] {
+            assert!(!safe_sha(bad), "{bad}");
         }
         assert!(safe_stage("test[os=linux,py=3.12]"));
         for bad in ["", ".", "..", "a/../b"] {

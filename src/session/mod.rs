@@ -56,8 +56,12 @@ pub enum SessionError {
     WeakStoreKey,
     #[error(transparent)]
     Leased(#[from] crate::remote::runs::Leased),
-    #[error("MURPHY_STORE_LEASE=`{0}` is not a duration like `30s`")]
+    #[error("MURPHY_STORE_LEASE=`{0}` is not a duration like `90s` of at least 3 s")]
     BadLease(String),
+    #[error(
+        "lost the lease on run {run} to {holder}: stopping before anything else is published or archived"
+    )]
+    LostLease { run: String, holder: String },
     #[error(
         "run {run} was made from commit {theirs} on another machine, and this checkout is at {ours}: check out {theirs} to finish it, or start a new run"
     )]
@@ -218,6 +222,7 @@ pub fn start(setup: &Setup, new: NewRun) -> Result<RunStatus, SessionError> {
         store_key,
         remote,
         lease,
+        pulled: None,
     };
     execute(setup, prepared, &change, &env)
 }
@@ -243,15 +248,15 @@ pub fn resume(setup: &Setup, resumed: Resumed) -> Result<RunStatus, SessionError
     let view = RunView::load(state, &run_dir)?;
     if view.status == RunState::Succeeded {
         if let Some(url) = &setup.store {
-            push_run(url, &env, &run_dir)?;
+            let change = view.change.clone().unwrap_or_else(Change::local);
+            push_run(url, &env, &run_dir, &change)?;
         }
         return Err(SessionError::NothingToResume(view.run_id));
     }
     let pulled = run_dir.path.join(crate::records::PULLED);
-    if pulled.exists() {
+    let pulled = pulled.exists().then_some(pulled);
+    if pulled.is_some() {
         refuse_other_commit(&view, &plan.root)?;
-        // Continued here: from now on it is this machine's run too.
-        let _ = std::fs::remove_file(&pulled);
     }
     let mut selected = Vec::new();
     let mut done = HashMap::new();
@@ -336,6 +341,7 @@ pub fn resume(setup: &Setup, resumed: Resumed) -> Result<RunStatus, SessionError
         store_key,
         remote,
         lease,
+        pulled,
     };
     execute(setup, prepared, &change, &env)
 }
@@ -562,6 +568,9 @@ struct Prepared {
     remote: Option<Remote>,
     /// How long this machine's hold on the run in the shared store lasts unless renewed.
     lease: Duration,
+    /// The mark of a run brought from another machine, removed once the run is this
+    /// machine's (its lease taken).
+    pulled: Option<PathBuf>,
 }
 
 type Vars = Vec<(String, String)>;
@@ -597,6 +606,7 @@ fn execute(
     crate::atomic_file::sweep(state.root());
     crate::atomic_file::sweep(&prepared.run_dir.path);
     let lease_ttl = prepared.lease;
+    let pulled = prepared.pulled.clone();
     let (ctx, schedule) = context(setup, prepared, change, env)?;
     let ctx = Arc::new(ctx);
     let Schedule {
@@ -605,11 +615,20 @@ fn execute(
         start,
     } = schedule;
     let status = runtime()?.block_on(async {
+        // Before the lease: a lease lost mid-run stops the stages like a signal does.
+        let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
         let shared = match &ctx.remote {
-            Some(remote) => Some(share_run(remote, &ctx.run, lease_ttl, start.resumed).await?),
+            Some(remote) => {
+                let resumed = start.resumed;
+                let cancel = cancel_tx.clone();
+                Some(share_run(remote, &ctx.run, lease_ttl, resumed, cancel).await?)
+            }
             None => None,
         };
-        let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+        // Continued here: from now on it is this machine's run too.
+        if let Some(mark) = &pulled {
+            let _ = std::fs::remove_file(mark);
+        }
         let signals = tokio::spawn(wait_for_signal(cancel_tx));
         let status = executor::execute(
             ctx.clone(),
@@ -621,8 +640,14 @@ fn execute(
         )
         .await;
         signals.abort();
-        if let Some(shared) = shared {
-            shared.finish().await;
+        if let Some(holder) = match shared {
+            Some(shared) => shared.finish().await,
+            None => None,
+        } {
+            return Err(SessionError::LostLease {
+                run: ctx.run.id.clone(),
+                holder,
+            });
         }
         if status.is_ok() {
             // What the receivers do not take in time waits in the outbox.
@@ -654,6 +679,7 @@ fn context(
         store_key,
         remote,
         lease: _,
+        pulled: _,
     } = prepared;
     let names: Vec<&str> = schedule
         .selected

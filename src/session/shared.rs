@@ -28,34 +28,38 @@ pub(super) fn open_store(
 
 /// Brings runs from the shared store before a resume (run `run`, or every run when the latest
 /// is asked for): the run may have been started, or failed, on another machine. A store that
-/// fails here is said; the local records still serve. The pull has a client of its own, like
-/// the probe.
+/// fails here fails the resume: the local journal may be behind what another machine did
+/// with the run. The pull has a client of its own, like the probe.
 pub(super) fn pull_runs(
     url: &StoreUrl,
     env: &BTreeMap<String, String>,
     state: &StateDir,
     run: Option<&str>,
 ) -> Result<(), SessionError> {
-    let remote = Remote::open(url, env)?;
+    let mut remote = Remote::open(url, env)?;
+    // A pull request's runner also looks where its runs write.
+    if let Some(ci) = crate::ci::detect(env).filter(|ci| ci.trigger == Trigger::Pr)
+        && let Some(name) = ci.pr_number.as_deref().or(run)
+    {
+        remote = remote.for_run(Trigger::Pr, ci.pr_number.as_deref(), name);
+    }
     match runtime()?.block_on(runs::pull(&remote, state, run)) {
         Ok(0) => {}
         Ok(pulled) => tracing::info!("brought {pulled} run(s) from the shared store"),
-        Err(err) => tracing::warn!(
-            "cannot bring runs from the shared store: {}",
-            crate::causes::line(&err)
-        ),
+        Err(err) => return Err(err.into()),
     }
     Ok(())
 }
 
 /// Pushes what the shared store lacks of a finished run (its end, when the store was away as
-/// the run ended).
+/// the run ended), where the run writes (a pull request's under its own prefix).
 pub(super) fn push_run(
     url: &StoreUrl,
     env: &BTreeMap<String, String>,
     run: &RunDir,
+    change: &Change,
 ) -> Result<(), SessionError> {
-    let remote = Remote::open(url, env)?;
+    let remote = Remote::open(url, env)?.for_run(change.trigger, pr_number(change), &run.id);
     let mut replicator = runs::Replicator::new(remote, run.clone());
     if let Err(err) = runtime()?.block_on(replicator.flush()) {
         tracing::warn!(
@@ -68,12 +72,12 @@ pub(super) fn push_run(
 }
 
 /// How long this machine's hold on a run lasts unless renewed: `MURPHY_STORE_LEASE`, or
-/// [`runs::LEASE_TTL`].
+/// [`runs::LEASE_TTL`]; at least [`runs::MIN_LEASE`], so a renewal has time to answer.
 pub(super) fn lease_ttl(env: &BTreeMap<String, String>) -> Result<Duration, SessionError> {
     match env.get("MURPHY_STORE_LEASE") {
         Some(text) => humantime::parse_duration(text)
             .ok()
-            .filter(|d| !d.is_zero())
+            .filter(|d| *d >= runs::MIN_LEASE)
             .ok_or_else(|| SessionError::BadLease(text.clone())),
         None => Ok(runs::LEASE_TTL),
     }
@@ -81,12 +85,14 @@ pub(super) fn lease_ttl(env: &BTreeMap<String, String>) -> Result<Duration, Sess
 
 /// Takes the run's lease and starts pushing its records. A resume refuses a run another
 /// machine holds, or one whose lease cannot be looked up; a new run (whose id nobody else
-/// has) goes on without a lease when the store fails here, as its checkpoints will say.
+/// has) goes on without a lease when the store fails here, as its checkpoints will say. A
+/// lease lost later stops the run through `cancel`.
 pub(super) async fn share_run(
     remote: &Remote,
     run: &RunDir,
     ttl: Duration,
     resumed: bool,
+    cancel: tokio::sync::watch::Sender<bool>,
 ) -> Result<runs::Replicating, SessionError> {
     let lease = match runs::take_lease(remote, &run.id, ttl).await {
         Ok(Ok(lease)) => Some(lease),
@@ -107,7 +113,7 @@ pub(super) async fn share_run(
     if let Err(err) = replicator.flush().await {
         tracing::debug!("cannot push the run yet: {}", crate::causes::line(&err));
     }
-    Ok(runs::Replicating::start(replicator, lease))
+    Ok(runs::Replicating::start(replicator, lease, cancel))
 }
 
 /// A run another machine started is finished here only from the commit it was about: its
@@ -126,10 +132,7 @@ pub(super) fn refuse_other_commit(view: &RunView, root: &Path) -> Result<(), Ses
         return Ok(());
     }
     let name = |sha: Option<String>| {
-        sha.map_or_else(
-            || "no commit".to_owned(),
-            |s| s[..s.len().min(12)].to_owned(),
-        )
+        sha.map_or_else(|| "no commit".to_owned(), |s| s.chars().take(12).collect())
     };
     Err(SessionError::OtherCommit {
         run: view.run_id.clone(),

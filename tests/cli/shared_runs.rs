@@ -95,7 +95,7 @@ fn a_run_killed_mid_upload_is_resumed_and_completed_on_another_runner() {
     let a = runner(&moto, origin.path(), &store)
         .write("work/go", "")
         .env("MURPHY_CRASH_AT", "objects-shared:build")
-        .env("MURPHY_STORE_LEASE", "2s")
+        .env("MURPHY_STORE_LEASE", "3s")
         .args(["run"])
         .run_killed();
     let [run_a]: [RunView; 1] = runs(on(&moto, &a, &store)).try_into().unwrap();
@@ -154,7 +154,7 @@ fn a_resume_elsewhere_while_the_run_goes_on_is_refused_naming_the_holder() {
         .args(["resume", &run_a.run_id])
         .code(75)
         .run();
-    let holder = format!("(pid {})", a.pid());
+    let holder = format!("(pid {}, {})", a.pid(), run_a.run_id);
     assert!(
         refused
             .stderr
@@ -231,7 +231,7 @@ fn a_run_killed_here_is_resumed_here_at_once_despite_its_lease() {
         a.path(),
         ["clone", "-q", &origin.path().to_string_lossy(), "work"],
     );
-    // The lease of the killed murphy is 30 s long; its process is gone, and this is its host.
+    // The lease of the killed murphy is 90 s long; its process is gone, and this is its host.
     let a = a
         .cwd("work")
         .write("work/go", "")
@@ -254,19 +254,135 @@ fn a_run_killed_here_is_resumed_here_at_once_despite_its_lease() {
 }
 
 #[test]
-fn a_lease_length_that_is_not_a_duration_is_refused_before_a_run_is_recorded() {
+fn a_lease_length_that_is_not_a_duration_of_seconds_is_refused_before_a_run_is_recorded() {
     let dir = tempfile::tempdir().unwrap();
-    let out = origin()
-        .env("MURPHY_STORE", &format!("file://{}", dir.path().display()))
-        .env("MURPHY_STORE_LEASE", "soon")
+    // Under 3 s a renewal (every third of it) has no time to answer; 2ns made it zero.
+    for bad in ["soon", "2ns", "2s"] {
+        let out = origin()
+            .env("MURPHY_STORE", &format!("file://{}", dir.path().display()))
+            .env("MURPHY_STORE_LEASE", bad)
+            .args(["run"])
+            .code(2)
+            .run();
+        assert!(
+            out.stderr.contains(&format!(
+                "MURPHY_STORE_LEASE=`{bad}` is not a duration like `90s` of at least 3 s"
+            )),
+            "{}",
+            out.stderr
+        );
+        assert!(runs(out.murphy(Vec::<String>::new())).is_empty());
+    }
+}
+
+/// The run's folder in a `file://` store under `dir` (with `prefix`), once there is one.
+fn stored_run(dir: &Path, prefix: &str) -> Option<std::path::PathBuf> {
+    let runs = dir.join(prefix).join("runs");
+    let entry = std::fs::read_dir(runs).ok()?.flatten().next()?;
+    Some(entry.path())
+}
+
+#[test]
+fn a_run_that_loses_its_lease_stops_before_anything_else_is_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().display());
+    let mut a = origin()
+        .env("MURPHY_STORE", &store)
+        .env("MURPHY_STORE_LEASE", "3s")
         .args(["run"])
+        .code(1)
+        .spawn();
+    let started = a.path().join("started");
+    a.wait_until("build started", || started.exists());
+    let lease = stored_run(dir.path(), "").unwrap().join("lease");
+    a.wait_until("the lease is taken", || lease.exists());
+    // Another machine takes the run over (as if A had not renewed in time).
+    let theirs =
+        r#"{"holder":"runner-b (pid 1, resume)","expires":"2999-01-01T00:00:00Z","nonce":"b0b0"}"#;
+    std::fs::write(&lease, theirs).unwrap();
+    let stopped = a.wait();
+    let run_id = stored_run(dir.path(), "")
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        stopped.stderr.contains(&format!(
+            "lost the lease on run {run_id} to runner-b (pid 1, resume): stopping before anything else is published or archived"
+        )),
+        "{}",
+        stopped.stderr
+    );
+    // Build never went on to test, and B's lease was left alone.
+    assert!(!stopped.path().join("ran.log").exists());
+    assert_eq!(std::fs::read_to_string(&lease).unwrap(), theirs);
+}
+
+#[test]
+fn a_pull_request_run_keeps_its_records_under_its_own_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().display());
+    let origin = origin();
+    let pr = |test: Test| {
+        test.env("MURPHY_STORE", &store)
+            .env("GITHUB_ACTIONS", "true")
+            .env("GITHUB_EVENT_NAME", "pull_request")
+            .env("GITHUB_REF", "refs/pull/7/merge")
+    };
+    let _a = pr(crate::support::runner(origin.path()))
+        .write("work/go", "")
+        .args(["run"])
+        .run();
+    let stored = stored_run(dir.path(), "pr/7").expect("no run under pr/7/runs");
+    assert!(stored.join("meta.json").is_file());
+    assert!(stored.join("lease").is_file());
+    assert!(
+        !dir.path().join("runs").exists(),
+        "a pull request's run was written where every run is listed"
+    );
+    // A trusted runner does not see it; another runner of the pull request does.
+    let trusted = crate::support::runner(origin.path()).env("MURPHY_STORE", &store);
+    assert!(runs(trusted).is_empty());
+    let run_id = stored.file_name().unwrap().to_string_lossy().into_owned();
+    let b = pr(crate::support::runner(origin.path()))
+        .args(["resume", &run_id])
         .code(2)
         .run();
     assert!(
-        out.stderr
-            .contains("MURPHY_STORE_LEASE=`soon` is not a duration like `30s`"),
+        b.stderr.contains("succeeded; there is nothing to resume"),
         "{}",
-        out.stderr
+        b.stderr
     );
-    assert!(runs(out.murphy(Vec::<String>::new())).is_empty());
+}
+
+#[test]
+fn a_refused_resume_leaves_a_pulled_run_marked_as_another_machines() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().display());
+    let origin = origin();
+    let mut a = crate::support::runner(origin.path())
+        .env("MURPHY_STORE", &store)
+        .args(["run"])
+        .spawn();
+    let started = a.path().join("work/started");
+    a.wait_until("build started", || started.exists());
+    let b = listing(crate::support::runner(origin.path()).env("MURPHY_STORE", &store));
+    let [run_a]: [RunView; 1] = parse_json::<Vec<RunView>>(&b.stdout).try_into().unwrap();
+    b.murphy(["resume", &run_a.run_id])
+        .cwd("work")
+        .env("MURPHY_STORE", &store)
+        .code(75)
+        .run();
+    let mark = b
+        .path()
+        .join("work/.murphy/runs")
+        .join(&run_a.run_id)
+        .join("pulled");
+    assert!(
+        mark.exists(),
+        "a resume refused its lease made the run B's own"
+    );
+    std::fs::write(a.path().join("work/go"), "").unwrap();
+    a.wait();
 }
