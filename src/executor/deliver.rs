@@ -19,7 +19,7 @@ use crate::journal::{self, Event};
 use crate::plan::Target;
 use crate::process::{self, Ended, Output};
 use crate::publish;
-use crate::remote::lease::{Lease, Taken};
+use crate::remote::lease::{Lease, Taken, dead_here};
 use crate::remote::{self, RemoteError, archive::SharedArchive, releases};
 
 /// How long a claim on publishing a file holds without its holder: an upload longer than
@@ -261,6 +261,21 @@ impl Task {
                 // One machine at a time uploads a file of a version; the others wait for its
                 // confirmation.
                 let claim = self.claim_release(id, item, version.as_deref()).await?;
+                // The claim of a machine that died mid-publication: the file may be out. A
+                // target that can check says so on upload; a command without `check` cannot.
+                if let (Some(claim), Target::Command { check: None, .. }) = (&claim, target)
+                    && claim.took_over()
+                    && self
+                        .released_elsewhere(id, item, version.as_deref())
+                        .await?
+                        .is_none()
+                {
+                    return Err(format!(
+                        "{id}: `{}`: a machine that claimed publishing it died before confirming it, so it may be out already; check by hand, then write its confirmation by publishing with a `check:` that finds it, or delete the claim `{}` to publish it again",
+                        item.name,
+                        claim.key()
+                    ));
+                }
                 let mut uploaded = false;
                 let published = self
                     .publish_claimed(
@@ -390,7 +405,8 @@ impl Task {
         let holder = crate::remote::holder(&self.ctx.run.id);
         let mut said = false;
         loop {
-            let taken = Lease::take(remote, key.clone(), &holder, CLAIM)
+            // A claim whose holder was a process of this machine that is gone is not waited for.
+            let taken = Lease::take_unless(remote, key.clone(), &holder, CLAIM, dead_here)
                 .await
                 .map_err(|err| {
                     format!(

@@ -190,6 +190,11 @@ impl Lease {
         self.ttl / 3
     }
 
+    /// Where the lease lives in the store.
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
     /// Whether the lease was taken from a holder that let it expire (or died), rather than
     /// created fresh or taken after a release: what that holder was doing may be half done.
     pub fn took_over(&self) -> bool {

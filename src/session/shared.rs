@@ -41,7 +41,7 @@ pub(super) fn pull_runs(
     if let Some(ci) = crate::ci::detect(env).filter(|ci| ci.trigger == Trigger::Pr)
         && let Some(name) = ci.pr_number.as_deref().or(run)
     {
-        remote = remote.for_run(Trigger::Pr, ci.pr_number.as_deref(), name);
+        remote = remote.for_run(true, ci.pr_number.as_deref(), name);
     }
     match runtime()?.block_on(runs::pull(&remote, state, run)) {
         Ok(0) => {}
@@ -59,7 +59,7 @@ pub(super) fn push_run(
     run: &RunDir,
     change: &Change,
 ) -> Result<(), SessionError> {
-    let remote = Remote::open(url, env)?.for_run(change.trigger, pr_number(change), &run.id);
+    let remote = for_run(Remote::open(url, env)?, change, env, &run.id);
     let mut replicator = runs::Replicator::new(remote, run.clone());
     if let Err(err) = runtime()?.block_on(replicator.flush()) {
         tracing::warn!(

@@ -345,3 +345,41 @@ fn under_a_store_key_a_confirmation_counts_only_with_its_mac() {
     );
     assert_eq!(uploads.lines(), ["app 1.0.0"]);
 }
+
+#[test]
+fn a_claim_left_by_a_dead_publisher_stops_a_command_without_check_from_publishing_again() {
+    let moto = Moto::start();
+    let store = moto.bucket("release-dead-claim");
+    let uploads = Uploads::new();
+    let origin = origin(&uploads, REPRODUCIBLE);
+    // Published, then killed before its confirmation: only its claim says it was at work.
+    on(
+        &moto,
+        runner(origin.path()),
+        &store,
+        &["run", "--trigger", "tag"],
+    )
+    .env("MURPHY_CRASH_AT", "published:dist/app.txt")
+    .run_killed();
+    assert_eq!(uploads.lines(), ["app 1.0.0"]);
+    let b = on(
+        &moto,
+        runner(origin.path()),
+        &store,
+        &["run", "--trigger", "tag"],
+    )
+    .code(1)
+    .run();
+    assert_eq!(
+        uploads.lines(),
+        ["app 1.0.0"],
+        "published twice:\n{}",
+        b.stderr
+    );
+    assert!(
+        b.stderr
+            .contains("died before confirming it, so it may be out already"),
+        "{}",
+        b.stderr
+    );
+}
