@@ -163,7 +163,14 @@ impl Remote {
         let allow_http = ["AWS_ALLOW_HTTP", "ALLOW_HTTP"]
             .iter()
             .any(|name| env.get(*name).is_some_and(|v| v == "true" || v == "1"));
+        // A plain-http endpoint (MinIO or moto beside the runner) needs no TLS roots: loading
+        // the system's costs milliseconds on every run.
+        let plain = allow_http
+            && ["AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+                .iter()
+                .any(|name| env.get(*name).is_some_and(|url| url.starts_with("http://")));
         let client = ClientOptions::new()
+            .with_no_system_certificates(plain)
             .with_allow_http(allow_http)
             .with_connect_timeout(Duration::from_secs(5))
             .with_timeout(Duration::from_secs(300));
@@ -279,6 +286,13 @@ impl Remote {
 
     pub fn url(&self) -> &StoreUrl {
         &self.url
+    }
+
+    /// A short name for where this run writes (the URL and its prefix), for local notes about
+    /// what that place holds.
+    pub fn tag(&self) -> String {
+        let place = format!("{}\n{}", self.url, self.writes);
+        blake3::hash(place.as_bytes()).to_hex()[..16].to_owned()
     }
 
     /// Whether this run writes apart from what trusted runs read.

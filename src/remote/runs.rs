@@ -435,11 +435,15 @@ impl Replicator {
             source,
         })?;
         let key = meta_key(root, id);
-        if !remote.create(&key, Bytes::from(meta.clone())).await?
-            && remote
-                .get_limited(&key, MAX_META)
-                .await?
-                .is_some_and(|there| there != meta)
+        if remote.create(&key, Bytes::from(meta.clone())).await? {
+            // New to the store: it holds nothing else of the run yet.
+            self.ready = true;
+            return Ok(());
+        }
+        if remote
+            .get_limited(&key, MAX_META)
+            .await?
+            .is_some_and(|there| there != meta)
         {
             self.stop("the shared store holds another run's meta.json under its id");
             return Ok(());
@@ -635,7 +639,10 @@ impl Replicating {
     /// lease kept (it expires by itself): no machine resumes a run whose end the store never
     /// saw before the next `murphy resume` here pushes it. Returns who took the lease if it
     /// was lost: then nothing more was pushed.
-    pub async fn finish(self) -> Option<String> {
+    ///
+    /// A run that `succeeded` keeps its lease too: no one resumes it, and the lease ends by
+    /// itself, so the request to give it up is saved.
+    pub async fn finish(self, succeeded: bool) -> Option<String> {
         let _ = self.stop.send(());
         let replicator = self.task.await;
         let mut fenced = self.fence.clone();
@@ -672,7 +679,7 @@ impl Replicating {
         if let Some(holder) = self.fence.borrow().clone() {
             return Some(holder);
         }
-        if let Some(lease) = lease.filter(|_| pushed)
+        if let Some(lease) = lease.filter(|_| pushed && !succeeded)
             && let Err(err) = lease.release().await
         {
             tracing::debug!(

@@ -198,7 +198,8 @@ pub fn start(setup: &Setup, new: NewRun) -> Result<RunStatus, SessionError> {
     if change.trigger == Trigger::Tag {
         preflight(&plan, &selected, &skip, &change, &secrets, state)?;
     }
-    let remote = open_store(setup.store.as_ref(), &env)?;
+    let runtime = runtime()?;
+    let remote = open_store(setup.store.as_ref(), &env, &runtime)?;
     let lease = lease_ttl(&env)?;
     let (run_dir, _meta, journal) = state.create_run(&plan.name, &file, change.clone(), params)?;
     let remote = remote.map(|r| for_run(r, &change, &env, &run_dir.id).keyed(store_key.as_deref()));
@@ -224,7 +225,7 @@ pub fn start(setup: &Setup, new: NewRun) -> Result<RunStatus, SessionError> {
         lease,
         pulled: None,
     };
-    execute(setup, prepared, &change, &env)
+    execute(setup, prepared, &change, &env, runtime)
 }
 
 /// Continues a recorded run that did not succeed: what it was about and asked for stays, what
@@ -240,16 +241,17 @@ pub fn resume(setup: &Setup, resumed: Resumed) -> Result<RunStatus, SessionError
     let mut lock = RunLock::acquire(state.root())?;
     let env = environment::outer();
     let lease = lease_ttl(&env)?;
-    let shared = open_store(setup.store.as_ref(), &env)?;
-    if let Some(url) = &setup.store {
-        pull_runs(url, &env, state, run.as_deref())?;
+    let runtime = runtime()?;
+    let shared = open_store(setup.store.as_ref(), &env, &runtime)?;
+    if let Some(remote) = &shared {
+        pull_runs(remote, &env, state, run.as_deref(), &runtime)?;
     }
     let run_dir = state.find_run(run.as_deref())?;
     let view = RunView::load(state, &run_dir)?;
     if view.status == RunState::Succeeded {
-        if let Some(url) = &setup.store {
+        if let Some(remote) = &shared {
             let change = view.change.clone().unwrap_or_else(Change::local);
-            push_run(url, &env, &run_dir, &change)?;
+            push_run(remote, &env, &run_dir, &change, &runtime)?;
         }
         return Err(SessionError::NothingToResume(view.run_id));
     }
@@ -343,7 +345,7 @@ pub fn resume(setup: &Setup, resumed: Resumed) -> Result<RunStatus, SessionError
         lease,
         pulled,
     };
-    execute(setup, prepared, &change, &env)
+    execute(setup, prepared, &change, &env, runtime)
 }
 
 /// The secrets the stages that will run need: the pipeline's and theirs.
@@ -599,6 +601,7 @@ fn execute(
     prepared: Prepared,
     change: &Change,
     env: &BTreeMap<String, String>,
+    runtime: tokio::runtime::Runtime,
 ) -> Result<RunStatus, SessionError> {
     let state = &setup.state;
     // Under the run lock, every temp file murphy's own state holds is a dead writer's.
@@ -614,7 +617,7 @@ fn execute(
         modes,
         start,
     } = schedule;
-    let status = runtime()?.block_on(async {
+    let status = runtime.block_on(async {
         // Before the lease: a lease lost mid-run stops the stages like a signal does.
         let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
         let shared = match &ctx.remote {
@@ -641,7 +644,10 @@ fn execute(
         .await;
         signals.abort();
         if let Some(holder) = match shared {
-            Some(shared) => shared.finish().await,
+            Some(shared) => {
+                let succeeded = matches!(status, Ok(RunStatus::Succeeded));
+                shared.finish(succeeded).await
+            }
             None => None,
         } {
             return Err(SessionError::LostLease {

@@ -5,45 +5,50 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use super::{SessionError, runtime};
+use tokio::runtime::Runtime;
+
+use super::SessionError;
 use crate::change::Change;
 use crate::records::{RunDir, RunView, StateDir};
 use crate::remote::{Remote, StoreUrl, runs};
 use crate::trigger::Trigger;
 
 /// Opens the shared store, if there is one, and makes sure it answers before anything is
-/// recorded: a run never starts against a store it cannot use. The probe has a client of its
-/// own, since a client's pooled connections belong to the runtime that made them.
+/// recorded: a run never starts against a store it cannot use. Probed on `runtime`, the one
+/// the run goes on with, so its connection serves the run (a client's pooled connections
+/// belong to the runtime that made them).
 pub(super) fn open_store(
     url: Option<&StoreUrl>,
     env: &BTreeMap<String, String>,
+    runtime: &Runtime,
 ) -> Result<Option<Remote>, SessionError> {
     let Some(url) = url else {
         return Ok(None);
     };
-    let probe = Remote::open(url, env)?;
-    runtime()?.block_on(probe.probe())?;
-    Ok(Some(Remote::open(url, env)?))
+    let remote = Remote::open(url, env)?;
+    runtime.block_on(remote.probe())?;
+    Ok(Some(remote))
 }
 
 /// Brings runs from the shared store before a resume (run `run`, or every run when the latest
 /// is asked for): the run may have been started, or failed, on another machine. A store that
 /// fails here fails the resume: the local journal may be behind what another machine did
-/// with the run. The pull has a client of its own, like the probe.
+/// with the run.
 pub(super) fn pull_runs(
-    url: &StoreUrl,
+    remote: &Remote,
     env: &BTreeMap<String, String>,
     state: &StateDir,
     run: Option<&str>,
+    runtime: &Runtime,
 ) -> Result<(), SessionError> {
-    let mut remote = Remote::open(url, env)?;
+    let mut remote = remote.clone();
     // A pull request's runner also looks where its runs write.
     if let Some(ci) = crate::ci::detect(env).filter(|ci| ci.trigger == Trigger::Pr)
         && let Some(name) = ci.pr_number.as_deref().or(run)
     {
         remote = remote.for_run(true, ci.pr_number.as_deref(), name);
     }
-    match runtime()?.block_on(runs::pull(&remote, state, run)) {
+    match runtime.block_on(runs::pull(&remote, state, run)) {
         Ok(0) => {}
         Ok(pulled) => tracing::info!("brought {pulled} run(s) from the shared store"),
         Err(err) => return Err(err.into()),
@@ -54,14 +59,15 @@ pub(super) fn pull_runs(
 /// Pushes what the shared store lacks of a finished run (its end, when the store was away as
 /// the run ended), where the run writes (a pull request's under its own prefix).
 pub(super) fn push_run(
-    url: &StoreUrl,
+    remote: &Remote,
     env: &BTreeMap<String, String>,
     run: &RunDir,
     change: &Change,
+    runtime: &Runtime,
 ) -> Result<(), SessionError> {
-    let remote = for_run(Remote::open(url, env)?, change, env, &run.id);
+    let remote = for_run(remote.clone(), change, env, &run.id);
     let mut replicator = runs::Replicator::new(remote, run.clone());
-    if let Err(err) = runtime()?.block_on(replicator.flush()) {
+    if let Err(err) = runtime.block_on(replicator.flush()) {
         tracing::warn!(
             "cannot push run {} to the shared store: {}",
             run.id,
@@ -108,9 +114,9 @@ pub(super) async fn share_run(
         }
     };
     let mut replicator = runs::Replicator::new(remote.clone(), run.clone());
-    // The meta now, before any stage: a machine killed at its first step still left a run
-    // that another machine can list and resume.
-    if let Err(err) = replicator.flush().await {
+    // A resumed run's state on the store is known before any stage goes on. A new run's meta
+    // goes up on the replicator's first tick, at once, beside its first stages.
+    if resumed && let Err(err) = replicator.flush().await {
         tracing::debug!("cannot push the run yet: {}", crate::causes::line(&err));
     }
     Ok(runs::Replicating::start(replicator, lease, cancel))
