@@ -592,18 +592,25 @@ impl Replicating {
     /// Pushes what is new every second, and renews `lease` every third of its length. A
     /// lease lost to another machine fences the run: pushing stops and `cancel` stops its
     /// stages.
+    ///
+    /// `lease` resolves to the lease held: at once for a resumed run (taken before any of
+    /// its stages went on), or as it is taken beside the first stages of a new run, whose id
+    /// no other machine can know yet.
     pub fn start(
         replicator: Replicator,
-        lease: Option<Lease>,
+        lease: impl Future<Output = Option<Lease>> + Send + 'static,
         cancel: watch::Sender<bool>,
     ) -> Replicating {
         let (fence_tx, fence) = watch::channel(None);
-        let keeper = lease.map(|lease| {
+        let keeper = {
             let (stop, stopped) = oneshot::channel();
             let run = replicator.run.id.clone();
-            let task = tokio::spawn(keep(lease, run, cancel, fence_tx, stopped));
-            (stop, task)
-        });
+            let task = tokio::spawn(async move {
+                let lease = lease.await?;
+                keep(lease, run, cancel, fence_tx, stopped).await
+            });
+            Some((stop, task))
+        };
         let (stop, mut stopped) = oneshot::channel();
         let mut fenced = fence.clone();
         let task = tokio::spawn(async move {

@@ -100,26 +100,42 @@ pub(super) async fn share_run(
     resumed: bool,
     cancel: tokio::sync::watch::Sender<bool>,
 ) -> Result<runs::Replicating, SessionError> {
-    let lease = match runs::take_lease(remote, &run.id, ttl).await {
-        Ok(Ok(lease)) => Some(lease),
-        Ok(Err(held)) => return Err(held.into()),
-        Err(err) if resumed => return Err(err.into()),
-        Err(err) => {
-            tracing::warn!(
-                "cannot take the lease on run {} in the shared store: {}",
-                run.id,
-                crate::causes::line(&err)
-            );
-            None
-        }
-    };
     let mut replicator = runs::Replicator::new(remote.clone(), run.clone());
-    // A resumed run's state on the store is known before any stage goes on. A new run's meta
-    // goes up on the replicator's first tick, at once, beside its first stages.
-    if resumed && let Err(err) = replicator.flush().await {
+    if !resumed {
+        // A new run's id is its own: its lease is taken, and its meta pushed, beside its
+        // first stages.
+        let (remote, id) = (remote.clone(), run.id.clone());
+        let lease = async move {
+            match runs::take_lease(&remote, &id, ttl).await {
+                Ok(Ok(lease)) => Some(lease),
+                Ok(Err(held)) => {
+                    tracing::warn!("{held}");
+                    None
+                }
+                Err(err) => {
+                    tracing::warn!(
+                        "cannot take the lease on run {id} in the shared store: {}",
+                        crate::causes::line(&err)
+                    );
+                    None
+                }
+            }
+        };
+        return Ok(runs::Replicating::start(replicator, lease, cancel));
+    }
+    let lease = match runs::take_lease(remote, &run.id, ttl).await? {
+        Ok(lease) => lease,
+        Err(held) => return Err(held.into()),
+    };
+    // A resumed run's state on the store is known before any stage goes on.
+    if let Err(err) = replicator.flush().await {
         tracing::debug!("cannot push the run yet: {}", crate::causes::line(&err));
     }
-    Ok(runs::Replicating::start(replicator, lease, cancel))
+    Ok(runs::Replicating::start(
+        replicator,
+        std::future::ready(Some(lease)),
+        cancel,
+    ))
 }
 
 /// A run another machine started is finished here only from the commit it was about: its
