@@ -22,10 +22,17 @@ impl Task {
             return;
         }
         match checkpoints::pull(remote, &self.ctx.store, fingerprint).await {
-            Ok(true) => tracing::info!(
-                "`{}`: checkpoint {fingerprint} taken from the shared store",
-                self.stage().name
-            ),
+            Ok(true) => {
+                tracing::info!(
+                    "`{}`: checkpoint {fingerprint} taken from the shared store",
+                    self.stage().name
+                );
+                // Where this run writes holds it: no push need ask. A pull request's run may
+                // have read it from the shared place, not its own.
+                if !remote.writes_apart() {
+                    note_shared(&shared_note(&self.ctx.state_dir, remote, fingerprint));
+                }
+            }
             Ok(false) => {}
             Err(err) => {
                 tracing::warn!(
