@@ -5,8 +5,13 @@
 //! <url>/checkpoints/objects/ab/ab12...    output files by BLAKE3, uploaded only if absent
 //! <url>/checkpoints/records/<fp>.json     the record, uploaded after every object it names
 //! <url>/checkpoints/manifests/<fp>.json   what went into the fingerprint
-//! <url>/pr/<n>/checkpoints/...            what a pull request's runs write (never restored
-//!                                         by a push, nightly or tag run)
+//! <url>/runs/<id>/...                     a run's meta, journal segments, logs and lease
+//! <url>/archive/<root>/...                numbered builds (`archive`)
+//! <url>/releases/<pipeline>/...           release confirmations and claims (`releases`)
+//! <url>/outbox/...                        notifications no receiver took (`outbox`)
+//! <url>/pr/<n>/...                        all that a pull request's runs write (never read
+//!                                         by a push, nightly or tag run but for checkpoints,
+//!                                         which it reads)
 //! ```
 //!
 //! **Invariant:** nothing read from the store is trusted: a record is checked (checksum, or
