@@ -9,9 +9,8 @@
 //! <url>/archive/<root>/...                numbered builds (`archive`)
 //! <url>/releases/<pipeline>/...           release confirmations and claims (`releases`)
 //! <url>/outbox/...                        notifications no receiver took (`outbox`)
-//! <url>/pr/<n>/...                        all that a pull request's runs write (never read
-//!                                         by a push, nightly or tag run but for checkpoints,
-//!                                         which it reads)
+//! <url>/pr/<n>/...                        all that a pull request's runs write; push,
+//!                                         nightly and tag runs never read below it
 //! ```
 //!
 //! **Invariant:** nothing read from the store is trusted: a record is checked (checksum, or
