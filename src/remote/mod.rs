@@ -577,6 +577,8 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
         cause = next;
     }
     let text = cause.to_string();
+    // A refusal without a body (an answer to HEAD) ends in an empty `: `.
+    let text = text.trim_end_matches([':', ' ']).to_owned();
     // S3 and GCS answer with an XML error document: its code and message are what matter.
     let tag = |name: &str| {
         let open = format!("<{name}>");

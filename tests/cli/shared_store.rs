@@ -608,3 +608,81 @@ fn a_pull_request_job_cannot_write_as_trusted_by_naming_another_trigger() {
         .run();
     assert!(push.path().join("work/ran.log").exists(), "{}", push.stderr);
 }
+
+/// A proxy in front of moto that refuses (403 AccessDenied) every request for a checkpoint and
+/// passes every other through: a store that answers the probe and the run's records, and
+/// then will not take a checkpoint.
+fn refusing_checkpoints(upstream: u16) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(client.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    return;
+                }
+                let mut client = client;
+                if line.contains("/checkpoints/") {
+                    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code>\
+                                <Message>Access Denied</Message></Error>";
+                    let _ = write!(
+                        client,
+                        "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    return;
+                }
+                let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    return;
+                };
+                let _ = server.write_all(line.as_bytes());
+                let _ = server.write_all(reader.buffer());
+                let mut back = server.try_clone().unwrap();
+                let mut out = client.try_clone().unwrap();
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut back, &mut out);
+                    let _ = out.shutdown(std::net::Shutdown::Write);
+                });
+                let _ = std::io::copy(reader.get_mut(), &mut server);
+                let _ = server.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_restored_stage_whose_checkpoint_the_store_refuses_fails_instead_of_running_again() {
+    let moto = Moto::start();
+    let store = moto.bucket("refusing");
+    let origin = origin();
+    // Built here with no store: the local checkpoints are this runner's own.
+    let a = runner(origin.path()).args(["run"]).run();
+    let port = refusing_checkpoints(moto.port);
+    let out = moto
+        .env(a.murphy(["run"]).cwd("work"))
+        .env("AWS_ENDPOINT_URL", &format!("http://127.0.0.1:{port}"))
+        .env("MURPHY_STORE", &store)
+        .env("MURPHY_STORE_RETRY_TIMEOUT", "1s")
+        .code(1)
+        .run();
+    assert!(
+        out.stderr
+            .contains("cannot share the checkpoint with the shared store")
+            && out.stderr.contains("403 Forbidden"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(a.path().join("work/ran.log")).unwrap(),
+        "build\ntest\n",
+        "a restored stage ran again:\n{}",
+        out.stderr
+    );
+}
