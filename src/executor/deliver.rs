@@ -383,6 +383,21 @@ impl Task {
         Ok(())
     }
 
+    /// Where the shared store keeps what is known of publishing `item` of `version` to `id`.
+    fn slot<'a>(
+        &'a self,
+        id: &'a str,
+        item: &'a publish::Item,
+        version: &'a str,
+    ) -> releases::Slot<'a> {
+        releases::Slot {
+            pipeline: &self.ctx.plan.name,
+            target: id,
+            version,
+            file: &item.name,
+        }
+    }
+
     /// For a versioned release on a shared store, the claim on publishing `item`: a lease only
     /// one machine holds. One that finds it held waits until the holder's confirmation appears
     /// (then `None`: the caller finds it and skips) or the lease ends (a holder that died).
@@ -395,12 +410,7 @@ impl Task {
         let (Some(remote), Some(version)) = (&self.ctx.remote, version) else {
             return Ok(None);
         };
-        let slot = releases::Slot {
-            pipeline: &self.ctx.plan.name,
-            target: id,
-            version,
-            file: &item.name,
-        };
+        let slot = self.slot(id, item, version);
         let key = remote.own(&slot.claim_key());
         let holder = crate::remote::holder(&self.ctx.run.id);
         let mut said = false;
@@ -458,12 +468,7 @@ impl Task {
         let (Some(remote), Some(version)) = (&self.ctx.remote, version) else {
             return Ok(None);
         };
-        let slot = releases::Slot {
-            pipeline: &self.ctx.plan.name,
-            target: id,
-            version,
-            file: &item.name,
-        };
+        let slot = self.slot(id, item, version);
         let found = releases::find(remote, slot)
             .await
             .map_err(|err| match err {
@@ -507,12 +512,7 @@ impl Task {
         let (Some(remote), Some(version)) = (&self.ctx.remote, version) else {
             return Ok(());
         };
-        let slot = releases::Slot {
-            pipeline: &self.ctx.plan.name,
-            target: id,
-            version,
-            file: &item.name,
-        };
+        let slot = self.slot(id, item, version);
         let ours =
             releases::Confirmation::new(slot, &item.digest, &self.ctx.run.id, &self.stage().name);
         match releases::confirm(remote, &ours).await {
