@@ -39,6 +39,7 @@ pub(super) fn pull(cli: &Cli, state: &StateDir, run: Option<&str>) -> Result<(),
     let Some(remote) = super::store::open(cli, plan_store.as_ref(), &env)? else {
         return Ok(());
     };
+    let remote = crate::remote::runs::read_here(remote, &env);
     // The probe answers within seconds, so a store that is away does not hold a view up.
     let pulled = crate::session::runtime()?.block_on(async {
         remote.probe().await?;

@@ -559,6 +559,19 @@ fn local_bytes(run: &RunDir, from: u64, to: Option<u64>) -> std::io::Result<Vec<
 
 /// Takes the lease on run `id` for `ttl`, or says who holds it. A lease left by a process of
 /// this machine that is gone (a kill -9 here) is taken over at once.
+/// `remote` as this machine reads runs from it: on a pull request's runner (as its CI says),
+/// where that pull request's runs write too.
+pub fn read_here(remote: Remote, env: &std::collections::BTreeMap<String, String>) -> Remote {
+    let number = crate::ci::detect(env)
+        .filter(|ci| ci.trigger == crate::trigger::Trigger::Pr)
+        .and_then(|ci| ci.pr_number)
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    match number {
+        Some(number) => remote.for_run(true, Some(&number), &number),
+        None => remote,
+    }
+}
+
 pub async fn take_lease(
     remote: &Remote,
     id: &str,

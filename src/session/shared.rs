@@ -41,13 +41,8 @@ pub(super) fn pull_runs(
     run: Option<&str>,
     runtime: &Runtime,
 ) -> Result<(), SessionError> {
-    let mut remote = remote.clone();
     // A pull request's runner also looks where its runs write.
-    if let Some(ci) = crate::ci::detect(env).filter(|ci| ci.trigger == Trigger::Pr)
-        && let Some(name) = ci.pr_number.as_deref().or(run)
-    {
-        remote = remote.for_run(true, ci.pr_number.as_deref(), name);
-    }
+    let remote = runs::read_here(remote.clone(), env);
     match runtime.block_on(runs::pull(&remote, state, run)) {
         Ok(0) => {}
         Ok(pulled) => tracing::info!("brought {pulled} run(s) from the shared store"),

@@ -686,3 +686,23 @@ fn a_restored_stage_whose_checkpoint_the_store_refuses_fails_instead_of_running_
         out.stderr
     );
 }
+
+#[test]
+fn a_pull_requests_runners_list_its_runs_and_trusted_runners_do_not() {
+    let shared = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", shared.path().display());
+    let origin = origin();
+    let pr = |test: Test| {
+        test.env("MURPHY_STORE", &store)
+            .env("GITHUB_ACTIONS", "true")
+            .env("GITHUB_EVENT_NAME", "pull_request")
+            .env("GITHUB_REF", "refs/pull/7/merge")
+    };
+    pr(runner(origin.path())).args(["run"]).run();
+    let listed = |test: Test| -> usize {
+        let out = test.args(["runs", "--json"]).run();
+        crate::support::parse_json::<Vec<serde_json::Value>>(&out.stdout).len()
+    };
+    assert_eq!(listed(pr(runner(origin.path()))), 1);
+    assert_eq!(listed(runner(origin.path()).env("MURPHY_STORE", &store)), 0);
+}
