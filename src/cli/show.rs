@@ -20,23 +20,20 @@ use crate::trigger::Trigger;
 /// the records: run `run`, or every run (the latest may be another machine's). A store that
 /// does not answer is a warning; the local records are still shown.
 pub(super) fn pull(cli: &Cli, state: &StateDir, run: Option<&str>) -> Result<(), Error> {
-    // The pipeline is read only for its `store:`, and only if there is one: `runs` works
-    // without a pipeline file.
-    let plan_store = match (&cli.store, super::pipeline_file(cli)) {
-        (None, Ok(file)) => match super::load_plan(cli, &file) {
-            Ok(plan) => plan.store,
-            Err(err) => {
-                tracing::warn!(
-                    "cannot read the shared store from `{}`: {err}",
-                    file.display()
-                );
-                None
-            }
-        },
-        _ => None,
+    // `runs` works without a pipeline file, and with a broken one: the store is then said
+    // to be unknown, and the local records shown.
+    let url = match super::store::configured(cli) {
+        Ok(url) => url,
+        Err(err) => {
+            tracing::warn!(
+                "cannot tell the shared store: {}",
+                super::error::Report(&err)
+            );
+            None
+        }
     };
     let env = crate::environment::outer();
-    let Some(remote) = super::store::open(cli, plan_store.as_ref(), &env)? else {
+    let Some(remote) = super::store::open(cli, url.as_ref(), &env)? else {
         return Ok(());
     };
     let remote = crate::remote::runs::read_here(remote, &env);

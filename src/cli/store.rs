@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Cli, io_error, load_plan, pipeline_file};
+use super::{Cli, io_error, pipeline_file};
 use crate::cli::error::{Error, exit};
 use crate::remote::{Remote, StoreUrl};
 
@@ -33,9 +33,24 @@ pub(super) fn configured(cli: &Cli) -> Result<Option<StoreUrl>, Error> {
         return url(cli, None);
     }
     match pipeline_file(cli) {
-        Ok(file) => url(cli, load_plan(cli, &file)?.store.as_ref()),
+        Ok(file) => pipeline_store(&file),
         Err(_) => Ok(None),
     }
+}
+
+/// The `store:` of the pipeline file, from that file alone: it describes the project, so no
+/// included file may set it, and nothing else of the pipeline need be planned (a view of the
+/// records of a 20,000-stage pipeline must not plan it first).
+fn pipeline_store(file: &std::path::Path) -> Result<Option<StoreUrl>, Error> {
+    let source = crate::config::load(file)?;
+    let Some(text) = &source.pipeline.store else {
+        return Ok(None);
+    };
+    StoreUrl::parse(&text.value).map(Some).map_err(|e| {
+        Error::Config(crate::config::ConfigError::Invalid(vec![
+            source.error(e.to_string(), crate::config::span_of(text)),
+        ]))
+    })
 }
 
 /// The shared store opened, if there is one.
@@ -60,12 +75,12 @@ pub(super) fn open(
 pub(super) fn store(cli: &Cli, command: &StoreCommand) -> Result<i32, Error> {
     let StoreCommand::Check { json } = command;
     // The pipeline is read only for its `store:`; `--store` alone needs no pipeline file.
-    let plan_store = match cli.store {
-        Some(_) => None,
-        None => load_plan(cli, &pipeline_file(cli)?)?.store,
+    let store = match cli.store {
+        Some(_) => url(cli, None)?,
+        None => pipeline_store(&pipeline_file(cli)?)?,
     };
     let env = crate::environment::outer();
-    let Some(remote) = open(cli, plan_store.as_ref(), &env)? else {
+    let Some(remote) = open(cli, store.as_ref(), &env)? else {
         return Err(Error::Usage(
             "no shared store: set `store:` in the pipeline file, `--store URL` or MURPHY_STORE"
                 .into(),
