@@ -37,6 +37,15 @@ pub struct Message {
     pub last_error: Option<String>,
 }
 
+/// How waiting messages are delivered: where each `notify:` entry posts, the secrets its URL
+/// may name, the client, and how many tries each message gets.
+pub struct Delivery<'a> {
+    pub notify: &'a [Notify],
+    pub secrets: &'a std::collections::BTreeMap<String, String>,
+    pub client: &'a reqwest::Client,
+    pub tries: u32,
+}
+
 pub struct Outbox {
     dir: PathBuf,
 }
@@ -117,13 +126,7 @@ impl Outbox {
 
     /// Tries to deliver every waiting message, each up to `tries` times. Returns how many were
     /// delivered and what is still waiting, with why.
-    pub async fn flush(
-        &self,
-        notify: &[Notify],
-        secrets: &std::collections::BTreeMap<String, String>,
-        client: &reqwest::Client,
-        tries: u32,
-    ) -> io::Result<(usize, Vec<(String, String)>)> {
+    pub async fn flush(&self, how: &Delivery<'_>) -> io::Result<(usize, Vec<(String, String)>)> {
         // One flusher at a time (a run and a cron job): a message is sent by one of them.
         let _lock = self.lock()?;
         let mut delivered = 0;
@@ -136,8 +139,8 @@ impl Outbox {
                     continue;
                 }
             };
-            let result = match notify.iter().find(|n| key(n) == message.target_key) {
-                Some(target) => send(&message, target, secrets, client, tries)
+            let result = match how.notify.iter().find(|n| key(n) == message.target_key) {
+                Some(target) => send(&message, target, how.secrets, how.client, how.tries)
                     .await
                     .map_err(|(made, err)| {
                         message.attempts += made;

@@ -11,8 +11,7 @@ use bytes::Bytes;
 
 use super::lease::{Lease, Taken};
 use super::{Remote, RemoteError};
-use crate::outbox::{Message, Outbox};
-use crate::plan::Notify;
+use crate::outbox::{Delivery, Message, Outbox};
 
 /// Longer than any flush takes (each message is tried a few times, 10 s each), so the lease
 /// never ends under a live flusher; a runner killed mid-flush holds up the next one that long.
@@ -36,18 +35,12 @@ fn key(remote: &Remote, id: &str) -> object_store::path::Path {
 }
 
 /// Hands every message still waiting in `local` to the shared outbox, then delivers the
-/// shared outbox unless another machine is doing so. `scratch` is a private folder of the
-/// state directory where shared messages wait while they are sent.
-#[allow(clippy::too_many_arguments)]
+/// shared outbox unless another machine is doing so.
 pub async fn flush(
     remote: &Remote,
     local: &Outbox,
-    scratch: &Path,
     holder: &str,
-    notify: &[Notify],
-    secrets: &std::collections::BTreeMap<String, String>,
-    client: &reqwest::Client,
-    tries: u32,
+    how: &Delivery<'_>,
 ) -> Result<Flushed, RemoteError> {
     let io = RemoteError::local;
     // Uploaded first, removed here after: a kill in between sends a message twice at worst,
@@ -72,7 +65,10 @@ pub async fn flush(
             });
         }
     };
-    let result = flush_leased(remote, scratch, notify, secrets, client, tries).await;
+    // Shared messages wait there while they are sent: a private folder, never a local
+    // message's file (those end in `.json`).
+    let scratch = local.dir().join("shared");
+    let result = flush_leased(remote, &scratch, how).await;
     lease.release().await?;
     result
 }
@@ -80,10 +76,7 @@ pub async fn flush(
 async fn flush_leased(
     remote: &Remote,
     scratch: &Path,
-    notify: &[Notify],
-    secrets: &std::collections::BTreeMap<String, String>,
-    client: &reqwest::Client,
-    tries: u32,
+    how: &Delivery<'_>,
 ) -> Result<Flushed, RemoteError> {
     let io = RemoteError::local;
     let _ = std::fs::remove_dir_all(scratch);
@@ -114,10 +107,7 @@ async fn flush_leased(
             ),
         }
     }
-    let (delivered, waiting) = shared
-        .flush(notify, secrets, client, tries)
-        .await
-        .map_err(io(scratch))?;
+    let (delivered, waiting) = shared.flush(how).await.map_err(io(scratch))?;
     for id in &ids {
         let file = shared.file(id);
         match std::fs::read(&file) {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::{SessionError, http_error, io_error, runtime};
 use crate::environment;
 use crate::executor::Context;
+use crate::outbox::Delivery;
 use crate::plan::Plan;
 use crate::records::{RunView, StateDir};
 use crate::remote::{Remote, StoreUrl};
@@ -34,23 +35,20 @@ pub fn flush_outbox(
     let client = crate::publish::client(Duration::from_secs(30)).map_err(http_error)?;
     let outbox = crate::outbox::Outbox::new(state.root());
     let remote = store.map(|url| Remote::open(url, &env)).transpose()?;
+    let how = Delivery {
+        notify: &plan.notify,
+        secrets: &secrets,
+        client: &client,
+        tries: 3,
+    };
     runtime()?.block_on(async {
         let (mut delivered, mut waiting) = outbox
-            .flush(&plan.notify, &secrets, &client, 3)
+            .flush(&how)
             .await
             .map_err(|e| io_error("cannot read the outbox", e))?;
         if let Some(remote) = &remote {
-            let shared = crate::remote::outbox::flush(
-                remote,
-                &outbox,
-                &state.root().join("outbox-shared"),
-                &crate::remote::holder("outbox flush"),
-                &plan.notify,
-                &secrets,
-                &client,
-                3,
-            )
-            .await?;
+            let holder = crate::remote::holder("outbox flush");
+            let shared = crate::remote::outbox::flush(remote, &outbox, &holder, &how).await?;
             if let Some(holder) = shared.busy {
                 eprintln!("note: the shared outbox is being delivered by {holder}");
             }
@@ -88,9 +86,13 @@ pub(super) async fn notify(ctx: &Context, state: &StateDir) {
             );
         }
     }
-    let flushed = outbox
-        .flush(&ctx.plan.notify, &ctx.secrets, &ctx.client, 2)
-        .await;
+    let how = Delivery {
+        notify: &ctx.plan.notify,
+        secrets: &ctx.secrets,
+        client: &ctx.client,
+        tries: 2,
+    };
+    let flushed = outbox.flush(&how).await;
     let Some(remote) = &ctx.remote else {
         match flushed {
             Ok((delivered, waiting)) => report_notified(ctx, delivered, &waiting, "the outbox"),
@@ -100,17 +102,8 @@ pub(super) async fn notify(ctx: &Context, state: &StateDir) {
     };
     // What the receivers did not take goes to the shared outbox, which outlives this machine.
     let delivered = flushed.map_or(0, |(delivered, _)| delivered);
-    let shared = crate::remote::outbox::flush(
-        remote,
-        &outbox,
-        &state.root().join("outbox-shared"),
-        &crate::remote::holder(&ctx.run.id),
-        &ctx.plan.notify,
-        &ctx.secrets,
-        &ctx.client,
-        2,
-    )
-    .await;
+    let holder = crate::remote::holder(&ctx.run.id);
+    let shared = crate::remote::outbox::flush(remote, &outbox, &holder, &how).await;
     match shared {
         Ok(shared) => report_notified(
             ctx,
