@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::support::{Output, Test, git, parse_json, python_venv, unindent};
+use crate::support::{Output, Test, answer, git, parse_json, python_venv, read_request, unindent};
 
 const WHEEL: &str = "dist/demo-1.0.0-py3-none-any.whl";
 const SDIST: &str = "dist/demo-1.0.0.tar.gz";
@@ -163,13 +163,6 @@ struct Server {
     thread: Option<JoinHandle<()>>,
 }
 
-struct Request {
-    method: String,
-    path: String,
-    authorization: String,
-    body: Vec<u8>,
-}
-
 impl Server {
     fn start(faults: Faults) -> Server {
         Server::on(0, faults)
@@ -251,50 +244,6 @@ impl Drop for Server {
             let _ = thread.join();
         }
     }
-}
-
-fn read_request(stream: &TcpStream) -> Option<Request> {
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line).ok()?;
-    let mut words = line.split_whitespace();
-    let (method, path) = (words.next()?.to_owned(), words.next()?.to_owned());
-    let (mut length, mut authorization) = (0, String::new());
-    loop {
-        let mut header = String::new();
-        reader.read_line(&mut header).ok()?;
-        let header = header.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        let (name, value) = header.split_once(':')?;
-        match name.to_ascii_lowercase().as_str() {
-            "content-length" => length = value.trim().parse().ok()?,
-            "authorization" => authorization = value.trim().to_owned(),
-            _ => {}
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    Some(Request {
-        method,
-        path,
-        authorization,
-        body,
-    })
-}
-
-fn answer(mut stream: TcpStream, status: &str, headers: &[(&str, String)], body: &[u8]) {
-    let mut head = format!("HTTP/1.1 {status}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if !headers.iter().any(|(n, _)| *n == "Content-Length") {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
-    let _ = stream.write_all(head.as_bytes());
-    let _ = stream.write_all(body);
 }
 
 fn serve(stream: TcpStream, shared: &Shared) {

@@ -401,29 +401,14 @@ fn a_store_whose_bucket_does_not_exist_stops_the_run_before_anything_is_recorded
 
 /// A webhook receiver on `listener` that answers every POST with 200 and counts them.
 fn receiver(listener: std::net::TcpListener) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
-    use std::io::{BufRead, BufReader, Read, Write};
     let posts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let count = posts.clone();
     std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            let mut reader = BufReader::new(stream);
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
+        for stream in listener.incoming().flatten() {
+            if crate::support::read_request(&stream).is_some() {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let _ = reader
-                .get_mut()
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            crate::support::answer(stream, "200 OK", &[], b"");
         }
     });
     posts
