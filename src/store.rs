@@ -208,6 +208,11 @@ impl Store {
         }
     }
 
+    /// Where this machine notes which checkpoints the shared store holds.
+    pub fn shared_notes(&self) -> PathBuf {
+        self.root.join("shared")
+    }
+
     /// Where the object named `digest` is kept.
     pub fn object_path(&self, digest: &str) -> PathBuf {
         let prefix = digest.get(..2).unwrap_or("00");

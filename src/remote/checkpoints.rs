@@ -1,7 +1,10 @@
 //! Checkpoints on the shared store: pushed from the local store after a stage succeeds,
-//! pulled into it when a stage's fingerprint has no local record.
+//! pulled into it when a stage's fingerprint has no local record. This machine notes what
+//! the store was seen to hold, so a cached stage costs no request for a while.
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
@@ -55,9 +58,14 @@ pub async fn push(
     heal: bool,
 ) -> Result<bool, RemoteError> {
     let fingerprint = &record.fingerprint;
+    let note = note_path(store, remote, fingerprint);
+    if !heal && fresh(&note) {
+        return Ok(false);
+    }
     let record_at = remote.own(&record_key(fingerprint));
     let has_record = remote.head(&record_at).await?.is_some();
     if has_record && !heal {
+        note_shared(&note);
         return Ok(false);
     }
     futures_util::stream::iter(digests(record))
@@ -98,6 +106,7 @@ pub async fn push(
     }
     let bytes = read(store.record_path(fingerprint))?;
     remote.put(&record_at, Bytes::from(bytes)).await?;
+    note_shared(&note);
     Ok(true)
 }
 
@@ -138,6 +147,11 @@ pub async fn pull(remote: &Remote, store: &Store, fingerprint: &str) -> Result<b
                 what: format!("the checkpoint {fingerprint}"),
                 problem: crate::causes::line(&e),
             })?;
+        // Where this run writes holds it: its push need not ask. A pull request's run may
+        // have read it from the shared place, not its own.
+        if !remote.writes_apart() {
+            note_shared(&note_path(store, remote, fingerprint));
+        }
         return Ok(true);
     }
     Ok(false)
@@ -191,4 +205,28 @@ async fn fetch_object(
         what: format!("the record naming object {digest}"),
         problem: "the object is not in the shared store".into(),
     })
+}
+
+/// How long this machine trusts its note that the store holds a checkpoint: a cached stage
+/// then costs no request, and a store emptied behind murphy's back is filled again within
+/// this long.
+const NOTE_LIFE: Duration = Duration::from_secs(3600);
+
+/// Where this machine notes that the store (at the place this run writes) holds the
+/// checkpoint for `fingerprint`: written only once a push or pull showed it there.
+fn note_path(store: &Store, remote: &Remote, fingerprint: &str) -> PathBuf {
+    store.shared_notes().join(remote.tag()).join(fingerprint)
+}
+
+fn fresh(note: &Path) -> bool {
+    std::fs::metadata(note)
+        .and_then(|m| m.modified())
+        .is_ok_and(|at| at.elapsed().is_ok_and(|age| age < NOTE_LIFE))
+}
+
+/// A lost note costs one request; an unwritable one is not worth a warning.
+fn note_shared(note: &Path) {
+    if let Some(dir) = note.parent() {
+        let _ = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(note, b""));
+    }
 }
