@@ -30,6 +30,7 @@ pub mod outbox;
 pub mod plan;
 pub mod process;
 pub mod publish;
+pub mod random;
 pub mod records;
 pub mod remote;
 pub mod report;

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, DirBuilder};
-use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -282,13 +281,10 @@ impl StateDir {
 /// one state directory are serialized by its lock, but machines sharing a store are not: two
 /// of them may start a run in the same millisecond, so the suffix is 32 random bits, not 16.
 fn new_run_id(at: Timestamp) -> String {
-    let random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
     format!(
-        "{}-{:08x}",
+        "{}-{}",
         at.strftime("%Y%m%d-%H%M%S%.3f"),
-        random & 0xffff_ffff
+        crate::fingerprint::hex(&crate::random::bytes::<4>())
     )
 }
 

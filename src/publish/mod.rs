@@ -13,7 +13,6 @@ pub mod pages;
 pub mod pypi;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -369,7 +368,9 @@ where
                 let backoff = base
                     .saturating_mul(1 << (n - 1).min(10))
                     .min(Duration::from_secs(60));
-                let jitter = Duration::from_millis(random() % (backoff.as_millis() as u64 / 2 + 1));
+                let jitter = Duration::from_millis(
+                    crate::random::u64() % (backoff.as_millis() as u64 / 2 + 1),
+                );
                 let pause = after.map_or(backoff + jitter, |a| a.min(Duration::from_secs(60)));
                 tracing::info!(
                     "{last}; trying again in {}",
@@ -383,12 +384,6 @@ where
         "{last} (gave up after {} attempts)",
         attempts.max(1)
     ))
-}
-
-fn random() -> u64 {
-    std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish()
 }
 
 /// The (stage, target, item, digest) a run's journal confirms: what a resumed run skips.

@@ -255,22 +255,9 @@ fn machine() -> Option<String> {
     Some(format!("{}/{namespace}", boot.trim()))
 }
 
-/// 16 random bytes in hex, from `/dev/urandom`; without it, the hasher's random keys, the
-/// time and the pid (unique enough to tell this taking from another).
+/// 16 random bytes in hex: what tells this taking of a lease from any other.
 fn nonce() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    use std::io::Read;
-    let mut bytes = [0u8; 16];
-    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
-    if read.is_err() {
-        for half in bytes.chunks_mut(8) {
-            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-            hasher.write_u128(Timestamp::now().as_nanosecond().unsigned_abs());
-            hasher.write_u32(std::process::id());
-            half.copy_from_slice(&hasher.finish().to_le_bytes());
-        }
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::fingerprint::hex(&crate::random::bytes::<16>())
 }
 
 fn body_of(holder: &str, nonce: &str, ttl: Duration, released: bool) -> Bytes {
