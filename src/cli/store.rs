@@ -42,6 +42,15 @@ pub(super) fn configured(cli: &Cli) -> Result<Option<StoreUrl>, Error> {
 /// included file may set it, and nothing else of the pipeline need be planned (a view of the
 /// records of a 20,000-stage pipeline must not plan it first).
 fn pipeline_store(file: &std::path::Path) -> Result<Option<StoreUrl>, Error> {
+    // A block mapping names its top-level keys at the start of a line: a file with no
+    // `store:` there (and not one flow mapping) has none, and need not be parsed at all. One
+    // that cannot be read is left to `load` to say so.
+    if let Ok(text) = std::fs::read_to_string(file)
+        && !text.trim_start().starts_with('{')
+        && !text.lines().any(|l| l.starts_with("store:"))
+    {
+        return Ok(None);
+    }
     let source = crate::config::load(file)?;
     let Some(text) = &source.pipeline.store else {
         return Ok(None);
