@@ -50,6 +50,17 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
+    /// The `--json` shape of a diagnostic: `{file, line, column, message, notes}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "file": self.path,
+            "line": self.span.line,
+            "column": self.span.column,
+            "message": self.message,
+            "notes": self.notes,
+        })
+    }
+
     pub fn new(message: impl Into<String>, path: &Path, text: &str, span: Span) -> Self {
         let source_line = text
             .lines()

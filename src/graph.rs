@@ -12,6 +12,8 @@ pub enum Format {
     Dot,
     /// Mermaid, for Markdown that GitHub and GitLab render.
     Mermaid,
+    /// `{"pipeline", "stages": [{"name", "needs", "origin"}]}`, stages in an order that runs.
+    Json,
 }
 
 pub fn render(plan: &Plan, format: Format) -> String {
@@ -79,6 +81,24 @@ pub fn render(plan: &Plan, format: Format) -> String {
                 }
             }
             out.push_str("}\n");
+        }
+        Format::Json => {
+            let stages: Vec<serde_json::Value> = order
+                .iter()
+                .map(|&id| {
+                    let stage = &plan.stages[id];
+                    let needs: Vec<&str> = (stage.needs.iter())
+                        .map(|&n| plan.stages[n].name.as_str())
+                        .collect();
+                    serde_json::json!({
+                        "name": stage.name,
+                        "needs": needs,
+                        "origin": origins.as_ref().map(|o| &o[id]),
+                    })
+                })
+                .collect();
+            let graph = serde_json::json!({"pipeline": plan.name, "stages": stages});
+            let _ = writeln!(out, "{graph:#}");
         }
         Format::Mermaid => {
             // Mermaid ids cannot hold `.` or `-` everywhere; number the nodes, label them.
@@ -163,5 +183,20 @@ mod tests {
         }
         let mermaid = render(&diamond(), Format::Mermaid);
         assert_eq!(mermaid.matches("-->").count(), 4, "{mermaid}");
+    }
+
+    #[test]
+    fn json_lists_stages_in_run_order_with_their_needs() {
+        let json: serde_json::Value =
+            serde_json::from_str(&render(&diamond(), Format::Json)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"pipeline": "demo", "stages": [
+                {"name": "a", "needs": [], "origin": null},
+                {"name": "b", "needs": ["a"], "origin": null},
+                {"name": "c", "needs": ["a"], "origin": null},
+                {"name": "d", "needs": ["b", "c"], "origin": null},
+            ]})
+        );
     }
 }

@@ -32,6 +32,7 @@ pub mod process;
 pub mod publish;
 pub mod random;
 pub mod records;
+pub mod release;
 pub mod remote;
 pub mod report;
 pub mod secrets;

@@ -185,6 +185,8 @@ fn group_alive(pgid: libc::pid_t) -> bool {
     if unsafe { libc::killpg(pgid, 0) } != 0 {
         return false;
     }
+    // Without /proc (macOS) a zombie counts as alive: the group is then waited for until
+    // the grace period ends, which is slower but never wrong.
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return true;
     };
@@ -211,29 +213,14 @@ fn proc_stat(dir: &Path) -> Option<(char, libc::pid_t)> {
 pub fn kill_leftovers(run_id: &str, stage: &str) -> usize {
     let run = format!("MURPHY_RUN_ID={run_id}");
     let stage = format!("MURPHY_STAGE={stage}");
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    let mut killed = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<libc::pid_t>().ok())
-        else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        let mut vars = environ.split(|&b| b == 0);
-        let ours = vars.clone().any(|v| v == run.as_bytes()) && vars.any(|v| v == stage.as_bytes());
-        if ours && pid != std::process::id() as libc::pid_t {
+    let me = std::process::id() as libc::pid_t;
+    let killed: Vec<libc::pid_t> = (processes_with(&run, &stage).into_iter())
+        .filter(|&pid| pid != me)
+        .inspect(|&pid| {
             // SAFETY: sends a signal to a process we identified by its environment.
             unsafe { libc::kill(pid, libc::SIGKILL) };
-            killed.push(pid);
-        }
-    }
+        })
+        .collect();
     // SIGKILL is not instant: wait (briefly) until none of them can write anything more.
     let deadline = std::time::Instant::now() + KILL_GRACE;
     while killed.iter().any(|&pid| running(pid)) && std::time::Instant::now() < deadline {
@@ -242,9 +229,61 @@ pub fn kill_leftovers(run_id: &str, stage: &str) -> usize {
     killed.len()
 }
 
-/// Whether a process exists and is not a zombie.
+/// The processes whose environment holds both `run` and `stage` (`NAME=value`), read from
+/// `/proc/PID/environ`.
+#[cfg(target_os = "linux")]
+fn processes_with(run: &str, stage: &str) -> Vec<libc::pid_t> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<libc::pid_t>().ok()?;
+            let environ = std::fs::read(entry.path().join("environ")).ok()?;
+            let mut vars = environ.split(|&b| b == 0);
+            let ours =
+                vars.clone().any(|v| v == run.as_bytes()) && vars.any(|v| v == stage.as_bytes());
+            ours.then_some(pid)
+        })
+        .collect()
+}
+
+/// Without /proc (macOS): `ps` shows each process's environment after its command (`e`).
+/// A value with a space in it cannot be told apart there; run ids and stage names have none
+/// that matter, as both words must match whole.
+#[cfg(any(not(target_os = "linux"), test))]
+fn processes_with_ps(run: &str, stage: &str) -> Vec<libc::pid_t> {
+    let Ok(out) = std::process::Command::new("ps")
+        .args(["axeww", "-o", "pid=", "-o", "command="])
+        .stderr(std::process::Stdio::null())
+        .output()
+    else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let pid = words.next()?.parse::<libc::pid_t>().ok()?;
+            let words: Vec<&str> = words.collect();
+            (words.contains(&run) && words.contains(&stage)).then_some(pid)
+        })
+        .collect()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn processes_with(run: &str, stage: &str) -> Vec<libc::pid_t> {
+    processes_with_ps(run, stage)
+}
+
+/// Whether a process exists and is not a zombie (without /proc, whether it exists).
 fn running(pid: libc::pid_t) -> bool {
-    proc_stat(Path::new(&format!("/proc/{pid}"))).is_some_and(|(state, _)| state != 'Z')
+    #[cfg(target_os = "linux")]
+    return proc_stat(Path::new(&format!("/proc/{pid}"))).is_some_and(|(state, _)| state != 'Z');
+    // SAFETY: signal 0 checks for existence only.
+    #[cfg(not(target_os = "linux"))]
+    return unsafe { libc::kill(pid, 0) } == 0;
 }
 
 /// Copies a pipe to `output` line by line until end of file. Masking is done on the stream,
@@ -276,5 +315,31 @@ async fn pump(mut pipe: impl AsyncRead + Unpin, output: Arc<Output>) {
     if !line.is_empty() {
         line.push(b'\n');
         output.masked(&line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `ps` way (macOS's) finds what the /proc way (Linux's) finds.
+    #[test]
+    fn leftovers_are_found_by_their_environment_both_ways() {
+        let run = format!("MURPHY_RUN_ID=test-{}", std::process::id());
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env("MURPHY_RUN_ID", &run["MURPHY_RUN_ID=".len()..])
+            .env("MURPHY_STAGE", "build")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as libc::pid_t;
+        let by_proc = processes_with(&run, "MURPHY_STAGE=build");
+        let by_ps = processes_with_ps(&run, "MURPHY_STAGE=build");
+        let other_stage = processes_with_ps(&run, "MURPHY_STAGE=test");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(by_proc, vec![pid]);
+        assert_eq!(by_ps, vec![pid]);
+        assert!(other_stage.is_empty(), "{other_stage:?}");
     }
 }

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use console::style;
@@ -30,6 +31,8 @@ pub struct Reporter {
     github: bool,
     /// Width of the longest stage name, to align `--verbose` prefixes.
     width: usize,
+    /// `--quiet`: progress lines are dropped, failures still shown.
+    quiet: bool,
 }
 
 struct Bars {
@@ -43,16 +46,51 @@ pub fn interactive() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("CI").is_none()
 }
 
-/// Decides once for the process whether stderr gets colour.
+/// Decides once for the process whether stdout and stderr get colour, by the conventions
+/// most tools share: `NO_COLOR` (non-empty) turns it off, then `CLICOLOR_FORCE` (not `0`)
+/// turns it on even in a pipe, then `CLICOLOR=0` turns it off; otherwise a terminal that is
+/// not `TERM=dumb` gets colour.
 pub fn init_colour() {
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
-    console::set_colors_enabled_stderr(std::io::stderr().is_terminal() && !no_color && !dumb);
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let colour = |terminal: bool| {
+        colour_wanted(
+            var("NO_COLOR").is_some(),
+            var("CLICOLOR_FORCE").is_some_and(|v| v != "0"),
+            var("CLICOLOR").is_some_and(|v| v == "0"),
+            terminal && std::env::var("TERM").map_or(true, |t| t != "dumb"),
+        )
+    };
+    console::set_colors_enabled_stderr(colour(std::io::stderr().is_terminal()));
+    console::set_colors_enabled(colour(std::io::stdout().is_terminal()));
+}
+
+fn colour_wanted(no_color: bool, force: bool, clicolor_off: bool, capable_terminal: bool) -> bool {
+    !no_color && (force || (!clicolor_off && capable_terminal))
+}
+
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// `--quiet`: a run shows only what went wrong (failed stages, their log tails, the failed
+/// run's summary), not its progress.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// A note on stderr outside a run's progress (`note: ...`), which `--quiet` drops.
+pub fn note(line: &str) {
+    if !quiet() {
+        eprintln!("{}", crate::secrets::redact(line));
+    }
 }
 
 impl Reporter {
     pub fn new(stage_names: &[&str]) -> Reporter {
-        let bars = interactive().then(|| {
+        let quiet = quiet();
+        let bars = (interactive() && !quiet).then(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
             let overall = multi.add(ProgressBar::new(stage_names.len() as u64));
             overall.set_style(
@@ -69,6 +107,14 @@ impl Reporter {
             bars,
             github: std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true"),
             width: stage_names.iter().map(|n| n.len()).max().unwrap_or(0),
+            quiet,
+        }
+    }
+
+    /// A line about how the run goes, which `--quiet` drops.
+    fn progress(&self, line: &str) {
+        if !self.quiet {
+            self.println(line);
         }
     }
 
@@ -84,7 +130,7 @@ impl Reporter {
     }
 
     pub fn run_started(&self, run_id: &str, pipeline: &str, stages: usize, resumed: bool) {
-        self.println(&format!(
+        self.progress(&format!(
             "{} {} run {run_id} of `{pipeline}`: {stages} stage{}",
             style("murphy").bold().for_stderr(),
             if resumed { "resuming" } else { "starting" },
@@ -94,7 +140,7 @@ impl Reporter {
 
     /// A line of news about a stage that is not its start or end.
     pub fn note(&self, line: &str) {
-        self.println(line);
+        self.progress(line);
     }
 
     /// A stage a resumed run does not run again: it succeeded before murphy stopped, and
@@ -109,7 +155,7 @@ impl Reporter {
             "{stage} {} before the run was resumed{detail}",
             style("succeeded").green().for_stderr()
         );
-        self.end_stage(stage, &line);
+        self.end_stage(stage, &line, false);
     }
 
     /// A stage restored from its checkpoint instead of run.
@@ -120,7 +166,7 @@ impl Reporter {
             n => format!(" (restored {n} outputs)"),
         };
         let line = format!("{stage} {}{detail}", style("cached").cyan().for_stderr());
-        self.end_stage(stage, &line);
+        self.end_stage(stage, &line, false);
     }
 
     pub fn stage_started(&self, stage: &str, attempt: u32, attempts: u32) {
@@ -145,7 +191,7 @@ impl Reporter {
                     old.finish_and_clear();
                 }
             }
-            None => self.println(&format!("{stage} started{retry}")),
+            None => self.progress(&format!("{stage} started{retry}")),
         }
     }
 
@@ -162,27 +208,31 @@ impl Reporter {
 
     pub fn stage_finished(&self, stage: &str, finish: Finish<'_>, elapsed: Duration) {
         let took = format_duration(elapsed);
-        let line = match finish {
-            Finish::Succeeded => format!(
-                "{stage} {} in {took}",
-                style("succeeded").green().for_stderr()
+        let (line, failed) = match finish {
+            Finish::Succeeded => (
+                format!(
+                    "{stage} {} in {took}",
+                    style("succeeded").green().for_stderr()
+                ),
+                false,
             ),
-            Finish::Failed { how } => {
+            Finish::Failed { how } => (
                 format!(
                     "{stage} {} after {took}",
                     style(how).red().bold().for_stderr()
-                )
-            }
+                ),
+                true,
+            ),
             Finish::Retrying { how } => {
                 // The spinner stays: the stage goes on after the delay.
-                self.println(&format!(
+                self.progress(&format!(
                     "{stage} {} after {took}",
                     style(how).yellow().for_stderr()
                 ));
                 return;
             }
         };
-        self.end_stage(stage, &line);
+        self.end_stage(stage, &line, failed);
     }
 
     pub fn stage_skipped(&self, stage: &str, reason: &str) {
@@ -190,10 +240,10 @@ impl Reporter {
             "{stage} {} {reason}",
             style("skipped").yellow().for_stderr()
         );
-        self.end_stage(stage, &line);
+        self.end_stage(stage, &line, false);
     }
 
-    fn end_stage(&self, stage: &str, line: &str) {
+    fn end_stage(&self, stage: &str, line: &str, failed: bool) {
         if let Some(bars) = &self.bars {
             let bar = bars
                 .running
@@ -205,7 +255,11 @@ impl Reporter {
             }
             bars.overall.inc(1);
         }
-        self.println(line);
+        if failed {
+            self.println(line);
+        } else {
+            self.progress(line);
+        }
     }
 
     /// The end of a failed stage's log, so the reason is on screen without opening a file.
@@ -232,11 +286,16 @@ impl Reporter {
         self.println(text.trim_end());
     }
 
-    pub fn run_finished(&self, summary: &str) {
+    /// The run's last line; `--quiet` shows it only for a run that did not succeed.
+    pub fn run_finished(&self, summary: &str, succeeded: bool) {
         if let Some(bars) = &self.bars {
             bars.overall.finish_and_clear();
         }
-        self.println(summary);
+        if succeeded {
+            self.progress(summary);
+        } else {
+            self.println(summary);
+        }
     }
 }
 
@@ -254,7 +313,7 @@ pub fn format_duration(d: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::format_duration;
+    use super::{colour_wanted, format_duration};
     use std::time::Duration;
 
     #[test]
@@ -262,5 +321,25 @@ mod tests {
         assert_eq!(format_duration(Duration::from_millis(420)), "0.4s");
         assert_eq!(format_duration(Duration::from_secs(245)), "4m05s");
         assert_eq!(format_duration(Duration::from_secs(3720)), "1h02m");
+    }
+
+    #[test]
+    fn colour_follows_no_color_then_clicolor_force_then_clicolor() {
+        // (NO_COLOR, CLICOLOR_FORCE, CLICOLOR=0, a capable terminal) -> colour
+        let cases = [
+            ((false, false, false, true), true),
+            ((false, false, false, false), false),
+            ((true, true, false, true), false),
+            ((false, true, false, false), true),
+            ((false, true, true, false), true),
+            ((false, false, true, true), false),
+        ];
+        for ((no_color, force, off, terminal), want) in cases {
+            assert_eq!(
+                colour_wanted(no_color, force, off, terminal),
+                want,
+                "NO_COLOR {no_color}, CLICOLOR_FORCE {force}, CLICOLOR=0 {off}, terminal {terminal}"
+            );
+        }
     }
 }

@@ -546,7 +546,7 @@ impl Store {
             }
         }
         if wrote_objects {
-            sync_filesystem(&self.root).map_err(io_err(&self.root))?;
+            self.sync_objects(record).map_err(io_err(&self.root))?;
         }
         crate::crash::at("objects-stored", &record.stage);
         let body = serde_json::to_vec_pretty(record)
@@ -569,6 +569,29 @@ impl Store {
     }
 
     /// Copies `source` into the store under `digest`, checking the copy's bytes.
+    /// Makes the objects `record` names durable before the record is written: one `syncfs`
+    /// on Linux; elsewhere (macOS has no `syncfs`) an fsync of each object and its folder.
+    fn sync_objects(&self, record: &StageRecord) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        {
+            let _ = record;
+            sync_filesystem(&self.root)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            for entry in &record.outputs {
+                if let OutputKind::File { digest, .. } = &entry.kind {
+                    let path = self.object_path(digest);
+                    fs::File::open(&path)?.sync_all()?;
+                    if let Some(dir) = path.parent() {
+                        fs::File::open(dir)?.sync_all()?;
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+
     fn put_object(&self, source: &Path, digest: &str) -> Result<(), StoreError> {
         let path = self.object_path(digest);
         let dir = path.parent().unwrap_or(&self.root);
@@ -646,13 +669,7 @@ impl Store {
                     }
                 }
                 OutputKind::File { digest, mode, .. } => {
-                    let intact = current
-                        .as_ref()
-                        .is_some_and(|m| m.is_file() && m.mode() & 0o7777 == *mode)
-                        && stat_cache
-                            .digest(&path)
-                            .is_ok_and(|(d, _)| hex(&d) == *digest);
-                    if !intact {
+                    if !file_intact(&path, current.as_ref(), digest, *mode, stat_cache) {
                         remove_any(&path);
                         ensure_parent(&path)?;
                         self.copy_out(digest, &path, *mode)?;
@@ -854,6 +871,41 @@ fn check_digests(record: &StageRecord) -> Result<(), String> {
 }
 
 /// Whether `text` is a BLAKE3 digest as murphy writes it.
+/// How many of a record's outputs [`Store::restore`] would put back: those missing, or not
+/// as the record has them. Reads only.
+pub fn outputs_to_restore(root: &Path, record: &StageRecord, stat_cache: &StatCache) -> usize {
+    (record.outputs.iter())
+        .filter(|entry| {
+            let path = root.join(&entry.path);
+            let current = fs::symlink_metadata(&path).ok();
+            match &entry.kind {
+                OutputKind::Dir { .. } => !current.is_some_and(|m| m.is_dir()),
+                OutputKind::Symlink { target } => {
+                    !fs::read_link(&path).is_ok_and(|t| t.as_os_str() == target.as_str())
+                }
+                OutputKind::File { digest, mode, .. } => {
+                    !file_intact(&path, current.as_ref(), digest, *mode, stat_cache)
+                }
+            }
+        })
+        .count()
+}
+
+/// Whether the file at `path` (with `current`, its metadata if it exists) is the output a
+/// record names: a plain file with its mode and bytes.
+fn file_intact(
+    path: &Path,
+    current: Option<&fs::Metadata>,
+    digest: &str,
+    mode: u32,
+    stat_cache: &StatCache,
+) -> bool {
+    current.is_some_and(|m| m.is_file() && m.mode() & 0o7777 == mode)
+        && stat_cache
+            .digest(path)
+            .is_ok_and(|(d, _)| hex(&d) == digest)
+}
+
 pub fn is_digest(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
@@ -927,6 +979,7 @@ pub fn remove_any(path: &Path) {
 }
 
 /// One `syncfs` makes every object written so far durable, instead of one fsync per file.
+#[cfg(target_os = "linux")]
 fn sync_filesystem(path: &Path) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let dir = fs::File::open(path)?;

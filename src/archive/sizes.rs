@@ -11,6 +11,7 @@ use super::manifest::BuildManifest;
 const MAX_SERIES: usize = 6;
 
 /// Per build: its number, date, total size, and size by file (path to bytes).
+#[derive(serde::Serialize)]
 pub struct Row {
     pub build: u64,
     pub date: String,

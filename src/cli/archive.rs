@@ -62,6 +62,10 @@ pub(super) enum ArchiveCommand {
         include_releases: bool,
         #[command(flatten)]
         at: Where,
+        /// One JSON object: `{root, dry_run, keep_last, keep_days, pruned: [{build, rule}],
+        /// swept}`
+        #[arg(long)]
+        json: bool,
     },
     /// Total and per-file size of each build, as a table and optionally an SVG chart
     Sizes {
@@ -69,6 +73,9 @@ pub(super) enum ArchiveCommand {
         svg: Option<PathBuf>,
         #[command(flatten)]
         at: Where,
+        /// One JSON array: `[{build, date, total, files: {PATH: BYTES}}]`, oldest first
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -182,7 +189,7 @@ pub(super) fn archive(cli: &Cli, command: &ArchiveCommand) -> Result<i32, Error>
             let builds: Vec<(u64, Result<BuildManifest, String>)> =
                 match place.open(cli, archive.root())? {
                     Some(shared) => {
-                        eprintln!("the shared archive {}", shared.location());
+                        crate::report::note(&format!("the shared archive {}", shared.location()));
                         let listing = crate::session::runtime()?.block_on(shared.list())?;
                         listing
                             .builds
@@ -323,31 +330,48 @@ pub(super) fn archive(cli: &Cli, command: &ArchiveCommand) -> Result<i32, Error>
             now,
             include_releases,
             at,
+            json,
         } => {
             let (archive, policy, place) = locate_shared(cli, at)?;
             let now = now.unwrap_or_else(Timestamp::now);
             let verb = if *dry_run { "would delete" } else { "deleted" };
+            let mut swept = Vec::new();
             let expired = match place.open(cli, archive.root())? {
                 Some(shared) => {
-                    eprintln!("the shared archive {}", shared.location());
+                    crate::report::note(&format!("the shared archive {}", shared.location()));
                     let runtime = crate::session::runtime()?;
                     if *dry_run {
                         runtime.block_on(shared.expired(policy, now, *include_releases))?
                     } else {
                         let pruned =
                             runtime.block_on(shared.prune(policy, now, *include_releases))?;
-                        for build in &pruned.swept {
-                            println!(
-                                "deleted build {build}: incomplete (no manifest) for over {}",
-                                jiff::fmt::friendly::SpanPrinter::new()
-                                    .duration_to_string(&crate::remote::archive::GRACE)
-                            );
-                        }
+                        swept = pruned.swept;
                         pruned.expired
                     }
                 }
                 None => archive.prune(policy, now, *include_releases, *dry_run)?,
             };
+            if *json {
+                let pruned: Vec<_> = (expired.iter())
+                    .map(|e| serde_json::json!({"build": e.build, "rule": e.rule}))
+                    .collect();
+                print_json(&serde_json::json!({
+                    "root": archive.root(),
+                    "dry_run": dry_run,
+                    "keep_last": policy.keep_last,
+                    "keep_days": policy.keep_days,
+                    "pruned": pruned,
+                    "swept": swept,
+                }))?;
+                return Ok(exit::SUCCESS);
+            }
+            for build in &swept {
+                println!(
+                    "deleted build {build}: incomplete (no manifest) for over {}",
+                    jiff::fmt::friendly::SpanPrinter::new()
+                        .duration_to_string(&crate::remote::archive::GRACE)
+                );
+            }
             for e in &expired {
                 println!("{verb} build {}: {}", e.build, e.rule);
             }
@@ -358,7 +382,7 @@ pub(super) fn archive(cli: &Cli, command: &ArchiveCommand) -> Result<i32, Error>
                 );
             }
         }
-        ArchiveCommand::Sizes { svg, at } => {
+        ArchiveCommand::Sizes { svg, at, json } => {
             let (archive, _) = locate(cli, at)?;
             let manifests: Vec<BuildManifest> = archive
                 .builds()?
@@ -366,7 +390,11 @@ pub(super) fn archive(cli: &Cli, command: &ArchiveCommand) -> Result<i32, Error>
                 .filter_map(|b| b.manifest.ok())
                 .collect();
             let rows = sizes::rows(&manifests);
-            print_table(&sizes::table(&rows));
+            if *json {
+                print_json(&rows)?;
+            } else {
+                print_table(&sizes::table(&rows));
+            }
             if let Some(path) = svg {
                 crate::atomic_file::write_shared(path, sizes::svg(&rows).as_bytes())
                     .map_err(|e| io_error(&format!("cannot write `{}`", path.display()), e))?;
@@ -410,7 +438,7 @@ pub(super) fn audit(cli: &Cli, at: &Where, json: bool) -> Result<i32, Error> {
     })
 }
 
-pub(super) fn trace(cli: &Cli, at: &Where, target: &str) -> Result<i32, Error> {
+pub(super) fn trace(cli: &Cli, at: &Where, target: &str, json: bool) -> Result<i32, Error> {
     let (archive, _) = locate(cli, at)?;
     let sha256 = if target.len() == 64 && target.bytes().all(|b| b.is_ascii_hexdigit()) {
         target.to_ascii_lowercase()
@@ -424,13 +452,35 @@ pub(super) fn trace(cli: &Cli, at: &Where, target: &str) -> Result<i32, Error> {
             })?
             .0
     };
-    let mut found = 0;
-    for build in archive.builds()? {
-        let Ok(m) = build.manifest else { continue };
-        let Some(file) = m.files.iter().find(|f| f.sha256 == sha256) else {
-            continue;
-        };
-        found += 1;
+    let found: Vec<(BuildManifest, crate::archive::manifest::FileEntry)> = (archive.builds()?)
+        .into_iter()
+        .filter_map(|build| {
+            let m = build.manifest.ok()?;
+            let file = m.files.iter().find(|f| f.sha256 == sha256)?.clone();
+            Some((m, file))
+        })
+        .collect();
+    if json {
+        let builds: Vec<serde_json::Value> = (found.iter())
+            .map(|(m, file)| {
+                serde_json::json!({
+                    "build": m.build,
+                    "name": m.name,
+                    "file": file,
+                    "created_at": m.created_at,
+                    "run_id": m.run_id,
+                    "stage": m.stage,
+                    "trigger": m.trigger,
+                    "version": m.version,
+                    "commit": m.commit,
+                    "links": m.links,
+                    "stages": m.stages,
+                })
+            })
+            .collect();
+        print_json(&builds)?;
+    }
+    for (m, file) in found.iter().filter(|_| !json) {
         println!(
             "build {} `{}`: {} ({})",
             m.build, m.name, file.path, m.created_at
@@ -459,7 +509,7 @@ pub(super) fn trace(cli: &Cli, at: &Where, target: &str) -> Result<i32, Error> {
             }
         }
     }
-    if found == 0 {
+    if found.is_empty() {
         eprintln!("no archived build holds a file with sha256 {sha256}");
         return Ok(exit::FAILED);
     }

@@ -49,6 +49,10 @@ pub struct Cli {
     /// diagnostics (`MURPHY_LOG` sets the filter outright)
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Less output: no progress or notes on stderr, only what went wrong (and results on
+    /// stdout)
+    #[arg(long, short = 'q', global = true, conflicts_with = "verbose")]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -82,6 +86,10 @@ enum Command {
         target: String,
         #[command(flatten)]
         at: archive::Where,
+        /// One JSON array: `[{build, name, file, created_at, run_id, stage, trigger, version,
+        /// commit, links, stages}]`
+        #[arg(long)]
+        json: bool,
     },
     /// Notifications waiting to be delivered: `list`, `flush`
     Outbox {
@@ -106,7 +114,11 @@ enum Command {
     /// forward and prints what changed, stage by stage)
     Lock(lock::LockArgs),
     /// Check the pipeline file and exit 0 (valid) or 2 (not)
-    Validate,
+    Validate {
+        /// One JSON object: `{file, valid, stages, errors, warnings}`
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the JSON Schema of pipeline.yml, for editors
     Schema,
     /// Print the stage graph
@@ -138,6 +150,17 @@ enum Command {
     Logs {
         #[arg(num_args = 1..=2, value_names = ["RUN", "STAGE"], required = true)]
         args: Vec<String>,
+    },
+    /// Print a shell completion script: `murphy completions bash > ~/.local/share/bash-completion/completions/murphy`
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print murphy's manual page (roff), or write one page per command into a folder
+    Man {
+        /// Write `murphy.1`, `murphy-run.1`, ... into DIR instead of printing `murphy.1`
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -171,6 +194,7 @@ enum CacheCommand {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     report::init_colour();
+    report::set_quiet(cli.quiet);
     init_tracing(cli.verbose);
     if !matches!(cli.command, Command::Run(_) | Command::Resume(_)) {
         // `murphy runs | head` should end quietly, as other tools do. Not for a run: a closed
@@ -217,7 +241,7 @@ fn dispatch(cli: &Cli) -> Result<i32, Error> {
         Command::Lock(args) => lock::lock(cli, args),
         Command::Archive { command } => archive::archive(cli, command),
         Command::Audit { at, json } => archive::audit(cli, at, *json),
-        Command::Trace { target, at } => archive::trace(cli, at, target),
+        Command::Trace { target, at, json } => archive::trace(cli, at, target, *json),
         Command::Hooks { command } => hooks(cli, command),
         Command::Init => {
             let file = cli
@@ -232,10 +256,13 @@ fn dispatch(cli: &Cli) -> Result<i32, Error> {
             );
             Ok(exit::SUCCESS)
         }
-        Command::Validate => {
+        Command::Validate { json: true } => validate_json(cli),
+        Command::Validate { json: false } => {
             let file = pipeline_file(cli)?;
             let plan = load_plan(cli, &file)?;
-            warn_unmatched_inputs(&plan, state_dir(cli)?.root());
+            for (source, warning) in unmatched_inputs(&plan, state_dir(cli)?.root()) {
+                tracing::warn!("{source}: {warning}");
+            }
             println!(
                 "{}: valid, {} stage{}",
                 file.display(),
@@ -284,6 +311,12 @@ fn dispatch(cli: &Cli) -> Result<i32, Error> {
             show::show(&view, *json)?;
             Ok(exit::SUCCESS)
         }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "murphy", &mut std::io::stdout());
+            Ok(exit::SUCCESS)
+        }
+        Command::Man { dir } => man(dir.as_deref()),
         Command::Logs { args } => {
             let (run, stage) = match args.as_slice() {
                 [stage] => (None, stage),
@@ -333,22 +366,70 @@ fn load_plan(cli: &Cli, file: &Path) -> Result<plan::Plan, Error> {
 }
 
 /// An `inputs` pattern that names no file is a warning, not an error: the file may be
-/// made later, or by an earlier stage.
-fn warn_unmatched_inputs(plan: &crate::plan::Plan, state_dir: &Path) {
+/// made later, or by an earlier stage. Each warning with the file that defines its stage.
+fn unmatched_inputs(plan: &crate::plan::Plan, state_dir: &Path) -> Vec<(String, String)> {
+    let mut warnings = Vec::new();
     for stage in &plan.stages {
         match crate::inputs::expand_inputs(&plan.root, &stage.inputs, state_dir) {
-            Ok(found) => {
-                for pattern in found.unmatched {
-                    tracing::warn!(
-                        "{}: {}",
-                        stage.source,
-                        crate::inputs::unmatched_warning(&stage.name, &pattern)
-                    );
-                }
-            }
-            Err(err) => tracing::warn!("cannot read the inputs of `{}`: {err}", stage.name),
+            Ok(found) => warnings.extend(found.unmatched.iter().map(|pattern| {
+                (
+                    stage.source.to_string(),
+                    crate::inputs::unmatched_warning(&stage.name, pattern),
+                )
+            })),
+            Err(err) => warnings.push((
+                stage.source.to_string(),
+                format!("cannot read the inputs of `{}`: {err}", stage.name),
+            )),
         }
     }
+    warnings
+}
+
+/// `murphy validate --json`: the same verdict and exit code as the text form, every error
+/// with its file, line and column.
+fn validate_json(cli: &Cli) -> Result<i32, Error> {
+    let file = pipeline_file(cli)?;
+    let (plan, errors) = match load_plan(cli, &file) {
+        Ok(plan) => (Some(plan), Vec::new()),
+        Err(err) => {
+            let diagnostics = match &err {
+                Error::Plan(crate::plan::PlanError::Invalid(list))
+                | Error::Config(config::ConfigError::Invalid(list)) => Some(list),
+                _ => None,
+            };
+            let errors = match diagnostics {
+                Some(list) => list.iter().map(|d| d.to_json()).collect(),
+                None if err.exit_code() == exit::USAGE => {
+                    vec![
+                        serde_json::json!({"message": crate::cli::error::Report(&err).to_string()}),
+                    ]
+                }
+                // Not a verdict on the file (it could not be read, say): an error as usual.
+                None => return Err(err),
+            };
+            (None, errors)
+        }
+    };
+    let warnings: Vec<serde_json::Value> = match &plan {
+        Some(plan) => unmatched_inputs(plan, state_dir(cli)?.root())
+            .into_iter()
+            .map(|(source, message)| serde_json::json!({"source": source, "message": message}))
+            .collect(),
+        None => Vec::new(),
+    };
+    show::print_json(&serde_json::json!({
+        "file": file,
+        "valid": plan.is_some(),
+        "stages": plan.as_ref().map(|p| p.stages.len()),
+        "errors": errors,
+        "warnings": warnings,
+    }))?;
+    Ok(if plan.is_some() {
+        exit::SUCCESS
+    } else {
+        exit::USAGE
+    })
 }
 
 /// `--state-dir`, else `.murphy` beside the pipeline file, else `.murphy` here.
@@ -368,6 +449,40 @@ fn state_dir(cli: &Cli) -> Result<StateDir, Error> {
         Err(_) => PathBuf::new(),
     };
     Ok(StateDir::new(root.join(".murphy")))
+}
+
+/// `murphy man`: the page of `murphy` on stdout, or every command's page into `dir`.
+fn man(dir: Option<&Path>) -> Result<i32, Error> {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    command.build();
+    let Some(dir) = dir else {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(command)
+            .render(&mut page)
+            .map_err(|e| io_error("cannot render the manual page", e))?;
+        std::io::Write::write_all(&mut std::io::stdout(), &page)
+            .map_err(|e| io_error("cannot write the manual page", e))?;
+        return Ok(exit::SUCCESS);
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| io_error(&format!("cannot create `{}`", dir.display()), e))?;
+    let mut written = 0;
+    let mut pending = vec![(String::from("murphy"), command)];
+    while let Some((name, command)) = pending.pop() {
+        for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+            pending.push((format!("{name}-{}", sub.get_name()), sub.clone()));
+        }
+        let mut page = Vec::new();
+        clap_mangen::Man::new(command.clone().name(name.clone()))
+            .render(&mut page)
+            .map_err(|e| io_error("cannot render a manual page", e))?;
+        let path = dir.join(format!("{name}.1"));
+        crate::atomic_file::write_shared(&path, &page)
+            .map_err(|e| io_error(&format!("cannot write `{}`", path.display()), e))?;
+        written += 1;
+    }
+    println!("wrote {written} manual pages into {}", dir.display());
+    Ok(exit::SUCCESS)
 }
 
 fn hooks(cli: &Cli, command: &HooksCommand) -> Result<i32, Error> {
@@ -461,6 +576,7 @@ mod tests {
                 ("file", "file"),
                 ("state_dir", "state-dir"),
                 ("verbose", "verbose"),
+                ("quiet", "quiet"),
             ] {
                 let arg = command
                     .get_arguments()

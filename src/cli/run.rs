@@ -47,6 +47,13 @@ pub(super) struct RunArgs {
     allow_dirty: bool,
     #[command(flatten)]
     secrets: SecretsFile,
+    /// Say what the run would do with each stage (keep, restore, run, skip) and why, without
+    /// running, restoring or recording anything
+    #[arg(long, visible_alias = "explain", conflicts_with = "edit")]
+    dry_run: bool,
+    /// With --dry-run: one JSON array, `[{stage, action, reason, fingerprint}]`
+    #[arg(long, requires = "dry_run")]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -202,7 +209,47 @@ pub(super) fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
     };
     let store = super::store::url(cli, new.plan.store.as_ref())?;
     let setup = setup(cli, state, &args.secrets, options, store);
+    if args.dry_run {
+        let explained = session::explain(&setup, &new)?;
+        if args.json {
+            super::show::print_json(&explained)?;
+        } else {
+            print_explained(&explained);
+        }
+        return Ok(exit::SUCCESS);
+    }
     Ok(exit_code(session::start(&setup, new)?))
+}
+
+/// `murphy run --dry-run`: a line per stage, then the counts.
+fn print_explained(explained: &[session::Explained]) {
+    let width = explained.iter().map(|e| e.stage.len()).max().unwrap_or(0);
+    let mut rows = Vec::new();
+    for e in explained {
+        let action = match e.action {
+            session::Action::Cached => "cached",
+            session::Action::Restore => "restore",
+            session::Action::Run => "run",
+            session::Action::Depends => "depends",
+            session::Action::Skip => "skip",
+        };
+        rows.push(format!("{:width$}  {action:<7}  {}", e.stage, e.reason));
+    }
+    for row in rows {
+        println!("{}", row.trim_end());
+    }
+    let count = |action| explained.iter().filter(|e| e.action == action).count();
+    let depends = match count(session::Action::Depends) {
+        0 => String::new(),
+        n => format!("; {n} more only if a stage before them changes its outputs"),
+    };
+    println!(
+        "would run {}, restore {}, keep {} cached, skip {}{depends} (nothing was run)",
+        count(session::Action::Run),
+        count(session::Action::Restore),
+        count(session::Action::Cached),
+        count(session::Action::Skip),
+    );
 }
 
 pub(super) fn resume(cli: &Cli, args: &ResumeArgs) -> Result<i32, Error> {

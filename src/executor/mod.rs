@@ -200,7 +200,7 @@ enum Slot {
 }
 
 /// The digest a skipped optional need contributes to its dependents' fingerprints.
-const SKIPPED_DIGEST: &str = "skipped";
+pub(crate) const SKIPPED_DIGEST: &str = "skipped";
 
 /// Runs the selected stages and returns how the run ended. Errors are about the records
 /// (the journal could not be written), never about stages: those end up in the journal.
@@ -415,7 +415,7 @@ pub async fn execute(
         "run {} {word} in {}: {succeeded} succeeded ({cached} cached), {failed} failed, {skipped} skipped",
         ctx.run.id,
         format_duration(started.elapsed()),
-    ));
+    ), status == RunStatus::Succeeded);
     Ok(status)
 }
 

@@ -18,8 +18,11 @@ use crate::secrets::SecretError;
 use crate::store::Store;
 use crate::trigger::Trigger;
 
+mod explain;
 mod notify;
 mod shared;
+
+pub use explain::{Action, Explained, explain};
 
 pub use notify::flush_outbox;
 use notify::notify;
@@ -158,7 +161,7 @@ pub fn start(setup: &Setup, new: NewRun) -> Result<RunStatus, SessionError> {
     // Before the lock: an editor may stay open for minutes.
     let change = change::collect(&plan, &env, &request, state.root())?;
     for note in &change.notes {
-        eprintln!("note: {note}");
+        crate::report::note(&format!("note: {note}"));
     }
     refuse_dirty_release(change::dirty_release(&change), allow_dirty)?;
     // The lock first: it closes the state directory, where the secrets file lives.
@@ -400,7 +403,7 @@ fn preflight(
         let ids = crate::publish::target_ids(&stage.publish);
         for (target, id) in stage.publish.iter().zip(&ids) {
             match runtime.block_on(crate::publish::preflight(target, &release)) {
-                Ok(fine) => eprintln!("preflight: {} {id}: {fine}", stage.name),
+                Ok(fine) => crate::report::note(&format!("preflight: {} {id}: {fine}", stage.name)),
                 Err(problem) => problems.push(format!("{} {id}: {problem}", stage.name)),
             }
         }
@@ -526,7 +529,9 @@ fn refuse_dirty_release(why: Option<String>, allow_dirty: bool) -> Result<(), Se
     if !allow_dirty {
         return Err(SessionError::DirtyRelease(why));
     }
-    eprintln!("note: releasing from a dirty tree (--allow-dirty): {why}");
+    crate::report::note(&format!(
+        "note: releasing from a dirty tree (--allow-dirty): {why}"
+    ));
     Ok(())
 }
 

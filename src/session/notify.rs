@@ -50,7 +50,9 @@ pub fn flush_outbox(
             let holder = crate::remote::holder("outbox flush");
             let shared = crate::remote::outbox::flush(remote, &outbox, &holder, &how).await?;
             if let Some(holder) = shared.busy {
-                eprintln!("note: the shared outbox is being delivered by {holder}");
+                crate::report::note(&format!(
+                    "note: the shared outbox is being delivered by {holder}"
+                ));
             }
             // What waited here went to the shared outbox: it now waits there, if anywhere.
             delivered += shared.delivered;

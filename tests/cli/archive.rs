@@ -304,6 +304,29 @@ fn prune_deletes_exactly_what_the_dry_run_lists_and_keeps_releases_unless_includ
         format!("would delete {}\nwould delete {}\n", rule(1, 4), rule(3, 2))
     );
     assert_eq!(numbers(&out), [1, 2, 3, 4], "a dry run deletes nothing");
+    let dry_json: Value = parse_json(
+        &out.murphy(["archive", "prune", "--dry-run", "--now", FUTURE, "--json"])
+            .run()
+            .stdout,
+    );
+    assert_eq!(
+        dry_json["pruned"],
+        serde_json::json!([
+            {"build": 1, "rule": rule(1, 4).split_once(": ").unwrap().1},
+            {"build": 3, "rule": rule(3, 2).split_once(": ").unwrap().1},
+        ]),
+        "{dry_json:#}"
+    );
+    assert_eq!(
+        (
+            &dry_json["dry_run"],
+            &dry_json["keep_last"],
+            &dry_json["keep_days"]
+        ),
+        (&Value::Bool(true), &Value::from(1), &Value::from(1)),
+        "{dry_json:#}"
+    );
+    assert_eq!(numbers(&out), [1, 2, 3, 4], "a dry run deletes nothing");
 
     let pruned = out.murphy(["archive", "prune", "--now", FUTURE]).run();
     assert_eq!(
@@ -1884,4 +1907,48 @@ fn the_archive_root_keeps_itself_out_of_git() {
     out.write("artifacts/.gitignore", "*.zip\n");
     out.murphy(["run"]).run();
     assert_eq!(out.read("artifacts/.gitignore"), "*.zip\n");
+}
+
+/// `trace --json` and `archive sizes --json` carry what their text shows, for machines.
+#[test]
+fn trace_and_sizes_speak_json() {
+    let out = chain_project().args(["run"]).run();
+    let traced: Vec<Value> =
+        parse_json(&out.murphy(["trace", "dist/app.txt", "--json"]).run().stdout);
+    assert_eq!(traced.len(), 1, "{traced:#?}");
+    let build = &traced[0];
+    assert_eq!(build["build"], 1);
+    assert_eq!(build["file"]["path"], "dist/app.txt");
+    assert_eq!(
+        build["file"]["sha256"],
+        sha256(b"the app, version 1\n").as_str()
+    );
+    assert_eq!(build["stage"], "pack");
+    let made_from: Vec<&str> = (build["stages"].as_array().unwrap().iter())
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(made_from, ["build", "test", "lint", "pack"], "{build:#}");
+
+    // A file no build holds: an empty array, and exit 1 as in text.
+    let none = out
+        .murphy(["trace", &"0".repeat(64), "--json"])
+        .code(1)
+        .run();
+    assert_eq!(parse_json::<Vec<Value>>(&none.stdout), Vec::<Value>::new());
+
+    out.write("src/app.txt", "the app, version 2 is longer\n");
+    out.murphy(["run"]).run();
+    let sizes: Vec<Value> = parse_json(&out.murphy(["archive", "sizes", "--json"]).run().stdout);
+    let totals: Vec<(u64, u64)> = (sizes.iter())
+        .map(|r| (r["build"].as_u64().unwrap(), r["total"].as_u64().unwrap()))
+        .collect();
+    let script = "echo hi\n".len() as u64;
+    assert_eq!(
+        totals,
+        [
+            (1, "the app, version 1\n".len() as u64 + script),
+            (2, "the app, version 2 is longer\n".len() as u64 + script)
+        ]
+    );
+    assert_eq!(sizes[1]["files"]["dist/bin/run.sh"], script, "{sizes:#?}");
 }

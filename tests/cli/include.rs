@@ -745,6 +745,37 @@ fn a_git_include_runs_only_once_locked_and_at_the_locked_commit_until_updated() 
         out.murphy(["lock", "--update"]).run().stdout,
         "pipeline.lock is up to date (1 pinned)\n"
     );
+
+    // The same moves, for a machine.
+    let v3 = upstream.push(&[("base.yml", BASE_V1)], "Back to one");
+    let json: serde_json::Value =
+        parse_json(&out.murphy(["lock", "--update", "--json"]).run().stdout);
+    assert_eq!(json["written"], true, "{json:#}");
+    assert_eq!(
+        json["changes"],
+        serde_json::json!([{
+            "kind": "moved",
+            "name": "pipelines",
+            "include": format!("`pipelines@main:base.yml` ({url})"),
+            "from": v2,
+            "to": v3,
+        }]),
+        "{json:#}"
+    );
+    assert_eq!(json["pins"][0]["commit"], v3.as_str(), "{json:#}");
+    assert_eq!(
+        json["stage_changes"],
+        serde_json::json!([
+            "stage `test` changed: run",
+            "stage `old` added",
+            "stage `new` removed"
+        ]),
+        "{json:#}"
+    );
+    assert_eq!(lock_json(&out)["includes"][0]["commit"], v3.as_str());
+    let unchanged: serde_json::Value = parse_json(&out.murphy(["lock", "--json"]).run().stdout);
+    assert_eq!(unchanged["written"], false, "{unchanged:#}");
+    assert_eq!(unchanged["changes"], serde_json::json!([]), "{unchanged:#}");
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod checkpoints;
 mod cli;
 mod config;
 mod containment;
+mod conventions;
 mod hooks;
 mod hygiene;
 mod include;

@@ -1133,6 +1133,28 @@ fn release_dry_run_shows_the_gate_the_destination_and_the_files() {
     );
     assert_eq!(server.total_puts(), 0, "a dry run touches no server");
     assert_eq!(out.runs().len(), 1, "and records no run");
+
+    // The same, for a machine: same exit code, every line's fact in a field.
+    let json: serde_json::Value = parse_json(
+        &out.murphy(["release", "--dry-run", "--json"])
+            .code(1)
+            .run()
+            .stdout,
+    );
+    assert_eq!(json["tag"], "v1.0.0", "{json:#}");
+    assert_eq!(json["version"], "1.0.0", "{json:#}");
+    let stage = &json["stages"][0];
+    assert_eq!(stage["stage"], "release", "{json:#}");
+    assert_eq!(stage["gates"][0]["requires"], "unit", "{json:#}");
+    assert_eq!(stage["gates"][0]["can_hold"], false, "{json:#}");
+    let files: Vec<(&str, &str)> = (stage["targets"][0]["files"].as_array().unwrap().iter())
+        .map(|f| (f["name"].as_str().unwrap(), f["sha256"].as_str().unwrap()))
+        .collect();
+    assert_eq!(files, [(WHEEL, wheel.as_str()), (SDIST, sdist.as_str())]);
+    assert_eq!(
+        json["stops"],
+        serde_json::json!(["stage `release` requires `unit`, which a tag run skips by its `when`"])
+    );
 }
 
 #[test]

@@ -1,0 +1,222 @@
+//! `murphy run --dry-run` (`--explain`): what a run would do with each stage, and why, made
+//! by the same checks the executor makes, without running, restoring or recording anything.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use super::{
+    NewRun, SessionError, Setup, io_error, modes, run_variables, skip_when, store, store_key,
+};
+use crate::change;
+use crate::environment;
+use crate::executor::{Mode, SKIPPED_DIGEST};
+use crate::fingerprint::{Manifest, summarize};
+use crate::plan::StageId;
+use crate::stat_cache::StatCache;
+use crate::store::StageRecord;
+
+/// What a run would do with a stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Its checkpoint matches and its outputs are in place: nothing to do.
+    Cached,
+    /// Its checkpoint matches; some outputs are missing or differ and would be put back.
+    Restore,
+    /// It would run.
+    Run,
+    /// It runs only if a stage before it changes its outputs, which only running it tells.
+    Depends,
+    /// Its `when:` does not hold, or a need of it is skipped.
+    Skip,
+}
+
+/// One stage's line of the explanation.
+#[derive(Debug, Serialize)]
+pub struct Explained {
+    pub stage: String,
+    pub action: Action,
+    pub reason: String,
+    /// The fingerprint it would run or be restored with, where it can be known before running.
+    pub fingerprint: Option<String>,
+}
+
+/// Explains a new run of the selected stages, in an order that runs.
+pub fn explain(setup: &Setup, new: &NewRun) -> Result<Vec<Explained>, SessionError> {
+    let plan = &new.plan;
+    let state = &setup.state;
+    let env = environment::outer();
+    let change = change::collect(plan, &env, &new.change, state.root())?;
+    let key = store_key(&env, &setup.secrets_file)?;
+    let store = store(state, key.as_deref());
+    let modes = modes(plan, &new.selected, &new.reruns, &store)?;
+    let skip = skip_when(plan, &new.selected, &change);
+    let (_, release_env) = run_variables(&change);
+    let stat_cache = StatCache::load(&state.root().join("stat-cache"));
+    let shared = setup.store.is_some();
+
+    let order: Vec<StageId> = plan
+        .topological_order()
+        .into_iter()
+        .filter(|id| new.selected.contains(id))
+        .collect();
+    // The output digest each stage would hand on, where it is known without running.
+    let mut digests: HashMap<StageId, Option<String>> = HashMap::new();
+    let mut actions: HashMap<StageId, Action> = HashMap::new();
+    let mut explained = Vec::new();
+    for id in order {
+        let stage = &plan.stages[id];
+        let mut line = Explained {
+            stage: stage.name.clone(),
+            action: Action::Run,
+            reason: String::new(),
+            fingerprint: None,
+        };
+        let mut upstream = BTreeMap::new();
+        let mut waits_for = Vec::new();
+        for &need in &stage.needs {
+            let name = &plan.stages[need].name;
+            match (actions.get(&need), digests.get(&need).cloned().flatten()) {
+                (Some(Action::Skip), _) if stage.needs_optional.contains(&need) => {
+                    upstream.insert(name.clone(), SKIPPED_DIGEST.to_owned());
+                }
+                (Some(Action::Skip), _) => {
+                    line.action = Action::Skip;
+                    line.reason = format!("because `{name}` is skipped");
+                }
+                (_, Some(digest)) => {
+                    upstream.insert(name.clone(), digest);
+                }
+                _ => waits_for.push(format!("`{name}`")),
+            }
+        }
+        if let Some(reason) = skip.get(&id) {
+            line.action = Action::Skip;
+            line.reason = format!("(when): {reason}");
+        }
+        if line.action == Action::Skip {
+            actions.insert(id, Action::Skip);
+            explained.push(line);
+            continue;
+        }
+        if !waits_for.is_empty() {
+            (line.action, line.reason) = if modes[id] == Mode::Force {
+                (Action::Run, "forced".to_owned())
+            } else if !stage.cacheable {
+                (Action::Run, never_cached(stage))
+            } else if !store.has_record(&stage.name) {
+                (Action::Run, "no checkpoint yet".to_owned())
+            } else {
+                (
+                    Action::Depends,
+                    format!(
+                        "runs unless {} makes the very outputs it made before",
+                        waits_for.join(" and ")
+                    ),
+                )
+            };
+            actions.insert(id, line.action);
+            digests.insert(id, None);
+            explained.push(line);
+            continue;
+        }
+        let stage_env = environment::resolve(plan, stage, &env, &release_env);
+        let manifest = Manifest::build(
+            stage,
+            &stage_env,
+            &plan.root,
+            state.root(),
+            upstream,
+            &stat_cache,
+        )
+        .map(|(manifest, _)| manifest)
+        .map_err(|e| io_error(&format!("cannot read the inputs of `{}`", stage.name), e))?;
+        let fingerprint = manifest.fingerprint();
+        line.fingerprint = Some(fingerprint.clone());
+        let record = match modes[id] {
+            Mode::Force => None,
+            Mode::Checkpoint => store
+                .lookup(&stage.name, &fingerprint, &stat_cache)
+                .or_else(|| store.latest(&stage.name, &stat_cache)),
+            Mode::Normal if stage.cacheable => store.lookup(&stage.name, &fingerprint, &stat_cache),
+            Mode::Normal => None,
+        };
+        let (action, reason, digest) = match record {
+            Some(record) => {
+                let (action, reason) = restore_or_keep(&record, plan, &stat_cache, modes[id]);
+                (action, reason, Some(record.output_digest))
+            }
+            None => {
+                let reason = match modes[id] {
+                    Mode::Force => "forced".to_owned(),
+                    Mode::Checkpoint => "has no checkpoint to start from (--from)".to_owned(),
+                    Mode::Normal if !stage.cacheable => never_cached(stage),
+                    Mode::Normal => {
+                        let why = match store.latest_manifest(&stage.name) {
+                            None => "no checkpoint yet".to_owned(),
+                            Some(before) => match manifest.changes_since(&before) {
+                                changes if changes.is_empty() => {
+                                    "its checkpoint is missing or damaged".to_owned()
+                                }
+                                changes => summarize(&changes, 3),
+                            },
+                        };
+                        match shared {
+                            true => format!("{why}; unless the shared store has its checkpoint"),
+                            false => why,
+                        }
+                    }
+                };
+                (Action::Run, reason, None)
+            }
+        };
+        line.action = action;
+        line.reason = reason;
+        actions.insert(id, action);
+        digests.insert(id, digest);
+        explained.push(line);
+    }
+    Ok(explained)
+}
+
+/// Why a stage runs every time.
+fn never_cached(stage: &crate::plan::Stage) -> String {
+    if stage.archive.is_some() {
+        "archives a build on every run it is in".to_owned()
+    } else if !stage.publish.is_empty() {
+        "publishes on every run it is in (what is already there is skipped)".to_owned()
+    } else if stage.inputs.is_empty() && stage.outputs.is_empty() {
+        "declares no inputs or outputs, so nothing tells it unchanged".to_owned()
+    } else {
+        "never cached (`cache: false`)".to_owned()
+    }
+}
+
+/// A stage whose checkpoint applies: kept as it is, or its outputs put back.
+fn restore_or_keep(
+    record: &StageRecord,
+    plan: &crate::plan::Plan,
+    stat_cache: &StatCache,
+    mode: Mode,
+) -> (Action, String) {
+    let missing = crate::store::outputs_to_restore(&plan.root, record, stat_cache);
+    let from = match mode {
+        Mode::Checkpoint => "from its checkpoint (--from)",
+        _ => "unchanged",
+    };
+    match missing {
+        0 => (
+            Action::Cached,
+            format!("{from}, outputs in place (run {})", record.run_id),
+        ),
+        n => (
+            Action::Restore,
+            format!(
+                "{from}; {n} output{} to put back from run {}'s checkpoint",
+                if n == 1 { "" } else { "s" },
+                record.run_id
+            ),
+        ),
+    }
+}
