@@ -224,7 +224,6 @@ pub(super) fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
 /// `murphy run --dry-run`: a line per stage, then the counts.
 fn print_explained(explained: &[session::Explained]) {
     let width = explained.iter().map(|e| e.stage.len()).max().unwrap_or(0);
-    let mut rows = Vec::new();
     for e in explained {
         let action = match e.action {
             session::Action::Cached => "cached",
@@ -233,10 +232,7 @@ fn print_explained(explained: &[session::Explained]) {
             session::Action::Depends => "depends",
             session::Action::Skip => "skip",
         };
-        rows.push(format!("{:width$}  {action:<7}  {}", e.stage, e.reason));
-    }
-    for row in rows {
-        println!("{}", row.trim_end());
+        println!("{:width$}  {action:<7}  {}", e.stage, e.reason);
     }
     let count = |action| explained.iter().filter(|e| e.action == action).count();
     let depends = match count(session::Action::Depends) {

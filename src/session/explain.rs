@@ -56,51 +56,50 @@ pub fn explain(setup: &Setup, new: &NewRun) -> Result<Vec<Explained>, SessionErr
     let stat_cache = StatCache::load(&state.root().join("stat-cache"));
     let shared = setup.store.is_some();
 
-    let order: Vec<StageId> = plan
+    let mut chosen = vec![false; plan.stages.len()];
+    for &id in &new.selected {
+        chosen[id] = true;
+    }
+    // What each stage hands on to the stages that need it, as the executor's slots would.
+    let mut handed: HashMap<StageId, Handed> = HashMap::new();
+    let mut explained = Vec::new();
+    for id in plan
         .topological_order()
         .into_iter()
-        .filter(|id| new.selected.contains(id))
-        .collect();
-    // The output digest each stage would hand on, where it is known without running.
-    let mut digests: HashMap<StageId, Option<String>> = HashMap::new();
-    let mut actions: HashMap<StageId, Action> = HashMap::new();
-    let mut explained = Vec::new();
-    for id in order {
+        .filter(|&id| chosen[id])
+    {
         let stage = &plan.stages[id];
+        let mut upstream = BTreeMap::new();
+        let mut waits_for = Vec::new();
+        let mut skipped_need = None;
+        for &need in &stage.needs {
+            let name = &plan.stages[need].name;
+            match handed.get(&need) {
+                Some(Handed::Outputs(digest)) => {
+                    upstream.insert(name.clone(), digest.clone());
+                }
+                Some(Handed::SkippedWhen) if stage.needs_optional.contains(&need) => {
+                    upstream.insert(name.clone(), SKIPPED_DIGEST.to_owned());
+                }
+                Some(Handed::SkippedWhen | Handed::Skipped) => {
+                    skipped_need.get_or_insert_with(|| format!("because `{name}` is skipped"));
+                }
+                Some(Handed::Unknown) | None => waits_for.push(format!("`{name}`")),
+            }
+        }
         let mut line = Explained {
             stage: stage.name.clone(),
-            action: Action::Run,
+            action: Action::Skip,
             reason: String::new(),
             fingerprint: None,
         };
-        let mut upstream = BTreeMap::new();
-        let mut waits_for = Vec::new();
-        for &need in &stage.needs {
-            let name = &plan.stages[need].name;
-            match (actions.get(&need), digests.get(&need).cloned().flatten()) {
-                (Some(Action::Skip), _) if stage.needs_optional.contains(&need) => {
-                    upstream.insert(name.clone(), SKIPPED_DIGEST.to_owned());
-                }
-                (Some(Action::Skip), _) => {
-                    line.action = Action::Skip;
-                    line.reason = format!("because `{name}` is skipped");
-                }
-                (_, Some(digest)) => {
-                    upstream.insert(name.clone(), digest);
-                }
-                _ => waits_for.push(format!("`{name}`")),
-            }
-        }
         if let Some(reason) = skip.get(&id) {
-            line.action = Action::Skip;
             line.reason = format!("(when): {reason}");
-        }
-        if line.action == Action::Skip {
-            actions.insert(id, Action::Skip);
-            explained.push(line);
-            continue;
-        }
-        if !waits_for.is_empty() {
+            handed.insert(id, Handed::SkippedWhen);
+        } else if let Some(reason) = skipped_need {
+            line.reason = reason;
+            handed.insert(id, Handed::Skipped);
+        } else if !waits_for.is_empty() {
             (line.action, line.reason) = if modes[id] == Mode::Force {
                 (Action::Run, "forced".to_owned())
             } else if !stage.cacheable {
@@ -116,68 +115,79 @@ pub fn explain(setup: &Setup, new: &NewRun) -> Result<Vec<Explained>, SessionErr
                     ),
                 )
             };
-            actions.insert(id, line.action);
-            digests.insert(id, None);
-            explained.push(line);
-            continue;
-        }
-        let stage_env = environment::resolve(plan, stage, &env, &release_env);
-        let manifest = Manifest::build(
-            stage,
-            &stage_env,
-            &plan.root,
-            state.root(),
-            upstream,
-            &stat_cache,
-        )
-        .map(|(manifest, _)| manifest)
-        .map_err(|e| io_error(&format!("cannot read the inputs of `{}`", stage.name), e))?;
-        let fingerprint = manifest.fingerprint();
-        line.fingerprint = Some(fingerprint.clone());
-        let record = match modes[id] {
-            Mode::Force => None,
-            Mode::Checkpoint => store
-                .lookup(&stage.name, &fingerprint, &stat_cache)
-                .or_else(|| store.latest(&stage.name, &stat_cache)),
-            Mode::Normal if stage.cacheable => store.lookup(&stage.name, &fingerprint, &stat_cache),
-            Mode::Normal => None,
-        };
-        let (action, reason, digest) = match record {
-            Some(record) => {
-                let (action, reason) = restore_or_keep(&record, plan, &stat_cache, modes[id]);
-                (action, reason, Some(record.output_digest))
-            }
-            None => {
-                let reason = match modes[id] {
-                    Mode::Force => "forced".to_owned(),
-                    Mode::Checkpoint => "has no checkpoint to start from (--from)".to_owned(),
-                    Mode::Normal if !stage.cacheable => never_cached(stage),
-                    Mode::Normal => {
-                        let why = match store.latest_manifest(&stage.name) {
-                            None => "no checkpoint yet".to_owned(),
-                            Some(before) => match manifest.changes_since(&before) {
-                                changes if changes.is_empty() => {
-                                    "its checkpoint is missing or damaged".to_owned()
+            handed.insert(id, Handed::Unknown);
+        } else {
+            let stage_env = environment::resolve(plan, stage, &env, &release_env);
+            let (manifest, _) = Manifest::build(
+                stage,
+                &stage_env,
+                &plan.root,
+                state.root(),
+                upstream,
+                &stat_cache,
+            )
+            .map_err(|e| io_error(&format!("cannot read the inputs of `{}`", stage.name), e))?;
+            let fingerprint = manifest.fingerprint();
+            let record = match modes[id] {
+                Mode::Force => None,
+                Mode::Checkpoint => store
+                    .lookup(&stage.name, &fingerprint, &stat_cache)
+                    .or_else(|| store.latest(&stage.name, &stat_cache)),
+                Mode::Normal if stage.cacheable => {
+                    store.lookup(&stage.name, &fingerprint, &stat_cache)
+                }
+                Mode::Normal => None,
+            };
+            match record {
+                Some(record) => {
+                    (line.action, line.reason) =
+                        restore_or_keep(&record, plan, &stat_cache, modes[id]);
+                    handed.insert(id, Handed::Outputs(record.output_digest));
+                }
+                None => {
+                    line.action = Action::Run;
+                    line.reason = match modes[id] {
+                        Mode::Force => "forced".to_owned(),
+                        Mode::Checkpoint => "has no checkpoint to start from (--from)".to_owned(),
+                        Mode::Normal if !stage.cacheable => never_cached(stage),
+                        Mode::Normal => {
+                            let why = match store.latest_manifest(&stage.name) {
+                                None => "no checkpoint yet".to_owned(),
+                                Some(before) => match manifest.changes_since(&before) {
+                                    changes if changes.is_empty() => {
+                                        "its checkpoint is missing or damaged".to_owned()
+                                    }
+                                    changes => summarize(&changes, 3),
+                                },
+                            };
+                            match shared {
+                                true => {
+                                    format!("{why}; unless the shared store has its checkpoint")
                                 }
-                                changes => summarize(&changes, 3),
-                            },
-                        };
-                        match shared {
-                            true => format!("{why}; unless the shared store has its checkpoint"),
-                            false => why,
+                                false => why,
+                            }
                         }
-                    }
-                };
-                (Action::Run, reason, None)
+                    };
+                    handed.insert(id, Handed::Unknown);
+                }
             }
-        };
-        line.action = action;
-        line.reason = reason;
-        actions.insert(id, action);
-        digests.insert(id, digest);
+            line.fingerprint = Some(fingerprint);
+        }
         explained.push(line);
     }
     Ok(explained)
+}
+
+/// What a stage hands on to the stages that need it.
+enum Handed {
+    /// The digest of outputs it restores or keeps.
+    Outputs(String),
+    /// It runs: what it makes is known only then.
+    Unknown,
+    /// Skipped by its own `when:` (a need listed in `needs_optional` may be).
+    SkippedWhen,
+    /// Skipped because a need of its was.
+    Skipped,
 }
 
 /// Why a stage runs every time.
