@@ -41,3 +41,4 @@ pub mod stat_cache;
 pub mod store;
 pub mod trigger;
 pub mod version;
+pub mod workflow;

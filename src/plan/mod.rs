@@ -49,6 +49,8 @@ pub struct Plan {
     /// Secrets every stage gets.
     pub secrets: Vec<String>,
     pub notify: Vec<Notify>,
+    /// `ci:`, with its defaults: what `murphy ci generate` writes.
+    pub ci: CiSettings,
     /// In file order; `needs` always point at other entries of this list.
     pub stages: Vec<Stage>,
 }
@@ -100,6 +102,33 @@ impl Stage {
         match &self.owner {
             Some(owner) => format!("{}, owner {owner}", self.source),
             None => self.source.clone(),
+        }
+    }
+}
+
+/// `ci:`, checked, each value defaulted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CiSettings {
+    pub install: String,
+    /// A 5-field cron line.
+    pub schedule: String,
+    pub default_branch: String,
+    pub runs_on: Vec<String>,
+    /// Empty: no image (the runner's shell).
+    pub image: String,
+    /// Variables every job gets.
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for CiSettings {
+    fn default() -> CiSettings {
+        CiSettings {
+            install: "cargo install --locked murphy".into(),
+            schedule: "0 3 * * *".into(),
+            default_branch: "main".into(),
+            runs_on: vec!["ubuntu-latest".into()],
+            image: "rust:1".into(),
+            env: Vec::new(),
         }
     }
 }
