@@ -302,13 +302,14 @@ pub struct PipelineFile {
     pub stages: Entries<StageDef>,
 }
 
-/// `ci: {install: "cargo install --locked murphy", schedule: "0 3 * * *", ...}`: what
+/// `ci: {install: "cargo install --locked --git URL murphy", schedule: "0 3 * * *", ...}`: what
 /// `murphy ci generate` needs to know that the pipeline does not say.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct CiDef {
-    /// The command each job runs to put `murphy` on its PATH; default `cargo install --locked
-    /// murphy`. `"true"` when the runner image already has it.
+    /// The command each job runs to put `murphy` on its PATH, like `cargo install --locked
+    /// --git URL murphy`; `"true"` when the runner image has it. Not given, each job checks
+    /// that murphy is there and fails saying to set this.
     #[schemars(with = "Option<String>")]
     pub install: Option<Spanned<String>>,
     /// When the nightly pipeline runs, as a 5-field cron line in UTC; default `0 3 * * *`.
@@ -320,7 +321,7 @@ pub struct CiDef {
     /// GitHub `runs-on` labels; default `ubuntu-latest`.
     #[schemars(with = "Option<StringList>")]
     pub runs_on: Option<Spanned<StringList>>,
-    /// The GitLab job image; default `rust:1` (which has cargo for the default `install`);
+    /// The GitLab job image; default `rust:1` (which has cargo for `cargo install`);
     /// `""` for none, on runners with a shell executor.
     #[schemars(with = "Option<String>")]
     pub image: Option<Spanned<String>>,

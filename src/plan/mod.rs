@@ -109,7 +109,8 @@ impl Stage {
 /// `ci:`, checked, each value defaulted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CiSettings {
-    pub install: String,
+    /// `None`: not given, so the jobs expect murphy on the runner ([`CHECK_INSTALLED`]).
+    pub install: Option<String>,
     /// A 5-field cron line.
     pub schedule: String,
     pub default_branch: String,
@@ -120,10 +121,21 @@ pub struct CiSettings {
     pub env: Vec<(String, String)>,
 }
 
+/// What a job runs when `ci.install` is not given: murphy is not on crates.io, so there is no
+/// install command that is right for every project; the job says what to set instead.
+pub const CHECK_INSTALLED: &str = "command -v murphy >/dev/null || { echo 'murphy is not on this runner: set `ci: {install: ...}` in pipeline.yml' >&2; exit 1; }";
+
+impl CiSettings {
+    /// The command that puts murphy on a job's PATH.
+    pub fn install_command(&self) -> &str {
+        self.install.as_deref().unwrap_or(CHECK_INSTALLED)
+    }
+}
+
 impl Default for CiSettings {
     fn default() -> CiSettings {
         CiSettings {
-            install: "cargo install --locked murphy".into(),
+            install: None,
             schedule: "0 3 * * *".into(),
             default_branch: "main".into(),
             runs_on: vec!["ubuntu-latest".into()],

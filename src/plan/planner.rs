@@ -647,16 +647,14 @@ impl Planner<'_> {
         if let Some(image) = &def.image {
             ci.image = image.value.trim().to_owned();
         }
-        for (value, slot) in [
-            (&def.install, &mut ci.install),
-            (&def.default_branch, &mut ci.default_branch),
-        ] {
-            if let Some(value) = value {
-                if value.value.trim().is_empty() {
-                    self.error("expected a value, not an empty string", value);
-                }
-                *slot = value.value.clone();
+        for value in [&def.install, &def.default_branch].into_iter().flatten() {
+            if value.value.trim().is_empty() {
+                self.error("expected a value, not an empty string", value);
             }
+        }
+        ci.install = def.install.as_ref().map(|v| v.value.clone());
+        if let Some(branch) = &def.default_branch {
+            ci.default_branch = branch.value.clone();
         }
         if let Some(schedule) = &def.schedule {
             match check_cron(&schedule.value) {

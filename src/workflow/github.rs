@@ -157,7 +157,7 @@ pub(super) fn render(model: &Model) -> Result<String, WorkflowError> {
         y.line(5, "path: .murphy/store");
         y.line(5, "key: murphy-${{ runner.os }}-${{ github.run_id }}");
         y.line(5, "restore-keys: murphy-${{ runner.os }}-");
-        install(&mut y, &ci.install)?;
+        install(&mut y, ci.install_command())?;
         y.line(3, "- name: murphy run");
         y.line(4, "run: murphy run");
         return Ok(y.finish());
@@ -193,7 +193,7 @@ pub(super) fn render(model: &Model) -> Result<String, WorkflowError> {
         )?;
         y.line(2, "steps:");
         checkout(&mut y);
-        install(&mut y, &ci.install)?;
+        install(&mut y, ci.install_command())?;
         if job.instances.is_empty() {
             y.line(
                 3,

@@ -117,7 +117,7 @@ pub(super) fn render(model: &Model, notes: &mut Vec<String>) -> Result<String, W
         y.line(1, &format!("image: {}", quote(&ci.image)));
     }
     y.line(1, "before_script:");
-    y.line(2, &format!("- {}", quote(&ci.install)));
+    y.line(2, &format!("- {}", quote(ci.install_command())));
     if model.jobs.is_empty() {
         y.line(0, "murphy:");
         y.line(1, "cache:");

@@ -139,6 +139,11 @@ pub fn generate(plan: &Plan, provider: Provider) -> Result<Generated, WorkflowEr
             "the pipeline has no `store:`, so CI jobs could not hand checkpoints to one another (each would rebuild everything it needs): the file has one job that runs the whole pipeline, and keeps `.murphy/store` in the CI's cache between runs; add `store:` for one job per stage".to_owned(),
         );
     }
+    if plan.ci.install.is_none() {
+        notes.push(
+            "`ci.install` is not set, so each job expects murphy on the runner's PATH and fails, saying so, without it: set `ci: {install: ...}` in pipeline.yml (`cargo install --locked --git URL murphy`, or `\"true\"` when the runner image has it)".to_owned(),
+        );
+    }
     let text = match provider {
         Provider::Github => github::render(&model)?,
         Provider::Gitlab => gitlab::render(&model, &mut notes)?,

@@ -155,7 +155,19 @@ fn generated_workflows_pass_actionlint_and_say_what_they_run() {
         "{}",
         notes[0]
     );
-    assert!(notes[1].is_empty(), "{}", notes[1]);
+    assert!(!notes[1].contains("store"), "{}", notes[1]);
+    // murphy is not on crates.io: without `ci.install` the jobs check that it is there.
+    assert!(
+        notes[1].contains("note: `ci.install` is not set"),
+        "{}",
+        notes[1]
+    );
+    assert!(!notes[4].contains("ci.install"), "{}", notes[4]);
+    let check = plain["murphy"]["steps"][2]["run"].as_str().unwrap();
+    assert!(
+        check.starts_with("command -v murphy >/dev/null || {"),
+        "{check}"
+    );
 
     // A matrix stage is the CI's matrix of its instances, whatever their values hold.
     let matrix = jobs(1);
