@@ -83,6 +83,7 @@ const PIPELINES: &[(&str, &str)] = &[
           nightly: {needs: [build], when: {trigger: nightly}, run: 'true', cache: true}
           release: {needs: [build], when: {trigger: [tag, push]}, run: 'true', cache: true}
           report: {needs: [build], needs_optional: [nightly], run: 'true', cache: true}
+          after: {needs: [nightly], run: 'true', cache: true}
           hook: {when: {trigger: pre-push}, run: 'true'}
         ",
     ),
@@ -203,6 +204,11 @@ fn generated_workflows_pass_actionlint_and_say_what_they_run() {
         serde_json::json!(["build", "nightly"])
     );
     assert!(when["build"].get("if").is_none());
+    // A hard need's condition holds for what needs it: GitHub skips it with its need.
+    assert_eq!(
+        when["after"]["if"],
+        "${{ github.event_name == 'schedule' }}"
+    );
     assert!(when.get("hook").is_none(), "{when:#}");
 
     // Secrets reach the jobs that read them, by the same name; the store's credentials too.
@@ -387,6 +393,15 @@ fn a_need_without_a_checkpoint_is_an_error_naming_it_and_nothing_is_built() {
         out.stderr
     );
     assert!(!marker.exists(), "fmt ran");
+    // A resumed job is still a job: its needs still come only from the store.
+    let out = out.murphy(["resume", "--store", &store]).code(1).run();
+    assert!(
+        out.stderr
+            .contains("stage `build` needs `fmt`, which has no checkpoint"),
+        "{}",
+        out.stderr
+    );
+    assert!(!marker.exists(), "fmt ran on resume");
     // Once its own job ran, the need comes from the store: restored, not run again.
     out.murphy(["run", "--store", &store, "--needs-from-store", "fmt"])
         .run();
