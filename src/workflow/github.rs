@@ -112,6 +112,16 @@ pub(super) fn render(model: &Model) -> Result<String, WorkflowError> {
             &format!("# Repository secrets it reads: {}.", secrets.join(", ")),
         );
     }
+    let unset: Vec<&str> = (model.store_vars.iter().copied())
+        .filter(|name| !ci.env.iter().any(|(n, _)| n == name))
+        .collect();
+    if !unset.is_empty() {
+        let vars = unset.join(", ");
+        y.line(
+            0,
+            &format!("# The store also reads {vars} if set: give them in `ci: {{env: ...}}`."),
+        );
+    }
     y.line(0, "name: murphy");
     y.line(0, "on:");
     y.line(1, "pull_request:");
@@ -164,7 +174,11 @@ pub(super) fn render(model: &Model) -> Result<String, WorkflowError> {
     }
     for job in &model.jobs {
         y.line(1, &format!("{}:", job.id));
-        y.line(2, &format!("name: {}", quote(&job.stage)));
+        match job.instances.is_empty() {
+            true => y.line(2, &format!("name: {}", quote(&job.stage))),
+            // Each instance's job is named for it, as murphy names it.
+            false => y.line(2, "name: ${{ matrix.instance }}"),
+        }
         runs_on(&mut y, &ci.runs_on)?;
         if !job.needs.is_empty() {
             let needs: Vec<&str> = job
