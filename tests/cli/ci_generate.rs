@@ -537,3 +537,37 @@ fn the_gitlab_pipeline_runs_each_stage_once_across_isolated_jobs() {
         "{text}"
     );
 }
+
+#[test]
+fn without_a_store_the_gitlab_pipeline_is_one_job_whose_cache_keeps_checkpoints() {
+    ensure_rsync();
+    let test = Test::new().git_init();
+    let log = test.path().join("ran.log");
+    let log = log.display();
+    let test = test
+        .write(".gitignore", ".murphy/\n.gitlab-ci-local/\n.gcl-home/\nran.log\n")
+        .pipeline(&format!(
+            "
+            version: 1
+            ci: {{install: 'true', image: ''}}
+            stages:
+              fmt: {{run: 'echo fmt >> {log}; echo f > f.out', inputs: [pipeline.yml], outputs: [f.out]}}
+              build: {{needs: [fmt], run: 'echo build >> {log}; cat f.out > b.out', outputs: [b.out]}}
+            "
+        ));
+    let out = test.args(["ci", "generate", "gitlab"]).run();
+    assert!(
+        out.stderr.contains("note: the pipeline has no `store:`"),
+        "{}",
+        out.stderr
+    );
+    commit(out.path(), "pipeline and its GitLab CI file");
+    for _ in 0..2 {
+        let (ok, text) = gitlab_ci_local(out.path(), &[]);
+        assert!(ok, "{text}");
+        assert!(text.contains("murphy $ murphy run\n"), "{text}");
+    }
+    // The second pipeline, on a fresh copy of the project, restored both from the CI's cache.
+    let ran = fs::read_to_string(out.path().join("ran.log")).unwrap();
+    assert_eq!(ran, "fmt\nbuild\n");
+}
