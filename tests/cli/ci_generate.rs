@@ -479,7 +479,7 @@ fn the_gitlab_pipeline_runs_each_stage_once_across_isolated_jobs() {
               image: ''
               env: {{AWS_ENDPOINT_URL: '{endpoint}', AWS_ALLOW_HTTP: 'true', AWS_REGION: us-east-1}}
             stages:
-              fmt: {{run: 'echo fmt >> {log}; echo f > f.out', inputs: [pipeline.yml], outputs: [f.out]}}
+              fmt: {{run: 'echo fmt >> {log}; cat src.txt > f.out', inputs: [src.txt], outputs: [f.out]}}
               build: {{needs: [fmt], run: 'echo build >> {log}; cat f.out > b.out', outputs: [b.out]}}
               test:
                 needs: [build]
@@ -491,7 +491,10 @@ fn the_gitlab_pipeline_runs_each_stage_once_across_isolated_jobs() {
             ",
             endpoint = moto.endpoint(),
         ));
-    let out = test.args(["ci", "generate", "gitlab"]).run();
+    let out = test
+        .write("src.txt", "v1\n")
+        .args(["ci", "generate", "gitlab"])
+        .run();
     commit(out.path(), "pipeline and its GitLab CI file");
     let secrets = [
         ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
@@ -536,6 +539,41 @@ fn the_gitlab_pipeline_runs_each_stage_once_across_isolated_jobs() {
             .any(|l| l.starts_with("nightly ") && l.contains("build cached (restored 1 output)")),
         "{text}"
     );
+
+    // A merge request that changes an input: its jobs write below `pr/7/`, where trusted runs
+    // never read, and still hand their work on to one another from there.
+    fs::write(out.path().join("ran.log"), "").unwrap();
+    out.write("src.txt", "v2\n");
+    commit(out.path(), "change");
+    let trusted =
+        || crate::shared_archive::keys(&moto, "murphy-ci", "pipeline/checkpoints/records/");
+    let trusted_before = trusted();
+    let mut request = secrets.to_vec();
+    request.push(("CI_PIPELINE_SOURCE", "merge_request_event".to_owned()));
+    request.push(("CI_MERGE_REQUEST_IID", "7".to_owned()));
+    let (ok, text) = gitlab_ci_local(out.path(), &request);
+    assert!(ok, "{text}");
+    let mut ran = lines(&fs::read_to_string(out.path().join("ran.log")).unwrap());
+    ran.sort();
+    // `report` reads nothing that changed (the test stages have no outputs): the trusted
+    // checkpoint of the push pipeline serves it.
+    assert_eq!(ran, ["build", "fmt", "test 3.11", "test 3.12"], "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("build ") && l.contains("fmt cached (restored 1 output)")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("report ") && l.contains("report cached")),
+        "{text}"
+    );
+    let below_pr =
+        crate::shared_archive::keys(&moto, "murphy-ci", "pipeline/pr/7/checkpoints/records/");
+    // fmt, build and the two test instances by the jobs that ran them, report's as it was
+    // restored; nothing of the merge request's where trusted runs restore.
+    assert_eq!(below_pr.len(), 5, "{below_pr:?}");
+    assert_eq!(trusted(), trusted_before);
 }
 
 #[test]
