@@ -291,6 +291,8 @@ pub struct PipelineFile {
     /// Who hears about runs: webhooks called on `success`, `failure` and `release`.
     #[serde(default)]
     pub notify: Vec<NotifyDef>,
+    /// How `murphy ci generate` writes the CI provider's file for this pipeline.
+    pub ci: Option<CiDef>,
     /// Stage definitions that are not stages: `extends: NAME` copies one and overrides the
     /// keys it gives.
     #[serde(default)]
@@ -298,6 +300,35 @@ pub struct PipelineFile {
     /// The stages, by name. A stage starts once every stage it `needs` succeeded.
     #[serde(default)]
     pub stages: Entries<StageDef>,
+}
+
+/// `ci: {install: "cargo install --locked --git URL murphy", schedule: "0 3 * * *", ...}`: what
+/// `murphy ci generate` needs to know that the pipeline does not say.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct CiDef {
+    /// The command each job runs to put `murphy` on its PATH, like `cargo install --locked
+    /// --git URL murphy`; `"true"` when the runner image has it. Not given, each job checks
+    /// that murphy is there and fails saying to set this.
+    #[schemars(with = "Option<String>")]
+    pub install: Option<Spanned<String>>,
+    /// When the nightly pipeline runs, as a 5-field cron line in UTC; default `0 3 * * *`.
+    #[schemars(with = "Option<String>")]
+    pub schedule: Option<Spanned<String>>,
+    /// The branch whose pushes run the pipeline (GitHub; GitLab knows its own); default `main`.
+    #[schemars(with = "Option<String>")]
+    pub default_branch: Option<Spanned<String>>,
+    /// GitHub `runs-on` labels; default `ubuntu-latest`.
+    #[schemars(with = "Option<StringList>")]
+    pub runs_on: Option<Spanned<StringList>>,
+    /// The GitLab job image; default `rust:1` (which has cargo for `cargo install`);
+    /// `""` for none, on runners with a shell executor.
+    #[schemars(with = "Option<String>")]
+    pub image: Option<Spanned<String>>,
+    /// Plain settings every job gets, like the store's `AWS_REGION` or `AWS_ENDPOINT_URL`
+    /// (secrets come from `secrets:`, never from here).
+    #[serde(default)]
+    pub env: Entries<Scalar>,
 }
 
 /// One entry of `include:`: a file of this project, or a file of a git repository.

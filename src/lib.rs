@@ -42,3 +42,4 @@ pub mod stat_cache;
 pub mod store;
 pub mod trigger;
 pub mod version;
+pub mod workflow;

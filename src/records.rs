@@ -89,6 +89,9 @@ pub struct RunParams {
     pub force: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub from_checkpoint: Vec<String>,
+    /// The needs of a CI job, restored from the store and never run (`--needs-from-store`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from_store: Vec<String>,
     /// Where each stage came from (file, owner), for pipelines that include other files.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub origins: BTreeMap<String, String>,

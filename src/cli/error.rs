@@ -51,6 +51,8 @@ pub enum Error {
     Remote(#[from] crate::remote::RemoteError),
     #[error(transparent)]
     Session(#[from] SessionError),
+    #[error(transparent)]
+    Workflow(#[from] crate::workflow::WorkflowError),
     #[error("{0}")]
     Usage(String),
     #[error("{context}")]
@@ -83,6 +85,11 @@ impl Error {
             Error::Lock(err) => lock_exit_code(err),
             Error::Session(err) => session_exit_code(err),
             Error::Remote(err) => remote_exit_code(err),
+            Error::Workflow(
+                crate::workflow::WorkflowError::Read { .. }
+                | crate::workflow::WorkflowError::Write { .. },
+            ) => exit::FAILED,
+            Error::Workflow(_) => exit::USAGE,
             Error::Archive(_) | Error::Store(_) | Error::Hook(_) | Error::Io { .. } => exit::FAILED,
         }
     }

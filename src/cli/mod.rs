@@ -1,6 +1,7 @@
 //! The command line: argument parsing and one function per subcommand.
 
 mod archive;
+mod ci;
 pub(crate) mod error;
 mod lock;
 mod release;
@@ -107,6 +108,11 @@ enum Command {
     Cache {
         #[command(subcommand)]
         command: CacheCommand,
+    },
+    /// The CI provider's file for this pipeline: `generate github|gitlab`, `check`
+    Ci {
+        #[command(subcommand)]
+        command: ci::CiCommand,
     },
     /// Write a starting pipeline.yml for the project here (never over an existing one)
     Init,
@@ -243,6 +249,7 @@ fn dispatch(cli: &Cli) -> Result<i32, Error> {
         Command::Audit { at, json } => archive::audit(cli, at, *json),
         Command::Trace { target, at, json } => archive::trace(cli, at, target, *json),
         Command::Hooks { command } => hooks(cli, command),
+        Command::Ci { command } => ci::ci(cli, command),
         Command::Init => {
             let file = cli
                 .file

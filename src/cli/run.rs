@@ -33,6 +33,11 @@ pub(super) struct RunArgs {
     /// Restart at STAGE: every stage before it comes from its checkpoint without running
     #[arg(long, value_name = "STAGE")]
     from: Option<String>,
+    /// For a CI job that runs only the named stages: everything they need is restored from the
+    /// store (the checkpoint of exactly its fingerprint, made by the job that ran it), never
+    /// run; a need without one fails, naming it
+    #[arg(long, requires = "stages", conflicts_with = "from")]
+    needs_from_store: bool,
     /// Why this run happens [default: derived from the CI environment; `local` outside CI]
     #[arg(long, value_enum)]
     trigger: Option<Trigger>,
@@ -199,6 +204,10 @@ pub(super) fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
         reruns: Reruns {
             force: args.force.clone(),
             from: args.from.clone(),
+            needs_from_store: match args.needs_from_store {
+                true => args.stages.clone(),
+                false => Vec::new(),
+            },
         },
         change: change::Request {
             trigger: args.trigger,
@@ -231,6 +240,7 @@ fn print_explained(explained: &[session::Explained]) {
             session::Action::Run => "run",
             session::Action::Depends => "depends",
             session::Action::Skip => "skip",
+            session::Action::Fail => "fail",
         };
         println!("{:width$}  {action:<7}  {}", e.stage, e.reason);
     }

@@ -45,6 +45,10 @@ pub enum Mode {
     /// Never run: restored from its checkpoint, the newest if the fingerprint has none
     /// (the stages before `--from`).
     Checkpoint,
+    /// Never run: restored from the checkpoint of exactly its fingerprint, from the shared
+    /// store if not here; without one, failed (`--needs-from-store`: the needs of a CI job,
+    /// which other jobs made). `needed_by` names a stage that needs it, for the message.
+    FromStore { needed_by: StageId },
 }
 
 /// A stage that succeeded before the run was resumed, as its journal recorded it.

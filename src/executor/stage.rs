@@ -71,6 +71,9 @@ impl Task {
             self.pull_checkpoint(&fingerprint).await;
         }
 
+        if let Mode::FromStore { needed_by } = self.mode {
+            return self.take_from_store(&fingerprint, needed_by).await;
+        }
         if self.mode == Mode::Checkpoint {
             let ctx = self.ctx.clone();
             let name = self.stage().name.clone();
@@ -150,6 +153,30 @@ impl Task {
             started_at,
         )
         .await
+    }
+
+    /// A need of a CI job, made by another job: restored from the checkpoint of exactly this
+    /// fingerprint (pulled already), or failed with a message naming it. Never run here.
+    async fn take_from_store(&self, fingerprint: &str, needed_by: StageId) -> StageEnd {
+        let ctx = self.ctx.clone();
+        let stage = self.stage();
+        let needer = &ctx.plan.stages[needed_by].name;
+        if !stage.cacheable {
+            return self.fail_before_running(format!(
+                "stage `{needer}` needs `{}`, which is never cached (no `inputs` or `outputs`, or `cache: false`), so no job can hand it on through the store: give it `inputs`, or `cache: true`",
+                stage.name
+            ));
+        }
+        match ctx.store.lookup(&stage.name, fingerprint, &ctx.stat_cache) {
+            Some(record) => match self.restore(record, None).await {
+                Ok(end) => end,
+                Err(message) => self.fail_before_running(message),
+            },
+            None => self.fail_before_running(format!(
+                "stage `{needer}` needs `{}`, which has no checkpoint in the store for this commit (did its job run?)",
+                stage.name
+            )),
+        }
     }
 
     /// Hashes the inputs off the async threads: 20,000 files is real work.

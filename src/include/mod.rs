@@ -10,7 +10,7 @@
 //!   included one whole (and keeps its place in the order);
 //! - top-level `env` merges key by key, the including file winning; `pass_env` and `secrets`
 //!   are the union;
-//! - `name`, `description`, `release_tags` and `notify` describe the project and belong in
+//! - `name`, `description`, `release_tags`, `notify` and `ci` describe the project and belong in
 //!   its own pipeline file only.
 
 pub mod diff;
@@ -251,6 +251,7 @@ impl Loader<'_> {
             ("release_tags", file.release_tags.is_some()),
             ("store", file.store.is_some()),
             ("notify", !file.notify.is_empty()),
+            ("ci", file.ci.is_some()),
         ];
         for (key, present) in given {
             if present {

@@ -49,6 +49,8 @@ pub struct Plan {
     /// Secrets every stage gets.
     pub secrets: Vec<String>,
     pub notify: Vec<Notify>,
+    /// `ci:`, with its defaults: what `murphy ci generate` writes.
+    pub ci: CiSettings,
     /// In file order; `needs` always point at other entries of this list.
     pub stages: Vec<Stage>,
 }
@@ -100,6 +102,45 @@ impl Stage {
         match &self.owner {
             Some(owner) => format!("{}, owner {owner}", self.source),
             None => self.source.clone(),
+        }
+    }
+}
+
+/// `ci:`, checked, each value defaulted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CiSettings {
+    /// `None`: not given, so the jobs expect murphy on the runner ([`CHECK_INSTALLED`]).
+    pub install: Option<String>,
+    /// A 5-field cron line.
+    pub schedule: String,
+    pub default_branch: String,
+    pub runs_on: Vec<String>,
+    /// Empty: no image (the runner's shell).
+    pub image: String,
+    /// Variables every job gets.
+    pub env: Vec<(String, String)>,
+}
+
+/// What a job runs when `ci.install` is not given: murphy is not on crates.io, so there is no
+/// install command that is right for every project; the job says what to set instead.
+pub const CHECK_INSTALLED: &str = "command -v murphy >/dev/null || { echo 'murphy is not on this runner: set `ci: {install: ...}` in pipeline.yml' >&2; exit 1; }";
+
+impl CiSettings {
+    /// The command that puts murphy on a job's PATH.
+    pub fn install_command(&self) -> &str {
+        self.install.as_deref().unwrap_or(CHECK_INSTALLED)
+    }
+}
+
+impl Default for CiSettings {
+    fn default() -> CiSettings {
+        CiSettings {
+            install: None,
+            schedule: "0 3 * * *".into(),
+            default_branch: "main".into(),
+            runs_on: vec!["ubuntu-latest".into()],
+            image: "rust:1".into(),
+            env: Vec::new(),
         }
     }
 }

@@ -84,6 +84,7 @@ impl Planner<'_> {
                         None
                     }
                 });
+        let ci = self.ci(file.ci.as_ref());
         let release_tags = match &file.release_tags {
             Some(p) => self
                 .pattern(p, &p.value)
@@ -382,6 +383,7 @@ impl Planner<'_> {
             description_from_commit,
             release_tags,
             store,
+            ci,
             secrets: pipeline.secrets.iter().map(|s| s.value.clone()).collect(),
             notify,
             stages,
@@ -636,6 +638,102 @@ impl Planner<'_> {
     }
 }
 
+impl Planner<'_> {
+    /// `ci:` with its defaults; the schedule must be a cron line CI providers take.
+    fn ci(&mut self, def: Option<&crate::config::CiDef>) -> super::CiSettings {
+        let mut ci = super::CiSettings::default();
+        let Some(def) = def else { return ci };
+        // An empty `image` is a choice: the runner's own environment (a shell executor).
+        if let Some(image) = &def.image {
+            ci.image = image.value.trim().to_owned();
+        }
+        for value in [&def.install, &def.default_branch].into_iter().flatten() {
+            if value.value.trim().is_empty() {
+                self.error("expected a value, not an empty string", value);
+            }
+        }
+        ci.install = def.install.as_ref().map(|v| v.value.clone());
+        if let Some(branch) = &def.default_branch {
+            ci.default_branch = branch.value.clone();
+        }
+        if let Some(schedule) = &def.schedule {
+            match check_cron(&schedule.value) {
+                Ok(()) => {
+                    ci.schedule = schedule
+                        .value
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                }
+                Err(why) => self.error(
+                    format!("`schedule: {}` is not a cron line: {why}", schedule.value),
+                    schedule,
+                ),
+            }
+        }
+        ci.env = self.env(&def.env);
+        if let Some(labels) = &def.runs_on {
+            if labels.value.0.is_empty() {
+                self.error("`runs_on` needs at least one label", labels);
+            } else {
+                ci.runs_on = labels.value.0.clone();
+            }
+        }
+        ci
+    }
+}
+
+/// Checks a 5-field cron line (minute, hour, day of month, month, day of week) of numbers,
+/// `*`, ranges, lists and steps: what both GitHub and GitLab schedules accept.
+fn check_cron(line: &str) -> Result<(), String> {
+    const FIELDS: [(&str, u32, u32); 5] = [
+        ("minute", 0, 59),
+        ("hour", 0, 23),
+        ("day of month", 1, 31),
+        ("month", 1, 12),
+        ("day of week", 0, 6),
+    ];
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    if fields.len() != FIELDS.len() {
+        return Err(format!(
+            "expected 5 fields (minute hour day-of-month month day-of-week), found {}",
+            fields.len()
+        ));
+    }
+    for (field, (what, low, high)) in fields.iter().zip(FIELDS) {
+        let bad = |detail: String| format!("the {what} field `{field}` {detail}");
+        for part in field.split(',') {
+            let (range, step) = match part.split_once('/') {
+                Some((range, step)) => (range, Some(step)),
+                None => (part, None),
+            };
+            if let Some(step) = step
+                && !step.parse::<u32>().is_ok_and(|n| n >= 1)
+            {
+                return Err(bad(format!(
+                    "has a step `{step}` that is not a whole number above 0"
+                )));
+            }
+            if range == "*" {
+                continue;
+            }
+            let (from, to) = range.split_once('-').unwrap_or((range, range));
+            for number in [from, to] {
+                match number.parse::<u32>() {
+                    Ok(n) if (low..=high).contains(&n) => {}
+                    Ok(n) => return Err(bad(format!("has {n}, outside {low}-{high}"))),
+                    Err(_) => {
+                        return Err(bad(format!(
+                            "has `{number}`, which is not a number from {low} to {high}"
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn default_release_tags() -> Pattern {
     Pattern {
         text: "v*".into(),
@@ -684,5 +782,25 @@ mod tests {
         let err =
             plan_err("version: 1\nstages:\n  a: {needs: [x], timeout: soon}\n  b: {needs: [y]}\n");
         assert_eq!(err.matches("pipeline.yml:").count(), 3, "{err}");
+    }
+
+    #[test]
+    fn a_schedule_that_is_not_cron_is_pointed_at() {
+        let err = plan_err("version: 1\nci: {schedule: \"0 3 * *\"}\nstages: {}\n");
+        assert!(
+            err.starts_with(
+                "pipeline.yml:2:16: `schedule: 0 3 * *` is not a cron line: expected 5 fields"
+            ),
+            "{err}"
+        );
+        let err = plan_err("version: 1\nci:\n  schedule: 0 25 * * *\nstages: {}\n");
+        assert!(
+            err.starts_with("pipeline.yml:3:13: `schedule: 0 25 * * *` is not a cron line: the hour field `25` has 25, outside 0-23"),
+            "{err}"
+        );
+        let ok = crate::plan::tests::plan(
+            "version: 1\nci: {schedule: \"*/15 1-5,7 * 1-12/2 0\"}\nstages: {}\n",
+        );
+        assert_eq!(ok.unwrap().ci.schedule, "*/15 1-5,7 * 1-12/2 0");
     }
 }

@@ -30,6 +30,8 @@ pub enum Action {
     Depends,
     /// Its `when:` does not hold, or a need of it is skipped.
     Skip,
+    /// The run would fail at it before running anything (`--needs-from-store`, no checkpoint).
+    Fail,
 }
 
 /// One stage's line of the explanation.
@@ -100,7 +102,9 @@ pub fn explain(setup: &Setup, new: &NewRun) -> Result<Vec<Explained>, SessionErr
             line.reason = reason;
             handed.insert(id, Handed::Skipped);
         } else if !waits_for.is_empty() {
-            (line.action, line.reason) = if modes[id] == Mode::Force {
+            (line.action, line.reason) = if let Mode::FromStore { needed_by } = modes[id] {
+                from_store(shared, &plan.stages[needed_by].name)
+            } else if modes[id] == Mode::Force {
                 (Action::Run, "forced".to_owned())
             } else if !stage.cacheable {
                 (Action::Run, never_cached(stage))
@@ -136,6 +140,7 @@ pub fn explain(setup: &Setup, new: &NewRun) -> Result<Vec<Explained>, SessionErr
                 Mode::Normal if stage.cacheable => {
                     store.lookup(&stage.name, &fingerprint, &stat_cache)
                 }
+                Mode::FromStore { .. } => store.lookup(&stage.name, &fingerprint, &stat_cache),
                 Mode::Normal => None,
             };
             match record {
@@ -149,6 +154,11 @@ pub fn explain(setup: &Setup, new: &NewRun) -> Result<Vec<Explained>, SessionErr
                     line.reason = match modes[id] {
                         Mode::Force => "forced".to_owned(),
                         Mode::Checkpoint => "has no checkpoint to start from (--from)".to_owned(),
+                        Mode::FromStore { needed_by } => {
+                            let (action, reason) = from_store(shared, &plan.stages[needed_by].name);
+                            line.action = action;
+                            reason
+                        }
                         Mode::Normal if !stage.cacheable => never_cached(stage),
                         Mode::Normal => {
                             let why = match store.latest_manifest(&stage.name) {
@@ -188,6 +198,25 @@ enum Handed {
     SkippedWhen,
     /// Skipped because a need of its was.
     Skipped,
+}
+
+/// A need of a CI job's stage (`--needs-from-store`) that is not here: the shared store
+/// must have it, or the run fails.
+fn from_store(shared: bool, needed_by: &str) -> (Action, String) {
+    match shared {
+        true => (
+            Action::Restore,
+            format!(
+                "from the shared store for `{needed_by}`, if its job made it (else the run fails)"
+            ),
+        ),
+        false => (
+            Action::Fail,
+            format!(
+                "`{needed_by}` needs its checkpoint and there is no shared store to take it from"
+            ),
+        ),
+    }
 }
 
 /// Why a stage runs every time.

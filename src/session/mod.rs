@@ -120,6 +120,9 @@ pub struct Reruns {
     /// Stage names; an empty name forces every stage of the run.
     pub force: Vec<String>,
     pub from: Option<String>,
+    /// `--needs-from-store`: the stages of a CI job, named as on the command line. Everything
+    /// they need is restored from the store, never run. Empty: off.
+    pub needs_from_store: Vec<String>,
 }
 
 /// A new run of `plan`.
@@ -188,6 +191,11 @@ pub fn start(setup: &Setup, new: NewRun) -> Result<RunStatus, SessionError> {
             .collect(),
         force: names(Mode::Force),
         from_checkpoint: names(Mode::Checkpoint),
+        from_store: selected
+            .iter()
+            .filter(|&&id| matches!(modes[id], Mode::FromStore { .. }))
+            .map(|&id| plan.stages[id].name.clone())
+            .collect(),
         origins: match plan.has_origins() {
             true => selected
                 .iter()
@@ -197,7 +205,7 @@ pub fn start(setup: &Setup, new: NewRun) -> Result<RunStatus, SessionError> {
         },
     };
     let skip = skip_when(&plan, &selected, &change);
-    let secrets = load_secrets(&plan, &selected, &skip, &env, &setup.secrets_file)?;
+    let secrets = load_secrets(&plan, &selected, &skip, &modes, &env, &setup.secrets_file)?;
     if change.trigger == Trigger::Tag {
         preflight(&plan, &selected, &skip, &change, &secrets, state)?;
     }
@@ -301,7 +309,22 @@ pub fn resume(setup: &Setup, resumed: Resumed) -> Result<RunStatus, SessionError
     let change = view.change.clone().unwrap_or_else(Change::local);
     refuse_dirty_release(change::dirty_release_now(&change, &plan.root), allow_dirty)?;
     let skip = skip_when(&plan, &selected, &change);
-    let secrets = load_secrets(&plan, &selected, &skip, &env, &setup.secrets_file)?;
+    // What `--force`, `--from` and `--needs-from-store` asked of the run still holds for
+    // what it has left to do.
+    let mut modes = vec![Mode::Normal; plan.stages.len()];
+    for (names, mode) in [
+        (&view.params.force, Mode::Force),
+        (&view.params.from_checkpoint, Mode::Checkpoint),
+    ] {
+        for id in names.iter().filter_map(|n| plan.stage_id(n)) {
+            modes[id] = mode;
+        }
+    }
+    let from_store: Vec<StageId> = (view.params.from_store.iter())
+        .filter_map(|n| plan.stage_id(n))
+        .collect();
+    mark_from_store(&plan, &selected, &from_store, &mut modes);
+    let secrets = load_secrets(&plan, &selected, &skip, &modes, &env, &setup.secrets_file)?;
     let store_key = store_key(&env, &setup.secrets_file)?;
     let remote = shared.map(|r| for_run(r, &change, &env, &run_dir.id).keyed(store_key.as_deref()));
     let confirmed = view
@@ -322,16 +345,6 @@ pub fn resume(setup: &Setup, resumed: Resumed) -> Result<RunStatus, SessionError
         resumed: true,
         skip_when: skip,
     };
-    // What `--force` and `--from` asked of the run still holds for what it has left to do.
-    let mut modes = vec![Mode::Normal; plan.stages.len()];
-    for (names, mode) in [
-        (&view.params.force, Mode::Force),
-        (&view.params.from_checkpoint, Mode::Checkpoint),
-    ] {
-        for id in names.iter().filter_map(|n| plan.stage_id(n)) {
-            modes[id] = mode;
-        }
-    }
     let prepared = Prepared {
         plan,
         run_dir,
@@ -356,11 +369,15 @@ fn load_secrets(
     plan: &Plan,
     selected: &[StageId],
     skip: &HashMap<StageId, String>,
+    modes: &[Mode],
     env: &BTreeMap<String, String>,
     file: &Path,
 ) -> Result<BTreeMap<String, String>, SessionError> {
     let mut names: Vec<String> = plan.secrets.clone();
-    for &id in selected.iter().filter(|id| !skip.contains_key(id)) {
+    // A stage taken from the store runs nothing, so it needs no secrets.
+    let runs =
+        |id: &&StageId| !skip.contains_key(id) && !matches!(modes[**id], Mode::FromStore { .. });
+    for &id in selected.iter().filter(runs) {
         names.extend(plan.stages[id].secrets.iter().cloned());
     }
     Ok(crate::secrets::load(&names, env, file)?)
@@ -496,7 +513,29 @@ fn modes(
             modes[id] = Mode::Force;
         }
     }
+    if !reruns.needs_from_store.is_empty() {
+        let mut own = Vec::new();
+        for name in &reruns.needs_from_store {
+            own.extend(plan.named(name)?);
+        }
+        let needs: Vec<StageId> = selected
+            .iter()
+            .copied()
+            .filter(|id| !own.contains(id))
+            .collect();
+        mark_from_store(plan, selected, &needs, &mut modes);
+    }
     Ok(modes)
+}
+
+/// Marks `needs` as taken from the store, each with a stage of the run that needs it.
+fn mark_from_store(plan: &Plan, selected: &[StageId], needs: &[StageId], modes: &mut [Mode]) {
+    for &id in needs {
+        let needed_by = (selected.iter().copied())
+            .find(|&d| plan.stages[d].needs.contains(&id))
+            .unwrap_or(id);
+        modes[id] = Mode::FromStore { needed_by };
+    }
 }
 
 /// `MURPHY_STORE_KEY`, from the environment or the secrets file, if set.

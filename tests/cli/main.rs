@@ -5,6 +5,7 @@
 mod archive;
 mod change;
 mod checkpoints;
+mod ci_generate;
 mod cli;
 mod config;
 mod containment;

