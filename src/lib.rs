@@ -4,6 +4,7 @@
 //! immutable DAG, [`executor`] runs it, and [`journal`] / [`records`] keep what happened.
 //! See ARCHITECTURE.md for the map and the invariants.
 
+pub mod annotations;
 pub mod archive;
 pub mod atomic_file;
 pub mod causes;

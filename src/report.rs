@@ -2,15 +2,22 @@
 //!
 //! On a terminal: a spinner line per running stage and an overall bar (indicatif). Anywhere
 //! else (CI logs, pipes): one plain line per event, so logs read top to bottom. Colour only
-//! on a terminal and never with `NO_COLOR`.
+//! on a terminal and never with `NO_COLOR`. Under GitHub Actions and GitLab CI, a stage's
+//! streamed output (`--verbose`) folds into a group (`::group::`) or a collapsible section,
+//! a failed stage's log tail stays outside any fold, and on GitHub its compiler errors become
+//! `::error` annotations.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use console::style;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::annotations::{self, Annotation};
 
 /// How a finished stage is described.
 pub enum Finish<'a> {
@@ -24,12 +31,53 @@ pub enum Finish<'a> {
     },
 }
 
+/// The CI log a run writes into, for the folds and annotations it understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CiLog {
+    Plain,
+    /// `GITHUB_ACTIONS=true`: `::group::`/`::endgroup::` and `::error` workflow commands.
+    Github,
+    /// `GITLAB_CI=true`: `section_start`/`section_end` markers.
+    Gitlab,
+}
+
+impl CiLog {
+    pub fn from_env() -> CiLog {
+        let is = |k: &str| std::env::var(k).is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+        if is("GITHUB_ACTIONS") {
+            CiLog::Github
+        } else if is("GITLAB_CI") {
+            CiLog::Gitlab
+        } else {
+            CiLog::Plain
+        }
+    }
+}
+
+/// GitHub shows 10 annotations per step: more from one stage would hide the other stages'.
+pub const ANNOTATIONS_PER_STAGE: usize = 10;
+const ANNOTATIONS_PER_RUN: usize = 50;
+/// A fold holds at most this many lines of a stage's output; the log file has them all.
+const FOLD_LINES: usize = 10_000;
+
 pub struct Reporter {
     bars: Option<Bars>,
-    /// Under GitHub Actions, failure logs fold into `::group::` sections.
-    github: bool,
+    ci: CiLog,
     /// Width of the longest stage name, to align `--verbose` prefixes.
     width: usize,
+    /// Under a CI log, each stage's streamed output waits here and is printed as one fold
+    /// when the attempt ends, so stages running side by side never interleave in a fold.
+    folds: Mutex<HashMap<String, Fold>>,
+    /// The repository's top folder: annotations name files relative to it.
+    repo_root: Option<PathBuf>,
+    annotated: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Fold {
+    attempt: u32,
+    lines: Vec<String>,
+    dropped: usize,
 }
 
 struct Bars {
@@ -50,6 +98,27 @@ pub fn init_colour() {
     console::set_colors_enabled_stderr(std::io::stderr().is_terminal() && !no_color && !dumb);
 }
 
+/// A GitLab section name: letters, digits, `_`, `.` and `-` only (`test[py=3.12]` becomes
+/// `test_py_3.12_`).
+pub fn section_name(stage: &str) -> String {
+    stage
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 impl Reporter {
     pub fn new(stage_names: &[&str]) -> Reporter {
         let bars = interactive().then(|| {
@@ -67,9 +136,23 @@ impl Reporter {
         });
         Reporter {
             bars,
-            github: std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true"),
+            ci: CiLog::from_env(),
             width: stage_names.iter().map(|n| n.len()).max().unwrap_or(0),
+            folds: Mutex::new(HashMap::new()),
+            repo_root: None,
+            annotated: AtomicUsize::new(0),
         }
+    }
+
+    /// Annotations name their files relative to `root`, the repository's top folder.
+    pub fn with_repo_root(mut self, root: Option<PathBuf>) -> Reporter {
+        self.repo_root = root;
+        self
+    }
+
+    /// Whether a failed stage's output is worth reading for annotations.
+    pub fn annotates(&self) -> bool {
+        self.ci == CiLog::Github
     }
 
     fn println(&self, line: &str) {
@@ -129,6 +212,16 @@ impl Reporter {
         } else {
             String::new()
         };
+        if self.ci != CiLog::Plain {
+            let mut folds = self.folds.lock().unwrap_or_else(|e| e.into_inner());
+            folds.insert(
+                stage.to_owned(),
+                Fold {
+                    attempt,
+                    ..Fold::default()
+                },
+            );
+        }
         match &self.bars {
             Some(bars) => {
                 let bar = bars
@@ -152,6 +245,17 @@ impl Reporter {
     /// A line of a stage's output, for `--verbose`.
     pub fn stage_output(&self, stage: &str, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
+        if self.ci != CiLog::Plain {
+            let mut folds = self.folds.lock().unwrap_or_else(|e| e.into_inner());
+            let fold = folds.entry(stage.to_owned()).or_default();
+            if fold.lines.len() < FOLD_LINES {
+                fold.lines
+                    .push(text.trim_end_matches(['\n', '\r']).to_owned());
+            } else {
+                fold.dropped += 1;
+            }
+            return;
+        }
         self.println(&format!(
             "{} {text}",
             style(format!("{stage:>width$} |", width = self.width))
@@ -161,6 +265,7 @@ impl Reporter {
     }
 
     pub fn stage_finished(&self, stage: &str, finish: Finish<'_>, elapsed: Duration) {
+        self.close_fold(stage);
         let took = format_duration(elapsed);
         let line = match finish {
             Finish::Succeeded => format!(
@@ -208,26 +313,71 @@ impl Reporter {
         self.println(line);
     }
 
-    /// The end of a failed stage's log, so the reason is on screen without opening a file.
-    pub fn failure_log(&self, stage: &str, log_path: &std::path::Path, tail: &[String]) {
-        let mut text = String::new();
-        if self.github {
+    /// A stage's streamed output as one fold, before the line that says how it ended.
+    fn close_fold(&self, stage: &str) {
+        let fold = self
+            .folds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(stage);
+        let Some(fold) = fold.filter(|f| !f.lines.is_empty()) else {
+            return;
+        };
+        let title = match fold.attempt {
+            0 | 1 => format!("{stage} output"),
+            n => format!("{stage} output (attempt {n})"),
+        };
+        let (open, close) = match self.ci {
+            CiLog::Plain => return,
+            CiLog::Github => (format!("::group::{title}"), "::endgroup::".to_owned()),
+            CiLog::Gitlab => {
+                let name = format!("murphy_{}_{}", section_name(stage), fold.attempt.max(1));
+                (
+                    format!(
+                        "\x1b[0Ksection_start:{}:{name}[collapsed=true]\r\x1b[0K{title}",
+                        unix_now()
+                    ),
+                    format!("\x1b[0Ksection_end:{}:{name}\r\x1b[0K", unix_now()),
+                )
+            }
+        };
+        let mut text = open;
+        for line in &fold.lines {
+            text.push('\n');
+            text.push_str(line);
+        }
+        if fold.dropped > 0 {
             text.push_str(&format!(
-                "::group::{stage} log (last {} lines)\n",
-                tail.len()
-            ));
-        } else {
-            text.push_str(&format!(
-                "last {} lines of {}:\n",
-                tail.len(),
-                log_path.display()
+                "\n... {} more lines in the stage's log",
+                fold.dropped
             ));
         }
+        text.push('\n');
+        text.push_str(&close);
+        self.println(&text);
+    }
+
+    /// The end of a failed stage's log, so the reason is on screen without opening a file:
+    /// never inside a fold, where it would be hidden. Under GitHub Actions, the errors found
+    /// in it (`errors`, paths as the tools wrote them from `cwd`) become annotations.
+    pub fn failure_log(&self, log_path: &Path, tail: &[String], errors: &[Annotation], cwd: &Path) {
+        let mut text = format!("last {} lines of {}:\n", tail.len(), log_path.display());
         for line in tail {
             text.push_str(&format!("  {line}\n"));
         }
-        if self.github {
-            text.push_str("::endgroup::\n");
+        if self.ci == CiLog::Github {
+            for error in errors.iter().take(ANNOTATIONS_PER_STAGE) {
+                if self.annotated.fetch_add(1, Ordering::Relaxed) >= ANNOTATIONS_PER_RUN {
+                    break;
+                }
+                let cwd = std::path::absolute(cwd).unwrap_or_else(|_| cwd.to_path_buf());
+                let file = self
+                    .repo_root
+                    .as_deref()
+                    .and_then(|root| annotations::repo_relative(&error.file, &cwd, root));
+                text.push_str(&annotations::github_command(error, file.as_deref()));
+                text.push('\n');
+            }
         }
         self.println(text.trim_end());
     }

@@ -692,7 +692,10 @@ fn context(
         .iter()
         .map(|&i| plan.stages[i].name.as_str())
         .collect();
-    let reporter = Reporter::new(&names);
+    let repo_root = crate::git::open(&plan.root)
+        .and_then(|repo| repo.workdir().map(Path::to_path_buf))
+        .and_then(|root| std::path::absolute(root).ok());
+    let reporter = Reporter::new(&names).with_repo_root(repo_root);
     let client = crate::publish::client(Duration::from_secs(300)).map_err(http_error)?;
     let mut ctx = Context::new(
         plan,

@@ -5,6 +5,7 @@
 mod archive;
 mod change;
 mod checkpoints;
+mod ci_output;
 mod cli;
 mod config;
 mod containment;
