@@ -47,6 +47,17 @@ pub(super) struct RunArgs {
     allow_dirty: bool,
     #[command(flatten)]
     secrets: SecretsFile,
+    #[command(flatten)]
+    reports: Reports,
+}
+
+/// What a run writes for CI besides its records.
+#[derive(Debug, clap::Args)]
+struct Reports {
+    /// Write a JUnit XML report to FILE at the end (one testcase per stage, with the stages'
+    /// own `reports: {junit}`), whatever the outcome
+    #[arg(long, value_name = "FILE")]
+    junit: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -60,6 +71,8 @@ pub(super) struct ResumeArgs {
     scheduling: Scheduling,
     #[command(flatten)]
     secrets: SecretsFile,
+    #[command(flatten)]
+    reports: Reports,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -201,7 +214,7 @@ pub(super) fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
         allow_dirty: args.allow_dirty,
     };
     let store = super::store::url(cli, new.plan.store.as_ref())?;
-    let setup = setup(cli, state, &args.secrets, options, store);
+    let setup = setup(cli, state, &args.secrets, options, store, &args.reports);
     Ok(exit_code(session::start(&setup, new)?))
 }
 
@@ -217,7 +230,7 @@ pub(super) fn resume(cli: &Cli, args: &ResumeArgs) -> Result<i32, Error> {
         allow_dirty: args.allow_dirty,
     };
     let store = super::store::url(cli, resumed.plan.store.as_ref())?;
-    let setup = setup(cli, state, &args.secrets, options, store);
+    let setup = setup(cli, state, &args.secrets, options, store, &args.reports);
     Ok(exit_code(session::resume(&setup, resumed)?))
 }
 
@@ -227,6 +240,7 @@ fn setup(
     secrets: &SecretsFile,
     options: Options,
     store: Option<StoreUrl>,
+    reports: &Reports,
 ) -> Setup {
     Setup {
         store,
@@ -234,6 +248,7 @@ fn setup(
         state,
         options,
         verbose: cli.verbose > 0,
+        junit: reports.junit.clone(),
     }
 }
 
