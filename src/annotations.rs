@@ -333,4 +333,16 @@ tests/test_io.py:19: FileNotFoundError: [Errno 2] No such file or directory: 'x'
         );
         assert_eq!(github_command(&a, None).split("::").nth(1), Some("error"));
     }
+
+    #[test]
+    fn secrets_in_messages_are_masked() {
+        crate::secrets::mask("annotation-s3cret-4711");
+        let a = one("a.c", 1, Some(2), "error: bad token annotation-s3cret-4711");
+        let line = github_command(&a, Some("a.c"));
+        assert!(!line.contains("s3cret"), "{line}");
+        assert!(
+            line.starts_with("::error file=a.c,line=1,col=2::error: bad token "),
+            "{line}"
+        );
+    }
 }
