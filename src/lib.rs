@@ -18,6 +18,7 @@ pub mod environment;
 pub mod executor;
 pub mod extends;
 pub mod fingerprint;
+pub mod folds;
 pub mod git;
 pub mod graph;
 pub mod hooks;

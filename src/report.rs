@@ -3,9 +3,9 @@
 //! On a terminal: a spinner line per running stage and an overall bar (indicatif). Anywhere
 //! else (CI logs, pipes): one plain line per event, so logs read top to bottom. Colour only
 //! on a terminal and never with `NO_COLOR`. Under GitHub Actions and GitLab CI, a stage's
-//! streamed output (`--verbose`) folds into a group (`::group::`) or a collapsible section,
-//! a failed stage's log tail stays outside any fold, and on GitHub its compiler errors become
-//! `::error` annotations.
+//! streamed output (`--verbose`) folds into a group (`::group::`) or a collapsible section
+//! ([`crate::folds`]), a failed stage's log tail stays outside any fold, and on GitHub its
+//! compiler errors become `::error` annotations.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -18,6 +18,7 @@ use console::style;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::annotations::{self, Annotation};
+use crate::folds::{self, Folds};
 
 /// How a finished stage is described.
 pub enum Finish<'a> {
@@ -57,27 +58,17 @@ impl CiLog {
 /// GitHub shows 10 annotations per step: more from one stage would hide the other stages'.
 pub const ANNOTATIONS_PER_STAGE: usize = 10;
 const ANNOTATIONS_PER_RUN: usize = 50;
-/// A fold holds at most this many lines of a stage's output; the log file has them all.
-const FOLD_LINES: usize = 10_000;
 
 pub struct Reporter {
     bars: Option<Bars>,
     ci: CiLog,
     /// Width of the longest stage name, to align `--verbose` prefixes.
     width: usize,
-    /// Under a CI log, each stage's streamed output waits here and is printed as one fold
-    /// when the attempt ends, so stages running side by side never interleave in a fold.
-    folds: Mutex<HashMap<String, Fold>>,
+    /// Under a CI log, every line goes through its folds.
+    folds: Option<Mutex<Folds>>,
     /// The repository's top folder: annotations name files relative to it.
     repo_root: Option<PathBuf>,
     annotated: AtomicUsize,
-}
-
-#[derive(Default)]
-struct Fold {
-    attempt: u32,
-    lines: Vec<String>,
-    dropped: usize,
 }
 
 struct Bars {
@@ -96,21 +87,6 @@ pub fn init_colour() {
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
     console::set_colors_enabled_stderr(std::io::stderr().is_terminal() && !no_color && !dumb);
-}
-
-/// A GitLab section name: letters, digits, `_`, `.` and `-` only (`test[py=3.12]` becomes
-/// `test_py_3.12_`).
-pub fn section_name(stage: &str) -> String {
-    stage
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 fn unix_now() -> u64 {
@@ -134,11 +110,19 @@ impl Reporter {
                 running: Mutex::new(HashMap::new()),
             }
         });
+        let ci = CiLog::from_env();
+        let style = match ci {
+            CiLog::Github => Some(folds::Style::Github),
+            CiLog::Gitlab => Some(folds::Style::Gitlab),
+            CiLog::Plain => None,
+        };
         Reporter {
+            folds: style
+                .filter(|_| bars.is_none())
+                .map(|style| Mutex::new(Folds::new(style, unix_now))),
             bars,
-            ci: CiLog::from_env(),
+            ci,
             width: stage_names.iter().map(|n| n.len()).max().unwrap_or(0),
-            folds: Mutex::new(HashMap::new()),
             repo_root: None,
             annotated: AtomicUsize::new(0),
         }
@@ -156,6 +140,25 @@ impl Reporter {
     }
 
     fn println(&self, line: &str) {
+        if let Some(folds) = &self.folds {
+            self.fold(folds, |f, out| f.line(line.to_owned(), out));
+            return;
+        }
+        self.print(line);
+    }
+
+    /// Plays one event on the CI log's folds and prints what it lets out, under the lock so
+    /// the log keeps their order.
+    fn fold(&self, folds: &Mutex<Folds>, event: impl FnOnce(&mut Folds, &mut Vec<String>)) {
+        let mut folds = folds.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        event(&mut folds, &mut out);
+        if !out.is_empty() {
+            self.print(&out.join("\n"));
+        }
+    }
+
+    fn print(&self, line: &str) {
         let line = crate::secrets::redact(line);
         match &self.bars {
             Some(bars) => bars.multi.suspend(|| eprintln!("{line}")),
@@ -212,15 +215,12 @@ impl Reporter {
         } else {
             String::new()
         };
-        if self.ci != CiLog::Plain {
-            let mut folds = self.folds.lock().unwrap_or_else(|e| e.into_inner());
-            folds.insert(
-                stage.to_owned(),
-                Fold {
-                    attempt,
-                    ..Fold::default()
-                },
-            );
+        if let Some(folds) = &self.folds {
+            self.fold(folds, |f, out| {
+                f.attempt(stage, attempt);
+                f.line(format!("{stage} started{retry}"), out);
+            });
+            return;
         }
         match &self.bars {
             Some(bars) => {
@@ -245,15 +245,9 @@ impl Reporter {
     /// A line of a stage's output, for `--verbose`.
     pub fn stage_output(&self, stage: &str, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
-        if self.ci != CiLog::Plain {
-            let mut folds = self.folds.lock().unwrap_or_else(|e| e.into_inner());
-            let fold = folds.entry(stage.to_owned()).or_default();
-            if fold.lines.len() < FOLD_LINES {
-                fold.lines
-                    .push(text.trim_end_matches(['\n', '\r']).to_owned());
-            } else {
-                fold.dropped += 1;
-            }
+        if let Some(folds) = &self.folds {
+            let text = text.trim_end_matches(['\n', '\r']).to_owned();
+            self.fold(folds, |f, out| f.output(stage, text, out));
             return;
         }
         self.println(&format!(
@@ -265,7 +259,6 @@ impl Reporter {
     }
 
     pub fn stage_finished(&self, stage: &str, finish: Finish<'_>, elapsed: Duration) {
-        self.close_fold(stage);
         let took = format_duration(elapsed);
         let line = match finish {
             Finish::Succeeded => format!(
@@ -280,13 +273,18 @@ impl Reporter {
             }
             Finish::Retrying { how } => {
                 // The spinner stays: the stage goes on after the delay.
-                self.println(&format!(
-                    "{stage} {} after {took}",
-                    style(how).yellow().for_stderr()
-                ));
+                let line = format!("{stage} {} after {took}", style(how).yellow().for_stderr());
+                match &self.folds {
+                    Some(folds) => self.fold(folds, |f, out| f.finished(stage, line, out)),
+                    None => self.println(&line),
+                }
                 return;
             }
         };
+        if let Some(folds) = &self.folds {
+            self.fold(folds, |f, out| f.finished(stage, line, out));
+            return;
+        }
         self.end_stage(stage, &line);
     }
 
@@ -311,50 +309,6 @@ impl Reporter {
             bars.overall.inc(1);
         }
         self.println(line);
-    }
-
-    /// A stage's streamed output as one fold, before the line that says how it ended.
-    fn close_fold(&self, stage: &str) {
-        let fold = self
-            .folds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(stage);
-        let Some(fold) = fold.filter(|f| !f.lines.is_empty()) else {
-            return;
-        };
-        let title = match fold.attempt {
-            0 | 1 => format!("{stage} output"),
-            n => format!("{stage} output (attempt {n})"),
-        };
-        let (open, close) = match self.ci {
-            CiLog::Plain => return,
-            CiLog::Github => (format!("::group::{title}"), "::endgroup::".to_owned()),
-            CiLog::Gitlab => {
-                let name = format!("murphy_{}_{}", section_name(stage), fold.attempt.max(1));
-                (
-                    format!(
-                        "\x1b[0Ksection_start:{}:{name}[collapsed=true]\r\x1b[0K{title}",
-                        unix_now()
-                    ),
-                    format!("\x1b[0Ksection_end:{}:{name}\r\x1b[0K", unix_now()),
-                )
-            }
-        };
-        let mut text = open;
-        for line in &fold.lines {
-            text.push('\n');
-            text.push_str(line);
-        }
-        if fold.dropped > 0 {
-            text.push_str(&format!(
-                "\n... {} more lines in the stage's log",
-                fold.dropped
-            ));
-        }
-        text.push('\n');
-        text.push_str(&close);
-        self.println(&text);
     }
 
     /// The end of a failed stage's log, so the reason is on screen without opening a file:
@@ -385,6 +339,13 @@ impl Reporter {
     pub fn run_finished(&self, summary: &str) {
         if let Some(bars) = &self.bars {
             bars.overall.finish_and_clear();
+        }
+        if let Some(folds) = &self.folds {
+            self.fold(folds, |f, out| {
+                f.flush(out);
+                f.line(summary.to_owned(), out);
+            });
+            return;
         }
         self.println(summary);
     }

@@ -417,3 +417,57 @@ run RUN failed in T: 1 succeeded (0 cached), 1 failed, 0 skipped
     );
     assert_eq!(stderr, expected);
 }
+
+/// Two stages printing at the same time: each group holds its own stage's lines only, every
+/// line is shown once, and no group opens inside another.
+#[test]
+fn side_by_side_stages_never_share_a_group() {
+    let chatty =
+        |name: &str| format!("for i in 1 2 3 4 5 6 7 8; do echo {name}-$i; sleep 0.02; done");
+    let out = Test::new()
+        .pipeline(&format!(
+            "
+            version: 1
+            stages:
+              left: {{run: '{}'}}
+              right: {{run: '{}'}}
+            ",
+            chatty("left"),
+            chatty("right")
+        ))
+        .env("GITHUB_ACTIONS", "true")
+        .args(["-v", "run", "-j2"])
+        .run();
+    let mut open: Option<&str> = None;
+    let mut seen = Vec::new();
+    for line in out.stderr.lines() {
+        if let Some(title) = line.strip_prefix("::group::") {
+            assert_eq!(open, None, "a group inside a group:\n{}", out.stderr);
+            open = Some(title.strip_suffix(" output").unwrap());
+        } else if line == "::endgroup::" {
+            assert!(open.take().is_some(), "{}", out.stderr);
+        } else if let Some(stage) = open {
+            if !line.starts_with("$ ") {
+                assert!(
+                    line.starts_with(&format!("{stage}-")),
+                    "{line:?} in {stage}'s group:\n{}",
+                    out.stderr
+                );
+                seen.push(line.to_owned());
+            }
+        } else {
+            assert!(
+                !line.starts_with("left-") && !line.starts_with("right-"),
+                "{}",
+                out.stderr
+            );
+        }
+    }
+    seen.sort();
+    let mut expected: Vec<String> = ["left", "right"]
+        .iter()
+        .flat_map(|s| (1..=8).map(move |i| format!("{s}-{i}")))
+        .collect();
+    expected.sort();
+    assert_eq!(seen, expected, "{}", out.stderr);
+}
