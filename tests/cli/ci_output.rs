@@ -471,3 +471,47 @@ fn side_by_side_stages_never_share_a_group() {
     expected.sort();
     assert_eq!(seen, expected, "{}", out.stderr);
 }
+
+/// Outside a git repository, annotations name files from `GITHUB_WORKSPACE`; a stage's
+/// `workdir` is where its tools' relative paths start; a file outside gets no place.
+#[test]
+fn annotations_take_paths_from_the_stage_workdir_to_the_workspace() {
+    let test = Test::new()
+        .pipeline(
+            "
+            version: 1
+            stages:
+              lint:
+                workdir: sub
+                run: |
+                  echo 'x.c:3:7: error: boom, 100%'
+                  echo '../top.c:1:2: warning: only a warning'
+                  echo '../top.c:1:2: error: up'
+                  echo '/usr/include/stdio.h:9:1: error: elsewhere'
+                  exit 1
+            ",
+        )
+        .write("sub/x.c", "");
+    let workspace = test.path().to_str().unwrap().to_owned();
+    let out = test
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_WORKSPACE", &workspace)
+        .args(["run"])
+        .code(1)
+        .run();
+    let errors: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("::error"))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "::error file=sub/x.c,line=3,col=7::error: boom, 100%25",
+            "::error file=top.c,line=1,col=2::error: up",
+            "::error::error: elsewhere",
+        ],
+        "{}",
+        out.stderr
+    );
+}
