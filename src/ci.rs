@@ -1,5 +1,6 @@
 //! Which CI system a run is in, read from the environment: GitHub Actions, GitLab CI, Azure
-//! Pipelines, Jenkins, Buildkite and CircleCI. The README has the table of variables read.
+//! Pipelines, Jenkins, Buildkite, CircleCI, Bitbucket Pipelines and Woodpecker, and any other
+//! that sets `CI`. The README has the table of variables read.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +18,10 @@ pub enum Provider {
     Jenkins,
     Buildkite,
     Circleci,
+    BitbucketPipelines,
+    Woodpecker,
+    /// A CI system murphy has no table for: `CI` is set, nothing else is known.
+    Other,
 }
 
 impl Provider {
@@ -28,6 +33,9 @@ impl Provider {
             Provider::Jenkins => "Jenkins",
             Provider::Buildkite => "Buildkite",
             Provider::Circleci => "CircleCI",
+            Provider::BitbucketPipelines => "Bitbucket Pipelines",
+            Provider::Woodpecker => "Woodpecker",
+            Provider::Other => "unknown CI",
         }
     }
 }
@@ -69,13 +77,31 @@ pub fn detect(env: &BTreeMap<String, String>) -> Option<CiInfo> {
         let repo = get("GITHUB_REPOSITORY");
         let git_ref = get("GITHUB_REF").unwrap_or_default();
         let event = get("GITHUB_EVENT_NAME");
-        let pr_number = git_ref
+        // A merge queue builds `gh-readonly-queue/<base>/pr-<n>-<sha>`: code that has not
+        // landed yet, so a `pr` run, kept apart under its pull request's number.
+        let queue = git_ref
+            .strip_prefix("refs/heads/gh-readonly-queue/")
+            .and_then(|rest| rest.rsplit_once("/pr-"))
+            .map(|(base, rest)| (base.to_owned(), rest.split('-').next().unwrap_or_default()));
+        let from_ref = git_ref
             .strip_prefix("refs/pull/")
             .and_then(|r| r.split('/').next())
             .map(str::to_owned);
+        let pr_number = match event.as_deref() {
+            // Its `GITHUB_REF` is the base branch: the number is in the event's payload.
+            Some("pull_request_target") => from_ref.or_else(|| {
+                get("GITHUB_EVENT_PATH")
+                    .and_then(|path| event_pr_number(std::path::Path::new(&path)))
+            }),
+            Some("merge_group") => queue
+                .as_ref()
+                .map(|(_, n)| (*n).to_owned())
+                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+            _ => from_ref,
+        };
         let tag = git_ref.strip_prefix("refs/tags/").map(str::to_owned);
         let trigger = match event.as_deref() {
-            Some("pull_request" | "pull_request_target") => Trigger::Pr,
+            Some("pull_request" | "pull_request_target" | "merge_group") => Trigger::Pr,
             Some("schedule") => Trigger::Nightly,
             _ if tag.is_some() => Trigger::Tag,
             _ => Trigger::Push,
@@ -99,7 +125,9 @@ pub fn detect(env: &BTreeMap<String, String>) -> Option<CiInfo> {
             branch: get("GITHUB_HEAD_REF")
                 .or_else(|| git_ref.strip_prefix("refs/heads/").map(str::to_owned)),
             tag,
-            base_branch: get("GITHUB_BASE_REF"),
+            base_branch: get("GITHUB_BASE_REF").or(queue
+                .filter(|_| event.as_deref() == Some("merge_group"))
+                .map(|(base, _)| base)),
             event,
         });
     }
@@ -272,7 +300,113 @@ pub fn detect(env: &BTreeMap<String, String>) -> Option<CiInfo> {
             base_branch: None,
         });
     }
+    if env.contains_key("BITBUCKET_BUILD_NUMBER") {
+        let pr_number = get("BITBUCKET_PR_ID");
+        let tag = get("BITBUCKET_TAG");
+        let (trigger, event) = match (&pr_number, &tag) {
+            (Some(_), _) => (Trigger::Pr, "pull_request"),
+            (None, Some(_)) => (Trigger::Tag, "tag"),
+            (None, None) => (Trigger::Push, "push"),
+        };
+        let repo = get("BITBUCKET_GIT_HTTP_ORIGIN")
+            .map(|o| o.trim_end_matches(".git").to_owned())
+            .or_else(
+                || match (get("BITBUCKET_WORKSPACE"), get("BITBUCKET_REPO_SLUG")) {
+                    (Some(w), Some(r)) => Some(format!("https://bitbucket.org/{w}/{r}")),
+                    _ => None,
+                },
+            );
+        let build = get("BITBUCKET_BUILD_NUMBER");
+        return Some(CiInfo {
+            provider: Provider::BitbucketPipelines,
+            run_url: match (&repo, &build) {
+                (Some(r), Some(n)) => Some(format!("{r}/pipelines/results/{n}")),
+                _ => None,
+            },
+            run_id: build,
+            job: get("BITBUCKET_STEP_UUID"),
+            event: Some(event.to_owned()),
+            pr_url: match (&repo, &pr_number) {
+                (Some(r), Some(n)) => Some(format!("{r}/pull-requests/{n}")),
+                _ => None,
+            },
+            pr_number,
+            actor: None,
+            trigger,
+            branch: get("BITBUCKET_BRANCH"),
+            tag,
+            base_branch: get("BITBUCKET_PR_DESTINATION_BRANCH"),
+        });
+    }
+    if is("CI", "woodpecker") {
+        let event = get("CI_PIPELINE_EVENT");
+        let tag = get("CI_COMMIT_TAG");
+        let trigger = match event.as_deref() {
+            Some("pull_request" | "pull_request_closed") => Trigger::Pr,
+            Some("cron") => Trigger::Nightly,
+            _ if tag.is_some() => Trigger::Tag,
+            _ => Trigger::Push,
+        };
+        let pr_number = get("CI_COMMIT_PULL_REQUEST").filter(|_| trigger == Trigger::Pr);
+        return Some(CiInfo {
+            provider: Provider::Woodpecker,
+            run_id: get("CI_PIPELINE_NUMBER"),
+            run_url: get("CI_PIPELINE_URL"),
+            job: get("CI_STEP_NAME"),
+            // The forge's page of what started the pipeline: the pull request's, for one.
+            pr_url: get("CI_PIPELINE_FORGE_URL").filter(|_| pr_number.is_some()),
+            pr_number,
+            actor: get("CI_COMMIT_AUTHOR"),
+            trigger,
+            branch: get("CI_COMMIT_SOURCE_BRANCH").or_else(|| get("CI_COMMIT_BRANCH")),
+            tag,
+            base_branch: get("CI_COMMIT_TARGET_BRANCH").filter(|_| trigger == Trigger::Pr),
+            event,
+        });
+    }
+    // Most CI systems set `CI` (`true`, `1`, their name): a run there is no person's `local`
+    // run, even though nothing else about it is known.
+    if get("CI").is_some_and(|v| !matches!(v.to_ascii_lowercase().as_str(), "false" | "0" | "no")) {
+        return Some(CiInfo {
+            provider: Provider::Other,
+            run_id: None,
+            run_url: None,
+            job: None,
+            event: None,
+            pr_number: None,
+            pr_url: None,
+            actor: None,
+            trigger: Trigger::Push,
+            branch: None,
+            tag: None,
+            base_branch: None,
+        });
+    }
     None
+}
+
+/// The pull request number in a GitHub event payload (`pull_request.number`, or `number`), if
+/// the file can be read and holds one.
+fn event_pr_number(path: &std::path::Path) -> Option<String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) => {
+            tracing::warn!("cannot read the event payload {}: {err}", path.display());
+            return None;
+        }
+    };
+    let payload: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(payload) => payload,
+        Err(err) => {
+            tracing::warn!("the event payload {} is not JSON: {err}", path.display());
+            return None;
+        }
+    };
+    payload
+        .pointer("/pull_request/number")
+        .or_else(|| payload.get("number"))
+        .and_then(serde_json::Value::as_u64)
+        .map(|n| n.to_string())
 }
 
 /// Percent-encodes one URL path segment: Azure project and repository names hold spaces.
@@ -492,6 +626,183 @@ mod tests {
 
     #[test]
     fn outside_ci_nothing_is_detected() {
-        assert_eq!(detect(&env(&[("PATH", "/bin"), ("CI", "true")])), None);
+        assert_eq!(detect(&env(&[("PATH", "/bin")])), None);
+        assert_eq!(detect(&env(&[("CI", "false")])), None);
+    }
+
+    #[test]
+    fn a_bare_ci_variable_is_an_unknown_ci_pushing() {
+        for value in ["true", "1", "drone"] {
+            let ci = detect(&env(&[("CI", value)])).unwrap();
+            assert_eq!((ci.provider, ci.trigger), (Provider::Other, Trigger::Push));
+        }
+    }
+
+    #[test]
+    fn github_merge_queue_is_a_pull_request_of_its_number() {
+        let ci = detect(&env(&[
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_REPOSITORY", "o/r"),
+            ("GITHUB_EVENT_NAME", "merge_group"),
+            (
+                "GITHUB_REF",
+                "refs/heads/gh-readonly-queue/release/1.x/pr-31-0a1b2c3d4e5f",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(ci.trigger, Trigger::Pr);
+        assert_eq!(ci.pr_number.as_deref(), Some("31"));
+        assert_eq!(ci.pr_url.as_deref(), Some("https://github.com/o/r/pull/31"));
+        assert_eq!(ci.base_branch.as_deref(), Some("release/1.x"));
+        // A queue branch of another shape: still `pr`, without a number (its runs are then
+        // kept apart under their run id).
+        let odd = detect(&env(&[
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_EVENT_NAME", "merge_group"),
+            ("GITHUB_REF", "refs/heads/gh-readonly-queue/main/pr-x"),
+        ]))
+        .unwrap();
+        assert_eq!((odd.trigger, odd.pr_number), (Trigger::Pr, None));
+    }
+
+    #[test]
+    fn github_pull_request_target_reads_its_number_from_the_payload() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = [
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_EVENT_NAME", "pull_request_target"),
+            ("GITHUB_REF", "refs/heads/main"),
+            ("GITHUB_BASE_REF", "main"),
+            ("GITHUB_HEAD_REF", "feature"),
+        ];
+        let with_payload = |text: &str| {
+            let path = dir.path().join("event.json");
+            std::fs::write(&path, text).unwrap();
+            let mut vars = base.to_vec();
+            let path = path.to_str().unwrap().to_owned();
+            vars.push(("GITHUB_EVENT_PATH", &path));
+            detect(&env(&vars)).unwrap()
+        };
+        let ci =
+            with_payload(r#"{"action": "opened", "number": 12, "pull_request": {"number": 12}}"#);
+        assert_eq!(
+            (ci.trigger, ci.pr_number.as_deref(), ci.branch.as_deref()),
+            (Trigger::Pr, Some("12"), Some("feature"))
+        );
+        assert_eq!(
+            with_payload(r#"{"number": 13}"#).pr_number.as_deref(),
+            Some("13")
+        );
+        // Unreadable or odd payloads: still a `pr` run, without a number.
+        assert_eq!(with_payload("not json").pr_number, None);
+        assert_eq!(with_payload(r#"{"number": "x"}"#).pr_number, None);
+        let mut vars = base.to_vec();
+        vars.push(("GITHUB_EVENT_PATH", "/nonexistent/event.json"));
+        let ci = detect(&env(&vars)).unwrap();
+        assert_eq!((ci.trigger, ci.pr_number), (Trigger::Pr, None));
+    }
+
+    #[test]
+    fn bitbucket_pipelines() {
+        let pr = detect(&env(&[
+            ("CI", "true"),
+            ("BITBUCKET_BUILD_NUMBER", "118"),
+            ("BITBUCKET_PR_ID", "4"),
+            ("BITBUCKET_BRANCH", "feature"),
+            ("BITBUCKET_PR_DESTINATION_BRANCH", "main"),
+            ("BITBUCKET_GIT_HTTP_ORIGIN", "http://bitbucket.org/ws/repo"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (pr.provider, pr.trigger),
+            (Provider::BitbucketPipelines, Trigger::Pr)
+        );
+        assert_eq!(
+            pr.run_url.as_deref(),
+            Some("http://bitbucket.org/ws/repo/pipelines/results/118")
+        );
+        assert_eq!(
+            pr.pr_url.as_deref(),
+            Some("http://bitbucket.org/ws/repo/pull-requests/4")
+        );
+        assert_eq!(
+            (pr.branch.as_deref(), pr.base_branch.as_deref()),
+            (Some("feature"), Some("main"))
+        );
+        let tag = detect(&env(&[
+            ("BITBUCKET_BUILD_NUMBER", "119"),
+            ("BITBUCKET_TAG", "v1.0.0"),
+            ("BITBUCKET_WORKSPACE", "ws"),
+            ("BITBUCKET_REPO_SLUG", "repo"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (tag.trigger, tag.tag.as_deref(), tag.run_url.as_deref()),
+            (
+                Trigger::Tag,
+                Some("v1.0.0"),
+                Some("https://bitbucket.org/ws/repo/pipelines/results/119")
+            )
+        );
+        let push = detect(&env(&[
+            ("BITBUCKET_BUILD_NUMBER", "120"),
+            ("BITBUCKET_BRANCH", "main"),
+        ]))
+        .unwrap();
+        assert_eq!(push.trigger, Trigger::Push);
+    }
+
+    #[test]
+    fn woodpecker_events() {
+        let pr = detect(&env(&[
+            ("CI", "woodpecker"),
+            ("CI_PIPELINE_EVENT", "pull_request"),
+            ("CI_COMMIT_PULL_REQUEST", "8"),
+            ("CI_COMMIT_SOURCE_BRANCH", "feature"),
+            ("CI_COMMIT_TARGET_BRANCH", "main"),
+            ("CI_PIPELINE_NUMBER", "51"),
+            (
+                "CI_PIPELINE_URL",
+                "https://ci.example.org/repos/3/pipeline/51",
+            ),
+            (
+                "CI_PIPELINE_FORGE_URL",
+                "https://git.example.org/o/r/pulls/8",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (pr.provider, pr.trigger),
+            (Provider::Woodpecker, Trigger::Pr)
+        );
+        assert_eq!(
+            (pr.pr_number.as_deref(), pr.pr_url.as_deref()),
+            (Some("8"), Some("https://git.example.org/o/r/pulls/8"))
+        );
+        assert_eq!(
+            (pr.branch.as_deref(), pr.base_branch.as_deref()),
+            (Some("feature"), Some("main"))
+        );
+        let event = |e: &str| {
+            detect(&env(&[
+                ("CI", "woodpecker"),
+                ("CI_PIPELINE_EVENT", e),
+                ("CI_COMMIT_TAG", "v2.0.0"),
+            ]))
+            .unwrap()
+            .trigger
+        };
+        assert_eq!(event("cron"), Trigger::Nightly);
+        assert_eq!(event("tag"), Trigger::Tag);
+        let push = detect(&env(&[
+            ("CI", "woodpecker"),
+            ("CI_PIPELINE_EVENT", "push"),
+            ("CI_COMMIT_BRANCH", "main"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (push.trigger, push.branch.as_deref(), push.pr_number),
+            (Trigger::Push, Some("main"), None)
+        );
     }
 }

@@ -430,6 +430,18 @@ pub struct StageDef {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub secrets: Vec<Spanned<String>>,
+    /// Reports the stage writes, for murphy's own: `{junit: PATH}` merges the stage's JUnit
+    /// XML test report into the one `murphy run --junit FILE` writes.
+    pub reports: Option<ReportsDef>,
+}
+
+/// A stage's reports, paths relative to the pipeline's directory.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct ReportsDef {
+    /// A JUnit XML file the stage writes (pytest's `--junitxml`, cargo-nextest's, ...).
+    #[schemars(with = "Option<String>")]
+    pub junit: Option<Spanned<String>>,
 }
 
 /// One place to publish to.

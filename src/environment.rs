@@ -21,7 +21,8 @@ pub const ALWAYS_PASSED: &[&str] = &[
 /// The CI providers' own variables that are passed the same way: an allowlist of those each
 /// provider documents, without its credentials (`GITHUB_TOKEN`, `ACTIONS_ID_TOKEN_*`,
 /// `CI_JOB_TOKEN`, `CI_JOB_JWT`, `CI_REPOSITORY_URL`, `CI_REGISTRY_PASSWORD`,
-/// `SYSTEM_ACCESSTOKEN`, `BUILDKITE_AGENT_ACCESS_TOKEN`, `CIRCLE_OIDC_TOKEN`, Jenkins
+/// `SYSTEM_ACCESSTOKEN`, `BUILDKITE_AGENT_ACCESS_TOKEN`, `CIRCLE_OIDC_TOKEN`,
+/// `BITBUCKET_STEP_OIDC_TOKEN`, Woodpecker's `CI_NETRC_*`, Jenkins
 /// `credentials()` bindings), which reach a stage only when `pass_env:` names them.
 pub const CI_PASSED: &[(&str, &[&str])] = &[
     (
@@ -325,6 +326,55 @@ pub const CI_PASSED: &[(&str, &[&str])] = &[
             "CIRCLE_WORKFLOW_JOB_ID",
             "CIRCLE_WORKFLOW_WORKSPACE_ID",
             "CIRCLE_WORKING_DIRECTORY",
+        ],
+    ),
+    (
+        "Bitbucket Pipelines",
+        &[
+            "BITBUCKET_BRANCH",
+            "BITBUCKET_BUILD_NUMBER",
+            "BITBUCKET_CLONE_DIR",
+            "BITBUCKET_COMMIT",
+            "BITBUCKET_DEPLOYMENT_ENVIRONMENT",
+            "BITBUCKET_GIT_HTTP_ORIGIN",
+            "BITBUCKET_PARALLEL_STEP",
+            "BITBUCKET_PARALLEL_STEP_COUNT",
+            "BITBUCKET_PIPELINE_UUID",
+            "BITBUCKET_PR_DESTINATION_BRANCH",
+            "BITBUCKET_PR_ID",
+            "BITBUCKET_PROJECT_KEY",
+            "BITBUCKET_REPO_FULL_NAME",
+            "BITBUCKET_REPO_IS_PRIVATE",
+            "BITBUCKET_REPO_OWNER",
+            "BITBUCKET_REPO_SLUG",
+            "BITBUCKET_STEP_UUID",
+            "BITBUCKET_TAG",
+            "BITBUCKET_WORKSPACE",
+        ],
+    ),
+    (
+        "Woodpecker",
+        &[
+            "CI_COMMIT_AUTHOR",
+            "CI_COMMIT_BRANCH",
+            "CI_COMMIT_MESSAGE",
+            "CI_COMMIT_PULL_REQUEST",
+            "CI_COMMIT_REF",
+            "CI_COMMIT_SHA",
+            "CI_COMMIT_SOURCE_BRANCH",
+            "CI_COMMIT_TAG",
+            "CI_COMMIT_TARGET_BRANCH",
+            "CI_PIPELINE_EVENT",
+            "CI_PIPELINE_FORGE_URL",
+            "CI_PIPELINE_NUMBER",
+            "CI_PIPELINE_URL",
+            "CI_REPO",
+            "CI_REPO_NAME",
+            "CI_REPO_OWNER",
+            "CI_REPO_URL",
+            "CI_STEP_NAME",
+            "CI_STEP_NUMBER",
+            "CI_WORKSPACE",
         ],
     ),
 ];

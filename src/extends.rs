@@ -41,6 +41,7 @@ pub struct Origins {
     pub publish: FileId,
     pub requires: FileId,
     pub matrix: FileId,
+    pub reports: FileId,
 }
 
 impl Origins {
@@ -61,6 +62,7 @@ impl Origins {
             publish: file,
             requires: file,
             matrix: file,
+            reports: file,
         }
     }
 }
@@ -191,6 +193,7 @@ fn inherit(
         publish: take!(publish, !child.publish.is_empty()),
         requires: take!(requires, !child.requires.is_empty()),
         secrets: take!(secrets, !child.secrets.is_empty(), untracked),
+        reports: take!(reports, child.reports.is_some()),
         matrix: take!(matrix, child.matrix.is_some()),
     };
     (def, origins)

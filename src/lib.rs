@@ -4,6 +4,7 @@
 //! immutable DAG, [`executor`] runs it, and [`journal`] / [`records`] keep what happened.
 //! See ARCHITECTURE.md for the map and the invariants.
 
+pub mod annotations;
 pub mod archive;
 pub mod atomic_file;
 pub mod causes;
@@ -17,6 +18,7 @@ pub mod environment;
 pub mod executor;
 pub mod extends;
 pub mod fingerprint;
+pub mod folds;
 pub mod git;
 pub mod graph;
 pub mod hooks;
@@ -24,6 +26,7 @@ pub mod include;
 pub mod init;
 pub mod inputs;
 pub mod journal;
+pub mod junit;
 pub mod lock;
 pub mod matrix;
 pub mod outbox;
@@ -39,6 +42,7 @@ pub mod secrets;
 pub mod session;
 pub mod shell;
 pub mod stat_cache;
+pub mod step_summary;
 pub mod store;
 pub mod trigger;
 pub mod version;

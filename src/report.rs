@@ -2,16 +2,23 @@
 //!
 //! On a terminal: a spinner line per running stage and an overall bar (indicatif). Anywhere
 //! else (CI logs, pipes): one plain line per event, so logs read top to bottom. Colour only
-//! on a terminal and never with `NO_COLOR`.
+//! on a terminal and never with `NO_COLOR`. Under GitHub Actions and GitLab CI, a stage's
+//! streamed output (`--verbose`) folds into a group (`::group::`) or a collapsible section
+//! ([`crate::folds`]), a failed stage's log tail stays outside any fold, and on GitHub its
+//! compiler errors become `::error` annotations.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use console::style;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::annotations::{self, Annotation};
+use crate::folds::{self, Folds};
 
 /// How a finished stage is described.
 pub enum Finish<'a> {
@@ -25,13 +32,45 @@ pub enum Finish<'a> {
     },
 }
 
+/// The CI log a run writes into, for the folds and annotations it understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CiLog {
+    Plain,
+    /// `GITHUB_ACTIONS=true`: `::group::`/`::endgroup::` and `::error` workflow commands.
+    Github,
+    /// `GITLAB_CI=true`: `section_start`/`section_end` markers.
+    Gitlab,
+}
+
+impl CiLog {
+    pub fn from_env() -> CiLog {
+        let is = |k: &str| std::env::var(k).is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+        if is("GITHUB_ACTIONS") {
+            CiLog::Github
+        } else if is("GITLAB_CI") {
+            CiLog::Gitlab
+        } else {
+            CiLog::Plain
+        }
+    }
+}
+
+/// GitHub shows 10 annotations per step: more from one stage would hide the other stages'.
+pub const ANNOTATIONS_PER_STAGE: usize = 10;
+const ANNOTATIONS_PER_RUN: usize = 50;
+
 pub struct Reporter {
     bars: Option<Bars>,
-    /// Under GitHub Actions, failure logs fold into `::group::` sections.
-    github: bool,
+    ci: CiLog,
     /// Width of the longest stage name, to align `--verbose` prefixes.
     width: usize,
-    /// `--quiet`: progress lines are dropped, failures still shown.
+    /// Under a CI log, every line goes through its folds.
+    folds: Option<Mutex<Folds>>,
+    /// The repository's top folder: annotations name files relative to it.
+    repo_root: Option<PathBuf>,
+    annotated: AtomicUsize,
+    /// `--quiet`: progress lines are dropped, failures still shown (and nothing folded, as
+    /// nothing streams).
     quiet: bool,
 }
 
@@ -87,6 +126,12 @@ pub fn note(line: &str) {
     }
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 impl Reporter {
     pub fn new(stage_names: &[&str]) -> Reporter {
         let quiet = quiet();
@@ -103,12 +148,34 @@ impl Reporter {
                 running: Mutex::new(HashMap::new()),
             }
         });
+        let ci = CiLog::from_env();
+        let style = match ci {
+            CiLog::Github => Some(folds::Style::Github),
+            CiLog::Gitlab => Some(folds::Style::Gitlab),
+            CiLog::Plain => None,
+        };
         Reporter {
+            folds: style
+                .filter(|_| bars.is_none() && !quiet)
+                .map(|style| Mutex::new(Folds::new(style, unix_now))),
             bars,
-            github: std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true"),
+            ci,
             width: stage_names.iter().map(|n| n.len()).max().unwrap_or(0),
+            repo_root: None,
+            annotated: AtomicUsize::new(0),
             quiet,
         }
+    }
+
+    /// Annotations name their files relative to `root`, the repository's top folder.
+    pub fn with_repo_root(mut self, root: Option<PathBuf>) -> Reporter {
+        self.repo_root = root;
+        self
+    }
+
+    /// Whether a failed stage's output is worth reading for annotations.
+    pub fn annotates(&self) -> bool {
+        self.ci == CiLog::Github
     }
 
     /// A line about how the run goes, which `--quiet` drops.
@@ -119,6 +186,25 @@ impl Reporter {
     }
 
     fn println(&self, line: &str) {
+        if let Some(folds) = &self.folds {
+            self.fold(folds, |f, out| f.line(line.to_owned(), out));
+            return;
+        }
+        self.print(line);
+    }
+
+    /// Plays one event on the CI log's folds and prints what it lets out, under the lock so
+    /// the log keeps their order.
+    fn fold(&self, folds: &Mutex<Folds>, event: impl FnOnce(&mut Folds, &mut Vec<String>)) {
+        let mut folds = folds.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        event(&mut folds, &mut out);
+        if !out.is_empty() {
+            self.print(&out.join("\n"));
+        }
+    }
+
+    fn print(&self, line: &str) {
         let line = crate::secrets::redact(line);
         match &self.bars {
             Some(bars) => bars.multi.suspend(|| eprintln!("{line}")),
@@ -175,6 +261,13 @@ impl Reporter {
         } else {
             String::new()
         };
+        if let Some(folds) = &self.folds {
+            self.fold(folds, |f, out| {
+                f.attempt(stage, attempt);
+                f.line(format!("{stage} started{retry}"), out);
+            });
+            return;
+        }
         match &self.bars {
             Some(bars) => {
                 let bar = bars
@@ -198,6 +291,11 @@ impl Reporter {
     /// A line of a stage's output, for `--verbose`.
     pub fn stage_output(&self, stage: &str, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
+        if let Some(folds) = &self.folds {
+            let text = text.trim_end_matches(['\n', '\r']).to_owned();
+            self.fold(folds, |f, out| f.output(stage, text, out));
+            return;
+        }
         self.println(&format!(
             "{} {text}",
             style(format!("{stage:>width$} |", width = self.width))
@@ -225,13 +323,18 @@ impl Reporter {
             ),
             Finish::Retrying { how } => {
                 // The spinner stays: the stage goes on after the delay.
-                self.progress(&format!(
-                    "{stage} {} after {took}",
-                    style(how).yellow().for_stderr()
-                ));
+                let line = format!("{stage} {} after {took}", style(how).yellow().for_stderr());
+                match &self.folds {
+                    Some(folds) => self.fold(folds, |f, out| f.finished(stage, line, out)),
+                    None => self.progress(&line),
+                }
                 return;
             }
         };
+        if let Some(folds) = &self.folds {
+            self.fold(folds, |f, out| f.finished(stage, line, out));
+            return;
+        }
         self.end_stage(stage, &line, failed);
     }
 
@@ -262,26 +365,27 @@ impl Reporter {
         }
     }
 
-    /// The end of a failed stage's log, so the reason is on screen without opening a file.
-    pub fn failure_log(&self, stage: &str, log_path: &std::path::Path, tail: &[String]) {
-        let mut text = String::new();
-        if self.github {
-            text.push_str(&format!(
-                "::group::{stage} log (last {} lines)\n",
-                tail.len()
-            ));
-        } else {
-            text.push_str(&format!(
-                "last {} lines of {}:\n",
-                tail.len(),
-                log_path.display()
-            ));
-        }
+    /// The end of a failed stage's log, so the reason is on screen without opening a file:
+    /// never inside a fold, where it would be hidden. Under GitHub Actions, the errors found
+    /// in it (`errors`, paths as the tools wrote them from `cwd`) become annotations.
+    pub fn failure_log(&self, log_path: &Path, tail: &[String], errors: &[Annotation], cwd: &Path) {
+        let mut text = format!("last {} lines of {}:\n", tail.len(), log_path.display());
         for line in tail {
             text.push_str(&format!("  {line}\n"));
         }
-        if self.github {
-            text.push_str("::endgroup::\n");
+        if self.ci == CiLog::Github {
+            for error in errors.iter().take(ANNOTATIONS_PER_STAGE) {
+                if self.annotated.fetch_add(1, Ordering::Relaxed) >= ANNOTATIONS_PER_RUN {
+                    break;
+                }
+                let cwd = std::path::absolute(cwd).unwrap_or_else(|_| cwd.to_path_buf());
+                let file = self
+                    .repo_root
+                    .as_deref()
+                    .and_then(|root| annotations::repo_relative(&error.file, &cwd, root));
+                text.push_str(&annotations::github_command(error, file.as_deref()));
+                text.push('\n');
+            }
         }
         self.println(text.trim_end());
     }
@@ -290,6 +394,13 @@ impl Reporter {
     pub fn run_finished(&self, summary: &str, succeeded: bool) {
         if let Some(bars) = &self.bars {
             bars.overall.finish_and_clear();
+        }
+        if let Some(folds) = &self.folds {
+            self.fold(folds, |f, out| {
+                f.flush(out);
+                f.line(summary.to_owned(), out);
+            });
+            return;
         }
         if succeeded {
             self.progress(summary);
@@ -317,13 +428,6 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn durations_read_well() {
-        assert_eq!(format_duration(Duration::from_millis(420)), "0.4s");
-        assert_eq!(format_duration(Duration::from_secs(245)), "4m05s");
-        assert_eq!(format_duration(Duration::from_secs(3720)), "1h02m");
-    }
-
-    #[test]
     fn colour_follows_no_color_then_clicolor_force_then_clicolor() {
         // (NO_COLOR, CLICOLOR_FORCE, CLICOLOR=0, a capable terminal) -> colour
         let cases = [
@@ -341,5 +445,12 @@ mod tests {
                 "NO_COLOR {no_color}, CLICOLOR_FORCE {force}, CLICOLOR=0 {off}, terminal {terminal}"
             );
         }
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(format_duration(Duration::from_millis(420)), "0.4s");
+        assert_eq!(format_duration(Duration::from_secs(245)), "4m05s");
+        assert_eq!(format_duration(Duration::from_secs(3720)), "1h02m");
     }
 }

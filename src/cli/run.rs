@@ -59,6 +59,17 @@ pub(super) struct RunArgs {
     /// With --dry-run: one JSON array, `[{stage, action, reason, fingerprint}]`
     #[arg(long, requires = "dry_run")]
     json: bool,
+    #[command(flatten)]
+    reports: Reports,
+}
+
+/// What a run writes for CI besides its records.
+#[derive(Debug, clap::Args)]
+struct Reports {
+    /// Write a JUnit XML report to FILE at the end (one testcase per stage, with the stages'
+    /// own `reports: {junit}`), whatever the outcome
+    #[arg(long, value_name = "FILE")]
+    junit: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -72,6 +83,8 @@ pub(super) struct ResumeArgs {
     scheduling: Scheduling,
     #[command(flatten)]
     secrets: SecretsFile,
+    #[command(flatten)]
+    reports: Reports,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -217,7 +230,7 @@ pub(super) fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
         allow_dirty: args.allow_dirty,
     };
     let store = super::store::url(cli, new.plan.store.as_ref())?;
-    let setup = setup(cli, state, &args.secrets, options, store);
+    let setup = setup(cli, state, &args.secrets, options, store, &args.reports);
     if args.dry_run {
         let explained = session::explain(&setup, &new)?;
         if args.json {
@@ -270,7 +283,7 @@ pub(super) fn resume(cli: &Cli, args: &ResumeArgs) -> Result<i32, Error> {
         allow_dirty: args.allow_dirty,
     };
     let store = super::store::url(cli, resumed.plan.store.as_ref())?;
-    let setup = setup(cli, state, &args.secrets, options, store);
+    let setup = setup(cli, state, &args.secrets, options, store, &args.reports);
     Ok(exit_code(session::resume(&setup, resumed)?))
 }
 
@@ -280,6 +293,7 @@ fn setup(
     secrets: &SecretsFile,
     options: Options,
     store: Option<StoreUrl>,
+    reports: &Reports,
 ) -> Setup {
     Setup {
         store,
@@ -287,6 +301,7 @@ fn setup(
         state,
         options,
         verbose: cli.verbose > 0,
+        junit: reports.junit.clone(),
     }
 }
 

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{Context, Done, Mode, StageEnd};
+use crate::annotations;
 use crate::archive;
 use crate::environment::{self, StageEnv};
 use crate::fingerprint::{Manifest, summarize};
@@ -24,7 +25,7 @@ use crate::inputs;
 use crate::journal::{Event, Outcome};
 use crate::plan::{Stage, StageId};
 use crate::process::{self, Echo, Ended, Output};
-use crate::report::{Finish, format_duration};
+use crate::report::{ANNOTATIONS_PER_STAGE, Finish, format_duration};
 use crate::store::{self, RECORD_VERSION, StageRecord, StoreError, outputs_digest};
 
 /// Lines of a failed stage's log shown on the terminal.
@@ -621,11 +622,18 @@ impl Task {
             ctx.reporter.stage_finished(&stage.name, finish, elapsed);
             if !retrying {
                 if result.outcome != Outcome::Interrupted {
-                    ctx.reporter.failure_log(
-                        &stage.name,
-                        &log_path,
-                        &tail_lines(&log_path, FAILURE_TAIL),
-                    );
+                    let end = log_end(&log_path);
+                    let lines: Vec<&str> = end.lines().collect();
+                    let tail: Vec<String> = lines[lines.len().saturating_sub(FAILURE_TAIL)..]
+                        .iter()
+                        .map(|l| (*l).to_owned())
+                        .collect();
+                    let errors = match ctx.reporter.annotates() {
+                        true => annotations::parse(&end, ANNOTATIONS_PER_STAGE),
+                        false => Vec::new(),
+                    };
+                    let cwd = ctx.plan.root.join(&stage.workdir);
+                    ctx.reporter.failure_log(&log_path, &tail, &errors, &cwd);
                 }
                 return Err(result.outcome);
             }
@@ -801,24 +809,27 @@ async fn run_attempt(
     }
 }
 
-/// The last `n` lines of a file, read from its end so a huge log costs little.
-fn tail_lines(path: &Path, n: usize) -> Vec<String> {
-    const WINDOW: u64 = 64 * 1024;
-    let read = || -> io::Result<Vec<u8>> {
+/// The end of a log file (its last 256 KiB, from a line start), read from its end so a huge
+/// log costs little: enough for the failure's tail and the errors above it.
+fn log_end(path: &Path) -> String {
+    const WINDOW: u64 = 256 * 1024;
+    let read = || -> io::Result<(Vec<u8>, bool)> {
         let mut file = File::open(path)?;
         let len = file.metadata()?.len();
         file.seek(SeekFrom::Start(len.saturating_sub(WINDOW)))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        Ok(bytes)
+        Ok((bytes, len > WINDOW))
     };
-    let bytes = read().unwrap_or_default();
+    let (bytes, cut) = read().unwrap_or_default();
     let text = String::from_utf8_lossy(&bytes);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|l| (*l).to_owned())
-        .collect()
+    match cut {
+        // The first line is likely a piece of one.
+        true => text
+            .split_once('\n')
+            .map_or(String::new(), |(_, rest)| rest.to_owned()),
+        false => text.into_owned(),
+    }
 }
 
 /// A stage that writes into its own inputs (`__pycache__` beside the tests it runs) gets a

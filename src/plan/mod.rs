@@ -94,6 +94,8 @@ pub struct Stage {
     pub requires: Vec<StageId>,
     /// Secrets this stage gets besides the pipeline's.
     pub secrets: Vec<String>,
+    /// The JUnit report the stage writes, relative to [`Plan::root`], lexical, inside it.
+    pub junit: Option<PathBuf>,
 }
 
 impl Stage {

@@ -248,6 +248,12 @@ impl Planner<'_> {
                 Some(w) => self.workdir(w),
                 None => PathBuf::new(),
             };
+            self.file = origins.reports;
+            let junit = def
+                .reports
+                .as_ref()
+                .and_then(|r| r.junit.as_ref())
+                .and_then(|path| self.report_path(path));
             self.file = origins.when;
             let mut when = def.when.as_ref().map(|w| self.when(w));
             if !def.publish.is_empty() && when.is_none() {
@@ -362,6 +368,7 @@ impl Planner<'_> {
                 outside_links: def.outside_links.unwrap_or(false),
                 timeout,
                 retry,
+                junit,
             });
         }
 
@@ -432,6 +439,30 @@ impl Planner<'_> {
                     workdir,
                 );
                 PathBuf::new()
+            }
+        }
+    }
+
+    /// A `reports:` path: a file inside the project, made lexical.
+    fn report_path(&mut self, path: &Spanned<String>) -> Option<PathBuf> {
+        match crate::inputs::lexical(Path::new(&path.value)) {
+            Ok(lexical) if !lexical.as_os_str().is_empty() => Some(lexical),
+            Ok(_) => {
+                self.error(
+                    "a report path names a file inside the pipeline's directory, not the directory itself",
+                    path,
+                );
+                None
+            }
+            Err(escape) => {
+                self.error(
+                    format!(
+                        "report `{}` leaves the project ({escape}): it is a file inside the pipeline's directory",
+                        path.value
+                    ),
+                    path,
+                );
+                None
             }
         }
     }

@@ -112,6 +112,8 @@ pub struct Setup {
     pub verbose: bool,
     /// The shared store, if there is one.
     pub store: Option<StoreUrl>,
+    /// Where the run's JUnit report goes, written at its end whatever its outcome.
+    pub junit: Option<PathBuf>,
 }
 
 /// Which stages run although a checkpoint exists (`--force`), and where the run starts
@@ -705,7 +707,70 @@ fn execute(
         }
         Ok::<_, SessionError>(status)
     })?;
-    status.map_err(|e| io_error("the run could not be recorded", e))
+    let status = status.map_err(|e| io_error("the run could not be recorded", e))?;
+    write_reports(setup, &ctx, env);
+    Ok(status)
+}
+
+/// The run's end for CI: the Markdown appended to `GITHUB_STEP_SUMMARY`, and the JUnit
+/// report `--junit` asked for. Neither changes how the run went: a problem is a warning.
+fn write_reports(setup: &Setup, ctx: &Context, env: &BTreeMap<String, String>) {
+    let summary = env.get("GITHUB_STEP_SUMMARY").filter(|v| !v.is_empty());
+    if summary.is_none() && setup.junit.is_none() {
+        return;
+    }
+    let view = match RunView::load(&setup.state, &ctx.run) {
+        Ok(view) => view,
+        Err(err) => {
+            ctx.reporter.note(&format!(
+                "warning: cannot read the run's records for its reports: {err}"
+            ));
+            return;
+        }
+    };
+    if let Some(path) = summary {
+        let text = crate::step_summary::render(&view);
+        if let Err(err) = crate::step_summary::append(Path::new(path), &text) {
+            ctx.reporter.note(&format!(
+                "warning: cannot append to GITHUB_STEP_SUMMARY `{path}`: {err}"
+            ));
+        }
+    }
+    if let Some(path) = &setup.junit {
+        use crate::records::StageState;
+        // A stage that did not run this time may have left an old report behind.
+        let reports: Vec<crate::junit::StageReport> = view
+            .stages
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s.state,
+                    StageState::Succeeded
+                        | StageState::Cached
+                        | StageState::Failed
+                        | StageState::TimedOut
+                )
+            })
+            .filter_map(|s| {
+                let id = ctx.plan.stage_id(&s.name)?;
+                Some(crate::junit::StageReport {
+                    stage: s.name.clone(),
+                    path: ctx.plan.stages[id].junit.clone()?,
+                })
+            })
+            .collect();
+        let mut warnings = Vec::new();
+        let xml = crate::junit::render(&view, &ctx.run, &ctx.plan.root, &reports, &mut warnings);
+        for warning in warnings {
+            ctx.reporter.note(&format!("warning: {warning}"));
+        }
+        if let Err(err) = crate::atomic_file::write_shared(path, xml.as_bytes()) {
+            ctx.reporter.note(&format!(
+                "error: cannot write the JUnit report `{}`: {err}",
+                path.display()
+            ));
+        }
+    }
 }
 
 /// The executor's `Context` for a prepared run: the one place that decides what every stage
@@ -736,7 +801,12 @@ fn context(
         .iter()
         .map(|&i| plan.stages[i].name.as_str())
         .collect();
-    let reporter = Reporter::new(&names);
+    // Annotations name files from the repository's top; GitHub's checkout is there too.
+    let repo_root = crate::git::open(&plan.root)
+        .and_then(|repo| repo.workdir().map(Path::to_path_buf))
+        .or_else(|| env.get("GITHUB_WORKSPACE").map(PathBuf::from))
+        .and_then(|root| std::path::absolute(root).ok());
+    let reporter = Reporter::new(&names).with_repo_root(repo_root);
     let client = crate::publish::client(Duration::from_secs(300)).map_err(http_error)?;
     let mut ctx = Context::new(
         plan,

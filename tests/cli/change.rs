@@ -624,6 +624,65 @@ fn github_actions_pull_request_schedule_push_and_tag() {
     assert_eq!(tag["prerelease"], false);
 }
 
+/// A CI murphy has no table for still is CI: `push`, not a person's `local` run.
+#[test]
+fn a_bare_ci_variable_runs_as_a_push_of_an_unknown_ci() {
+    let (out, show) = ci_run(&[("CI", "true")], &[]);
+    assert_ci(&show, "push", "other", None, None);
+    let text = out.murphy(["show"]).run().stdout;
+    assert!(text.contains("trigger      push (unknown CI"), "{text}");
+}
+
+/// A merge queue's build and `pull_request_target` (whose `GITHUB_REF` is the base branch)
+/// are pull request runs, with their numbers.
+#[test]
+fn github_merge_queue_and_pull_request_target_are_pull_requests() {
+    let (_, queue) = ci_run(
+        &[
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_REPOSITORY", "o/r"),
+            ("GITHUB_EVENT_NAME", "merge_group"),
+            (
+                "GITHUB_REF",
+                "refs/heads/gh-readonly-queue/main/pr-31-0a1b2c3",
+            ),
+        ],
+        &[],
+    );
+    assert_ci(
+        &queue,
+        "pr",
+        "github_actions",
+        Some("https://github.com/o/r/pull/31"),
+        None,
+    );
+    assert_eq!(queue["ci"]["base_branch"], "main");
+
+    let payload = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        payload.path(),
+        r#"{"number": 12, "pull_request": {"number": 12}}"#,
+    )
+    .unwrap();
+    let (_, target) = ci_run(
+        &[
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_REPOSITORY", "o/r"),
+            ("GITHUB_EVENT_NAME", "pull_request_target"),
+            ("GITHUB_REF", "refs/heads/main"),
+            ("GITHUB_EVENT_PATH", payload.path().to_str().unwrap()),
+        ],
+        &[],
+    );
+    assert_ci(
+        &target,
+        "pr",
+        "github_actions",
+        Some("https://github.com/o/r/pull/12"),
+        None,
+    );
+}
+
 #[test]
 fn a_ci_tag_that_is_no_release_tag_runs_as_a_push_with_a_note() {
     let (out, show) = ci_run(

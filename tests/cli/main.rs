@@ -6,6 +6,7 @@ mod archive;
 mod change;
 mod checkpoints;
 mod ci_generate;
+mod ci_output;
 mod cli;
 mod config;
 mod containment;

@@ -537,6 +537,7 @@ pub const AUTHOR_EMAIL: &str = "ann@example.com";
 /// change what a test that sets `GITHUB_ACTIONS` itself sees). `CI` itself may stay.
 fn is_ci_variable(name: &str) -> bool {
     const DETECT: &[&str] = &[
+        "CI",
         "GITHUB_ACTIONS",
         "GITLAB_CI",
         "TF_BUILD",
@@ -555,6 +556,7 @@ fn is_ci_variable(name: &str) -> bool {
         "AGENT_",
         "JENKINS_",
         "CHANGE_",
+        "BITBUCKET_",
     ];
     DETECT.contains(&name)
         || PREFIXES.iter().any(|p| name.starts_with(p))
