@@ -27,6 +27,9 @@ pub struct Folds {
     next_id: u64,
     /// Seconds since the epoch, for GitLab's markers (a parameter so tests can fix it).
     clock: fn() -> u64,
+    /// GitHub: the token of `::stop-commands::` around each fold's lines, so a stage's own
+    /// output cannot close murphy's group or write workflow commands (`::error`, `::add-mask`).
+    guard: Option<String>,
 }
 
 struct Fold {
@@ -53,7 +56,16 @@ impl Folds {
             queue: VecDeque::new(),
             next_id: 0,
             clock,
+            guard: None,
         }
+    }
+
+    /// On GitHub, the lines of every fold are stage output, never commands: workflow
+    /// commands stop after the group opens and resume (with the secret `token`) before it
+    /// closes.
+    pub fn guarded(mut self, token: String) -> Folds {
+        self.guard = (self.style == Style::Github).then_some(token);
+        self
     }
 
     /// An attempt of `stage` starts: its output goes to a new fold.
@@ -170,9 +182,10 @@ impl Folds {
             0 | 1 => format!("{stage} output"),
             n => format!("{stage} output (attempt {n})"),
         };
-        match self.style {
-            Style::Github => format!("::group::{title}"),
-            Style::Gitlab => format!(
+        match (self.style, &self.guard) {
+            (Style::Github, Some(token)) => format!("::group::{title}\n::stop-commands::{token}"),
+            (Style::Github, None) => format!("::group::{title}"),
+            (Style::Gitlab, _) => format!(
                 "\x1b[0Ksection_start:{}:{}[collapsed=true]\r\x1b[0K{title}",
                 (self.clock)(),
                 self.section(stage, attempt)
@@ -181,9 +194,10 @@ impl Folds {
     }
 
     fn close(&self, stage: &str, attempt: u32) -> String {
-        match self.style {
-            Style::Github => "::endgroup::".to_owned(),
-            Style::Gitlab => format!(
+        match (self.style, &self.guard) {
+            (Style::Github, Some(token)) => format!("::{token}::\n::endgroup::"),
+            (Style::Github, None) => "::endgroup::".to_owned(),
+            (Style::Gitlab, _) => format!(
                 "\x1b[0Ksection_end:{}:{}\r\x1b[0K",
                 (self.clock)(),
                 self.section(stage, attempt)

@@ -215,7 +215,8 @@ pub fn preview(
         }
         stages.push(preview);
     }
-    stops.dedup();
+    let mut seen = std::collections::HashSet::new();
+    stops.retain(|stop| seen.insert(stop.clone()));
     Ok(Preview {
         pipeline: plan.name.clone(),
         tag: change.tag.clone(),

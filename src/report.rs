@@ -72,6 +72,9 @@ pub struct Reporter {
     /// `--quiet`: progress lines are dropped, failures still shown (and nothing folded, as
     /// nothing streams).
     quiet: bool,
+    /// The `::stop-commands::` token that keeps stage output on GitHub from being read as
+    /// workflow commands (see [`Folds::guarded`]).
+    guard: String,
 }
 
 struct Bars {
@@ -149,6 +152,7 @@ impl Reporter {
             }
         });
         let ci = CiLog::from_env();
+        let guard = crate::fingerprint::hex(&crate::random::bytes::<16>());
         let style = match ci {
             CiLog::Github => Some(folds::Style::Github),
             CiLog::Gitlab => Some(folds::Style::Gitlab),
@@ -157,13 +161,14 @@ impl Reporter {
         Reporter {
             folds: style
                 .filter(|_| bars.is_none() && !quiet)
-                .map(|style| Mutex::new(Folds::new(style, unix_now))),
+                .map(|style| Mutex::new(Folds::new(style, unix_now).guarded(guard.clone()))),
             bars,
             ci,
             width: stage_names.iter().map(|n| n.len()).max().unwrap_or(0),
             repo_root: None,
             annotated: AtomicUsize::new(0),
             quiet,
+            guard,
         }
     }
 
@@ -369,11 +374,16 @@ impl Reporter {
     /// never inside a fold, where it would be hidden. Under GitHub Actions, the errors found
     /// in it (`errors`, paths as the tools wrote them from `cwd`) become annotations.
     pub fn failure_log(&self, log_path: &Path, tail: &[String], errors: &[Annotation], cwd: &Path) {
+        let github = self.ci == CiLog::Github;
         let mut text = format!("last {} lines of {}:\n", tail.len(), log_path.display());
+        if github {
+            text.push_str(&format!("::stop-commands::{}\n", self.guard));
+        }
         for line in tail {
             text.push_str(&format!("  {line}\n"));
         }
-        if self.ci == CiLog::Github {
+        if github {
+            text.push_str(&format!("::{}::\n", self.guard));
             for error in errors.iter().take(ANNOTATIONS_PER_STAGE) {
                 if self.annotated.fetch_add(1, Ordering::Relaxed) >= ANNOTATIONS_PER_RUN {
                     break;

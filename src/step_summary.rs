@@ -56,7 +56,7 @@ pub fn render(view: &RunView) -> String {
             parts.push(format!("[CI run]({url})"));
         }
         if let Some(url) = &links.commit {
-            let short = sha.map_or("commit", |s| &s[..s.len().min(7)]);
+            let short = sha.map_or("commit", |s| s.get(..7).unwrap_or(s));
             parts.push(format!("[commit {short}]({url})"));
         }
         if let Some(url) = &links.pr {

@@ -568,7 +568,6 @@ impl Store {
         atomic_file::write(&latest, record.fingerprint.as_bytes()).map_err(io_err(&latest))
     }
 
-    /// Copies `source` into the store under `digest`, checking the copy's bytes.
     /// Makes the objects `record` names durable before the record is written: one `syncfs`
     /// on Linux; elsewhere (macOS has no `syncfs`) an fsync of each object and its folder.
     fn sync_objects(&self, record: &StageRecord) -> io::Result<()> {
@@ -592,6 +591,7 @@ impl Store {
         }
     }
 
+    /// Copies `source` into the store under `digest`, checking the copy's bytes.
     fn put_object(&self, source: &Path, digest: &str) -> Result<(), StoreError> {
         let path = self.object_path(digest);
         let dir = path.parent().unwrap_or(&self.root);
@@ -870,7 +870,6 @@ fn check_digests(record: &StageRecord) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether `text` is a BLAKE3 digest as murphy writes it.
 /// How many of a record's outputs [`Store::restore`] would put back: those missing, or not
 /// as the record has them. Reads only.
 pub fn outputs_to_restore(root: &Path, record: &StageRecord, stat_cache: &StatCache) -> usize {
@@ -906,6 +905,7 @@ fn file_intact(
             .is_ok_and(|(d, _)| hex(&d) == digest)
 }
 
+/// Whether `text` is a BLAKE3 digest as murphy writes it.
 pub fn is_digest(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }

@@ -29,7 +29,7 @@ pub(super) fn ci(cli: &Cli, command: &CiCommand) -> Result<i32, Error> {
         CiCommand::Generate { provider, force } => {
             let generated = workflow::generate(&plan, *provider)?;
             for note in &generated.notes {
-                eprintln!("note: {note}");
+                crate::report::note(&format!("note: {note}"));
             }
             workflow::write(&generated, *force)?;
             println!("wrote {}", generated.path.display());

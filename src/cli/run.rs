@@ -238,7 +238,9 @@ pub(super) fn run(cli: &Cli, args: &RunArgs) -> Result<i32, Error> {
         } else {
             print_explained(&explained);
         }
-        return Ok(exit::SUCCESS);
+        // As the run itself would end: a stage that would fail before running fails it.
+        let fails = explained.iter().any(|e| e.action == session::Action::Fail);
+        return Ok(if fails { exit::FAILED } else { exit::SUCCESS });
     }
     Ok(exit_code(session::start(&setup, new)?))
 }
@@ -262,8 +264,12 @@ fn print_explained(explained: &[session::Explained]) {
         0 => String::new(),
         n => format!("; {n} more only if a stage before them changes its outputs"),
     };
+    let fail = match count(session::Action::Fail) {
+        0 => String::new(),
+        n => format!("; {n} would fail before running"),
+    };
     println!(
-        "would run {}, restore {}, keep {} cached, skip {}{depends} (nothing was run)",
+        "would run {}, restore {}, keep {} cached, skip {}{depends}{fail} (nothing was run)",
         count(session::Action::Run),
         count(session::Action::Restore),
         count(session::Action::Cached),

@@ -103,7 +103,13 @@ pub fn explain(setup: &Setup, new: &NewRun) -> Result<Vec<Explained>, SessionErr
             handed.insert(id, Handed::Skipped);
         } else if !waits_for.is_empty() {
             (line.action, line.reason) = if let Mode::FromStore { needed_by } = modes[id] {
-                from_store(shared, &plan.stages[needed_by].name)
+                from_store(stage, shared, &plan.stages[needed_by].name)
+            } else if modes[id] == Mode::Checkpoint {
+                // `--from`: the newest checkpoint is taken whatever the needs made.
+                match store.latest(&stage.name, &stat_cache) {
+                    Some(record) => restore_or_keep(&record, plan, &stat_cache, Mode::Checkpoint),
+                    None => (Action::Fail, NO_CHECKPOINT_FROM.to_owned()),
+                }
             } else if modes[id] == Mode::Force {
                 (Action::Run, "forced".to_owned())
             } else if !stage.cacheable {
@@ -153,9 +159,13 @@ pub fn explain(setup: &Setup, new: &NewRun) -> Result<Vec<Explained>, SessionErr
                     line.action = Action::Run;
                     line.reason = match modes[id] {
                         Mode::Force => "forced".to_owned(),
-                        Mode::Checkpoint => "has no checkpoint to start from (--from)".to_owned(),
+                        Mode::Checkpoint => {
+                            line.action = Action::Fail;
+                            NO_CHECKPOINT_FROM.to_owned()
+                        }
                         Mode::FromStore { needed_by } => {
-                            let (action, reason) = from_store(shared, &plan.stages[needed_by].name);
+                            let (action, reason) =
+                                from_store(stage, shared, &plan.stages[needed_by].name);
                             line.action = action;
                             reason
                         }
@@ -200,9 +210,20 @@ enum Handed {
     Skipped,
 }
 
+const NO_CHECKPOINT_FROM: &str = "has no checkpoint to start from (--from)";
+
 /// A need of a CI job's stage (`--needs-from-store`) that is not here: the shared store
 /// must have it, or the run fails.
-fn from_store(shared: bool, needed_by: &str) -> (Action, String) {
+fn from_store(stage: &crate::plan::Stage, shared: bool, needed_by: &str) -> (Action, String) {
+    if !stage.cacheable {
+        return (
+            Action::Fail,
+            format!(
+                "`{needed_by}` needs it, but it is never cached, so no job can hand it on ({})",
+                never_cached(stage)
+            ),
+        );
+    }
     match shared {
         true => (
             Action::Restore,

@@ -63,7 +63,16 @@ fn github_run() -> Output {
 /// `stderr` with the run id, the durations and the rustc path made fixed.
 fn normalise(out: &Output, stderr: &str) -> String {
     let run = out.status().run_id;
-    let text = stderr.replace(&run, "RUN").replace(&rustc(), "rustc");
+    let mut text = stderr.replace(&run, "RUN").replace(&rustc(), "rustc");
+    // The token that stops workflow commands is random, but one per run.
+    if let Some(token) = text
+        .lines()
+        .find_map(|l| l.strip_prefix("::stop-commands::"))
+        .map(str::to_owned)
+    {
+        assert_eq!(token.len(), 32, "{stderr}");
+        text = text.replace(&token, "TOKEN");
+    }
     let words = |line: &str| -> String {
         line.split(' ')
             .map(|word| {
@@ -88,13 +97,16 @@ fn github_folds_stage_output_and_annotates_compiler_errors() {
     let expected = r#"murphy starting run RUN of `NAME`: 2 stages
 greet started
 ::group::greet output
+::stop-commands::TOKEN
 $ echo hello; echo world
 hello
 world
+::TOKEN::
 ::endgroup::
 greet succeeded in T
 build started
 ::group::build output
+::stop-commands::TOKEN
 $ rustc --edition 2021 --crate-type lib --emit=metadata --out-dir out src/broken.rs
 error[E0308]: mismatched types
  --> src/broken.rs:3:18
@@ -107,9 +119,11 @@ error[E0308]: mismatched types
 error: aborting due to 1 previous error
 
 For more information about this error, try `rustc --explain E0308`.
+::TOKEN::
 ::endgroup::
 build failed (exit 1) after T
 last 12 lines of .murphy/runs/RUN/logs/build.log:
+::stop-commands::TOKEN
   $ rustc --edition 2021 --crate-type lib --emit=metadata --out-dir out src/broken.rs
   error[E0308]: mismatched types
    --> src/broken.rs:3:18
@@ -122,6 +136,7 @@ last 12 lines of .murphy/runs/RUN/logs/build.log:
   error: aborting due to 1 previous error
   
   For more information about this error, try `rustc --explain E0308`.
+::TOKEN::
 ::error file=src/broken.rs,line=3,col=18::error[E0308]: mismatched types
 run RUN failed in T: 1 succeeded (0 cached), 1 failed, 0 skipped
 "#;
@@ -447,7 +462,7 @@ fn side_by_side_stages_never_share_a_group() {
         } else if line == "::endgroup::" {
             assert!(open.take().is_some(), "{}", out.stderr);
         } else if let Some(stage) = open {
-            if !line.starts_with("$ ") {
+            if !line.starts_with("$ ") && !line.starts_with("::") {
                 assert!(
                     line.starts_with(&format!("{stage}-")),
                     "{line:?} in {stage}'s group:\n{}",
@@ -514,4 +529,98 @@ fn annotations_take_paths_from_the_stage_workdir_to_the_workspace() {
         "{}",
         out.stderr
     );
+}
+
+/// The workflow commands GitHub's runner would act on in `log`: lines starting with `::`
+/// (after leading blanks) or holding `##[`, except while `::stop-commands::TOKEN` holds, up
+/// to the line `::TOKEN::`.
+fn commands_github_reads(log: &str) -> Vec<String> {
+    let mut stopped: Option<String> = None;
+    let mut commands = Vec::new();
+    for line in log.lines() {
+        let line = line.trim_start();
+        if let Some(token) = &stopped {
+            if line == format!("::{token}::") {
+                stopped = None;
+            }
+            continue;
+        }
+        if let Some(token) = line.strip_prefix("::stop-commands::") {
+            stopped = Some(token.to_owned());
+        } else if line.starts_with("::") || line.contains("##[") {
+            commands.push(line.to_owned());
+        }
+    }
+    commands
+}
+
+/// A stage's output is data: what it prints cannot close murphy's group, add annotations or
+/// stop murphy's own commands, whether streamed or in the failure's tail.
+#[test]
+fn stage_output_cannot_write_workflow_commands() {
+    let out = Test::new()
+        .pipeline(
+            "
+            version: 1
+            stages:
+              sly:
+                run: |
+                  echo '::endgroup::'
+                  echo '  ::error file=x.rs,line=1::all good'
+                  echo 'text ##[error]legacy'
+                  echo '::stop-commands::guess'
+                  exit 1
+            ",
+        )
+        .env("GITHUB_ACTIONS", "true")
+        .args(["-v", "run"])
+        .code(1)
+        .run();
+    let commands = commands_github_reads(&out.stderr);
+    assert_eq!(
+        commands,
+        ["::group::sly output", "::endgroup::"],
+        "{}",
+        out.stderr
+    );
+    // The lines are all there to read, streamed and in the tail (each after the script).
+    assert_eq!(out.stderr.matches("all good").count(), 4, "{}", out.stderr);
+}
+
+/// A test stage that fails before writing its report this time leaves the last run's
+/// report out of this run's JUnit file, saying so.
+#[test]
+fn an_old_report_is_not_passed_off_as_this_runs() {
+    let out = Test::new()
+        .pipeline(
+            "
+            version: 1
+            stages:
+              unit:
+                inputs: [src.txt]
+                run: grep -q good src.txt && mkdir -p reports && cp unit.xml.in reports/unit.xml
+                reports: {junit: reports/unit.xml}
+            ",
+        )
+        .write("unit.xml.in", UNIT_REPORT)
+        .write("src.txt", "good\n")
+        .args(["run", "--junit", "junit.xml"])
+        .run();
+    assert!(
+        out.read("junit.xml").contains("test_add"),
+        "{}",
+        out.read("junit.xml")
+    );
+    out.write("src.txt", "broken\n");
+    let failed = out.murphy(["run", "--junit", "junit.xml"]).code(1).run();
+    assert!(
+        failed.stderr.contains(
+            "warning: stage `unit` wrote no JUnit report `reports/unit.xml` this time; the old one is left out"
+        ),
+        "{}",
+        failed.stderr
+    );
+    let xml = out.read("junit.xml");
+    assert!(!xml.contains("test_add"), "{xml}");
+    assert!(xml.contains("<failure"), "{xml}");
 }

@@ -252,3 +252,40 @@ fn validate_and_graph_speak_json() {
         "{invalid:#}"
     );
 }
+
+/// Where the run would fail before running a stage, the dry run says `fail` and exits 1.
+#[test]
+fn dry_run_says_fail_where_the_run_would_fail() {
+    let out = Test::new()
+        .pipeline(
+            "
+            version: 1
+            name: demo
+            stages:
+              gen: {run: 'echo gen >> ran.log'}
+              build: {needs: [gen], inputs: [src.txt], run: 'echo build >> ran.log'}
+            ",
+        )
+        .write("src.txt", "one\n")
+        .args(["run", "--dry-run", "--needs-from-store", "build"])
+        .code(1)
+        .run();
+    assert!(
+        out.stdout.starts_with(
+            "gen    fail     `build` needs it, but it is never cached, so no job can hand it on (declares no inputs or outputs"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .ends_with("; 1 would fail before running (nothing was run)\n"),
+        "{}",
+        out.stdout
+    );
+    // And the run agrees.
+    out.murphy(["run", "--needs-from-store", "build"])
+        .code(1)
+        .run();
+    assert!(!out.file("ran.log").exists());
+}
