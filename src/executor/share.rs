@@ -9,13 +9,13 @@ impl Task {
     /// Brings the checkpoint for `fingerprint` from the shared store when the local store has
     /// none. A store that cannot be read costs only a run of the stage, so it is said and the
     /// stage goes on; the push after it (of what ran or was restored) fails the stage if the
-    /// store is still away.
-    pub(super) async fn pull_checkpoint(&self, fingerprint: &str) {
+    /// store is still away. Returns why the store could not be read, if it could not.
+    pub(super) async fn pull_checkpoint(&self, fingerprint: &str) -> Option<String> {
         let Some(remote) = &self.ctx.remote else {
-            return;
+            return None;
         };
         if !self.stage().cacheable || self.ctx.store.record_path(fingerprint).exists() {
-            return;
+            return None;
         }
         match checkpoints::pull(remote, &self.ctx.store, fingerprint).await {
             Ok(true) => tracing::info!(
@@ -24,18 +24,20 @@ impl Task {
             ),
             Ok(false) => {}
             Err(err) => {
+                let why = crate::causes::line(&err);
                 tracing::warn!(
-                    "cannot take the checkpoint of `{}` from the shared store: {}",
+                    "cannot take the checkpoint of `{}` from the shared store: {why}",
                     self.stage().name,
-                    crate::causes::line(&err)
                 );
                 if matches!(err, crate::remote::RemoteError::Damaged { .. })
                     && let Ok(mut heal) = self.ctx.heal.lock()
                 {
                     heal.insert(fingerprint.to_owned());
                 }
+                return Some(why);
             }
         }
+        None
     }
 
     /// Makes the shared store hold `record`. A stage whose checkpoint could not be shared

@@ -68,12 +68,13 @@ impl Task {
         if self.discard {
             self.discard_outputs();
         }
-        if self.mode != Mode::Force {
-            self.pull_checkpoint(&fingerprint).await;
-        }
+        let unread = match self.mode {
+            Mode::Force => None,
+            _ => self.pull_checkpoint(&fingerprint).await,
+        };
 
         if let Mode::FromStore { needed_by } = self.mode {
-            return self.take_from_store(&fingerprint, needed_by).await;
+            return self.take_from_store(&fingerprint, needed_by, unread).await;
         }
         if self.mode == Mode::Checkpoint {
             let ctx = self.ctx.clone();
@@ -158,7 +159,12 @@ impl Task {
 
     /// A need of a CI job, made by another job: restored from the checkpoint of exactly this
     /// fingerprint (pulled already), or failed with a message naming it. Never run here.
-    async fn take_from_store(&self, fingerprint: &str, needed_by: StageId) -> StageEnd {
+    async fn take_from_store(
+        &self,
+        fingerprint: &str,
+        needed_by: StageId,
+        unread: Option<String>,
+    ) -> StageEnd {
         let ctx = self.ctx.clone();
         let stage = self.stage();
         let needer = &ctx.plan.stages[needed_by].name;
@@ -173,10 +179,16 @@ impl Task {
                 Ok(end) => end,
                 Err(message) => self.fail_before_running(message),
             },
-            None => self.fail_before_running(format!(
-                "stage `{needer}` needs `{}`, which has no checkpoint in the store for this commit (did its job run?)",
-                stage.name
-            )),
+            None => self.fail_before_running(match unread {
+                Some(why) => format!(
+                    "stage `{needer}` needs `{}`, whose checkpoint could not be read from the shared store: {why}",
+                    stage.name
+                ),
+                None => format!(
+                    "stage `{needer}` needs `{}`, which has no checkpoint in the store for this commit (did its job run?)",
+                    stage.name
+                ),
+            }),
         }
     }
 
