@@ -291,6 +291,8 @@ pub struct PipelineFile {
     /// Who hears about runs: webhooks called on `success`, `failure` and `release`.
     #[serde(default)]
     pub notify: Vec<NotifyDef>,
+    /// `murphy serve`'s settings: the webhooks it takes from other systems.
+    pub serve: Option<ServeDef>,
     /// Stage definitions that are not stages: `extends: NAME` copies one and overrides the
     /// keys it gives.
     #[serde(default)]
@@ -493,6 +495,53 @@ pub struct HookDef {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub on: Vec<Spanned<String>>,
+}
+
+/// `serve: {webhooks: {github: {secret: NAME}}}`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct ServeDef {
+    /// The providers whose webhooks `murphy serve` takes, each checked by its own secret.
+    pub webhooks: Option<WebhooksDef>,
+}
+
+/// Each provider's webhook, by the names of the secrets that check it (never the values).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct WebhooksDef {
+    /// `POST /hooks/github`, signed with HMAC-SHA256 (`X-Hub-Signature-256`).
+    pub github: Option<GithubHookDef>,
+    /// `POST /hooks/gitlab`, with the token in `X-Gitlab-Token`.
+    pub gitlab: Option<GitlabHookDef>,
+    /// `POST /hooks/azure-devops`, with basic authentication.
+    pub azure_devops: Option<AzureHookDef>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct GithubHookDef {
+    /// The name of the secret holding the webhook's secret.
+    #[schemars(with = "String")]
+    pub secret: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct GitlabHookDef {
+    /// The name of the secret holding the webhook's token.
+    #[schemars(with = "String")]
+    pub token: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct AzureHookDef {
+    /// The name of the secret holding the basic-auth user name.
+    #[schemars(with = "String")]
+    pub username: Spanned<String>,
+    /// The name of the secret holding the basic-auth password.
+    #[schemars(with = "String")]
+    pub password: Spanned<String>,
 }
 
 /// `archive: {name: "{name}-{version}", files: [...], retention: {...}, root: artifacts}`.

@@ -51,6 +51,14 @@ pub enum Error {
     Remote(#[from] crate::remote::RemoteError),
     #[error(transparent)]
     Session(#[from] SessionError),
+    #[error(transparent)]
+    Serve(#[from] crate::serve::ServeError),
+    #[error(transparent)]
+    Events(#[from] crate::events::EventsError),
+    #[error(transparent)]
+    Index(#[from] crate::index::IndexError),
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
     #[error("{0}")]
     Usage(String),
     #[error("{context}")]
@@ -83,7 +91,18 @@ impl Error {
             Error::Lock(err) => lock_exit_code(err),
             Error::Session(err) => session_exit_code(err),
             Error::Remote(err) => remote_exit_code(err),
-            Error::Archive(_) | Error::Store(_) | Error::Hook(_) | Error::Io { .. } => exit::FAILED,
+            Error::Serve(crate::serve::ServeError::NoToken(_)) | Error::Secret(_) => exit::USAGE,
+            Error::Serve(crate::serve::ServeError::Events(crate::events::EventsError::Busy {
+                ..
+            }))
+            | Error::Events(crate::events::EventsError::Busy { .. }) => exit::BUSY,
+            Error::Archive(_)
+            | Error::Store(_)
+            | Error::Hook(_)
+            | Error::Io { .. }
+            | Error::Serve(_)
+            | Error::Events(_)
+            | Error::Index(_) => exit::FAILED,
         }
     }
 }

@@ -49,8 +49,37 @@ pub struct Plan {
     /// Secrets every stage gets.
     pub secrets: Vec<String>,
     pub notify: Vec<Notify>,
+    /// `serve: webhooks:`: the secret names that check each provider's webhook.
+    pub webhooks: Webhooks,
     /// In file order; `needs` always point at other entries of this list.
     pub stages: Vec<Stage>,
+}
+
+/// The secrets (by name) `murphy serve` checks each provider's webhook with; a provider
+/// without them is refused.
+#[derive(Debug, Clone, Default)]
+pub struct Webhooks {
+    pub github_secret: Option<String>,
+    pub gitlab_token: Option<String>,
+    /// User name and password secrets.
+    pub azure_devops: Option<(String, String)>,
+}
+
+impl Webhooks {
+    /// Every secret name, to load them at once.
+    pub fn secret_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .github_secret
+            .iter()
+            .chain(&self.gitlab_token)
+            .cloned()
+            .collect();
+        if let Some((user, password)) = &self.azure_devops {
+            names.push(user.clone());
+            names.push(password.clone());
+        }
+        names
+    }
 }
 
 #[derive(Debug)]
