@@ -67,7 +67,12 @@ pub(super) fn serve(cli: &Cli, args: &ServeArgs) -> Result<i32, Error> {
         hooks,
         remote,
     };
-    crate::session::runtime()?.block_on(crate::serve::serve(options, |addr| {
+    // Pages read records on blocking threads while streams and webhooks go on.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| super::io_error("cannot start the server's runtime", e))?;
+    runtime.block_on(crate::serve::serve(options, |addr| {
         // The one line a script waits for.
         println!("serving http://{addr}/");
     }))?;

@@ -167,9 +167,34 @@ pub async fn serve(options: Options, ready: impl FnOnce(SocketAddr)) -> Result<(
         })?;
     let addr = listener.local_addr().map_err(ServeError::Serve)?;
     ready(addr);
-    axum::serve(listener, router(app))
-        .await
-        .map_err(ServeError::Serve)
+    let server = axum::serve(listener, router(app)).with_graceful_shutdown(stop_asked());
+    // A browser's live stream would hold a graceful stop forever: it gets a few seconds.
+    tokio::select! {
+        served = server => served.map_err(ServeError::Serve),
+        () = async {
+            stop_asked().await;
+            tokio::time::sleep(STOP_GRACE).await;
+        } => Ok(()),
+    }
+}
+
+/// How long open requests get to finish once the server is asked to stop.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// Ctrl-C or SIGTERM.
+async fn stop_asked() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
 }
 
 fn router(app: App) -> Router {

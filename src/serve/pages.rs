@@ -113,7 +113,7 @@ pub(super) async fn changes(State(app): State<App>) -> Response {
         body.push_str(&change(sha, &history.runs, &history.events));
     }
     body.push_str("<h2>Latest runs</h2><table class=\"runs\"><tr><th>run</th><th>status</th><th>trigger</th><th>started</th><th>took</th><th>description</th></tr>");
-    for run in runs.iter().rev() {
+    for run in &runs {
         let _ = write!(
             body,
             "<tr><td><a href=\"/runs/{id}\">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",

@@ -21,6 +21,7 @@ mod records;
 mod resume;
 mod resume_check;
 mod run;
+mod serve;
 mod shared_archive;
 mod shared_release;
 mod shared_runs;

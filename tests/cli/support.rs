@@ -342,6 +342,17 @@ impl Running {
         pid.unwrap()
     }
 
+    /// Reads one line murphy printed to stdout (waiting for it); the rest stays unread.
+    pub fn stdout_line(&mut self) -> String {
+        let stdout = self.child().stdout.as_mut().expect("stdout is piped");
+        let mut line = Vec::new();
+        let mut byte = [0u8];
+        while stdout.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        String::from_utf8_lossy(&line).into_owned()
+    }
+
     /// Polls until `done`, failing if murphy ends first. Only a guard against a hang: no
     /// test measures time with it.
     pub fn wait_until(&mut self, what: &str, mut done: impl FnMut() -> bool) {
