@@ -3,6 +3,7 @@
 //! long a test took.
 
 mod archive;
+mod browser;
 mod change;
 mod checkpoints;
 mod cli;
