@@ -481,6 +481,31 @@ pub enum NotifyDef {
     Webhook(HookDef),
     /// POST Slack-compatible `{"text": ...}`.
     Slack(HookDef),
+    /// One GitHub or GitLab issue per failing stage: opened on its first failure, commented
+    /// on when it fails again, closed when it passes.
+    Issue(IssueDef),
+}
+
+/// `notify: [{issue: {github: octo/demo, token_secret: GH_TOKEN, triggers: [nightly]}}]`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct IssueDef {
+    /// The GitHub repository, `OWNER/NAME`.
+    #[schemars(with = "Option<String>")]
+    pub github: Option<Spanned<String>>,
+    /// The GitLab project, `GROUP/NAME` (or its numeric id).
+    #[schemars(with = "Option<String>")]
+    pub gitlab: Option<Spanned<String>>,
+    /// The name of the secret holding an API token that may open, comment on and close issues.
+    #[schemars(with = "String")]
+    pub token_secret: Spanned<String>,
+    /// The API's root [default: `https://api.github.com`, `https://gitlab.com/api/v4`].
+    #[schemars(with = "Option<String>")]
+    pub api: Option<Spanned<String>>,
+    /// The triggers whose runs file issues [default: `[nightly]`].
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub triggers: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

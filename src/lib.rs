@@ -26,6 +26,7 @@ pub mod include;
 pub mod index;
 pub mod init;
 pub mod inputs;
+pub mod issues;
 pub mod journal;
 pub mod lock;
 pub mod matrix;

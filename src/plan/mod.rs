@@ -200,8 +200,27 @@ impl Target {
 #[derive(Debug, Clone)]
 pub struct Notify {
     pub kind: NotifyKind,
+    /// Where it posts; for an issue filer, the API's root.
     pub url: UrlSource,
     pub on: Vec<NotifyEvent>,
+    /// What an `issue` entry files issues in.
+    pub issue: Option<IssueTarget>,
+}
+
+/// An `issue` notification's place: the provider, the repository, the token's secret and the
+/// triggers it watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueTarget {
+    pub provider: IssueProvider,
+    pub repository: String,
+    pub token_secret: String,
+    pub triggers: Vec<crate::trigger::Trigger>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssueProvider {
+    Github,
+    Gitlab,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -209,6 +228,7 @@ pub struct Notify {
 pub enum NotifyKind {
     Webhook,
     Slack,
+    Issue,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

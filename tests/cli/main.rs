@@ -14,6 +14,7 @@ mod hygiene;
 mod include;
 mod init;
 mod inputs;
+mod issues;
 mod masking;
 mod moto;
 mod private;

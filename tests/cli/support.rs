@@ -744,6 +744,8 @@ pub struct Request {
     pub method: String,
     pub path: String,
     pub authorization: String,
+    /// Every header, names in lower case.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
@@ -755,6 +757,7 @@ pub fn read_request(stream: &TcpStream) -> Option<Request> {
     let mut words = line.split_whitespace();
     let (method, path) = (words.next()?.to_owned(), words.next()?.to_owned());
     let (mut length, mut authorization) = (0, String::new());
+    let mut headers = Vec::new();
     loop {
         let mut header = String::new();
         reader.read_line(&mut header).ok()?;
@@ -763,6 +766,7 @@ pub fn read_request(stream: &TcpStream) -> Option<Request> {
             break;
         }
         let (name, value) = header.split_once(':')?;
+        headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
         match name.to_ascii_lowercase().as_str() {
             "content-length" => length = value.trim().parse().ok()?,
             "authorization" => authorization = value.trim().to_owned(),
@@ -775,6 +779,7 @@ pub fn read_request(stream: &TcpStream) -> Option<Request> {
         method,
         path,
         authorization,
+        headers,
         body,
     })
 }
