@@ -657,3 +657,46 @@ fn a_run_in_progress_streams_its_stages_and_index_rebuild_recreates_the_index() 
         rebuilt.stdout
     );
 }
+
+#[test]
+fn a_mistake_in_serve_or_an_issue_entry_points_into_the_file() {
+    let out = Test::new()
+        .pipeline(
+            "
+            version: 1
+            serve:
+              webhooks:
+                github: {secrt: GH_HOOK}
+            notify:
+              - issue: {github: octo, token_secret: GH_TOKEN, triggers: [nighty]}
+            stages:
+              a: {run: \"true\"}
+            ",
+        )
+        .args(["validate"])
+        .code(2)
+        .run();
+    assert!(
+        out.stderr
+            .contains("pipeline.yml:4:14: unknown key `secrt` (did you mean `secret`?)"),
+        "{}",
+        out.stderr
+    );
+    out.pipeline(
+        "
+        version: 1
+        notify:
+          - issue: {github: octo, token_secret: GH_TOKEN, triggers: [nighty]}
+        stages:
+          a: {run: \"true\"}
+        ",
+    );
+    let said = out.murphy(["validate"]).code(2).run().stderr;
+    for expected in [
+        "`octo` is not a GitHub repository: write `OWNER/NAME`",
+        "`nighty` is not a trigger",
+        "`GH_TOKEN`",
+    ] {
+        assert!(said.contains(expected), "{expected}: {said}");
+    }
+}
