@@ -123,6 +123,10 @@ pub struct History {
 pub struct Index {
     path: PathBuf,
     db: Connection,
+    /// The runs folder's mtime when its runs were last listed: while it stays, no run was
+    /// added, and only the runs still going need reading again.
+    listed: Option<std::time::SystemTime>,
+    running: Vec<String>,
 }
 
 /// The index's file in a state directory.
@@ -142,7 +146,12 @@ impl Index {
             path: path.clone(),
             source,
         })?;
-        let index = Index { path, db };
+        let index = Index {
+            path,
+            db,
+            listed: None,
+            running: Vec::new(),
+        };
         index.run(|db| {
             db.busy_timeout(std::time::Duration::from_secs(5))?;
             db.pragma_update(None, "journal_mode", "WAL")?;
@@ -173,6 +182,10 @@ impl Index {
         builds: &[BuildManifest],
     ) -> Result<(usize, usize, usize), IndexError> {
         let events = crate::events::read(&crate::events::path(state.root()))?;
+        let stamp = std::fs::metadata(state.runs_dir())
+            .and_then(|m| m.modified())
+            .ok();
+        self.running.clear();
         let mut runs = 0;
         self.run(|db| db.execute_batch("BEGIN; DELETE FROM runs; DELETE FROM stages; DELETE FROM builds; DELETE FROM events;"))?;
         for id in state.run_ids()? {
@@ -183,6 +196,9 @@ impl Index {
                 Ok(view) => {
                     self.put_run(&view)?;
                     runs += 1;
+                    if view.status == RunState::Running {
+                        self.running.push(id.clone());
+                    }
                 }
                 Err(err) => tracing::warn!("skipping run {id}: {}", crate::causes::line(&err)),
             }
@@ -194,12 +210,39 @@ impl Index {
             self.put_event(entry)?;
         }
         self.run(|db| db.execute_batch("COMMIT"))?;
+        self.listed = stamp;
         Ok((runs, builds.len(), events.len()))
     }
 
     /// Brings the index up to date with the records: runs it does not have, and runs it has
-    /// as still running. A finished run's records do not change.
+    /// as still running. A finished run's records do not change, and the runs folder is
+    /// listed again only when its mtime says a run was added.
     pub fn refresh(&mut self, state: &StateDir) -> Result<usize, IndexError> {
+        let stamp = std::fs::metadata(state.runs_dir())
+            .and_then(|m| m.modified())
+            .ok();
+        if stamp.is_some() && stamp == self.listed {
+            let mut updated = 0;
+            for id in std::mem::take(&mut self.running) {
+                let Some(dir) = state.recorded_run(&id) else {
+                    continue;
+                };
+                if let Ok(view) = RunView::load(state, &dir) {
+                    self.put_run(&view)?;
+                    updated += 1;
+                    if view.status == RunState::Running {
+                        self.running.push(id);
+                    }
+                }
+            }
+            return Ok(updated);
+        }
+        let updated = self.refresh_all(state)?;
+        self.listed = stamp;
+        Ok(updated)
+    }
+
+    fn refresh_all(&mut self, state: &StateDir) -> Result<usize, IndexError> {
         let known: std::collections::HashMap<String, String> = self.run(|db| {
             let mut q = db.prepare("SELECT run_id, status FROM runs")?;
             q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
