@@ -293,6 +293,8 @@ pub struct PipelineFile {
     pub notify: Vec<NotifyDef>,
     /// How `murphy ci generate` writes the CI provider's file for this pipeline.
     pub ci: Option<CiDef>,
+    /// `murphy serve`'s settings: the webhooks it takes from other systems.
+    pub serve: Option<ServeDef>,
     /// Stage definitions that are not stages: `extends: NAME` copies one and overrides the
     /// keys it gives.
     #[serde(default)]
@@ -522,6 +524,31 @@ pub enum NotifyDef {
     Webhook(HookDef),
     /// POST Slack-compatible `{"text": ...}`.
     Slack(HookDef),
+    /// One GitHub or GitLab issue per failing stage: opened on its first failure, commented
+    /// on when it fails again, closed when it passes.
+    Issue(IssueDef),
+}
+
+/// `notify: [{issue: {github: octo/demo, token_secret: GH_TOKEN, triggers: [nightly]}}]`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct IssueDef {
+    /// The GitHub repository, `OWNER/NAME`.
+    #[schemars(with = "Option<String>")]
+    pub github: Option<Spanned<String>>,
+    /// The GitLab project, `GROUP/NAME` (or its numeric id).
+    #[schemars(with = "Option<String>")]
+    pub gitlab: Option<Spanned<String>>,
+    /// The name of the secret holding an API token that may open, comment on and close issues.
+    #[schemars(with = "String")]
+    pub token_secret: Spanned<String>,
+    /// The API's root [default: `https://api.github.com`, `https://gitlab.com/api/v4`].
+    #[schemars(with = "Option<String>")]
+    pub api: Option<Spanned<String>>,
+    /// The triggers whose runs file issues [default: `[nightly]`].
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub triggers: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -536,6 +563,53 @@ pub struct HookDef {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub on: Vec<Spanned<String>>,
+}
+
+/// `serve: {webhooks: {github: {secret: NAME}}}`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct ServeDef {
+    /// The providers whose webhooks `murphy serve` takes, each checked by its own secret.
+    pub webhooks: Option<WebhooksDef>,
+}
+
+/// Each provider's webhook, by the names of the secrets that check it (never the values).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct WebhooksDef {
+    /// `POST /hooks/github`, signed with HMAC-SHA256 (`X-Hub-Signature-256`).
+    pub github: Option<GithubHookDef>,
+    /// `POST /hooks/gitlab`, with the token in `X-Gitlab-Token`.
+    pub gitlab: Option<GitlabHookDef>,
+    /// `POST /hooks/azure-devops`, with basic authentication.
+    pub azure_devops: Option<AzureHookDef>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct GithubHookDef {
+    /// The name of the secret holding the webhook's secret.
+    #[schemars(with = "String")]
+    pub secret: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct GitlabHookDef {
+    /// The name of the secret holding the webhook's token.
+    #[schemars(with = "String")]
+    pub token: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct AzureHookDef {
+    /// The name of the secret holding the basic-auth user name.
+    #[schemars(with = "String")]
+    pub username: Spanned<String>,
+    /// The name of the secret holding the basic-auth password.
+    #[schemars(with = "String")]
+    pub password: Spanned<String>,
 }
 
 /// `archive: {name: "{name}-{version}", files: [...], retention: {...}, root: artifacts}`.

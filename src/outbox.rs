@@ -187,6 +187,18 @@ async fn send(
     client: &reqwest::Client,
     tries: u32,
 ) -> Result<(), (u32, String)> {
+    if let (Some(issue), UrlSource::Literal(api)) = (&target.issue, &target.url) {
+        let token = secrets.get(&issue.token_secret).ok_or_else(|| {
+            (
+                0,
+                format!(
+                    "secret `{}` (the issue token) is not set",
+                    issue.token_secret
+                ),
+            )
+        })?;
+        return crate::issues::send(&message.body, api, issue, token, client, tries).await;
+    }
     let url = match &target.url {
         UrlSource::Literal(url) => url.clone(),
         UrlSource::Secret(name) => {
@@ -231,9 +243,10 @@ async fn send(
 
 /// A stable name for a `notify:` entry: its kind, where it posts, and what it listens for.
 pub fn key(target: &Notify) -> String {
-    let url = match &target.url {
-        UrlSource::Literal(url) => url.clone(),
-        UrlSource::Secret(name) => format!("secret:{name}"),
+    let url = match (&target.url, &target.issue) {
+        (UrlSource::Literal(url), Some(issue)) => format!("{url} {}", issue.repository),
+        (UrlSource::Literal(url), None) => url.clone(),
+        (UrlSource::Secret(name), _) => format!("secret:{name}"),
     };
     let on: Vec<&str> = target.on.iter().map(|e| event_word(*e)).collect();
     format!("{:?} {url} on {}", target.kind, on.join(",")).to_lowercase()
@@ -260,6 +273,28 @@ pub fn messages(view: &RunView, notify: &[Notify]) -> Vec<Message> {
     }
     let mut out = Vec::new();
     for (index, target) in notify.iter().enumerate() {
+        if target.kind == NotifyKind::Issue {
+            if let Some(body) = crate::issues::body(view, target) {
+                let failed = body["failed"].as_array().is_some_and(|f| !f.is_empty());
+                out.push(Message {
+                    v: MESSAGE_VERSION,
+                    id: format!("{}-issues-{index}", view.run_id),
+                    created_at: Timestamp::now(),
+                    target: index,
+                    target_key: key(target),
+                    kind: target.kind,
+                    event: if failed {
+                        NotifyEvent::Failure
+                    } else {
+                        NotifyEvent::Success
+                    },
+                    body,
+                    attempts: 0,
+                    last_error: None,
+                });
+            }
+            continue;
+        }
         for &event in events.iter().filter(|e| target.on.contains(e)) {
             out.push(Message {
                 v: MESSAGE_VERSION,
@@ -305,7 +340,7 @@ fn body(view: &RunView, kind: NotifyKind, event: NotifyEvent) -> Value {
         .map(|s| s.name.as_str())
         .collect();
     match kind {
-        NotifyKind::Webhook => json!({
+        NotifyKind::Webhook | NotifyKind::Issue => json!({
             "event": event_word(event),
             "run_id": view.run_id,
             "pipeline": view.pipeline,

@@ -130,7 +130,7 @@ impl StateDir {
         &self.root
     }
 
-    fn runs_dir(&self) -> PathBuf {
+    pub fn runs_dir(&self) -> PathBuf {
         self.root.join("runs")
     }
 
@@ -215,7 +215,7 @@ impl StateDir {
     }
 
     /// Run ids, oldest first. Ids start with their UTC start time, so they sort by it.
-    fn run_ids(&self) -> Result<Vec<String>, RecordsError> {
+    pub fn run_ids(&self) -> Result<Vec<String>, RecordsError> {
         let runs = self.runs_dir();
         let entries = match fs::read_dir(&runs) {
             Ok(entries) => entries,

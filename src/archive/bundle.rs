@@ -161,6 +161,30 @@ pub fn digests(path: &Path) -> Result<BTreeMap<String, (String, u64)>, BundleErr
     Ok(out)
 }
 
+/// One file of the bundle, read whole and checked against its `sha256` (for `murphy serve`'s
+/// downloads, which hand out nothing the manifest does not vouch for).
+pub fn read_entry(path: &Path, name: &str, sha256: &str) -> Result<Vec<u8>, BundleError> {
+    let mut zip = open(path)?;
+    let unreadable = |source| BundleError::Unreadable {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = zip.by_name(name).map_err(unreadable)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|e| unreadable(zip::result::ZipError::Io(e)))?;
+    let (digest, _) = sha256_reader(&mut bytes.as_slice())
+        .map_err(|e| unreadable(zip::result::ZipError::Io(e)))?;
+    if digest != sha256 {
+        return Err(BundleError::Mismatch {
+            name: name.to_owned(),
+            actual: digest,
+            expected: sha256.to_owned(),
+        });
+    }
+    Ok(bytes)
+}
+
 /// Extracts the entries named in `wanted` (all when empty) into `dest`, refusing any entry
 /// that could land outside it and any whose bytes do not match `expected` (name to sha256).
 /// Each file is written to a temp name and renamed only once its digest checked out.

@@ -85,6 +85,19 @@ fn locate(cli: &Cli, at: &Where) -> Result<(Archive, Policy), Error> {
     Ok((archive, policy))
 }
 
+/// The archive a loaded pipeline keeps (the first stage's that archives), with its retention:
+/// what `murphy serve` shows.
+pub(super) fn for_plan(plan: &crate::plan::Plan) -> Option<(Archive, Policy)> {
+    let spec = plan.stages.iter().find_map(|s| s.archive.as_ref())?;
+    Some((
+        Archive::new(plan.root.join(&spec.root)),
+        Policy {
+            keep_last: spec.keep_last,
+            keep_days: spec.keep_days,
+        },
+    ))
+}
+
 /// The archive as a store names it: the pipeline's `store:` and the archive's name there (if
 /// the root is in the project).
 struct Place {

@@ -53,6 +53,14 @@ pub enum Error {
     Session(#[from] SessionError),
     #[error(transparent)]
     Workflow(#[from] crate::workflow::WorkflowError),
+    #[error(transparent)]
+    Serve(#[from] crate::serve::ServeError),
+    #[error(transparent)]
+    Events(#[from] crate::events::EventsError),
+    #[error(transparent)]
+    Index(#[from] crate::index::IndexError),
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
     #[error("{0}")]
     Usage(String),
     #[error("{context}")]
@@ -90,7 +98,18 @@ impl Error {
                 | crate::workflow::WorkflowError::Write { .. },
             ) => exit::FAILED,
             Error::Workflow(_) => exit::USAGE,
-            Error::Archive(_) | Error::Store(_) | Error::Hook(_) | Error::Io { .. } => exit::FAILED,
+            Error::Serve(crate::serve::ServeError::NoToken(_)) | Error::Secret(_) => exit::USAGE,
+            Error::Serve(crate::serve::ServeError::Events(crate::events::EventsError::Busy {
+                ..
+            }))
+            | Error::Events(crate::events::EventsError::Busy { .. }) => exit::BUSY,
+            Error::Archive(_)
+            | Error::Store(_)
+            | Error::Hook(_)
+            | Error::Io { .. }
+            | Error::Serve(_)
+            | Error::Events(_)
+            | Error::Index(_) => exit::FAILED,
         }
     }
 }

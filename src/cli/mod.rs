@@ -6,6 +6,7 @@ pub(crate) mod error;
 mod lock;
 mod release;
 mod run;
+mod serve;
 mod show;
 mod store;
 
@@ -152,6 +153,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The dashboard, JSON API and webhook receiver over this state directory
+    Serve(serve::ServeArgs),
+    /// The event log webhooks fill: `list`, `verify`
+    Events {
+        #[command(subcommand)]
+        command: serve::EventsCommand,
+    },
+    /// The history index `serve` answers from: `rebuild`
+    Index {
+        #[command(subcommand)]
+        command: serve::IndexCommand,
+    },
     /// Print a stage's log: `murphy logs [RUN] STAGE`
     Logs {
         #[arg(num_args = 1..=2, value_names = ["RUN", "STAGE"], required = true)]
@@ -250,6 +263,9 @@ fn dispatch(cli: &Cli) -> Result<i32, Error> {
         Command::Trace { target, at, json } => archive::trace(cli, at, target, *json),
         Command::Hooks { command } => hooks(cli, command),
         Command::Ci { command } => ci::ci(cli, command),
+        Command::Serve(args) => serve::serve(cli, args),
+        Command::Events { command } => serve::events(cli, command),
+        Command::Index { command } => serve::index(cli, command),
         Command::Init => {
             let file = cli
                 .file

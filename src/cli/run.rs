@@ -173,7 +173,7 @@ pub(super) struct SecretsFile {
 }
 
 impl SecretsFile {
-    fn path(&self, state: &StateDir) -> std::path::PathBuf {
+    pub(super) fn path(&self, state: &StateDir) -> std::path::PathBuf {
         self.file
             .clone()
             .unwrap_or_else(|| state.root().join("secrets.yml"))

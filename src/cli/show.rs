@@ -5,16 +5,12 @@ use std::io::Write;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-use serde::Serialize;
-
 use super::{Cli, io_error};
-use crate::change::Links;
-use crate::ci::CiInfo;
 use crate::cli::error::{Error, exit};
-use crate::records::{RunState, RunView, StageState, StageView, StateDir};
+use crate::glance::glance;
+use crate::records::{RunView, StageState, StateDir};
 use crate::report::format_duration;
 use crate::store::Store;
-use crate::trigger::Trigger;
 
 /// Brings runs from the shared store, when one is configured, into `state` before a view of
 /// the records: run `run`, or every run (the latest may be another machine's). A store that
@@ -143,78 +139,6 @@ fn first_line(text: &str) -> String {
         format!("{}...", line.chars().take(WIDTH - 3).collect::<String>())
     } else {
         line.to_owned()
-    }
-}
-
-/// `murphy show --json`: the run at a glance, one object (documented in the README).
-#[derive(Serialize)]
-struct Glance<'a> {
-    run_id: &'a str,
-    pipeline: &'a str,
-    status: RunState,
-    started_at: Timestamp,
-    finished_at: Option<Timestamp>,
-    duration_ms: Option<u64>,
-    description: Option<&'a str>,
-    trigger: Option<Trigger>,
-    branch: Option<&'a str>,
-    tag: Option<&'a str>,
-    version: Option<&'a str>,
-    prerelease: Option<bool>,
-    commit: Option<Commit<'a>>,
-    links: Links,
-    ci: Option<&'a CiInfo>,
-    stages: &'a [StageView],
-    /// What the run published, each confirmed by its server.
-    published: &'a [crate::records::PublishedView],
-}
-
-#[derive(Serialize)]
-struct Commit<'a> {
-    sha: Option<&'a str>,
-    branch: Option<&'a str>,
-    tags: &'a [String],
-    /// `None` when the working tree was not compared with HEAD (only tag runs compare it).
-    dirty: Option<bool>,
-    shallow: bool,
-    author: Option<&'a str>,
-    committed_at: Option<Timestamp>,
-    subject: Option<&'a str>,
-    previous_release: Option<&'a str>,
-}
-
-fn glance(view: &RunView) -> Glance<'_> {
-    let change = view.change.as_ref();
-    let git = change.and_then(|c| c.git.as_ref());
-    let version = change.and_then(|c| c.version.as_ref());
-    Glance {
-        run_id: &view.run_id,
-        pipeline: &view.pipeline,
-        status: view.status,
-        started_at: view.started_at,
-        finished_at: view.finished_at,
-        duration_ms: view.duration_ms,
-        description: view.description.as_deref(),
-        trigger: view.trigger,
-        branch: change.and_then(|c| c.branch.as_deref()),
-        tag: change.and_then(|c| c.tag.as_deref()),
-        version: version.map(|v| v.text.as_str()),
-        prerelease: version.map(|v| v.prerelease),
-        commit: git.map(|g| Commit {
-            sha: g.sha.as_deref(),
-            branch: g.branch.as_deref(),
-            tags: &g.tags,
-            dirty: g.worktree_checked.then_some(g.dirty),
-            shallow: g.shallow,
-            author: g.author.as_deref(),
-            committed_at: g.committed_at,
-            subject: g.subject.as_deref(),
-            previous_release: g.previous_release.as_deref(),
-        }),
-        links: change.map(|c| c.links()).unwrap_or_default(),
-        ci: change.and_then(|c| c.ci.as_ref()),
-        stages: &view.stages,
-        published: &view.published,
     }
 }
 

@@ -250,6 +250,7 @@ impl Loader<'_> {
             ("description", file.description.is_some()),
             ("release_tags", file.release_tags.is_some()),
             ("store", file.store.is_some()),
+            ("serve", file.serve.is_some()),
             ("notify", !file.notify.is_empty()),
             ("ci", file.ci.is_some()),
         ];

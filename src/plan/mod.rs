@@ -51,8 +51,37 @@ pub struct Plan {
     pub notify: Vec<Notify>,
     /// `ci:`, with its defaults: what `murphy ci generate` writes.
     pub ci: CiSettings,
+    /// `serve: webhooks:`: the secret names that check each provider's webhook.
+    pub webhooks: Webhooks,
     /// In file order; `needs` always point at other entries of this list.
     pub stages: Vec<Stage>,
+}
+
+/// The secrets (by name) `murphy serve` checks each provider's webhook with; a provider
+/// without them is refused.
+#[derive(Debug, Clone, Default)]
+pub struct Webhooks {
+    pub github_secret: Option<String>,
+    pub gitlab_token: Option<String>,
+    /// User name and password secrets.
+    pub azure_devops: Option<(String, String)>,
+}
+
+impl Webhooks {
+    /// Every secret name, to load them at once.
+    pub fn secret_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .github_secret
+            .iter()
+            .chain(&self.gitlab_token)
+            .cloned()
+            .collect();
+        if let Some((user, password)) = &self.azure_devops {
+            names.push(user.clone());
+            names.push(password.clone());
+        }
+        names
+    }
 }
 
 #[derive(Debug)]
@@ -214,8 +243,27 @@ impl Target {
 #[derive(Debug, Clone)]
 pub struct Notify {
     pub kind: NotifyKind,
+    /// Where it posts; for an issue filer, the API's root.
     pub url: UrlSource,
     pub on: Vec<NotifyEvent>,
+    /// What an `issue` entry files issues in.
+    pub issue: Option<IssueTarget>,
+}
+
+/// An `issue` notification's place: the provider, the repository, the token's secret and the
+/// triggers it watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueTarget {
+    pub provider: IssueProvider,
+    pub repository: String,
+    pub token_secret: String,
+    pub triggers: Vec<crate::trigger::Trigger>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssueProvider {
+    Github,
+    Gitlab,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -223,6 +271,7 @@ pub struct Notify {
 pub enum NotifyKind {
     Webhook,
     Slack,
+    Issue,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -85,6 +85,18 @@ impl Planner<'_> {
                     }
                 });
         let ci = self.ci(file.ci.as_ref());
+        let hooks = file.serve.as_ref().and_then(|s| s.webhooks.as_ref());
+        let webhooks = crate::plan::Webhooks {
+            github_secret: hooks
+                .and_then(|h| h.github.as_ref())
+                .map(|g| g.secret.value.clone()),
+            gitlab_token: hooks
+                .and_then(|h| h.gitlab.as_ref())
+                .map(|g| g.token.value.clone()),
+            azure_devops: hooks
+                .and_then(|h| h.azure_devops.as_ref())
+                .map(|a| (a.username.value.clone(), a.password.value.clone())),
+        };
         let release_tags = match &file.release_tags {
             Some(p) => self
                 .pattern(p, &p.value)
@@ -393,6 +405,7 @@ impl Planner<'_> {
             ci,
             secrets: pipeline.secrets.iter().map(|s| s.value.clone()).collect(),
             notify,
+            webhooks,
             stages,
         })
     }

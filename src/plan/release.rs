@@ -94,6 +94,7 @@ impl Planner<'_> {
         let (kind, hook) = match def {
             NotifyDef::Webhook(h) => (NotifyKind::Webhook, h),
             NotifyDef::Slack(h) => (NotifyKind::Slack, h),
+            NotifyDef::Issue(def) => return self.issue(def, secrets),
         };
         let url = match (&hook.url, &hook.url_secret) {
             (Some(url), None) => UrlSource::Literal(url.value.clone()),
@@ -128,7 +129,75 @@ impl Planner<'_> {
         if hook.on.is_empty() {
             on = vec![NotifyEvent::Failure, NotifyEvent::Release];
         }
-        Notify { kind, url, on }
+        Notify {
+            kind,
+            url,
+            on,
+            issue: None,
+        }
+    }
+
+    /// An `issue` entry: one repository of one provider, its token's secret declared.
+    fn issue(&mut self, def: &crate::config::IssueDef, secrets: &[Spanned<String>]) -> Notify {
+        use crate::plan::{IssueProvider, IssueTarget};
+        self.declared_secret(&def.token_secret, &[secrets]);
+        let (provider, repository, api) = match (&def.github, &def.gitlab) {
+            (Some(repo), None) => (IssueProvider::Github, repo, "https://api.github.com"),
+            (None, Some(repo)) => (IssueProvider::Gitlab, repo, "https://gitlab.com/api/v4"),
+            (Some(repo), Some(_)) => {
+                self.error("give `github` or `gitlab`, not both", repo);
+                (IssueProvider::Github, repo, "https://api.github.com")
+            }
+            (None, None) => {
+                self.error(
+                    "an `issue` notification needs `github: OWNER/NAME` or `gitlab: GROUP/NAME`",
+                    &def.token_secret,
+                );
+                (IssueProvider::Github, &def.token_secret, "")
+            }
+        };
+        if provider == IssueProvider::Github && repository.value.split('/').count() != 2 {
+            self.error(
+                format!(
+                    "`{}` is not a GitHub repository: write `OWNER/NAME`",
+                    repository.value
+                ),
+                repository,
+            );
+        }
+        let mut triggers = Vec::new();
+        for t in &def.triggers {
+            match crate::trigger::Trigger::parse(&t.value) {
+                Some(trigger) => triggers.push(trigger),
+                None => self.error(
+                    format!(
+                        "`{}` is not a trigger: use `local`, `pre-push`, `pr`, `push`, `nightly` or `tag`",
+                        t.value
+                    ),
+                    t,
+                ),
+            }
+        }
+        if def.triggers.is_empty() {
+            triggers.push(crate::trigger::Trigger::Nightly);
+        }
+        Notify {
+            kind: NotifyKind::Issue,
+            url: UrlSource::Literal(
+                def.api
+                    .as_ref()
+                    .map_or(api, |a| a.value.as_str())
+                    .trim_end_matches('/')
+                    .to_owned(),
+            ),
+            on: vec![NotifyEvent::Failure, NotifyEvent::Success],
+            issue: Some(IssueTarget {
+                provider,
+                repository: repository.value.clone(),
+                token_secret: def.token_secret.value.clone(),
+                triggers,
+            }),
+        }
     }
 
     /// `stage`: the stage's name and the file that defines it (the archive may come from a

@@ -26,9 +26,10 @@ pub fn flush_outbox(
     let names: Vec<String> = plan
         .notify
         .iter()
-        .filter_map(|n| match &n.url {
-            crate::plan::UrlSource::Secret(name) => Some(name.clone()),
-            crate::plan::UrlSource::Literal(_) => None,
+        .filter_map(|n| match (&n.url, &n.issue) {
+            (_, Some(issue)) => Some(issue.token_secret.clone()),
+            (crate::plan::UrlSource::Secret(name), None) => Some(name.clone()),
+            (crate::plan::UrlSource::Literal(_), None) => None,
         })
         .collect();
     let secrets = crate::secrets::load(&names, &env, secrets_file)?;

@@ -3,6 +3,7 @@
 //! long a test took.
 
 mod archive;
+mod browser;
 mod change;
 mod checkpoints;
 mod ci_generate;
@@ -16,6 +17,7 @@ mod hygiene;
 mod include;
 mod init;
 mod inputs;
+mod issues;
 mod masking;
 mod moto;
 mod private;
@@ -24,6 +26,7 @@ mod records;
 mod resume;
 mod resume_check;
 mod run;
+mod serve;
 mod shared_archive;
 mod shared_release;
 mod shared_runs;

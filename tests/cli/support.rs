@@ -342,6 +342,17 @@ impl Running {
         pid.unwrap()
     }
 
+    /// Reads one line murphy printed to stdout (waiting for it); the rest stays unread.
+    pub fn stdout_line(&mut self) -> String {
+        let stdout = self.child().stdout.as_mut().expect("stdout is piped");
+        let mut line = Vec::new();
+        let mut byte = [0u8];
+        while stdout.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        String::from_utf8_lossy(&line).into_owned()
+    }
+
     /// Polls until `done`, failing if murphy ends first. Only a guard against a hang: no
     /// test measures time with it.
     pub fn wait_until(&mut self, what: &str, mut done: impl FnMut() -> bool) {
@@ -812,6 +823,8 @@ pub struct Request {
     pub method: String,
     pub path: String,
     pub authorization: String,
+    /// Every header, names in lower case.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
@@ -823,6 +836,7 @@ pub fn read_request(stream: &TcpStream) -> Option<Request> {
     let mut words = line.split_whitespace();
     let (method, path) = (words.next()?.to_owned(), words.next()?.to_owned());
     let (mut length, mut authorization) = (0, String::new());
+    let mut headers = Vec::new();
     loop {
         let mut header = String::new();
         reader.read_line(&mut header).ok()?;
@@ -831,6 +845,7 @@ pub fn read_request(stream: &TcpStream) -> Option<Request> {
             break;
         }
         let (name, value) = header.split_once(':')?;
+        headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
         match name.to_ascii_lowercase().as_str() {
             "content-length" => length = value.trim().parse().ok()?,
             "authorization" => authorization = value.trim().to_owned(),
@@ -843,6 +858,7 @@ pub fn read_request(stream: &TcpStream) -> Option<Request> {
         method,
         path,
         authorization,
+        headers,
         body,
     })
 }

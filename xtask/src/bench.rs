@@ -7,6 +7,7 @@
 //! benchmark that could not run makes the task fail.
 
 mod hash;
+mod history;
 mod json;
 mod noop;
 mod overhead;
@@ -56,6 +57,11 @@ const BENCHMARKS: &[Benchmark] = &[
         name: "validate",
         run: validate::run,
         default: true,
+    },
+    Benchmark {
+        name: "history",
+        run: history::run,
+        default: false,
     },
     Benchmark {
         name: "remote",
