@@ -25,6 +25,8 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -164,6 +166,9 @@ pub struct Store {
     /// With a store key, every record carries a keyed MAC and one without a valid MAC is
     /// treated as absent: a record edited by someone without the key is never trusted.
     key: Option<[u8; 32]>,
+    /// Whether checkpoints were written since the last [`Store::sync`]: they are written
+    /// without fsyncs and made durable together (see ARCHITECTURE.md, "Crash safety").
+    unsynced: Arc<AtomicBool>,
 }
 
 /// What starts a record written with a store key: `mac:` and the keyed BLAKE3 of its body.
@@ -182,7 +187,17 @@ impl Store {
         Store {
             root: state_dir.join("store"),
             key: None,
+            unsynced: Arc::default(),
         }
+    }
+
+    /// Makes every checkpoint written so far survive a power cut, with one `syncfs` for all
+    /// of them; nothing to do when none was written. Called at the end of a run.
+    pub fn sync(&self) -> io::Result<()> {
+        if self.unsynced.swap(false, Ordering::SeqCst) {
+            sync_filesystem(&self.root)?;
+        }
+        Ok(())
     }
 
     /// The store with records authenticated by `key` (`MURPHY_STORE_KEY`).
@@ -536,17 +551,16 @@ impl Store {
         manifest: &Manifest,
         stat_cache: &StatCache,
     ) -> Result<(), StoreError> {
-        let mut wrote_objects = false;
+        // Nothing here is fsynced: a kill cannot tear what is renamed into place, and what a
+        // power cut may lose or tear (an object, this record) fails its check when read and
+        // is treated as absent. The run syncs its checkpoints together (`Store::sync`).
+        self.unsynced.store(true, Ordering::SeqCst);
         for entry in &record.outputs {
             if let OutputKind::File { digest, .. } = &entry.kind
                 && !self.object_ok(digest, stat_cache)
             {
                 self.put_object(&root.join(&entry.path), digest)?;
-                wrote_objects = true;
             }
-        }
-        if wrote_objects {
-            sync_filesystem(&self.root).map_err(io_err(&self.root))?;
         }
         crate::crash::at("objects-stored", &record.stage);
         let body = serde_json::to_vec_pretty(record)
@@ -561,11 +575,12 @@ impl Store {
         let manifest_path = self.manifest_path(&record.fingerprint);
         let manifest_bytes = serde_json::to_vec(manifest)
             .map_err(|e| io_err(&manifest_path)(io::Error::other(e)))?;
-        atomic_file::write(&manifest_path, &manifest_bytes).map_err(io_err(&manifest_path))?;
+        atomic_file::write_unsynced(&manifest_path, &manifest_bytes)
+            .map_err(io_err(&manifest_path))?;
         let record_path = self.record_path(&record.fingerprint);
-        atomic_file::write(&record_path, &bytes).map_err(io_err(&record_path))?;
+        atomic_file::write_unsynced(&record_path, &bytes).map_err(io_err(&record_path))?;
         let latest = self.latest_path(&record.stage);
-        atomic_file::write(&latest, record.fingerprint.as_bytes()).map_err(io_err(&latest))
+        atomic_file::write_unsynced(&latest, record.fingerprint.as_bytes()).map_err(io_err(&latest))
     }
 
     /// Copies `source` into the store under `digest`, checking the copy's bytes.
