@@ -11,6 +11,7 @@ mod json;
 mod noop;
 mod overhead;
 mod remote;
+mod scale;
 mod touched;
 mod validate;
 
@@ -55,6 +56,11 @@ const BENCHMARKS: &[Benchmark] = &[
     Benchmark {
         name: "validate",
         run: validate::run,
+        default: true,
+    },
+    Benchmark {
+        name: "scale",
+        run: scale::run,
         default: true,
     },
     Benchmark {
