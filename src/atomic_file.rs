@@ -23,9 +23,22 @@ pub fn write_shared(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_with_mode(path, bytes, 0o666)
 }
 
+/// [`write`] without the fsyncs, for files a power cut may cost but never damage unseen: a
+/// reader still sees the old file or the new one after a kill (the rename is atomic), and
+/// after a power cut a file that is empty or holds the wrong bytes fails its checksum and is
+/// treated as absent (the stat cache, a checkpoint record, which is then made again). What
+/// such files need to outlive a power cut is synced once, at the end of the run.
+pub fn write_unsynced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace(path, bytes, 0o600, false)
+}
+
 /// The temp file sits in the same directory as `path` so the rename is atomic; it is made
 /// with `mode` (less the umask), so the file is never readable by more than that.
 fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    replace(path, bytes, mode, true)
+}
+
+fn replace(path: &Path, bytes: &[u8], mode: u32, sync: bool) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -42,10 +55,12 @@ fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
             .mode(mode)
             .open(&tmp)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
+        if sync {
+            file.sync_all()?;
+        }
         crate::crash::at("temp-written", &name.to_string_lossy());
         fs::rename(&tmp, path)?;
-        sync_dir(dir)
+        if sync { sync_dir(dir) } else { Ok(()) }
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

@@ -163,7 +163,9 @@ fn digest_inputs(
     files: &[PathBuf],
     stat_cache: &StatCache,
 ) -> std::io::Result<BTreeMap<String, String>> {
-    let mut digests = BTreeMap::new();
+    // Collected in order and built at once: `BTreeMap` builds a sorted sequence in one pass
+    // instead of searching for each key.
+    let mut digests = Vec::with_capacity(files.len());
     for relative in files {
         let path = root.join(relative);
         let digest = match stat_cache.digest(&path) {
@@ -176,9 +178,9 @@ fn digest_inputs(
                 ));
             }
         };
-        digests.insert(relative.to_string_lossy().into_owned(), hex(&digest));
+        digests.push((relative.to_string_lossy().into_owned(), hex(&digest)));
     }
-    Ok(digests)
+    Ok(digests.into_iter().collect())
 }
 
 fn diff(
@@ -214,13 +216,13 @@ pub fn summarize(changes: &[String], n: usize) -> String {
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
 }
 
 #[cfg(test)]

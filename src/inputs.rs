@@ -6,8 +6,9 @@
 //! excludes file); outputs do not, since build products are usually ignored. The state
 //! directory, `.git` and murphy's temp files are never matched.
 
-use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use globset::{Glob, GlobBuilder, GlobMatcher};
@@ -18,7 +19,8 @@ const GLOB_CHARS: &[char] = &['*', '?', '[', '{'];
 /// What a stage's `inputs` patterns name.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Inputs {
-    /// Relative to the project root, sorted, without duplicates.
+    /// Relative to the project root, sorted by their bytes (as the manifest keys them),
+    /// without duplicates.
     pub files: Vec<PathBuf>,
     /// The patterns (as written) that named no file: a typo, or everything they match is
     /// ignored by git.
@@ -107,7 +109,7 @@ pub fn expand_inputs(root: &Path, patterns: &[String], skip: &Path) -> io::Resul
     if patterns.is_empty() {
         return Ok(Inputs::default());
     }
-    let mut files = BTreeSet::new();
+    let mut files = Vec::new();
     let mut unmatched = Vec::new();
     let root = std::path::absolute(root)?;
     let skip = std::path::absolute(skip)?;
@@ -123,10 +125,13 @@ pub fn expand_inputs(root: &Path, patterns: &[String], skip: &Path) -> io::Resul
             unmatched.push(pattern.clone());
         }
     }
-    Ok(Inputs {
-        files: files.into_iter().collect(),
-        unmatched,
-    })
+    // By bytes, not `Path`'s component by component: cheaper, and the order the manifest's
+    // keys have anyway.
+    files.sort_unstable_by(|a: &PathBuf, b: &PathBuf| {
+        a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes())
+    });
+    files.dedup();
+    Ok(Inputs { files, unmatched })
 }
 
 /// The first of `files` (paths below `root` that [`expand`] matched) that really leads out of
@@ -152,11 +157,13 @@ pub fn expand(root: &Path, patterns: &[String], skip: &Path) -> io::Result<Vec<P
     // Compared as absolute paths: `root` is often the relative `.`, `skip` an absolute path.
     let root = std::path::absolute(root)?;
     let skip = std::path::absolute(skip)?;
-    let mut files = BTreeSet::new();
+    let mut files = Vec::new();
     for pattern in patterns {
         walk(&root, pattern, &skip, Ignores::Disregard, &mut files)?;
     }
-    Ok(files.into_iter().collect())
+    files.sort_unstable();
+    files.dedup();
+    Ok(files)
 }
 
 /// Adds what one pattern names to `files`; returns how many files it matched (counting
@@ -166,7 +173,7 @@ fn walk(
     pattern: &str,
     skip: &Path,
     ignores: Ignores,
-    files: &mut BTreeSet<PathBuf>,
+    files: &mut Vec<PathBuf>,
 ) -> io::Result<usize> {
     // The planner refuses a pattern that leaves the project; walked as it reads, without
     // the kernel resolving a `..` through a symlink.
@@ -199,7 +206,7 @@ fn walk(
         if matcher.is_some() || link != prefix {
             return Ok(0);
         }
-        files.insert(prefix);
+        files.push(prefix);
         return Ok(1);
     }
     let skip = skip.to_owned();
@@ -219,6 +226,7 @@ fn walk(
                 && !crate::atomic_file::is_temp(e.file_name())
         })
         .build();
+    let root_len = root.as_os_str().len();
     let mut matched = 0;
     for entry in walker {
         let entry = match entry {
@@ -241,12 +249,21 @@ fn walk(
         if entry.file_type().is_none_or(|t| t.is_dir()) {
             continue;
         }
-        let Ok(relative) = entry.path().strip_prefix(root) else {
+        // Every path the walk yields starts with `start`, so with `root` and a slash: cut
+        // off as bytes (a `strip_prefix` compares component by component, for each file).
+        // The root itself (`start` when the pattern has no literal prefix) is a directory.
+        let Some(relative) = entry
+            .path()
+            .as_os_str()
+            .as_bytes()
+            .get(root_len..)
+            .map(|rest| Path::new(OsStr::from_bytes(rest.strip_prefix(b"/").unwrap_or(rest))))
+        else {
             continue;
         };
         if matcher.as_ref().is_none_or(|m| m.is_match(relative)) {
             matched += 1;
-            files.insert(relative.to_path_buf());
+            files.push(relative.to_path_buf());
         }
     }
     Ok(matched)

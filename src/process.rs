@@ -91,6 +91,7 @@ pub async fn run(
     let Some((program, args)) = argv.split_first() else {
         return Err(io::Error::other("no program to run"));
     };
+    let program = resolve(program, cwd, env);
     let mut child = Command::new(program)
         .args(args)
         .current_dir(cwd)
@@ -138,6 +139,30 @@ pub async fn run(
     })
     .await;
     Ok(ended)
+}
+
+/// `program` found in the `PATH` the command gets (relative entries from `cwd`, as `execvp`
+/// reads them), or as given when it holds a slash or is not found (then the spawn fails as it
+/// would have). With the path known, the spawn is a `posix_spawn` (`vfork`: no copy of
+/// murphy's page tables); the standard library falls back to `fork` for a name it would have
+/// to look up in a `PATH` other than murphy's own.
+fn resolve(program: &OsString, cwd: &Path, env: &[(String, String)]) -> OsString {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    if program.as_bytes().contains(&b'/') || program.is_empty() {
+        return program.clone();
+    }
+    let Some((_, path)) = env.iter().find(|(name, _)| name == "PATH") else {
+        return program.clone();
+    };
+    path.split(':')
+        .map(|dir| if dir.is_empty() { "." } else { dir })
+        .map(|dir| cwd.join(dir).join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .map_or_else(|| program.clone(), OsString::from)
 }
 
 /// Resolves once `cancel` turns true; never, if its sender is gone without cancelling.
@@ -333,7 +358,13 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id() as libc::pid_t;
-        let by_proc = processes_with(&run, "MURPHY_STAGE=build");
+        // Until the child has exec'd `sleep`, its environment is still this process's.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut by_proc = processes_with(&run, "MURPHY_STAGE=build");
+        while by_proc.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            by_proc = processes_with(&run, "MURPHY_STAGE=build");
+        }
         let by_ps = processes_with_ps(&run, "MURPHY_STAGE=build");
         let other_stage = processes_with_ps(&run, "MURPHY_STAGE=test");
         let _ = child.kill();

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use rustc_hash::FxBuildHasher;
+
 use crate::atomic_file;
 
 /// A BLAKE3 digest: murphy's internal content key (SHA-256 is for digests others read).
@@ -26,7 +28,10 @@ pub type Digest = [u8; 32];
 const RACY_WINDOW_NS: i128 = 2_000_000_000;
 
 const MAGIC: &[u8; 8] = b"MURPHYSC";
-const FORMAT_VERSION: u32 = 1;
+/// 2: entries sorted by path, each path stored as the length it shares with the one before
+/// and the rest (20,000 paths below one folder shrink to a few bytes each). A file of
+/// version 1 reads as an empty cache: every file is hashed once more, then it is rewritten.
+const FORMAT_VERSION: u32 = 2;
 
 /// What the file looked like when it was hashed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,9 +55,22 @@ impl Stamp {
     }
 }
 
+/// One file the cache vouches for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    stamp: Stamp,
+    digest: Digest,
+    /// Looked up (and so found to exist) by this run: [`StatCache::save`] need not check.
+    seen: bool,
+}
+
+/// Paths as bytes, hashed with FxHash: a lookup per input file is the whole of a no-op run,
+/// and neither `PathBuf`'s component-wise hashing nor SipHash is needed for a local cache.
+type Map = HashMap<Box<[u8]>, Entry, FxBuildHasher>;
+
 #[derive(Debug, Default)]
 struct Entries {
-    map: HashMap<PathBuf, (Stamp, Digest)>,
+    map: Map,
     changed: bool,
     /// What this run read again, for [`StatCache::rehashed`].
     rehashed: Rehashed,
@@ -78,17 +96,17 @@ pub struct StatCache {
 }
 
 impl StatCache {
-    /// Loads the cache at `path`; a missing, foreign or damaged file is an empty cache.
+    /// Loads the cache at `path`; a missing, foreign, older or damaged file is an empty cache.
     pub fn load(path: &Path) -> StatCache {
         let map = match std::fs::read(path) {
             Ok(bytes) => decode(&bytes).unwrap_or_else(|| {
                 tracing::debug!(
-                    "{} is damaged; starting an empty stat cache",
+                    "{} is damaged or of another version; starting an empty stat cache",
                     path.display()
                 );
-                HashMap::new()
+                Map::default()
             }),
-            Err(_) => HashMap::new(),
+            Err(_) => Map::default(),
         };
         StatCache {
             path: path.to_owned(),
@@ -114,31 +132,34 @@ impl StatCache {
             return Ok((*h.finalize().as_bytes(), 0));
         }
         let stamp = Stamp::of(&meta);
-        if let Some((cached, digest)) = self.lock().map.get(path)
-            && *cached == stamp
+        let key = path.as_os_str().as_bytes();
+        if let Some(entry) = self.lock().map.get_mut(key)
+            && entry.stamp == stamp
         {
-            return Ok((*digest, stamp.size));
+            entry.seen = true;
+            return Ok((entry.digest, stamp.size));
         }
         let hashed_at = now_ns();
-        let digest = hash_file(path)?;
-        self.note_rehashed(path);
+        let (digest, after) = hash_and_stat(path, stamp.size)?;
+        let mut entries = self.lock();
+        note(&mut entries.rehashed, path);
         // Keep the entry only if the file cannot change again unseen (see the module doc),
-        // and only if it did not change while we read it.
-        let after = std::fs::symlink_metadata(path).map(|m| Stamp::of(&m)).ok();
-        if after == Some(stamp) && stamp.ctime_ns < hashed_at - RACY_WINDOW_NS {
-            let mut entries = self.lock();
-            entries.map.insert(path.to_owned(), (stamp, digest));
+        // and only if the bytes read are those of the stamp: the file opened is the one
+        // stat-ed (same inode) and did not change while it was read.
+        if Stamp::of(&after) == stamp && stamp.ctime_ns < hashed_at - RACY_WINDOW_NS {
+            let entry = Entry {
+                stamp,
+                digest,
+                seen: true,
+            };
+            entries.map.insert(key.into(), entry);
             entries.changed = true;
         }
         Ok((digest, stamp.size))
     }
 
     fn note_rehashed(&self, path: &Path) {
-        let rehashed = &mut self.lock().rehashed;
-        rehashed.count += 1;
-        if rehashed.examples.len() < EXAMPLES {
-            rehashed.examples.push(path.to_owned());
-        }
+        note(&mut self.lock().rehashed, path);
     }
 
     /// The files read so far because the cache had no valid entry for them.
@@ -147,20 +168,32 @@ impl StatCache {
     }
 
     /// Writes the cache back if anything was added; atomically, so a kill leaves the old one.
+    /// Not fsynced: a cache lost or torn by a power cut fails its checksum and is an empty
+    /// one, and an old one still only vouches for stamps it saw.
     pub fn save(&self) -> io::Result<()> {
         let mut entries = self.lock();
         if !entries.changed {
             return Ok(());
         }
-        // Entries for files that are gone are dropped, so the cache does not grow forever.
-        entries.map.retain(|path, _| path.exists());
-        atomic_file::write(&self.path, &encode(&entries.map))?;
+        // Entries for files that are gone are dropped, so the cache does not grow forever;
+        // those this run looked up exist, so only the others are checked.
+        entries.map.retain(|path, entry| {
+            entry.seen || Path::new(std::ffi::OsStr::from_bytes(path)).exists()
+        });
+        atomic_file::write_unsynced(&self.path, &encode(&entries.map))?;
         entries.changed = false;
         Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn note(rehashed: &mut Rehashed, path: &Path) {
+    rehashed.count += 1;
+    if rehashed.examples.len() < EXAMPLES {
+        rehashed.examples.push(path.to_owned());
     }
 }
 
@@ -172,10 +205,32 @@ const BLOCK: usize = 4 << 20;
 /// than pays for the copy a read costs.
 pub fn hash_file(path: &Path) -> io::Result<Digest> {
     let mut file = File::open(path)?;
-    let mut hasher = blake3::Hasher::new();
     // Sized to the file: most inputs are small, and a 4 MiB buffer each is a cost of its own.
     let size = file.metadata().map_or(BLOCK as u64, |m| m.len());
-    let mut buf = vec![0u8; usize::try_from(size).map_or(BLOCK, |s| (s + 1).min(BLOCK))];
+    hash_open(&mut file, size)
+}
+
+/// [`hash_file`] for a file whose size is known from a stat just made, with the open file's
+/// own stat after the read: what the bytes hashed belong to.
+fn hash_and_stat(path: &Path, size: u64) -> io::Result<(Digest, Metadata)> {
+    let mut file = File::open(path)?;
+    let digest = hash_open(&mut file, size)?;
+    Ok((digest, file.metadata()?))
+}
+
+fn hash_open(file: &mut File, size: u64) -> io::Result<Digest> {
+    let mut hasher = blake3::Hasher::new();
+    // One byte more than expected, so a file read whole needs no further read to see its end
+    // unless it grew.
+    let mut small = [0u8; 16 << 10];
+    let wanted = usize::try_from(size).map_or(BLOCK, |s| (s + 1).min(BLOCK));
+    let mut large;
+    let buf: &mut [u8] = if wanted <= small.len() {
+        &mut small[..wanted]
+    } else {
+        large = vec![0u8; wanted];
+        &mut large
+    };
     loop {
         let mut filled = 0;
         while filled < buf.len() {
@@ -187,10 +242,10 @@ pub fn hash_file(path: &Path) -> io::Result<Digest> {
             }
         }
         if filled == BLOCK {
-            hasher.update_rayon(&buf);
+            hasher.update_rayon(buf);
         } else if filled == buf.len() {
             // A file that grew since its size was read: keep reading.
-            hasher.update(&buf);
+            hasher.update(buf);
         } else {
             hasher.update(&buf[..filled]);
             break;
@@ -205,29 +260,40 @@ fn now_ns() -> i128 {
         .map_or(0, |d| d.as_nanos() as i128)
 }
 
-/// Layout: magic, version, then per entry: path length (u32), path bytes, size, mtime, ctime,
-/// inode, device, digest; all little-endian; then a BLAKE3 of everything before it.
-fn encode(map: &HashMap<PathBuf, (Stamp, Digest)>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + map.len() * 128);
+/// Layout: magic, version, then per entry in path order: the length of the path it shares
+/// with the one before (u16), the length of the rest (u16) and its bytes, size, mtime,
+/// ctime, inode, device, digest; all little-endian; then a BLAKE3 of everything before it.
+fn encode(map: &Map) -> Vec<u8> {
+    let mut sorted: Vec<(&[u8], &Entry)> = map.iter().map(|(p, e)| (&**p, e)).collect();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut out = Vec::with_capacity(16 + sorted.len() * 100);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    for (path, (stamp, digest)) in map {
-        let bytes = path.as_os_str().as_bytes();
-        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-        out.extend_from_slice(bytes);
+    let mut before: &[u8] = &[];
+    for (path, entry) in sorted {
+        // Paths are at most PATH_MAX (4096) bytes; a longer one is not kept.
+        let Ok(len) = u16::try_from(path.len()) else {
+            continue;
+        };
+        let shared = before.iter().zip(path).take_while(|(a, b)| a == b).count() as u16;
+        out.extend_from_slice(&shared.to_le_bytes());
+        out.extend_from_slice(&(len - shared).to_le_bytes());
+        out.extend_from_slice(&path[usize::from(shared)..]);
+        let stamp = &entry.stamp;
         out.extend_from_slice(&stamp.size.to_le_bytes());
         out.extend_from_slice(&stamp.mtime_ns.to_le_bytes());
         out.extend_from_slice(&stamp.ctime_ns.to_le_bytes());
         out.extend_from_slice(&stamp.inode.to_le_bytes());
         out.extend_from_slice(&stamp.device.to_le_bytes());
-        out.extend_from_slice(digest);
+        out.extend_from_slice(&entry.digest);
+        before = path;
     }
     let check = blake3::hash(&out);
     out.extend_from_slice(check.as_bytes());
     out
 }
 
-fn decode(bytes: &[u8]) -> Option<HashMap<PathBuf, (Stamp, Digest)>> {
+fn decode(bytes: &[u8]) -> Option<Map> {
     let (body, check) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
     if blake3::hash(body).as_bytes() != check {
         return None;
@@ -236,10 +302,16 @@ fn decode(bytes: &[u8]) -> Option<HashMap<PathBuf, (Stamp, Digest)>> {
     if r.take(8)? != MAGIC || u32::from_le_bytes(r.array()?) != FORMAT_VERSION {
         return None;
     }
-    let mut map = HashMap::new();
+    let mut map = Map::with_capacity_and_hasher(body.len() / 90, FxBuildHasher);
+    let mut path: Vec<u8> = Vec::new();
     while !r.0.is_empty() {
-        let len = u32::from_le_bytes(r.array()?) as usize;
-        let path = PathBuf::from(std::ffi::OsStr::from_bytes(r.take(len)?));
+        let shared = usize::from(u16::from_le_bytes(r.array()?));
+        let rest = usize::from(u16::from_le_bytes(r.array()?));
+        if shared > path.len() {
+            return None;
+        }
+        path.truncate(shared);
+        path.extend_from_slice(r.take(rest)?);
         let stamp = Stamp {
             size: u64::from_le_bytes(r.array()?),
             mtime_ns: i128::from_le_bytes(r.array()?),
@@ -247,7 +319,12 @@ fn decode(bytes: &[u8]) -> Option<HashMap<PathBuf, (Stamp, Digest)>> {
             inode: u64::from_le_bytes(r.array()?),
             device: u64::from_le_bytes(r.array()?),
         };
-        map.insert(path, (stamp, r.array()?));
+        let entry = Entry {
+            stamp,
+            digest: r.array()?,
+            seen: false,
+        };
+        map.insert(path.as_slice().into(), entry);
     }
     Some(map)
 }
@@ -276,20 +353,61 @@ mod tests {
             .unwrap();
     }
 
-    #[test]
-    fn round_trips_and_rejects_damage() {
-        let mut map = HashMap::new();
-        let stamp = Stamp {
-            size: 3,
-            mtime_ns: 1,
-            ctime_ns: 2,
-            inode: 4,
-            device: 5,
+    /// Makes `cache` vouch for `path` as it is now with `digest`: a marker only the cache
+    /// can return, standing in for a file hashed long after its last change.
+    fn vouch(cache: &StatCache, path: &Path, digest: Digest) {
+        let stamp = Stamp::of(&std::fs::metadata(path).unwrap());
+        let mut entries = cache.lock();
+        let entry = Entry {
+            stamp,
+            digest,
+            seen: false,
         };
-        map.insert(PathBuf::from("src/a.rs"), (stamp, [7u8; 32]));
+        entries
+            .map
+            .insert(path.as_os_str().as_bytes().into(), entry);
+        entries.changed = true;
+    }
+
+    #[test]
+    fn round_trips_shares_prefixes_and_rejects_damage() {
+        let mut map = Map::default();
+        for (i, path) in ["src/b.rs", "src/a.rs", "src/a/c.rs", "z"]
+            .iter()
+            .enumerate()
+        {
+            let stamp = Stamp {
+                size: 3 + i as u64,
+                mtime_ns: -1,
+                ctime_ns: 2,
+                inode: 4,
+                device: 5,
+            };
+            let entry = Entry {
+                stamp,
+                digest: [i as u8; 32],
+                seen: false,
+            };
+            map.insert(path.as_bytes().into(), entry);
+        }
         let mut bytes = encode(&map);
         assert_eq!(decode(&bytes).unwrap(), map);
+        // `src/a.rs` whole, then 5 bytes of it shared by `src/a/c.rs`, and so on.
+        let paths = ["src/a.rs", "/c.rs", "b.rs", "z"];
+        let expected = 12 + paths.iter().map(|p| 4 + p.len() + 88).sum::<usize>() + 32;
+        assert_eq!(bytes.len(), expected);
         bytes[12] ^= 1;
+        assert_eq!(decode(&bytes), None);
+    }
+
+    #[test]
+    fn a_cache_of_another_version_is_empty() {
+        let mut bytes = encode(&Map::default());
+        bytes.truncate(8);
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(&[0, 0, 0, 0]);
+        let check = blake3::hash(&bytes);
+        bytes.extend_from_slice(check.as_bytes());
         assert_eq!(decode(&bytes), None);
     }
 
@@ -318,12 +436,8 @@ mod tests {
             std::fs::write(&file, "x").unwrap();
             files.push(file);
         }
-        // One file the cache knows (a marker digest stands in for one hashed long ago).
-        let stamp = Stamp::of(&std::fs::metadata(&files[0]).unwrap());
-        cache
-            .lock()
-            .map
-            .insert(files[0].clone(), (stamp, [9u8; 32]));
+        // One file the cache knows.
+        vouch(&cache, &files[0], [9u8; 32]);
         for file in &files {
             cache.digest(file).unwrap();
         }
@@ -339,13 +453,8 @@ mod tests {
         std::fs::write(&file, "content").unwrap();
         let cache_path = dir.path().join("cache");
         let cache = StatCache::load(&cache_path);
-        // A just-written file is racy; stand in for one hashed long after its last change,
-        // with a marker digest that only the cache can return.
-        let stamp = Stamp::of(&std::fs::metadata(&file).unwrap());
-        let mut entries = cache.lock();
-        entries.map.insert(file.clone(), (stamp, [9u8; 32]));
-        entries.changed = true;
-        drop(entries);
+        // A just-written file is racy: stand in for one hashed long after its last change.
+        vouch(&cache, &file, [9u8; 32]);
         assert_eq!(cache.digest(&file).unwrap().0, [9u8; 32]);
         cache.save().unwrap();
         let reloaded = StatCache::load(&cache_path);

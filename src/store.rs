@@ -22,9 +22,11 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -164,6 +166,9 @@ pub struct Store {
     /// With a store key, every record carries a keyed MAC and one without a valid MAC is
     /// treated as absent: a record edited by someone without the key is never trusted.
     key: Option<[u8; 32]>,
+    /// Whether checkpoints were written since the last [`Store::sync`]: they are written
+    /// without fsyncs and made durable together (see ARCHITECTURE.md, "Crash safety").
+    unsynced: Arc<AtomicBool>,
 }
 
 /// What starts a record written with a store key: `mac:` and the keyed BLAKE3 of its body.
@@ -182,7 +187,17 @@ impl Store {
         Store {
             root: state_dir.join("store"),
             key: None,
+            unsynced: Arc::default(),
         }
+    }
+
+    /// Makes every checkpoint written so far survive a power cut, with one `syncfs` for all
+    /// of them; nothing to do when none was written. Called at the end of a run.
+    pub fn sync(&self) -> io::Result<()> {
+        if self.unsynced.swap(false, Ordering::SeqCst) {
+            sync_filesystem(&self.root)?;
+        }
+        Ok(())
     }
 
     /// The store with records authenticated by `key` (`MURPHY_STORE_KEY`).
@@ -536,17 +551,16 @@ impl Store {
         manifest: &Manifest,
         stat_cache: &StatCache,
     ) -> Result<(), StoreError> {
-        let mut wrote_objects = false;
+        // Nothing here is fsynced: a kill cannot tear what is renamed into place, and what a
+        // power cut may lose or tear (an object, this record) fails its check when read and
+        // is treated as absent. The run syncs its checkpoints together (`Store::sync`).
+        self.unsynced.store(true, Ordering::SeqCst);
         for entry in &record.outputs {
             if let OutputKind::File { digest, .. } = &entry.kind
                 && !self.object_ok(digest, stat_cache)
             {
                 self.put_object(&root.join(&entry.path), digest)?;
-                wrote_objects = true;
             }
-        }
-        if wrote_objects {
-            self.sync_objects(record).map_err(io_err(&self.root))?;
         }
         crate::crash::at("objects-stored", &record.stage);
         let body = serde_json::to_vec_pretty(record)
@@ -561,34 +575,12 @@ impl Store {
         let manifest_path = self.manifest_path(&record.fingerprint);
         let manifest_bytes = serde_json::to_vec(manifest)
             .map_err(|e| io_err(&manifest_path)(io::Error::other(e)))?;
-        atomic_file::write(&manifest_path, &manifest_bytes).map_err(io_err(&manifest_path))?;
+        atomic_file::write_unsynced(&manifest_path, &manifest_bytes)
+            .map_err(io_err(&manifest_path))?;
         let record_path = self.record_path(&record.fingerprint);
-        atomic_file::write(&record_path, &bytes).map_err(io_err(&record_path))?;
+        atomic_file::write_unsynced(&record_path, &bytes).map_err(io_err(&record_path))?;
         let latest = self.latest_path(&record.stage);
-        atomic_file::write(&latest, record.fingerprint.as_bytes()).map_err(io_err(&latest))
-    }
-
-    /// Makes the objects `record` names durable before the record is written: one `syncfs`
-    /// on Linux; elsewhere (macOS has no `syncfs`) an fsync of each object and its folder.
-    fn sync_objects(&self, record: &StageRecord) -> io::Result<()> {
-        #[cfg(target_os = "linux")]
-        {
-            let _ = record;
-            sync_filesystem(&self.root)
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            for entry in &record.outputs {
-                if let OutputKind::File { digest, .. } = &entry.kind {
-                    let path = self.object_path(digest);
-                    fs::File::open(&path)?.sync_all()?;
-                    if let Some(dir) = path.parent() {
-                        fs::File::open(dir)?.sync_all()?;
-                    }
-                }
-            }
-            Ok(())
-        }
+        atomic_file::write_unsynced(&latest, record.fingerprint.as_bytes()).map_err(io_err(&latest))
     }
 
     /// Copies `source` into the store under `digest`, checking the copy's bytes.
@@ -672,7 +664,7 @@ impl Store {
                     if !file_intact(&path, current.as_ref(), digest, *mode, stat_cache) {
                         remove_any(&path);
                         ensure_parent(&path)?;
-                        self.copy_out(digest, &path, *mode)?;
+                        self.copy_out(digest, &path, *mode, stat_cache)?;
                         restored += 1;
                     }
                 }
@@ -694,8 +686,18 @@ impl Store {
         Ok(restored)
     }
 
-    /// Copies an object to `dest` through a temp file, hashing as it goes.
-    fn copy_out(&self, digest: &str, dest: &Path, mode: u32) -> Result<(), StoreError> {
+    /// Copies an object to `dest` through a temp file. The object is checked against its
+    /// name first, through the stat cache (a read-only object it saw unchanged is not read
+    /// again), and then copied by the kernel (`copy_file_range`: a reflink where the
+    /// filesystem can share extents, never a hard link, so a later write to the workspace
+    /// copy cannot reach the store), as fast as `cp`.
+    fn copy_out(
+        &self,
+        digest: &str,
+        dest: &Path,
+        mode: u32,
+        stat_cache: &StatCache,
+    ) -> Result<(), StoreError> {
         let object = self.object_path(digest);
         let name = dest
             .file_name()
@@ -703,6 +705,11 @@ impl Store {
             .unwrap_or_default();
         let tmp = dest.with_file_name(atomic_file::temp_name(&name));
         let result = (|| {
+            match stat_cache.digest(&object) {
+                Ok((found, _)) if hex(&found) == digest => {}
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(&object)(e)),
+                _ => return Err(StoreError::Corrupt(digest.to_owned())),
+            }
             let mut from = fs::File::open(&object).map_err(|e| match e.kind() {
                 io::ErrorKind::NotFound => StoreError::Corrupt(digest.to_owned()),
                 _ => io_err(&object)(e),
@@ -715,19 +722,7 @@ impl Store {
                 .create_new(true)
                 .open(&tmp)
                 .map_err(workspace_err(&tmp))?;
-            let mut hasher = blake3::Hasher::new();
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = from.read(&mut buf).map_err(io_err(&object))?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                to.write_all(&buf[..n]).map_err(workspace_err(&tmp))?;
-            }
-            if hasher.finalize().to_hex().as_str() != digest {
-                return Err(StoreError::Corrupt(digest.to_owned()));
-            }
+            io::copy(&mut from, &mut to).map_err(workspace_err(&tmp))?;
             drop(to);
             fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
                 .map_err(workspace_err(&tmp))?;
@@ -989,6 +984,15 @@ fn sync_filesystem(path: &Path) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Without `syncfs` (macOS), `sync` flushes every file system: more than the store, but the
+/// same promise, once per run.
+#[cfg(not(target_os = "linux"))]
+fn sync_filesystem(_path: &Path) -> io::Result<()> {
+    // SAFETY: sync takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    Ok(())
 }
 
 #[cfg(test)]

@@ -386,6 +386,11 @@ pub async fn execute(
     if let Err(err) = ctx.stat_cache.save() {
         tracing::warn!("cannot save the stat cache: {err}");
     }
+    // The run's checkpoints, written without fsyncs, made durable together before its end
+    // is recorded (and synced).
+    if let Err(err) = ctx.store.sync() {
+        tracing::warn!("cannot sync the checkpoint store: {err}");
+    }
 
     let count = |want: &dyn Fn(&Slot) -> bool| slots.iter().filter(|s| want(s)).count();
     let succeeded = count(&|s| matches!(s, Slot::Succeeded { .. }));

@@ -28,6 +28,20 @@ use crate::process::{self, Echo, Ended, Output};
 use crate::report::{ANNOTATIONS_PER_STAGE, Finish, format_duration};
 use crate::store::{self, RECORD_VERSION, StageRecord, StoreError, outputs_digest};
 
+/// Runs `work` on the blocking pool, or right here when it is known to be trivial (a stage
+/// with no inputs to hash, no outputs to store): a hop to another thread and back is two
+/// wake-ups, which on a busy machine are most of what a small stage in a chain costs.
+async fn blocking<T: Send + 'static>(
+    trivial: bool,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    if trivial {
+        Ok(work())
+    } else {
+        tokio::task::spawn_blocking(work).await
+    }
+}
+
 /// Lines of a failed stage's log shown on the terminal.
 const FAILURE_TAIL: usize = 30;
 
@@ -197,7 +211,8 @@ impl Task {
         let ctx = self.ctx.clone();
         let id = self.id;
         let upstream = self.upstream.clone();
-        tokio::task::spawn_blocking(move || {
+        let trivial = self.stage().inputs.is_empty();
+        blocking(trivial, move || {
             let stage = &ctx.plan.stages[id];
             let (manifest, unmatched) = Manifest::build(
                 stage,
@@ -455,7 +470,9 @@ impl Task {
         let id = self.id;
         let fp = fingerprint.clone();
         let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-        let saved = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+        let stage = self.stage();
+        let trivial = stage.inputs.is_empty() && stage.outputs.is_empty() && !stage.cacheable;
+        let saved = blocking(trivial, move || -> Result<_, StoreError> {
             let stage = &ctx.plan.stages[id];
             crate::crash::at("stage-exited", &stage.name);
             warn_if_inputs_changed(&ctx, stage, &manifest);

@@ -12,6 +12,7 @@ mod json;
 mod noop;
 mod overhead;
 mod remote;
+mod scale;
 mod touched;
 mod validate;
 
@@ -62,6 +63,11 @@ const BENCHMARKS: &[Benchmark] = &[
         name: "history",
         run: history::run,
         default: false,
+    },
+    Benchmark {
+        name: "scale",
+        run: scale::run,
+        default: true,
     },
     Benchmark {
         name: "remote",
