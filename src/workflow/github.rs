@@ -65,12 +65,12 @@ fn event(trigger: Trigger) -> &'static str {
     }
 }
 
-/// The job's `if:`, if it needs one. A need that may be absent (skipped by its `when:`) would
-/// skip this job too under GitHub's implicit `success()`, so such a job asks only that
-/// nothing failed or was cancelled.
+/// The job's `if:`, if it needs one. An ancestor that may be absent (skipped by its `when:`,
+/// however far up) would skip this job too under GitHub's implicit `success()`, which
+/// looks at every ancestor, so such a job asks only that nothing failed or was cancelled.
 fn condition(job: &Job) -> Option<String> {
     let mut parts = Vec::new();
-    if job.may_lack_a_need() {
+    if job.may_lack_an_ancestor {
         parts.push("!failure() && !cancelled()".to_owned());
     }
     if job.conditional() {

@@ -101,6 +101,9 @@ struct Job {
     /// Jobs this one needs (indexes into the job list), and whether the need may be absent
     /// when this job runs (an optional need with a narrower `when:`).
     needs: Vec<(usize, bool)>,
+    /// Whether any job before this one (a need, a need's need, ...) may be absent when this
+    /// one runs: GitHub's implicit `success()` skips a job with any skipped ancestor.
+    may_lack_an_ancestor: bool,
     /// The CI triggers this job runs for (its `when:` and its hard needs'); every one of
     /// [`CI_TRIGGERS`] means always.
     triggers: Vec<Trigger>,
@@ -111,10 +114,6 @@ struct Job {
 impl Job {
     fn conditional(&self) -> bool {
         self.triggers.len() < CI_TRIGGERS.len()
-    }
-
-    fn may_lack_a_need(&self) -> bool {
-        self.needs.iter().any(|&(_, maybe)| maybe)
     }
 }
 
@@ -351,6 +350,7 @@ fn jobs(plan: &Plan) -> Result<Vec<Job>, WorkflowError> {
                 None => Vec::new(),
             },
             needs: Vec::new(),
+            may_lack_an_ancestor: false,
             triggers: triggers[id].clone(),
             secrets,
         });
@@ -377,7 +377,26 @@ fn jobs(plan: &Plan) -> Result<Vec<Job>, WorkflowError> {
             }
         }
     }
+    for job in 0..jobs.len() {
+        jobs[job].may_lack_an_ancestor = (ancestors(&jobs, job).into_iter())
+            .any(|a| !(jobs[job].triggers.iter()).all(|t| jobs[a].triggers.contains(t)));
+    }
     Ok(jobs)
+}
+
+/// Every job `job` needs, directly or through other jobs.
+fn ancestors(jobs: &[Job], job: usize) -> Vec<usize> {
+    let mut seen = vec![false; jobs.len()];
+    let mut todo = vec![job];
+    while let Some(j) = todo.pop() {
+        for &(need, _) in &jobs[j].needs {
+            if !seen[need] {
+                seen[need] = true;
+                todo.push(need);
+            }
+        }
+    }
+    (0..jobs.len()).filter(|&j| seen[j]).collect()
 }
 
 /// A job id both providers take: letters, digits, `_` and `-`, not starting with a digit or `-`.

@@ -83,6 +83,7 @@ const PIPELINES: &[(&str, &str)] = &[
           nightly: {needs: [build], when: {trigger: nightly}, run: 'true', cache: true}
           release: {needs: [build], when: {trigger: [tag, push]}, run: 'true', cache: true}
           report: {needs: [build], needs_optional: [nightly], run: 'true', cache: true}
+          summary: {needs: [report], run: 'true', cache: true}
           after: {needs: [nightly], run: 'true', cache: true}
           hook: {when: {trigger: pre-push}, run: 'true'}
         ",
@@ -204,6 +205,10 @@ fn generated_workflows_pass_actionlint_and_say_what_they_run() {
         serde_json::json!(["build", "nightly"])
     );
     assert!(when["build"].get("if").is_none());
+    // GitHub's implicit `success()` looks at every ancestor, so a job below one with an
+    // optional need is skipped with the optional need's job unless told otherwise.
+    assert_eq!(when["summary"]["if"], "${{ !failure() && !cancelled() }}");
+    assert_eq!(when["summary"]["needs"], serde_json::json!(["report"]));
     // A hard need's condition holds for what needs it: GitHub skips it with its need.
     assert_eq!(
         when["after"]["if"],
