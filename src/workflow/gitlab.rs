@@ -1,7 +1,7 @@
 //! The GitLab CI pipeline: `.gitlab-ci.yml`.
 
 use super::yaml::{Lines, list, quote, shell_word};
-use super::{CI_TRIGGERS, MARK, Model, WorkflowError, levels};
+use super::{CI_TRIGGERS, Glob, MARK, Model, WorkflowError, levels, parse_glob};
 use crate::trigger::Trigger;
 
 const PROVIDER: &str = "GitLab CI";
@@ -34,26 +34,52 @@ fn event(trigger: Trigger) -> Option<&'static str> {
     }
 }
 
-/// A glob of `release_tags` as the regular expression GitLab's rules take.
+/// A glob of `release_tags` as the regular expression GitLab's rules take (RE2), anchored.
 fn tag_regex(glob: &str) -> String {
     let mut out = String::from("/^");
-    for c in glob.chars() {
-        match c {
-            '*' => out.push_str(".*"),
-            '?' => out.push('.'),
-            '{' => out.push('('),
-            '}' => out.push(')'),
-            ',' => out.push('|'),
-            '[' | ']' | '-' => out.push(c),
-            c if c.is_ascii_alphanumeric() || c == '_' => out.push(c),
-            c => {
-                out.push('\\');
-                out.push(c);
+    regex_of(&parse_glob(glob), &mut out);
+    out.push_str("$/");
+    out
+}
+
+fn regex_of(pieces: &[Glob], out: &mut String) {
+    // RE2's metacharacters, and the `/` that would end the regex.
+    let escaped = |c: char, out: &mut String| {
+        if r"\.+*?()|[]{}^$/".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    };
+    for piece in pieces {
+        match piece {
+            Glob::Lit(c) => escaped(*c, out),
+            Glob::Star { .. } => out.push_str(".*"),
+            Glob::Any => out.push('.'),
+            Glob::Class { negated, items } => {
+                out.push('[');
+                if *negated {
+                    out.push('^');
+                }
+                for &c in items {
+                    match c {
+                        '-' => out.push(c),
+                        c => escaped(c, out),
+                    }
+                }
+                out.push(']');
+            }
+            Glob::Alt(branches) => {
+                out.push_str("(?:");
+                for (i, branch) in branches.iter().enumerate() {
+                    if i > 0 {
+                        out.push('|');
+                    }
+                    regex_of(branch, out);
+                }
+                out.push(')');
             }
         }
     }
-    out.push_str("$/");
-    out
 }
 
 pub(super) fn render(model: &Model, notes: &mut Vec<String>) -> Result<String, WorkflowError> {
@@ -201,5 +227,20 @@ mod tests {
     fn release_tag_globs_become_anchored_regexes() {
         assert_eq!(super::tag_regex("v*"), "/^v.*$/");
         assert_eq!(super::tag_regex("release/1.?"), r"/^release\/1\..$/");
+    }
+
+    #[test]
+    fn braces_alternate_and_commas_outside_them_are_literal() {
+        assert_eq!(super::tag_regex("v{1,2}.*"), r"/^v(?:1|2)\..*$/");
+        assert_eq!(super::tag_regex("a,b"), "/^a,b$/");
+        assert_eq!(super::tag_regex("{a,b}-c,d"), "/^(?:a|b)-c,d$/");
+    }
+
+    #[test]
+    fn classes_keep_their_ranges_and_negation() {
+        assert_eq!(super::tag_regex("v[0-9]*"), "/^v[0-9].*$/");
+        assert_eq!(super::tag_regex("v[!a-z]"), "/^v[^a-z]$/");
+        assert_eq!(super::tag_regex("v[^.]"), r"/^v[^\.]$/");
+        assert_eq!(super::tag_regex(r"v\*"), r"/^v\*$/");
     }
 }

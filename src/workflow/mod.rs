@@ -434,3 +434,103 @@ fn levels(jobs: &[Job]) -> Vec<usize> {
     }
     level
 }
+
+/// A piece of a `release_tags` glob (globset's syntax), for the providers to translate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Glob {
+    Lit(char),
+    /// `*`, or `**` when `double`.
+    Star {
+        double: bool,
+    },
+    /// `?`: any one character.
+    Any,
+    /// `[...]`, or `[!...]` when `negated`, with its characters and ranges as written.
+    Class {
+        negated: bool,
+        items: Vec<char>,
+    },
+    /// `{a,b}`: one of the branches (globset does not nest them).
+    Alt(Vec<Vec<Glob>>),
+}
+
+/// The pieces of `text`, a glob globset took; anything it would not have taken is literal.
+fn parse_glob(text: &str) -> Vec<Glob> {
+    let mut out: Vec<Glob> = Vec::new();
+    // The branches of an open `{`, and the one being read.
+    let mut alt: Option<(Vec<Vec<Glob>>, Vec<Glob>)> = None;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let piece = match c {
+            '\\' => Glob::Lit(chars.next().unwrap_or('\\')),
+            '*' if chars.peek() == Some(&'*') => {
+                while chars.peek() == Some(&'*') {
+                    chars.next();
+                }
+                Glob::Star { double: true }
+            }
+            '*' => Glob::Star { double: false },
+            '?' => Glob::Any,
+            '[' => {
+                let mut rest = chars.clone();
+                let negated = matches!(rest.peek(), Some('!' | '^'));
+                if negated {
+                    rest.next();
+                }
+                let mut items = Vec::new();
+                // A `]` first is one of the class's characters.
+                if rest.peek() == Some(&']') {
+                    items.extend(rest.next());
+                }
+                let mut closed = false;
+                for c in rest.by_ref() {
+                    if c == ']' {
+                        closed = true;
+                        break;
+                    }
+                    items.push(c);
+                }
+                match closed {
+                    true => {
+                        chars = rest;
+                        Glob::Class { negated, items }
+                    }
+                    false => Glob::Lit('['),
+                }
+            }
+            '{' if alt.is_none() => {
+                alt = Some((Vec::new(), Vec::new()));
+                continue;
+            }
+            ',' if alt.is_some() => {
+                if let Some((branches, branch)) = &mut alt {
+                    branches.push(std::mem::take(branch));
+                }
+                continue;
+            }
+            '}' if alt.is_some() => {
+                if let Some((mut branches, branch)) = alt.take() {
+                    branches.push(branch);
+                    out.push(Glob::Alt(branches));
+                }
+                continue;
+            }
+            c => Glob::Lit(c),
+        };
+        match &mut alt {
+            Some((_, branch)) => branch.push(piece),
+            None => out.push(piece),
+        }
+    }
+    // An unclosed `{` (globset refuses it): its text, literally.
+    if let Some((branches, branch)) = alt {
+        out.push(Glob::Lit('{'));
+        for (i, b) in branches.into_iter().chain([branch]).enumerate() {
+            if i > 0 {
+                out.push(Glob::Lit(','));
+            }
+            out.extend(b);
+        }
+    }
+    out
+}

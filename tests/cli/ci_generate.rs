@@ -115,6 +115,16 @@ const PIPELINES: &[(&str, &str)] = &[
           build: {run: 'true', outputs: [out.txt]}
         ",
     ),
+    (
+        "tags",
+        "
+        version: 1
+        store: s3://bucket/ci
+        release_tags: 'v{1,2}.[0-9]*'
+        stages:
+          build: {run: 'true', outputs: [out.txt]}
+        ",
+    ),
 ];
 
 #[test]
@@ -247,6 +257,12 @@ fn generated_workflows_pass_actionlint_and_say_what_they_run() {
     assert_eq!(
         store["jobs"]["build"]["steps"][1]["run"],
         "cargo install --locked --git https://example.com/murphy murphy"
+    );
+
+    // GitHub's tag filters know no `{a,b}`: one filter per branch.
+    assert_eq!(
+        linted[5]["parsed"]["on"]["push"]["tags"],
+        serde_json::json!(["v1.[0-9]*", "v2.[0-9]*"])
     );
 }
 
