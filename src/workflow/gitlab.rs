@@ -6,8 +6,9 @@ use crate::trigger::Trigger;
 
 const PROVIDER: &str = "GitLab CI";
 
-/// Top-level keys of `.gitlab-ci.yml`, which cannot be job names.
-const KEYWORDS: &[&str] = &[
+/// Names that cannot be a job's in `.gitlab-ci.yml`: its global keywords, `pages` (GitLab
+/// Pages' deploy job), and the names its YAML reads as other than strings.
+const RESERVED: &[&str] = &[
     "default",
     "include",
     "stages",
@@ -19,6 +20,10 @@ const KEYWORDS: &[&str] = &[
     "before_script",
     "after_script",
     "types",
+    "pages",
+    "true",
+    "false",
+    "nil",
 ];
 
 /// The rule under which murphy's change detection (`ci::detect`) gives `trigger`; the rules
@@ -158,12 +163,12 @@ pub(super) fn render(model: &Model, notes: &mut Vec<String>) -> Result<String, W
     let stages: Vec<String> = (1..=deepest).map(|l| format!("level-{l}")).collect();
     y.line(0, &format!("stages: {}", list(&stages)));
     for (job, level) in model.jobs.iter().zip(&levels) {
-        if KEYWORDS.contains(&job.stage.as_str()) {
+        if RESERVED.contains(&job.stage.as_str()) || job.stage.starts_with('.') {
             return Err(WorkflowError::Unsafe {
                 what: "stage".into(),
                 value: job.stage.clone(),
                 provider: PROVIDER,
-                why: "it is a keyword of `.gitlab-ci.yml`, so it cannot name a job: rename the stage",
+                why: "GitLab reserves the name (a keyword of `.gitlab-ci.yml`, `pages` for GitLab Pages' deploy, `.` for hidden jobs), so it cannot name a job: rename the stage",
             });
         }
         y.blank();

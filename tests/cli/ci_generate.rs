@@ -296,6 +296,30 @@ fn values_github_or_gitlab_would_evaluate_are_refused() {
 }
 
 #[test]
+fn a_stage_gitlab_reserves_the_name_of_is_refused() {
+    for name in ["pages", "variables"] {
+        let test = Test::new().pipeline(&format!(
+            "
+            version: 1
+            store: s3://bucket/ci
+            stages:
+              build: {{run: 'true', outputs: [out.txt]}}
+              {name}: {{needs: [build], run: 'true', cache: true}}
+            "
+        ));
+        let out = test.args(["ci", "generate", "gitlab"]).code(2).run();
+        assert!(
+            out.stderr.contains(&format!(
+                "error: stage `{name}` cannot go into a GitLab CI file: GitLab reserves the name"
+            )),
+            "{}",
+            out.stderr
+        );
+        assert!(!out.path().join(".gitlab-ci.yml").exists());
+    }
+}
+
+#[test]
 fn a_need_never_cached_is_refused_when_generating() {
     let test = Test::new().pipeline(
         "
