@@ -248,8 +248,8 @@ mod tests {
 
     #[test]
     fn braces_alternate_and_commas_outside_them_are_literal() {
-        assert_eq!(super::tag_regex("v{1,2}.*"), r"/^v(?:1|2)\..*$/");
         assert_eq!(super::tag_regex("a,b"), "/^a,b$/");
+        assert_eq!(super::tag_regex("v{1,2}.*"), r"/^v(?:1|2)\..*$/");
         assert_eq!(super::tag_regex("{a,b}-c,d"), "/^(?:a|b)-c,d$/");
     }
 

@@ -557,6 +557,7 @@ fn the_gitlab_pipeline_runs_each_stage_once_across_isolated_jobs() {
                 cache: true
               nightly: {{needs: [build], when: {{trigger: nightly}}, run: 'echo nightly >> {log}', cache: true}}
               report: {{needs: [test], needs_optional: [nightly], run: 'echo report >> {log}', cache: true}}
+              summary: {{needs: [report], run: 'echo summary >> {log}', cache: true}}
             ",
             endpoint = moto.endpoint(),
         ));
@@ -575,10 +576,19 @@ fn the_gitlab_pipeline_runs_each_stage_once_across_isolated_jobs() {
     let lines = |text: &str| text.lines().map(str::to_owned).collect::<Vec<_>>();
     let mut ran = lines(&fs::read_to_string(out.path().join("ran.log")).unwrap());
     ran.sort();
-    // Each stage ran once, in its own job; the nightly one not at all on a push.
+    // Each stage ran once, in its own job; the nightly one not at all on a push, and
+    // `summary`, below `report`'s optional need, all the same (GitLab looks only at a job's
+    // own needs).
     assert_eq!(
         ran,
-        ["build", "fmt", "report", "test 3.11", "test 3.12"],
+        [
+            "build",
+            "fmt",
+            "report",
+            "summary",
+            "test 3.11",
+            "test 3.12"
+        ],
         "{text}"
     );
     // The downstream jobs restored what they need from the store.
@@ -639,9 +649,9 @@ fn the_gitlab_pipeline_runs_each_stage_once_across_isolated_jobs() {
     );
     let below_pr =
         crate::shared_archive::keys(&moto, "murphy-ci", "pipeline/pr/7/checkpoints/records/");
-    // fmt, build and the two test instances by the jobs that ran them, report's as it was
-    // restored; nothing of the merge request's where trusted runs restore.
-    assert_eq!(below_pr.len(), 5, "{below_pr:?}");
+    // fmt, build and the two test instances by the jobs that ran them, report's and summary's
+    // as they were restored; nothing of the merge request's where trusted runs restore.
+    assert_eq!(below_pr.len(), 6, "{below_pr:?}");
     assert_eq!(trusted(), trusted_before);
 }
 
