@@ -65,11 +65,29 @@ fn tag_filters(glob: &str) -> Result<Vec<String>, WorkflowError> {
         provider: PROVIDER,
         why: "its `{...}` groups make more than 64 tag filters: write fewer alternatives",
     };
-    let mut filters =
-        filters_of(&parse_glob(literal("release_tags", glob)?)).ok_or_else(too_many)?;
+    let pieces = parse_glob(literal("release_tags", glob)?);
+    if never_a_tag(&pieces) {
+        return Err(WorkflowError::Unsafe {
+            what: "release_tags".into(),
+            value: glob.to_owned(),
+            provider: PROVIDER,
+            why: "it asks for a character no git tag holds (a space, `~`, `^`, `:`, `?`, `*`, `[` or `\\`), so it would match no tag",
+        });
+    }
+    let mut filters = filters_of(&pieces).ok_or_else(too_many)?;
     let mut seen = std::collections::HashSet::new();
     filters.retain(|f| seen.insert(f.clone()));
     Ok(filters)
+}
+
+/// Whether `pieces` ask for a character `git check-ref-format` refuses in every branch of a
+/// `{...}` (a filter holding one is an error to GitHub, and would match nothing).
+fn never_a_tag(pieces: &[Glob]) -> bool {
+    pieces.iter().any(|piece| match piece {
+        Glob::Lit(c) => c.is_control() || " ~^:?*[\\".contains(*c),
+        Glob::Alt(branches) => branches.iter().all(|b| never_a_tag(b)),
+        _ => false,
+    })
 }
 
 /// The filter patterns `pieces` expand to; `None` past [`MAX_TAG_FILTERS`].
@@ -79,7 +97,7 @@ fn filters_of(pieces: &[Glob]) -> Option<Vec<String>> {
         let options = match piece {
             Glob::Alt(branches) => {
                 let mut options = Vec::new();
-                for branch in branches {
+                for branch in branches.iter().filter(|b| !never_a_tag(b)) {
                     options.extend(filters_of(branch)?);
                 }
                 options
@@ -99,9 +117,9 @@ fn filters_of(pieces: &[Glob]) -> Option<Vec<String>> {
 /// One piece other than `{...}` in a filter pattern.
 fn filter_of(piece: &Glob) -> String {
     match piece {
-        // Characters a filter pattern reads as its own: `?` and `+` repeat the one before, `!`
-        // first negates.
-        Glob::Lit(c) if r"*?+[]!\".contains(*c) => format!("\\{c}"),
+        // Characters a filter pattern reads as its own: `+` repeats the one before, `!` first
+        // negates, `]` closes a class.
+        Glob::Lit(c) if "+]!".contains(*c) => format!("\\{c}"),
         Glob::Lit(c) => c.to_string(),
         Glob::Star { double: false } => "*".to_owned(),
         Glob::Star { double: true } => "**".to_owned(),
@@ -360,7 +378,16 @@ mod tests {
         assert_eq!(tag_filters("v[!a]x").unwrap(), ["v*x"]);
         assert_eq!(tag_filters("v[.]").unwrap(), ["v*"]);
         assert_eq!(tag_filters("!v1+b").unwrap(), [r"\!v1\+b"]);
-        assert_eq!(tag_filters(r"v\*").unwrap(), [r"v\*"]);
+    }
+
+    #[test]
+    fn a_character_no_tag_holds_is_refused() {
+        for glob in [r"v\*", "v 1", "v{1,~}x~"] {
+            let err = tag_filters(glob).unwrap_err().to_string();
+            assert!(err.contains("no git tag holds"), "{err}");
+        }
+        // One branch that can match is enough: the other filter is left out.
+        assert_eq!(tag_filters("v{1,~}").unwrap(), ["v1"]);
     }
 
     #[test]

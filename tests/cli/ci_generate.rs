@@ -120,7 +120,7 @@ const PIPELINES: &[(&str, &str)] = &[
         "
         version: 1
         store: s3://bucket/ci
-        release_tags: 'v{1,2}.[0-9]*'
+        release_tags: '{v,rc+}[0-9].?'
         stages:
           build: {run: 'true', outputs: [out.txt]}
         ",
@@ -259,10 +259,10 @@ fn generated_workflows_pass_actionlint_and_say_what_they_run() {
         "cargo install --locked --git https://example.com/murphy murphy"
     );
 
-    // GitHub's tag filters know no `{a,b}`: one filter per branch.
+    // GitHub's tag filters know no `{a,b}`: one filter per branch, `+` escaped, `?` widened.
     assert_eq!(
         linted[5]["parsed"]["on"]["push"]["tags"],
-        serde_json::json!(["v1.[0-9]*", "v2.[0-9]*"])
+        serde_json::json!(["v[0-9].*", "rc\\+[0-9].*"])
     );
 }
 
