@@ -1,7 +1,7 @@
 //! The GitHub Actions workflow: `.github/workflows/murphy.yml`.
 
 use super::yaml::{Lines, list, quote, shell_word};
-use super::{CI_TRIGGERS, Job, MARK, Model, WorkflowError};
+use super::{CI_TRIGGERS, Glob, Job, MARK, Model, WorkflowError, parse_glob};
 use crate::trigger::Trigger;
 
 const PROVIDER: &str = "GitHub Actions";
@@ -51,6 +51,92 @@ fn env_name(name: &str) -> Result<&str, WorkflowError> {
     Ok(name)
 }
 
+/// More tag filters than this from one `release_tags` is a glob no one meant.
+const MAX_TAG_FILTERS: usize = 64;
+
+/// `release_tags` as GitHub's tag filters, which know no `{a,b}`: one filter per branch.
+/// What a filter cannot say exactly (`?`, a negated class, a class of other than letters and
+/// digits) it widens to `*`: the job's murphy still checks the tag against `release_tags`,
+/// and runs a tag that does not match as a push, which publishes nothing.
+fn tag_filters(glob: &str) -> Result<Vec<String>, WorkflowError> {
+    let too_many = || WorkflowError::Unsafe {
+        what: "release_tags".into(),
+        value: glob.to_owned(),
+        provider: PROVIDER,
+        why: "its `{...}` groups make more than 64 tag filters: write fewer alternatives",
+    };
+    let pieces = parse_glob(literal("release_tags", glob)?);
+    if never_a_tag(&pieces) {
+        return Err(WorkflowError::Unsafe {
+            what: "release_tags".into(),
+            value: glob.to_owned(),
+            provider: PROVIDER,
+            why: "it asks for a character no git tag holds (a space, `~`, `^`, `:`, `?`, `*`, `[` or `\\`), so it would match no tag",
+        });
+    }
+    let mut filters = filters_of(&pieces).ok_or_else(too_many)?;
+    let mut seen = std::collections::HashSet::new();
+    filters.retain(|f| seen.insert(f.clone()));
+    Ok(filters)
+}
+
+/// Whether `pieces` ask for a character `git check-ref-format` refuses in every branch of a
+/// `{...}` (a filter holding one is an error to GitHub, and would match nothing).
+fn never_a_tag(pieces: &[Glob]) -> bool {
+    pieces.iter().any(|piece| match piece {
+        Glob::Lit(c) => c.is_control() || " ~^:?*[\\".contains(*c),
+        Glob::Alt(branches) => branches.iter().all(|b| never_a_tag(b)),
+        _ => false,
+    })
+}
+
+/// The filter patterns `pieces` expand to; `None` past [`MAX_TAG_FILTERS`].
+fn filters_of(pieces: &[Glob]) -> Option<Vec<String>> {
+    let mut filters = vec![String::new()];
+    for piece in pieces {
+        let options = match piece {
+            Glob::Alt(branches) => {
+                let mut options = Vec::new();
+                for branch in branches.iter().filter(|b| !never_a_tag(b)) {
+                    options.extend(filters_of(branch)?);
+                }
+                options
+            }
+            piece => vec![filter_of(piece)],
+        };
+        if filters.len() * options.len() > MAX_TAG_FILTERS {
+            return None;
+        }
+        filters = (filters.iter())
+            .flat_map(|f| options.iter().map(move |o| format!("{f}{o}")))
+            .collect();
+    }
+    Some(filters)
+}
+
+/// One piece other than `{...}` in a filter pattern.
+fn filter_of(piece: &Glob) -> String {
+    match piece {
+        // Characters a filter pattern reads as its own: `+` repeats the one before, `!` first
+        // negates, `]` closes a class.
+        Glob::Lit(c) if "+]!".contains(*c) => format!("\\{c}"),
+        Glob::Lit(c) => c.to_string(),
+        Glob::Star { double: false } => "*".to_owned(),
+        Glob::Star { double: true } => "**".to_owned(),
+        Glob::Class {
+            negated: false,
+            items,
+        } if items.iter().all(|c| c.is_ascii_alphanumeric() || *c == '-')
+            && items.first() != Some(&'-')
+            && items.last() != Some(&'-') =>
+        {
+            format!("[{}]", items.iter().collect::<String>())
+        }
+        // `filters_of` expands `{...}` before it comes here; `*` would only widen it.
+        Glob::Any | Glob::Class { .. } | Glob::Alt(_) => "*".to_owned(),
+    }
+}
+
 /// The condition under which murphy's change detection (`ci::detect`) gives `trigger`.
 fn event(trigger: Trigger) -> &'static str {
     match trigger {
@@ -65,12 +151,12 @@ fn event(trigger: Trigger) -> &'static str {
     }
 }
 
-/// The job's `if:`, if it needs one. A need that may be absent (skipped by its `when:`) would
-/// skip this job too under GitHub's implicit `success()`, so such a job asks only that
-/// nothing failed or was cancelled.
+/// The job's `if:`, if it needs one. An ancestor that may be absent (skipped by its `when:`,
+/// however far up) would skip this job too under GitHub's implicit `success()`, which
+/// looks at every ancestor, so such a job asks only that nothing failed or was cancelled.
 fn condition(job: &Job) -> Option<String> {
     let mut parts = Vec::new();
-    if job.may_lack_a_need() {
+    if job.may_lack_an_ancestor {
         parts.push("!failure() && !cancelled()".to_owned());
     }
     if job.conditional() {
@@ -133,10 +219,12 @@ pub(super) fn render(model: &Model) -> Result<String, WorkflowError> {
             list(&[literal("ci.default_branch", &ci.default_branch)?])
         ),
     );
-    let tags = &model.plan.release_tags.text;
     y.line(
         2,
-        &format!("tags: {}", list(&[literal("release_tags", tags)?])),
+        &format!(
+            "tags: {}",
+            list(&tag_filters(&model.plan.release_tags.text)?)
+        ),
     );
     y.line(1, "schedule:");
     y.line(2, &format!("- cron: {}", quote(&ci.schedule)));
@@ -265,4 +353,50 @@ fn install(y: &mut Lines, command: &str) -> Result<(), WorkflowError> {
         &format!("run: {}", quote(literal("ci.install", command)?)),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tag_filters;
+
+    #[test]
+    fn braces_become_one_tag_filter_per_branch() {
+        assert_eq!(tag_filters("v*").unwrap(), ["v*"]);
+        assert_eq!(tag_filters("v{1,2}.*").unwrap(), ["v1.*", "v2.*"]);
+        assert_eq!(
+            tag_filters("{a,b}-{c,d}").unwrap(),
+            ["a-c", "a-d", "b-c", "b-d"]
+        );
+        assert_eq!(tag_filters("a,b").unwrap(), ["a,b"]);
+        assert_eq!(tag_filters("v{1,1}").unwrap(), ["v1"]);
+    }
+
+    #[test]
+    fn what_a_filter_cannot_say_is_widened_or_escaped() {
+        assert_eq!(tag_filters("v[0-9]*").unwrap(), ["v[0-9]*"]);
+        assert_eq!(tag_filters("v1.?").unwrap(), ["v1.*"]);
+        assert_eq!(tag_filters("v[!a]x").unwrap(), ["v*x"]);
+        assert_eq!(tag_filters("v[.]").unwrap(), ["v*"]);
+        assert_eq!(tag_filters("!v1+b").unwrap(), [r"\!v1\+b"]);
+    }
+
+    #[test]
+    fn a_character_no_tag_holds_is_refused() {
+        for glob in [r"v\*", "v 1", "v{1,~}x~"] {
+            let err = tag_filters(glob).unwrap_err().to_string();
+            assert!(err.contains("no git tag holds"), "{err}");
+        }
+        // One branch that can match is enough: the other filter is left out.
+        assert_eq!(tag_filters("v{1,~}").unwrap(), ["v1"]);
+    }
+
+    #[test]
+    fn too_many_filters_are_refused() {
+        let err = tag_filters("{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}").unwrap_err();
+        assert!(
+            err.to_string().contains("more than 64 tag filters"),
+            "{err}"
+        );
+        assert!(tag_filters("{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}").is_ok());
+    }
 }

@@ -1,13 +1,14 @@
 //! The GitLab CI pipeline: `.gitlab-ci.yml`.
 
 use super::yaml::{Lines, list, quote, shell_word};
-use super::{CI_TRIGGERS, MARK, Model, WorkflowError, levels};
+use super::{CI_TRIGGERS, Glob, MARK, Model, WorkflowError, levels, parse_glob};
 use crate::trigger::Trigger;
 
 const PROVIDER: &str = "GitLab CI";
 
-/// Top-level keys of `.gitlab-ci.yml`, which cannot be job names.
-const KEYWORDS: &[&str] = &[
+/// Names that cannot be a job's in `.gitlab-ci.yml`: its global keywords, `pages` (GitLab
+/// Pages' deploy job), and the names its YAML reads as other than strings.
+const RESERVED: &[&str] = &[
     "default",
     "include",
     "stages",
@@ -19,6 +20,10 @@ const KEYWORDS: &[&str] = &[
     "before_script",
     "after_script",
     "types",
+    "pages",
+    "true",
+    "false",
+    "nil",
 ];
 
 /// The rule under which murphy's change detection (`ci::detect`) gives `trigger`; the rules
@@ -34,26 +39,52 @@ fn event(trigger: Trigger) -> Option<&'static str> {
     }
 }
 
-/// A glob of `release_tags` as the regular expression GitLab's rules take.
+/// A glob of `release_tags` as the regular expression GitLab's rules take (RE2), anchored.
 fn tag_regex(glob: &str) -> String {
     let mut out = String::from("/^");
-    for c in glob.chars() {
-        match c {
-            '*' => out.push_str(".*"),
-            '?' => out.push('.'),
-            '{' => out.push('('),
-            '}' => out.push(')'),
-            ',' => out.push('|'),
-            '[' | ']' | '-' => out.push(c),
-            c if c.is_ascii_alphanumeric() || c == '_' => out.push(c),
-            c => {
-                out.push('\\');
-                out.push(c);
+    regex_of(&parse_glob(glob), &mut out);
+    out.push_str("$/");
+    out
+}
+
+fn regex_of(pieces: &[Glob], out: &mut String) {
+    // RE2's metacharacters, and the `/` that would end the regex.
+    let escaped = |c: char, out: &mut String| {
+        if r"\.+*?()|[]{}^$/".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    };
+    for piece in pieces {
+        match piece {
+            Glob::Lit(c) => escaped(*c, out),
+            Glob::Star { .. } => out.push_str(".*"),
+            Glob::Any => out.push('.'),
+            Glob::Class { negated, items } => {
+                out.push('[');
+                if *negated {
+                    out.push('^');
+                }
+                for &c in items {
+                    match c {
+                        '-' => out.push(c),
+                        c => escaped(c, out),
+                    }
+                }
+                out.push(']');
+            }
+            Glob::Alt(branches) => {
+                out.push_str("(?:");
+                for (i, branch) in branches.iter().enumerate() {
+                    if i > 0 {
+                        out.push('|');
+                    }
+                    regex_of(branch, out);
+                }
+                out.push(')');
             }
         }
     }
-    out.push_str("$/");
-    out
 }
 
 pub(super) fn render(model: &Model, notes: &mut Vec<String>) -> Result<String, WorkflowError> {
@@ -110,7 +141,19 @@ pub(super) fn render(model: &Model, notes: &mut Vec<String>) -> Result<String, W
     y.line(0, "variables:");
     y.line(1, "GIT_DEPTH: \"0\"");
     for (name, value) in &ci.env {
-        y.line(1, &format!("{}: {}", quote(name), quote(value)));
+        // GitLab would read a `$` in the value as a variable (`pa$$word` as `pa$word`):
+        // `expand: false` (GitLab 15.6) keeps it as written, as GitHub does.
+        match value.contains('$') {
+            true => y.line(
+                1,
+                &format!(
+                    "{}: {{value: {}, expand: false}}",
+                    quote(name),
+                    quote(value)
+                ),
+            ),
+            false => y.line(1, &format!("{}: {}", quote(name), quote(value))),
+        }
     }
     y.line(0, "default:");
     if !ci.image.is_empty() {
@@ -132,12 +175,12 @@ pub(super) fn render(model: &Model, notes: &mut Vec<String>) -> Result<String, W
     let stages: Vec<String> = (1..=deepest).map(|l| format!("level-{l}")).collect();
     y.line(0, &format!("stages: {}", list(&stages)));
     for (job, level) in model.jobs.iter().zip(&levels) {
-        if KEYWORDS.contains(&job.stage.as_str()) {
+        if RESERVED.contains(&job.stage.as_str()) || job.stage.starts_with('.') {
             return Err(WorkflowError::Unsafe {
                 what: "stage".into(),
                 value: job.stage.clone(),
                 provider: PROVIDER,
-                why: "it is a keyword of `.gitlab-ci.yml`, so it cannot name a job: rename the stage",
+                why: "GitLab reserves the name (a keyword of `.gitlab-ci.yml`, `pages` for GitLab Pages' deploy, `.` for hidden jobs), so it cannot name a job: rename the stage",
             });
         }
         y.blank();
@@ -201,5 +244,20 @@ mod tests {
     fn release_tag_globs_become_anchored_regexes() {
         assert_eq!(super::tag_regex("v*"), "/^v.*$/");
         assert_eq!(super::tag_regex("release/1.?"), r"/^release\/1\..$/");
+    }
+
+    #[test]
+    fn braces_alternate_and_commas_outside_them_are_literal() {
+        assert_eq!(super::tag_regex("a,b"), "/^a,b$/");
+        assert_eq!(super::tag_regex("v{1,2}.*"), r"/^v(?:1|2)\..*$/");
+        assert_eq!(super::tag_regex("{a,b}-c,d"), "/^(?:a|b)-c,d$/");
+    }
+
+    #[test]
+    fn classes_keep_their_ranges_and_negation() {
+        assert_eq!(super::tag_regex("v[0-9]*"), "/^v[0-9].*$/");
+        assert_eq!(super::tag_regex("v[!a-z]"), "/^v[^a-z]$/");
+        assert_eq!(super::tag_regex("v[^.]"), r"/^v[^\.]$/");
+        assert_eq!(super::tag_regex(r"v\*"), r"/^v\*$/");
     }
 }

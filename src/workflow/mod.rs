@@ -101,6 +101,9 @@ struct Job {
     /// Jobs this one needs (indexes into the job list), and whether the need may be absent
     /// when this job runs (an optional need with a narrower `when:`).
     needs: Vec<(usize, bool)>,
+    /// Whether any job before this one (a need, a need's need, ...) may be absent when this
+    /// one runs: GitHub's implicit `success()` skips a job with any skipped ancestor.
+    may_lack_an_ancestor: bool,
     /// The CI triggers this job runs for (its `when:` and its hard needs'); every one of
     /// [`CI_TRIGGERS`] means always.
     triggers: Vec<Trigger>,
@@ -111,10 +114,6 @@ struct Job {
 impl Job {
     fn conditional(&self) -> bool {
         self.triggers.len() < CI_TRIGGERS.len()
-    }
-
-    fn may_lack_a_need(&self) -> bool {
-        self.needs.iter().any(|&(_, maybe)| maybe)
     }
 }
 
@@ -351,6 +350,7 @@ fn jobs(plan: &Plan) -> Result<Vec<Job>, WorkflowError> {
                 None => Vec::new(),
             },
             needs: Vec::new(),
+            may_lack_an_ancestor: false,
             triggers: triggers[id].clone(),
             secrets,
         });
@@ -377,7 +377,26 @@ fn jobs(plan: &Plan) -> Result<Vec<Job>, WorkflowError> {
             }
         }
     }
+    for job in 0..jobs.len() {
+        jobs[job].may_lack_an_ancestor = (ancestors(&jobs, job).into_iter())
+            .any(|a| !(jobs[job].triggers.iter()).all(|t| jobs[a].triggers.contains(t)));
+    }
     Ok(jobs)
+}
+
+/// Every job `job` needs, directly or through other jobs.
+fn ancestors(jobs: &[Job], job: usize) -> Vec<usize> {
+    let mut seen = vec![false; jobs.len()];
+    let mut todo = vec![job];
+    while let Some(j) = todo.pop() {
+        for &(need, _) in &jobs[j].needs {
+            if !seen[need] {
+                seen[need] = true;
+                todo.push(need);
+            }
+        }
+    }
+    (0..jobs.len()).filter(|&j| seen[j]).collect()
 }
 
 /// A job id both providers take: letters, digits, `_` and `-`, not starting with a digit or `-`.
@@ -414,4 +433,104 @@ fn levels(jobs: &[Job]) -> Vec<usize> {
         }
     }
     level
+}
+
+/// A piece of a `release_tags` glob (globset's syntax), for the providers to translate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Glob {
+    Lit(char),
+    /// `*`, or `**` when `double`.
+    Star {
+        double: bool,
+    },
+    /// `?`: any one character.
+    Any,
+    /// `[...]`, or `[!...]` when `negated`, with its characters and ranges as written.
+    Class {
+        negated: bool,
+        items: Vec<char>,
+    },
+    /// `{a,b}`: one of the branches (globset does not nest them).
+    Alt(Vec<Vec<Glob>>),
+}
+
+/// The pieces of `text`, a glob globset took; anything it would not have taken is literal.
+fn parse_glob(text: &str) -> Vec<Glob> {
+    let mut out: Vec<Glob> = Vec::new();
+    // The branches of an open `{`, and the one being read.
+    let mut alt: Option<(Vec<Vec<Glob>>, Vec<Glob>)> = None;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let piece = match c {
+            '\\' => Glob::Lit(chars.next().unwrap_or('\\')),
+            '*' if chars.peek() == Some(&'*') => {
+                while chars.peek() == Some(&'*') {
+                    chars.next();
+                }
+                Glob::Star { double: true }
+            }
+            '*' => Glob::Star { double: false },
+            '?' => Glob::Any,
+            '[' => {
+                let mut rest = chars.clone();
+                let negated = matches!(rest.peek(), Some('!' | '^'));
+                if negated {
+                    rest.next();
+                }
+                let mut items = Vec::new();
+                // A `]` first is one of the class's characters.
+                if rest.peek() == Some(&']') {
+                    items.extend(rest.next());
+                }
+                let mut closed = false;
+                for c in rest.by_ref() {
+                    if c == ']' {
+                        closed = true;
+                        break;
+                    }
+                    items.push(c);
+                }
+                match closed {
+                    true => {
+                        chars = rest;
+                        Glob::Class { negated, items }
+                    }
+                    false => Glob::Lit('['),
+                }
+            }
+            '{' if alt.is_none() => {
+                alt = Some((Vec::new(), Vec::new()));
+                continue;
+            }
+            ',' if alt.is_some() => {
+                if let Some((branches, branch)) = &mut alt {
+                    branches.push(std::mem::take(branch));
+                }
+                continue;
+            }
+            '}' if alt.is_some() => {
+                if let Some((mut branches, branch)) = alt.take() {
+                    branches.push(branch);
+                    out.push(Glob::Alt(branches));
+                }
+                continue;
+            }
+            c => Glob::Lit(c),
+        };
+        match &mut alt {
+            Some((_, branch)) => branch.push(piece),
+            None => out.push(piece),
+        }
+    }
+    // An unclosed `{` (globset refuses it): its text, literally.
+    if let Some((branches, branch)) = alt {
+        out.push(Glob::Lit('{'));
+        for (i, b) in branches.into_iter().chain([branch]).enumerate() {
+            if i > 0 {
+                out.push(Glob::Lit(','));
+            }
+            out.extend(b);
+        }
+    }
+    out
 }

@@ -83,6 +83,7 @@ const PIPELINES: &[(&str, &str)] = &[
           nightly: {needs: [build], when: {trigger: nightly}, run: 'true', cache: true}
           release: {needs: [build], when: {trigger: [tag, push]}, run: 'true', cache: true}
           report: {needs: [build], needs_optional: [nightly], run: 'true', cache: true}
+          summary: {needs: [report], run: 'true', cache: true}
           after: {needs: [nightly], run: 'true', cache: true}
           hook: {when: {trigger: pre-push}, run: 'true'}
         ",
@@ -110,6 +111,16 @@ const PIPELINES: &[(&str, &str)] = &[
           install: cargo install --locked --git https://example.com/murphy murphy
           env: {AWS_REGION: eu-west-1, AWS_ENDPOINT_URL: 'https://s3.example.com'}
         release_tags: 'release-*'
+        stages:
+          build: {run: 'true', outputs: [out.txt]}
+        ",
+    ),
+    (
+        "tags",
+        "
+        version: 1
+        store: s3://bucket/ci
+        release_tags: '{v,rc+}[0-9].?'
         stages:
           build: {run: 'true', outputs: [out.txt]}
         ",
@@ -204,6 +215,10 @@ fn generated_workflows_pass_actionlint_and_say_what_they_run() {
         serde_json::json!(["build", "nightly"])
     );
     assert!(when["build"].get("if").is_none());
+    // GitHub's implicit `success()` looks at every ancestor, so a job below one with an
+    // optional need is skipped with the optional need's job unless told otherwise.
+    assert_eq!(when["summary"]["if"], "${{ !failure() && !cancelled() }}");
+    assert_eq!(when["summary"]["needs"], serde_json::json!(["report"]));
     // A hard need's condition holds for what needs it: GitHub skips it with its need.
     assert_eq!(
         when["after"]["if"],
@@ -243,6 +258,12 @@ fn generated_workflows_pass_actionlint_and_say_what_they_run() {
         store["jobs"]["build"]["steps"][1]["run"],
         "cargo install --locked --git https://example.com/murphy murphy"
     );
+
+    // GitHub's tag filters know no `{a,b}`: one filter per branch, `+` escaped, `?` widened.
+    assert_eq!(
+        linted[5]["parsed"]["on"]["push"]["tags"],
+        serde_json::json!(["v[0-9].*", "rc\\+[0-9].*"])
+    );
 }
 
 #[test]
@@ -272,6 +293,52 @@ fn values_github_or_gitlab_would_evaluate_are_refused() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn a_stage_gitlab_reserves_the_name_of_is_refused() {
+    for name in ["pages", "variables"] {
+        let test = Test::new().pipeline(&format!(
+            "
+            version: 1
+            store: s3://bucket/ci
+            stages:
+              build: {{run: 'true', outputs: [out.txt]}}
+              {name}: {{needs: [build], run: 'true', cache: true}}
+            "
+        ));
+        let out = test.args(["ci", "generate", "gitlab"]).code(2).run();
+        assert!(
+            out.stderr.contains(&format!(
+                "error: stage `{name}` cannot go into a GitLab CI file: GitLab reserves the name"
+            )),
+            "{}",
+            out.stderr
+        );
+        assert!(!out.path().join(".gitlab-ci.yml").exists());
+    }
+}
+
+#[test]
+fn gitlab_keeps_a_dollar_in_ci_env_values_as_written() {
+    let test = Test::new().pipeline(
+        "
+        version: 1
+        store: s3://bucket/ci
+        ci: {env: {DB_PASSWORD: 'pa$$word', AWS_REGION: eu-west-1}}
+        stages:
+          build: {run: 'true', outputs: [out.txt]}
+        ",
+    );
+    let out = test.args(["ci", "generate", "gitlab"]).run();
+    let file = out.file(".gitlab-ci.yml");
+    // js-yaml reads the file as GitLab would; actionlint's view of it does not matter here.
+    let parsed = &lint(out.path(), &[file])[0]["parsed"]["variables"];
+    assert_eq!(
+        parsed["DB_PASSWORD"],
+        serde_json::json!({"value": "pa$$word", "expand": false})
+    );
+    assert_eq!(parsed["AWS_REGION"], "eu-west-1");
 }
 
 #[test]
@@ -468,6 +535,8 @@ fn the_gitlab_pipeline_runs_each_stage_once_across_isolated_jobs() {
     // Outside the project, so no job's copy of it hides a line another job wrote.
     let log = test.path().join("ran.log");
     let log = log.display();
+    // `LITERAL` holds a `$`, so it goes out as `{value: ..., expand: false}`, which
+    // gitlab-ci-local takes (it expands it all the same, unlike GitLab).
     let test = test
         .write(".gitignore", ".murphy/\n.gitlab-ci-local/\n.gcl-home/\nran.log\n")
         .pipeline(&format!(
@@ -477,7 +546,7 @@ fn the_gitlab_pipeline_runs_each_stage_once_across_isolated_jobs() {
             ci:
               install: 'true'
               image: ''
-              env: {{AWS_ENDPOINT_URL: '{endpoint}', AWS_ALLOW_HTTP: 'true', AWS_REGION: us-east-1}}
+              env: {{AWS_ENDPOINT_URL: '{endpoint}', AWS_ALLOW_HTTP: 'true', AWS_REGION: us-east-1, LITERAL: 'a$$b'}}
             stages:
               fmt: {{run: 'echo fmt >> {log}; cat src.txt > f.out', inputs: [src.txt], outputs: [f.out]}}
               build: {{needs: [fmt], run: 'echo build >> {log}; cat f.out > b.out', outputs: [b.out]}}
@@ -488,6 +557,7 @@ fn the_gitlab_pipeline_runs_each_stage_once_across_isolated_jobs() {
                 cache: true
               nightly: {{needs: [build], when: {{trigger: nightly}}, run: 'echo nightly >> {log}', cache: true}}
               report: {{needs: [test], needs_optional: [nightly], run: 'echo report >> {log}', cache: true}}
+              summary: {{needs: [report], run: 'echo summary >> {log}', cache: true}}
             ",
             endpoint = moto.endpoint(),
         ));
@@ -506,10 +576,19 @@ fn the_gitlab_pipeline_runs_each_stage_once_across_isolated_jobs() {
     let lines = |text: &str| text.lines().map(str::to_owned).collect::<Vec<_>>();
     let mut ran = lines(&fs::read_to_string(out.path().join("ran.log")).unwrap());
     ran.sort();
-    // Each stage ran once, in its own job; the nightly one not at all on a push.
+    // Each stage ran once, in its own job; the nightly one not at all on a push, and
+    // `summary`, below `report`'s optional need, all the same (GitLab looks only at a job's
+    // own needs).
     assert_eq!(
         ran,
-        ["build", "fmt", "report", "test 3.11", "test 3.12"],
+        [
+            "build",
+            "fmt",
+            "report",
+            "summary",
+            "test 3.11",
+            "test 3.12"
+        ],
         "{text}"
     );
     // The downstream jobs restored what they need from the store.
@@ -570,9 +649,9 @@ fn the_gitlab_pipeline_runs_each_stage_once_across_isolated_jobs() {
     );
     let below_pr =
         crate::shared_archive::keys(&moto, "murphy-ci", "pipeline/pr/7/checkpoints/records/");
-    // fmt, build and the two test instances by the jobs that ran them, report's as it was
-    // restored; nothing of the merge request's where trusted runs restore.
-    assert_eq!(below_pr.len(), 5, "{below_pr:?}");
+    // fmt, build and the two test instances by the jobs that ran them, report's and summary's
+    // as they were restored; nothing of the merge request's where trusted runs restore.
+    assert_eq!(below_pr.len(), 6, "{below_pr:?}");
     assert_eq!(trusted(), trusted_before);
 }
 
