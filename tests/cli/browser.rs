@@ -18,26 +18,10 @@ use crate::support::{Test, parse_json};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// Debian's chromium, installed with apt-get when missing (the tests run as root; the package
-/// lists are updated first when the install fails without them).
+/// Debian's chromium, installed with apt-get when missing.
 fn chromium() -> &'static Path {
-    if !Path::new(CHROMIUM).exists() {
-        let install = || {
-            Command::new("apt-get")
-                .args(["install", "-y", "-q", "chromium"])
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !install() {
-            let _ = Command::new("apt-get")
-                .args(["update", "-q"])
-                .stdout(Stdio::null())
-                .status();
-            assert!(install(), "cannot install chromium with apt-get");
-        }
-    }
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| crate::support::ensure_debian("chromium", &["chromium"]));
     Path::new(CHROMIUM)
 }
 

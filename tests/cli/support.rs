@@ -749,6 +749,8 @@ pub fn node_modules() -> &'static Path {
             return dir;
         }
         fs::create_dir_all(&dir).unwrap();
+        // The machine's Node.js, else Debian's.
+        ensure_debian("npm", &["nodejs", "npm"]);
         setup_step(
             Command::new("npm")
                 .args(["install", "--no-audit", "--no-fund", "--prefix"])
@@ -763,44 +765,48 @@ pub fn node_modules() -> &'static Path {
     })
 }
 
-/// Makes sure `rsync` is there (gitlab-ci-local copies each job's project with it):
-/// installs Debian's package when it is missing, as root, updating the package lists first
-/// if the install fails.
+/// Makes sure `rsync` is there (gitlab-ci-local copies each job's project with it).
 pub fn ensure_rsync() {
     static RSYNC: std::sync::Once = std::sync::Once::new();
-    RSYNC.call_once(|| {
-        let have = || {
-            Command::new("rsync")
-                .arg("--version")
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if have() {
-            return;
-        }
-        let install = || {
+    RSYNC.call_once(|| ensure_debian("rsync", &["rsync"]));
+}
+
+/// Makes sure `program` is on PATH: installs Debian's `packages` when it is missing (the
+/// tests run as root), updating the package lists first if the install fails without them.
+pub fn ensure_debian(program: &str, packages: &[&str]) {
+    let have = || {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {program}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if have() {
+        return;
+    }
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-q"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        setup_step(
+            Command::new("apt-get").args(["update", "-q"]),
+            "apt-get, as root",
+        );
+        setup_step(
             Command::new("apt-get")
-                .args(["install", "-y", "-q", "rsync"])
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !install() {
-            setup_step(
-                Command::new("apt-get").args(["update", "-q"]),
-                "apt-get, as root",
-            );
-            setup_step(
-                Command::new("apt-get")
-                    .args(["install", "-y", "-q", "rsync"])
-                    .env("DEBIAN_FRONTEND", "noninteractive"),
-                "rsync (Debian: apt-get install rsync)",
-            );
-        }
-        assert!(have(), "rsync is still missing after installing it");
-    });
+                .args(["install", "-y", "-q"])
+                .args(packages)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+            &format!("{program} (Debian: apt-get install {})", packages.join(" ")),
+        );
+    }
+    assert!(have(), "{program} is still missing after installing it");
 }
 
 /// Runs one step of making the test venv; it must succeed, or the test says what it needs.
