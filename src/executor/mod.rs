@@ -383,13 +383,14 @@ pub async fn execute(
                 .join(", ")
         );
     }
-    if let Err(err) = ctx.stat_cache.save() {
-        tracing::warn!("cannot save the stat cache: {err}");
-    }
     // The run's checkpoints, written without fsyncs, made durable together before its end
-    // is recorded (and synced).
+    // is recorded (and synced), and before the stat cache that vouches for their objects'
+    // bytes is saved: a power cut can then leave it vouching only for synced objects.
     if let Err(err) = ctx.store.sync() {
         tracing::warn!("cannot sync the checkpoint store: {err}");
+    }
+    if let Err(err) = ctx.stat_cache.save() {
+        tracing::warn!("cannot save the stat cache: {err}");
     }
 
     let count = |want: &dyn Fn(&Slot) -> bool| slots.iter().filter(|s| want(s)).count();
