@@ -1,7 +1,7 @@
 //! The GitHub Actions workflow: `.github/workflows/murphy.yml`.
 
 use super::yaml::{Lines, list, quote, shell_word};
-use super::{CI_TRIGGERS, Glob, Job, MARK, Model, WorkflowError, parse_glob};
+use super::{CI_TRIGGERS, Glob, Job, Model, WorkflowError, parse_glob};
 use crate::trigger::Trigger;
 
 const PROVIDER: &str = "GitHub Actions";
@@ -179,18 +179,7 @@ fn condition(job: &Job) -> Option<String> {
 pub(super) fn render(model: &Model) -> Result<String, WorkflowError> {
     let ci = &model.plan.ci;
     let mut y = Lines::default();
-    y.line(
-        0,
-        &format!("{MARK} github from pipeline.yml; do not edit: change pipeline.yml"),
-    );
-    y.line(
-        0,
-        "# (its `ci:` key for this file) and run `murphy ci generate github` again;",
-    );
-    y.line(
-        0,
-        "# `murphy ci check github` fails while this file is stale.",
-    );
+    super::header(&mut y, "github");
     let secrets = model.secrets_of(None);
     if !secrets.is_empty() {
         y.line(

@@ -1,7 +1,7 @@
 //! The GitLab CI pipeline: `.gitlab-ci.yml`.
 
 use super::yaml::{Lines, list, quote, shell_word};
-use super::{CI_TRIGGERS, Glob, MARK, Model, WorkflowError, levels, parse_glob};
+use super::{CI_TRIGGERS, Glob, Model, WorkflowError, levels, parse_glob};
 use crate::trigger::Trigger;
 
 const PROVIDER: &str = "GitLab CI";
@@ -90,18 +90,7 @@ fn regex_of(pieces: &[Glob], out: &mut String) {
 pub(super) fn render(model: &Model, notes: &mut Vec<String>) -> Result<String, WorkflowError> {
     let ci = &model.plan.ci;
     let mut y = Lines::default();
-    y.line(
-        0,
-        &format!("{MARK} gitlab from pipeline.yml; do not edit: change pipeline.yml"),
-    );
-    y.line(
-        0,
-        "# (its `ci:` key for this file) and run `murphy ci generate gitlab` again;",
-    );
-    y.line(
-        0,
-        "# `murphy ci check gitlab` fails while this file is stale.",
-    );
+    super::header(&mut y, "gitlab");
     y.line(
         0,
         &format!(

@@ -13,8 +13,7 @@ use serde_json::{Value, json};
 use tungstenite::Message;
 use tungstenite::stream::MaybeTlsStream;
 
-use crate::serve::Server;
-use crate::support::{Test, parse_json};
+use crate::support::parse_json;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -179,28 +178,7 @@ impl DevTools {
 
 #[test]
 fn the_dashboard_shows_stages_and_follows_a_live_run_without_a_reload() {
-    let out = Test::new()
-        .git_init()
-        .pipeline(
-            "
-            version: 1
-            stages:
-              lint:
-                run: echo lint
-              wait:
-                needs: [lint]
-                run: |
-                  touch started
-                  while [ ! -f go ]; do sleep 0.05; done
-            ",
-        )
-        .commit("Wait for go")
-        .args(["validate"])
-        .run();
-    let mut run = out.murphy(["run"]).spawn();
-    run.wait_until("the stage started", || out.file("started").exists());
-    let run_id = out.runs()[0].run_id.clone();
-    let server = Server::start(out.murphy(Vec::<String>::new()));
+    let (out, run, server, run_id) = crate::serve::waiting_run(Some("lint"));
     let page = format!("{}/runs/{run_id}", server.url);
 
     // The page as served says `running`; the browser shows the stages.

@@ -596,19 +596,22 @@ fn a_token_guards_pages_but_not_webhooks_and_another_address_needs_one() {
     server.stop();
 }
 
-#[test]
-fn a_run_in_progress_streams_its_stages_and_index_rebuild_recreates_the_index() {
+/// A run whose stage `wait` (after `before`, a stage that echoes its name, if given) has
+/// started and waits for the file `go`, with a server over its records and the run's id.
+pub fn waiting_run(before: Option<&str>) -> (Output, Running, Server, String) {
+    let first = before
+        .map(|name| format!("{name}: {{run: echo {name}}}\n  "))
+        .unwrap_or_default();
+    let needs = before
+        .map(|name| format!("needs: [{name}], "))
+        .unwrap_or_default();
     let out = Test::new()
         .git_init()
-        .pipeline(
-            "
-            version: 1
-            stages:
-              wait:
-                run: |
-                  touch started
-                  while [ ! -f go ]; do sleep 0.05; done
-            ",
+        .write(
+            "pipeline.yml",
+            &format!(
+                "version: 1\nstages:\n  {first}wait: {{{needs}run: 'touch started; while [ ! -f go ]; do sleep 0.05; done'}}\n"
+            ),
         )
         .commit("Wait for go")
         .args(["validate"])
@@ -617,6 +620,12 @@ fn a_run_in_progress_streams_its_stages_and_index_rebuild_recreates_the_index() 
     run.wait_until("the stage started", || out.file("started").exists());
     let run_id = out.runs()[0].run_id.clone();
     let server = Server::start(out.murphy(Vec::<String>::new()));
+    (out, run, server, run_id)
+}
+
+#[test]
+fn a_run_in_progress_streams_its_stages_and_index_rebuild_recreates_the_index() {
+    let (out, run, server, run_id) = waiting_run(None);
     let page = server.get(&format!("/runs/{run_id}"));
     assert!(page.body.contains("data-live=\"1\""), "{}", page.body);
 
