@@ -225,25 +225,17 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(TAIL)..].join("\n")
 }
 
-/// Text as XML character data or an attribute value: secrets masked, the five special
-/// characters escaped, and the control characters XML 1.0 cannot hold at all left out.
+/// Text as XML character data or an attribute value: secrets masked, the special characters
+/// escaped, and the control characters XML 1.0 cannot hold at all left out.
 fn escape(text: &str) -> String {
     let text = crate::secrets::redact(text);
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\n' | '\t' => out.push(c),
-            '\r' => out.push_str("&#13;"),
-            c if c.is_control() || matches!(c, '\u{FFFE}' | '\u{FFFF}') => {}
-            c => out.push(c),
-        }
-    }
-    out
+    let kept: String = (text.chars())
+        .filter(|&c| {
+            matches!(c, '\n' | '\t' | '\r')
+                || !(c.is_control() || matches!(c, '\u{FFFE}' | '\u{FFFF}'))
+        })
+        .collect();
+    crate::markup::escape(&kept).replace('\r', "&#13;")
 }
 
 /// Every testcase of a JUnit report (`<testsuites>` or a bare `<testsuite>`, nested at any

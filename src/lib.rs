@@ -32,6 +32,7 @@ pub mod issues;
 pub mod journal;
 pub mod junit;
 pub mod lock;
+pub mod markup;
 pub mod matrix;
 pub mod outbox;
 pub mod plan;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::manifest::BuildManifest;
+use crate::markup::escape;
 
 /// Files shown on their own (a column in the table, a line in the chart); the table sums the
 /// rest as "other", the chart leaves them to the total.
@@ -216,13 +217,6 @@ fn shorten(name: &str) -> String {
     } else {
         name.to_owned()
     }
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 #[cfg(test)]

@@ -557,8 +557,6 @@ fn local_bytes(run: &RunDir, from: u64, to: Option<u64>) -> std::io::Result<Vec<
     Ok(bytes)
 }
 
-/// Takes the lease on run `id` for `ttl`, or says who holds it. A lease left by a process of
-/// this machine that is gone (a kill -9 here) is taken over at once.
 /// `remote` as this machine reads runs from it: on a pull request's runner (as its CI says),
 /// where that pull request's runs write too.
 pub fn read_here(remote: Remote, env: &std::collections::BTreeMap<String, String>) -> Remote {
@@ -572,6 +570,8 @@ pub fn read_here(remote: Remote, env: &std::collections::BTreeMap<String, String
     }
 }
 
+/// Takes the lease on run `id` for `ttl`, or says who holds it. A lease left by a process of
+/// this machine that is gone (a kill -9 here) is taken over at once.
 pub async fn take_lease(
     remote: &Remote,
     id: &str,

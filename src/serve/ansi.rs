@@ -1,21 +1,7 @@
 //! A stage log's ANSI colours as HTML: SGR sequences become `<span>`s, every other escape is
 //! dropped, and all text is HTML-escaped.
 
-/// Escapes text for HTML content and attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use crate::markup::escape;
 
 /// The 16 basic colours (xterm's defaults).
 const BASIC: [&str; 16] = [
