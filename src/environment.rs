@@ -423,24 +423,39 @@ pub struct StageEnv {
     pub fingerprinted: BTreeMap<String, Option<String>>,
 }
 
-/// Resolves a stage's environment from `outer` (the process environment, in production) and
-/// the run's `release` variables (`MURPHY_VERSION`, ...), which count in the fingerprint: a
-/// build stamped with one version is not restored for another.
+/// The outer environment (the process's, in production), with the part every stage gets
+/// picked out once per run rather than once per stage.
+#[derive(Debug, Default)]
+pub struct Outer {
+    pub vars: BTreeMap<String, String>,
+    passed: BTreeMap<String, String>,
+}
+
+impl Outer {
+    pub fn new(vars: BTreeMap<String, String>) -> Outer {
+        let passed = (vars.iter())
+            .filter(|(name, _)| always_passed(name))
+            .map(|(name, value)| (name.clone(), strip_userinfo(value).into_owned()))
+            .collect();
+        Outer { vars, passed }
+    }
+}
+
+/// Resolves a stage's environment from `outer` and the run's `release` variables
+/// (`MURPHY_VERSION`, ...), which count in the fingerprint: a build stamped with one version
+/// is not restored for another.
 pub fn resolve(
     plan: &Plan,
     stage: &Stage,
-    outer: &BTreeMap<String, String>,
+    outer: &Outer,
     release: &[(String, String)],
 ) -> StageEnv {
-    let mut env = StageEnv::default();
-    for (name, value) in outer {
-        if always_passed(name) {
-            env.vars
-                .insert(name.clone(), strip_userinfo(value).into_owned());
-        }
-    }
+    let mut env = StageEnv {
+        vars: outer.passed.clone(),
+        fingerprinted: BTreeMap::new(),
+    };
     for name in plan.pass_env.iter().chain(&stage.pass_env) {
-        let value = outer.get(name).cloned();
+        let value = outer.vars.get(name).cloned();
         if let Some(v) = &value {
             env.vars.insert(name.clone(), v.clone());
         }

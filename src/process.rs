@@ -8,7 +8,7 @@
 
 use std::ffi::OsString;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,41 +32,95 @@ const MAX_LINE: usize = 64 * 1024;
 pub type Echo = Box<dyn Fn(&[u8]) + Send + Sync>;
 
 /// Where a command's output goes: the stage log, and each line to `echo` as well.
+///
+/// The log file is made when the command first prints, or when [`Output::keep`] says the
+/// attempt failed: a stage that succeeds silently costs no file. On a file system short of
+/// free inodes, making one costs more than running `true` (0.2 ms here), and most of a
+/// pipeline's small steps (`mkdir`, `test -f`) print nothing.
 pub struct Output {
-    log: Mutex<std::fs::File>,
+    log: Mutex<Log>,
     echo: Option<Echo>,
     warned: std::sync::atomic::AtomicBool,
 }
 
+/// The log file, or what waits to be written once it exists.
+enum Log {
+    Unmade { path: PathBuf, held: Vec<u8> },
+    Made(std::fs::File),
+}
+
 impl Output {
-    pub fn new(log: std::fs::File, echo: Option<Echo>) -> Output {
+    pub fn new(path: PathBuf, echo: Option<Echo>) -> Output {
         Output {
-            log: Mutex::new(log),
+            log: Mutex::new(Log::Unmade {
+                path,
+                held: Vec::new(),
+            }),
             echo,
             warned: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    /// Writes one line (with its newline, if it had one) to the log and the echo, secrets
-    /// masked.
+    /// Writes one of murphy's own lines (`$ command`, a retry's header), secrets masked: to
+    /// the echo now, to the log when it is made.
     pub fn line(&self, line: &[u8]) {
-        self.masked(&crate::secrets::redact_bytes(line));
+        self.write(&crate::secrets::redact_bytes(line), false);
     }
 
-    /// Writes a line, or a piece of a long one, whose secrets are masked already.
+    /// Makes the log now, with the lines held for it: the attempt failed, and its log is
+    /// what the user reads next.
+    pub fn keep(&self) {
+        self.write(b"", true);
+    }
+
+    /// Writes a line of the command's output, or a piece of a long one, whose secrets are
+    /// masked already.
     fn masked(&self, line: &[u8]) {
+        self.write(line, true);
+    }
+
+    fn write(&self, line: &[u8], make: bool) {
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let written = match &mut *log {
+            Log::Unmade { held, .. } if !make => {
+                held.extend_from_slice(line);
+                Ok(())
+            }
+            Log::Unmade { path, held } => match open_log(path) {
+                Ok(mut file) => {
+                    let written = file.write_all(held).and_then(|()| file.write_all(line));
+                    *log = Log::Made(file);
+                    written
+                }
+                Err(err) => Err(io::Error::new(
+                    err.kind(),
+                    format!("cannot open {}: {err}", path.display()),
+                )),
+            },
+            Log::Made(file) => file.write_all(line),
+        };
         // A full disk must not stop the stage; the write error is reported once by tracing.
-        if let Err(err) = log.write_all(line)
+        if let Err(err) = written
             && !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed)
         {
             tracing::warn!("cannot write a stage log: {err}");
         }
         drop(log);
-        if let Some(echo) = &self.echo {
+        if let Some(echo) = &self.echo
+            && !line.is_empty()
+        {
             echo(line.strip_suffix(b"\n").unwrap_or(line));
         }
     }
+}
+
+fn open_log(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
 }
 
 /// How a command ended.
@@ -92,28 +146,29 @@ pub async fn run(
         return Err(io::Error::other("no program to run"));
     };
     let program = resolve(program, cwd, env);
-    let mut child = Command::new(program)
+    // One pipe for both streams, as a terminal has: the log keeps the order the command
+    // wrote its lines in, and a stage costs one pipe and one reader instead of two.
+    let (reader, writer) = std::io::pipe()?;
+    let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into())?;
+    let mut command = Command::new(program);
+    command
         .args(args)
         .current_dir(cwd)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()?;
+        .stdin(dev_null()?)
+        .stdout(writer.try_clone()?)
+        .stderr(writer)
+        .process_group(0);
+    let mut child = command.spawn()?;
+    // The command holds murphy's copies of the write end: until they close, the reader
+    // would never see the end of the output.
+    drop(command);
     let pgid = child
         .id()
         .and_then(|id| libc::pid_t::try_from(id).ok())
         .ok_or_else(|| io::Error::other("the child exited before its pid was read"))?;
-
-    let mut readers = tokio::task::JoinSet::new();
-    if let Some(stdout) = child.stdout.take() {
-        readers.spawn(pump(stdout, output.clone()));
-    }
-    if let Some(stderr) = child.stderr.take() {
-        readers.spawn(pump(stderr, output));
-    }
+    let mut reading = tokio::spawn(pump(reader, output));
 
     let until_deadline = async {
         match deadline {
@@ -134,11 +189,20 @@ pub async fn run(
     };
     // Whatever the command left running in its group goes with it.
     stop_group(pgid).await;
-    let _ = timeout(DRAIN_GRACE, async {
-        while readers.join_next().await.is_some() {}
-    })
-    .await;
+    if timeout(DRAIN_GRACE, &mut reading).await.is_err() {
+        reading.abort();
+    }
     Ok(ended)
+}
+
+/// `/dev/null` for a command's standard input: opened once, then duplicated for each command.
+fn dev_null() -> io::Result<Stdio> {
+    static NULL: std::sync::OnceLock<io::Result<std::fs::File>> = std::sync::OnceLock::new();
+    let null = NULL.get_or_init(|| std::fs::File::open("/dev/null"));
+    match null {
+        Ok(file) => Ok(file.try_clone()?.into()),
+        Err(_) => Ok(Stdio::null()),
+    }
 }
 
 /// `program` found in the `PATH` the command gets (relative entries from `cwd`, as `execvp`
@@ -146,23 +210,48 @@ pub async fn run(
 /// would have). With the path known, the spawn is a `posix_spawn` (`vfork`: no copy of
 /// murphy's page tables); the standard library falls back to `fork` for a name it would have
 /// to look up in a `PATH` other than murphy's own.
+///
+/// A name found through absolute `PATH` entries only is remembered for the rest of the run,
+/// as a shell's command hash is: a chain of stages would otherwise stat every `PATH` entry
+/// before the shell's for each one (one stat still checks it is there). A relative entry (`node_modules/.bin`) is a project
+/// directory a stage may fill, so a name found past one is looked up every time.
 fn resolve(program: &OsString, cwd: &Path, env: &[(String, String)]) -> OsString {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::PermissionsExt;
+    type Key = (String, PathBuf, OsString);
+    static FOUND: Mutex<Option<std::collections::HashMap<Key, PathBuf>>> = Mutex::new(None);
     if program.as_bytes().contains(&b'/') || program.is_empty() {
         return program.clone();
     }
     let Some((_, path)) = env.iter().find(|(name, _)| name == "PATH") else {
         return program.clone();
     };
-    path.split(':')
+    let key = (path.clone(), cwd.to_owned(), program.clone());
+    let found = FOUND.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(hit) = found.as_ref().and_then(|map| map.get(&key))
+        && hit.is_file()
+    {
+        return hit.clone().into();
+    }
+    drop(found);
+    let mut relative = false;
+    let hit = path
+        .split(':')
         .map(|dir| if dir.is_empty() { "." } else { dir })
+        .inspect(|dir| relative |= !dir.starts_with('/'))
         .map(|dir| cwd.join(dir).join(program))
         .find(|candidate| {
             std::fs::metadata(candidate)
                 .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-        .map_or_else(|| program.clone(), OsString::from)
+        });
+    let Some(hit) = hit else {
+        return program.clone();
+    };
+    if !relative {
+        let mut found = FOUND.lock().unwrap_or_else(|e| e.into_inner());
+        found.get_or_insert_default().insert(key, hit.clone());
+    }
+    hit.into()
 }
 
 /// Resolves once `cancel` turns true; never, if its sender is gone without cancelling.

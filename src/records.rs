@@ -5,7 +5,7 @@
 //! .murphy/
 //!   runs/<run-id>/meta.json       written once, atomically, when the run starts
 //!   runs/<run-id>/journal.jsonl   append-only events (see `journal`)
-//!   runs/<run-id>/logs/<stage>.log
+//!   runs/<run-id>/logs/<stage>.log   made when the stage first prints or fails
 //! ```
 
 use std::collections::BTreeMap;

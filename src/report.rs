@@ -214,8 +214,9 @@ impl Reporter {
         match &self.bars {
             Some(bars) => bars.multi.suspend(|| eprintln!("{line}")),
             None => {
-                let mut err = std::io::stderr().lock();
-                let _ = writeln!(err, "{line}");
+                // One write per line: stderr is unbuffered, and `writeln!` would make two.
+                let text = format!("{line}\n");
+                let _ = std::io::stderr().lock().write_all(text.as_bytes());
             }
         }
     }

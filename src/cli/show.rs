@@ -85,6 +85,12 @@ pub(super) fn logs(state: &StateDir, run: Option<&str>, stage: &str) -> Result<i
             let _ = out.write_all(&bytes);
             Ok(exit::SUCCESS)
         }
+        // A stage that succeeded without printing anything has no log file (see
+        // `process::Output`).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && entry.state.is_success() => {
+            eprintln!("note: stage `{stage}` printed nothing");
+            Ok(exit::SUCCESS)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Usage(format!(
             "stage `{stage}` has no log in run {}: it was {}",
             view.run_id,

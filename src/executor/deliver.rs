@@ -3,8 +3,6 @@
 //! synced the moment the server gives it).
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -203,7 +201,7 @@ impl Task {
             name: &self.ctx.plan.name,
             version: version.as_deref(),
             secrets: &self.ctx.secrets,
-            client: &self.ctx.client,
+            client: self.ctx.client()?,
         };
         let attempts = if stage.retry.attempts > 1 {
             stage.retry.attempts
@@ -574,13 +572,9 @@ impl Task {
         let fill = |template: &str| template.replace("{file}", &shell_quote(&item.name));
         let env = self.stage_env().await?;
         let log_path = self.ctx.run.log_path(&self.stage().name);
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&log_path)
-            .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
-        let output = Arc::new(Output::new(log, None));
+        let output = Arc::new(Output::new(log_path, None));
+        // A publish is logged even when it prints nothing: what ran is the record of it.
+        output.keep();
         let cancel = self.cancel.clone();
         let run_one = |command: String, mut cancel: watch::Receiver<bool>| {
             let output = output.clone();

@@ -89,7 +89,7 @@ pub struct Context {
     heal: std::sync::Mutex<std::collections::HashSet<String>>,
     pub stat_cache: StatCache,
     /// The outer environment, read once: stages take from it what `environment` allows.
-    pub outer_env: BTreeMap<String, String>,
+    pub outer_env: crate::environment::Outer,
     /// Per-run variables every stage gets and no fingerprint sees (`MURPHY_TRIGGER`, ...).
     pub run_env: Vec<(String, String)>,
     /// Per-run variables that decide results (`MURPHY_VERSION`, `MURPHY_PRERELEASE`).
@@ -100,7 +100,9 @@ pub struct Context {
     pub secrets: BTreeMap<String, String>,
     /// Publications this run's journal already confirms (a resumed run skips them).
     pub confirmed: crate::publish::ConfirmedSet,
-    pub client: reqwest::Client,
+    /// Made on first use: loading the system's root certificates costs milliseconds a run
+    /// that publishes and notifies nothing should not pay.
+    client: std::sync::OnceLock<Result<reqwest::Client, String>>,
     pub verbose: bool,
     journal_failed: AtomicBool,
     /// `MURPHY_CHANGED_FILES`, made when the first stage starts a command (never on a run
@@ -116,7 +118,6 @@ impl Context {
         reporter: Reporter,
         state_dir: PathBuf,
         outer_env: BTreeMap<String, String>,
-        client: reqwest::Client,
     ) -> Context {
         Context {
             run_env: Vec::new(),
@@ -124,13 +125,13 @@ impl Context {
             change: None,
             secrets: BTreeMap::new(),
             confirmed: Default::default(),
-            client,
+            client: std::sync::OnceLock::new(),
             verbose: false,
             store: Store::new(&state_dir),
             remote: None,
             heal: Default::default(),
             stat_cache: StatCache::load(&state_dir.join("stat-cache")),
-            outer_env,
+            outer_env: crate::environment::Outer::new(outer_env),
             plan,
             run,
             journal,
@@ -139,6 +140,15 @@ impl Context {
             journal_failed: AtomicBool::new(false),
             changed_files: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The HTTP client for publishing and notifying.
+    pub fn client(&self) -> Result<&reqwest::Client, String> {
+        let made = self.client.get_or_init(|| {
+            crate::publish::client(std::time::Duration::from_secs(300))
+                .map_err(|e| format!("cannot set up the HTTP client: {e}"))
+        });
+        made.as_ref().map_err(Clone::clone)
     }
 
     /// The path of the run's list of changed files, written on first use.
@@ -151,7 +161,7 @@ impl Context {
                     crate::change::write_changed_files(
                         &ctx.plan,
                         &change,
-                        &ctx.outer_env,
+                        &ctx.outer_env.vars,
                         &ctx.run.path,
                     )
                     .map_err(|e| format!("cannot write the list of changed files: {e}"))

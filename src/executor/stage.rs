@@ -5,9 +5,8 @@
 //! and stored; nothing of a failed attempt is stored.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -744,22 +743,29 @@ async fn run_attempt(
     attempt: u32,
     cancel: &mut watch::Receiver<bool>,
 ) -> Attempt {
-    let stage = &ctx.plan.stages[id];
-    let log = match OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(log_path)
-    {
-        Ok(log) => log,
-        Err(err) => return Attempt::failed(format!("cannot open {}: {err}", log_path.display())),
-    };
     let echo: Option<Echo> = ctx.verbose.then(|| {
         let ctx = ctx.clone();
         Box::new(move |line: &[u8]| ctx.reporter.stage_output(&ctx.plan.stages[id].name, line))
             as Echo
     });
-    let output = Arc::new(Output::new(log, echo));
+    let output = Arc::new(Output::new(log_path.to_owned(), echo));
+    let attempt = run_commands(ctx, id, env, &output, attempt, cancel).await;
+    if attempt.outcome != Outcome::Succeeded {
+        output.keep();
+    }
+    attempt
+}
+
+/// The stage's commands in turn, until one fails.
+async fn run_commands(
+    ctx: &Arc<Context>,
+    id: StageId,
+    env: &[(String, String)],
+    output: &Arc<Output>,
+    attempt: u32,
+    cancel: &mut watch::Receiver<bool>,
+) -> Attempt {
+    let stage = &ctx.plan.stages[id];
     if attempt > 1 {
         output.line(
             format!(
@@ -770,11 +776,6 @@ async fn run_attempt(
         );
     }
     let cwd = ctx.plan.root.join(&stage.workdir);
-    if !cwd.is_dir() {
-        let message = format!("workdir `{}` does not exist", stage.workdir.display());
-        output.line(format!("murphy: {message}\n").as_bytes());
-        return Attempt::failed(message);
-    }
     let deadline = stage.timeout.map(|t| Instant::now() + t);
     for command in &stage.commands {
         // A Ctrl-C that came while this stage was hashing or between two commands: start
@@ -820,6 +821,13 @@ async fn run_attempt(
                 signal: None,
                 message: None,
             },
+            // Checked only when the spawn failed: a stat per command is a cost on every
+            // small stage of a chain.
+            Err(_) if !cwd.is_dir() => {
+                let message = format!("workdir `{}` does not exist", stage.workdir.display());
+                output.line(format!("murphy: {message}\n").as_bytes());
+                Attempt::failed(message)
+            }
             Err(err) => Attempt::failed(format!(
                 "cannot run the command with shell `{}`: {err}",
                 stage.shell.text()

@@ -57,6 +57,7 @@ pub fn explain(setup: &Setup, new: &NewRun) -> Result<Vec<Explained>, SessionErr
     let (_, release_env) = run_variables(&change);
     let stat_cache = StatCache::load(&state.root().join("stat-cache"));
     let shared = setup.store.is_some();
+    let outer = environment::Outer::new(env);
 
     let mut chosen = vec![false; plan.stages.len()];
     for &id in &new.selected {
@@ -127,7 +128,7 @@ pub fn explain(setup: &Setup, new: &NewRun) -> Result<Vec<Explained>, SessionErr
             };
             handed.insert(id, Handed::Unknown);
         } else {
-            let stage_env = environment::resolve(plan, stage, &env, &release_env);
+            let stage_env = environment::resolve(plan, stage, &outer, &release_env);
             let (manifest, _) = Manifest::build(
                 stage,
                 &stage_env,

@@ -747,16 +747,7 @@ fn context(
         .or_else(|| env.get("GITHUB_WORKSPACE").map(PathBuf::from))
         .and_then(|root| std::path::absolute(root).ok());
     let reporter = Reporter::new(&names).with_repo_root(repo_root);
-    let client = crate::publish::client(Duration::from_secs(300)).map_err(http_error)?;
-    let mut ctx = Context::new(
-        plan,
-        run_dir,
-        journal,
-        reporter,
-        state_abs,
-        env.clone(),
-        client,
-    );
+    let mut ctx = Context::new(plan, run_dir, journal, reporter, state_abs, env.clone());
     ctx.verbose = setup.verbose;
     ctx.remote = remote;
     ctx.run_env = run_env;

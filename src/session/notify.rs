@@ -89,10 +89,17 @@ pub(super) async fn notify(ctx: &Context, state: &StateDir) {
             );
         }
     }
+    let client = match ctx.client() {
+        Ok(client) => client,
+        Err(err) => {
+            tracing::warn!("the notifications wait in the outbox: {err}");
+            return;
+        }
+    };
     let how = Delivery {
         notify: &ctx.plan.notify,
         secrets: &ctx.secrets,
-        client: &ctx.client,
+        client,
         tries: 2,
     };
     let flushed = outbox.flush(&how).await;

@@ -525,7 +525,7 @@ fn matrix_instances_run_with_their_values_and_can_be_selected() {
         version: 1
         stages:
           integration:
-            run: 'echo \"$MATRIX_DEP $MATRIX_PYTHON\" >> ran.txt; test \"$MATRIX_DEP\" != bad'
+            run: 'echo \"$MATRIX_DEP $MATRIX_PYTHON\" | tee -a ran.txt; test \"$MATRIX_DEP\" != bad'
             matrix:
               dep: [\"3006\", \"3007\", bad]
               python: [\"3.10\", \"3.12\"]
@@ -567,6 +567,7 @@ fn matrix_instances_run_with_their_values_and_can_be_selected() {
         .murphy(["logs", "integration[dep=3006,python=3.10]"])
         .run();
     assert!(log.stdout.contains("MATRIX_DEP"), "{}", log.stdout);
+    assert!(log.stdout.contains("\n3006 3.10\n"), "{}", log.stdout);
 }
 
 /// `--force` and `--from` take a matrix stage's name (all its instances) or a selector, as

@@ -118,6 +118,39 @@ fn a_torn_last_journal_line_does_not_break_status() {
     assert_eq!(out.murphy(["logs", "b"]).run().stdout, "$ exit 2\n");
 }
 
+/// A stage that succeeds and prints nothing costs no log file (a file per stage is most of
+/// what a small stage in a chain costs); one that prints, or fails, has its log.
+#[test]
+fn only_a_stage_that_printed_or_failed_has_a_log_file() {
+    let out = Test::new()
+        .pipeline(
+            "
+            version: 1
+            stages:
+              quiet: {run: 'true'}
+              loud: {needs: [quiet], run: 'echo hi'}
+              failing: {needs: [loud], run: exit 3}
+            ",
+        )
+        .args(["run"])
+        .code(1)
+        .run();
+    let run = out.status();
+    let log = |stage: &str| out.file(&format!(".murphy/runs/{}/logs/{stage}.log", run.run_id));
+    assert!(!log("quiet").exists());
+    assert_eq!(
+        std::fs::read_to_string(log("loud")).unwrap(),
+        "$ echo hi\nhi\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(log("failing")).unwrap(),
+        "$ exit 3\n"
+    );
+    let quiet = out.murphy(["logs", "quiet"]).run();
+    assert_eq!(quiet.stdout, "");
+    assert_eq!(quiet.stderr, "note: stage `quiet` printed nothing\n");
+}
+
 /// Run ids begin with the start time; quick runs must still sort by it.
 #[test]
 fn runs_in_quick_succession_are_listed_newest_first() {
