@@ -265,16 +265,19 @@ pub fn collect(
 /// Writes the list of [`changed_files`] into `run_dir` (once a run: a resumed run keeps its
 /// list) and returns its absolute path for `MURPHY_CHANGED_FILES`, or `None` where the run
 /// has no such list. Comparing the tree costs up to a second after a checkout, so the
-/// executor asks only when a stage is about to run a command.
+/// executor asks only when a stage is about to run a command. The list of every tracked file
+/// (where there is no base to compare with) is kept in `state_dir` between runs.
 pub fn write_changed_files(
     plan: &Plan,
     change: &Change,
     env: &BTreeMap<String, String>,
     run_dir: &Path,
+    state_dir: &Path,
 ) -> io::Result<Option<PathBuf>> {
     let list = std::path::absolute(run_dir.join("changed-files.txt"))?;
+    let tracked = state_dir.join("tracked-files");
     if !list.exists()
-        && let Some(changed) = changed_files(plan, change, env)
+        && let Some(changed) = changed_files(plan, change, env, Some(&tracked))
     {
         let mut text = String::new();
         for file in &changed.files {
@@ -295,6 +298,7 @@ pub fn changed_files(
     plan: &Plan,
     change: &Change,
     env: &BTreeMap<String, String>,
+    tracked_cache: Option<&Path>,
 ) -> Option<git::ChangedFiles> {
     let started = std::time::Instant::now();
     let repo = git::open(&plan.root)?;
@@ -326,6 +330,7 @@ pub fn changed_files(
         base.as_deref(),
         head.as_deref(),
         change.trigger == Trigger::Local,
+        tracked_cache,
     );
     // Stages run from the pipeline's directory, so the paths are relative to it (a file
     // outside it keeps its absolute path).

@@ -163,6 +163,7 @@ impl Context {
                         &change,
                         &ctx.outer_env.vars,
                         &ctx.run.path,
+                        &ctx.state_dir,
                     )
                     .map_err(|e| format!("cannot write the list of changed files: {e}"))
                 })
