@@ -262,9 +262,9 @@ pub fn collect(
     })
 }
 
-/// Writes the list of [`changed_files`] into `run_dir` (once a run: a resumed run keeps its
-/// list) and returns its absolute path for `MURPHY_CHANGED_FILES`, or `None` where the run
-/// has no such list. Comparing the tree costs up to a second after a checkout, so the
+/// Writes the list of [`changed_files`] into `run_dir` and returns its absolute path for
+/// `MURPHY_CHANGED_FILES`, or `None` where the run has no such list. Not fsynced: a resumed
+/// run writes it again rather than trust one a power cut may have torn. Comparing the tree costs up to a second after a checkout, so the
 /// executor asks only when a stage is about to run a command. The list of every tracked file
 /// (where there is no base to compare with) is kept in `state_dir` between runs.
 pub fn write_changed_files(
@@ -276,17 +276,18 @@ pub fn write_changed_files(
 ) -> io::Result<Option<PathBuf>> {
     let list = std::path::absolute(run_dir.join("changed-files.txt"))?;
     let tracked = state_dir.join("tracked-files");
-    if !list.exists()
-        && let Some(changed) = changed_files(plan, change, env, Some(&tracked))
-    {
-        let mut text = String::new();
-        for file in &changed.files {
-            text.push_str(&file.to_string_lossy());
-            text.push('\n');
-        }
-        crate::atomic_file::write(&list, text.as_bytes())?;
+    let Some(changed) = changed_files(plan, change, env, Some(&tracked)) else {
+        // One an earlier murphy wrote for this run would be stale.
+        let _ = std::fs::remove_file(&list);
+        return Ok(None);
+    };
+    let mut text = String::new();
+    for file in &changed.files {
+        text.push_str(&file.to_string_lossy());
+        text.push('\n');
     }
-    Ok(list.exists().then_some(list))
+    crate::atomic_file::write_unsynced(&list, text.as_bytes())?;
+    Ok(Some(list))
 }
 
 /// The files a `local`, `pre-push` or `pr` run changes, for `MURPHY_CHANGED_FILES` (relative

@@ -444,7 +444,11 @@ fn tracked_files(repo: &Repository, cache: Option<&Path>) -> Vec<PathBuf> {
         && let Ok(text) = std::fs::read(cache)
         && let Some(list) = text.strip_prefix(stamp.as_bytes())
     {
-        return list.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(as_path).collect();
+        return list
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(as_path)
+            .collect();
     }
     let files: Vec<PathBuf> = repo
         .index()

@@ -3,7 +3,8 @@
 //! **Invariant:** the journal is the only source of truth for what happened in a run; every
 //! view of a run (`status`, `runs`, resume) is a replay of it. A record survives kill -9 once
 //! its `write` returned; a torn last line (murphy killed mid-write) is skipped on reading,
-//! never fatal. Records are not fsynced one by one: the run's start and end are.
+//! never fatal. Records are not fsynced one by one: a run's end and its confirmed
+//! publications are, with the run's folder (see ARCHITECTURE.md, "Crash safety").
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -161,6 +162,8 @@ pub struct Journal {
     path: PathBuf,
     /// The file, and whether a failed write (a full disk) may have left half a line.
     file: Mutex<(File, bool)>,
+    /// Whether the run's `meta.json` and the folders naming the journal were synced.
+    folder_synced: std::sync::atomic::AtomicBool,
 }
 
 impl Journal {
@@ -185,6 +188,7 @@ impl Journal {
         Ok(Journal {
             path: path.to_owned(),
             file: Mutex::new((file, false)),
+            folder_synced: Default::default(),
         })
     }
 
@@ -215,13 +219,32 @@ impl Journal {
         written
     }
 
-    /// Makes every record appended so far survive a power cut.
+    /// Makes every record appended so far survive a power cut. The first time, the run's
+    /// `meta.json` and the folders that name the journal too: a run is made without fsyncs,
+    /// so a power cut before its first sync loses the run whole, never half of its folder.
     pub fn sync(&self) -> io::Result<()> {
         self.file
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .0
-            .sync_data()
+            .sync_data()?;
+        if self.folder_synced.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
+        if let Some(run) = self.path.parent() {
+            match File::open(run.join("meta.json")) {
+                Ok(meta) => meta.sync_all()?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            crate::atomic_file::sync_dir(run)?;
+            if let Some(runs) = run.parent() {
+                crate::atomic_file::sync_dir(runs)?;
+            }
+        }
+        self.folder_synced
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
     }
 }
 

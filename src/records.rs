@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! .murphy/
-//!   runs/<run-id>/meta.json       written once, atomically, when the run starts
+//!   runs/<run-id>/meta.json       written once, atomically, when the run starts (synced with
+//!                                 the journal: see `Journal::sync`)
 //!   runs/<run-id>/journal.jsonl   append-only events (see `journal`)
 //!   runs/<run-id>/logs/<stage>.log   made when the stage first prints or fails
 //! ```
@@ -153,10 +154,7 @@ impl StateDir {
             let id = new_run_id(started_at);
             let path = runs.join(&id);
             match DirBuilder::new().mode(0o700).create(&path) {
-                Ok(()) => {
-                    atomic_file::sync_dir(&runs).map_err(io_err(&runs))?;
-                    break (id, path);
-                }
+                Ok(()) => break (id, path),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(io_err(&path)(e)),
             }
@@ -181,10 +179,11 @@ impl StateDir {
         let bytes = serde_json::to_vec_pretty(&meta)
             .map_err(io::Error::other)
             .map_err(io_err(&meta_path))?;
-        atomic_file::write(&meta_path, &bytes).map_err(io_err(&meta_path))?;
+        // Not fsynced here: the journal's first sync makes the run's folder durable (see
+        // `Journal::sync`), at its end or at a confirmed publication, whichever comes first.
+        atomic_file::write_unsynced(&meta_path, &bytes).map_err(io_err(&meta_path))?;
         let journal_path = dir.journal_path();
         let journal = Journal::open(&journal_path).map_err(io_err(&journal_path))?;
-        atomic_file::sync_dir(&dir.path).map_err(io_err(&dir.path))?;
         Ok((dir, meta, journal))
     }
 

@@ -118,6 +118,7 @@ impl Context {
         reporter: Reporter,
         state_dir: PathBuf,
         outer_env: BTreeMap<String, String>,
+        stat_cache: StatCache,
     ) -> Context {
         Context {
             run_env: Vec::new(),
@@ -130,7 +131,7 @@ impl Context {
             store: Store::new(&state_dir),
             remote: None,
             heal: Default::default(),
-            stat_cache: StatCache::load(&state_dir.join("stat-cache")),
+            stat_cache,
             outer_env: crate::environment::Outer::new(outer_env),
             plan,
             run,
@@ -240,7 +241,6 @@ pub async fn execute(
         }
     };
     ctx.journal.append(event)?;
-    ctx.journal.sync()?;
     ctx.reporter
         .run_started(&ctx.run.id, &plan.name, selected.len(), start.resumed);
 

@@ -15,6 +15,7 @@ use crate::records::{RecordsError, RunDir, RunParams, RunState, RunView, StateDi
 use crate::remote::{Remote, StoreUrl};
 use crate::report::Reporter;
 use crate::secrets::SecretError;
+use crate::stat_cache::StatCache;
 use crate::store::Store;
 use crate::trigger::Trigger;
 
@@ -163,6 +164,7 @@ pub fn start(setup: &Setup, new: NewRun) -> Result<RunStatus, SessionError> {
         allow_dirty,
     } = new;
     let state = &setup.state;
+    let stat_cache = stat_cache(state);
     let env = environment::outer();
     // Before the lock: an editor may stay open for minutes.
     let change = change::collect(&plan, &env, &request, state.root())?;
@@ -238,6 +240,7 @@ pub fn start(setup: &Setup, new: NewRun) -> Result<RunStatus, SessionError> {
         remote,
         lease,
         pulled: None,
+        stat_cache,
     };
     execute(setup, prepared, &change, &env, runtime)
 }
@@ -253,6 +256,7 @@ pub fn resume(setup: &Setup, resumed: Resumed) -> Result<RunStatus, SessionError
     } = resumed;
     let state = &setup.state;
     let mut lock = RunLock::acquire(state.root())?;
+    let stat_cache = stat_cache(state);
     let env = environment::outer();
     let lease = lease_ttl(&env)?;
     let runtime = runtime()?;
@@ -363,6 +367,7 @@ pub fn resume(setup: &Setup, resumed: Resumed) -> Result<RunStatus, SessionError
         remote,
         lease,
         pulled,
+        stat_cache,
     };
     execute(setup, prepared, &change, &env, runtime)
 }
@@ -620,9 +625,17 @@ struct Prepared {
     /// The mark of a run brought from another machine, removed once the run is this
     /// machine's (its lease taken).
     pulled: Option<PathBuf>,
+    /// Loading since the run's start began (see `StatCache::load`).
+    stat_cache: StatCache,
 }
 
 type Vars = Vec<(String, String)>;
+
+/// The stat cache, loading on a thread of its own while the run starts.
+fn stat_cache(state: &StateDir) -> StatCache {
+    let root = std::path::absolute(state.root()).unwrap_or_else(|_| state.root().to_owned());
+    StatCache::load(&root.join("stat-cache"))
+}
 
 /// The per-run variables: `MURPHY_TRIGGER`, and the fingerprinted `MURPHY_VERSION` and
 /// `MURPHY_PRERELEASE` (`MURPHY_CHANGED_FILES` is the executor's, made on first use).
@@ -735,6 +748,7 @@ fn context(
         remote,
         lease: _,
         pulled: _,
+        stat_cache,
     } = prepared;
     let names: Vec<&str> = schedule
         .selected
@@ -747,7 +761,15 @@ fn context(
         .or_else(|| env.get("GITHUB_WORKSPACE").map(PathBuf::from))
         .and_then(|root| std::path::absolute(root).ok());
     let reporter = Reporter::new(&names).with_repo_root(repo_root);
-    let mut ctx = Context::new(plan, run_dir, journal, reporter, state_abs, env.clone());
+    let mut ctx = Context::new(
+        plan,
+        run_dir,
+        journal,
+        reporter,
+        state_abs,
+        env.clone(),
+        stat_cache,
+    );
     ctx.verbose = setup.verbose;
     ctx.remote = remote;
     ctx.run_env = run_env;
