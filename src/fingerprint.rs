@@ -163,8 +163,47 @@ fn digest_inputs(
     files: &[PathBuf],
     stat_cache: &StatCache,
 ) -> std::io::Result<BTreeMap<String, String>> {
+    // A stage's own list is split over the cores: a stat each is most of what a run that
+    // changed little costs, and a lone large stage (or the check after it ran) would
+    // otherwise use one core.
+    let parts = cores().min(files.len() / PER_THREAD_AT_LEAST).max(1);
+    let chunk = files.len().div_ceil(parts).max(1);
+    let digested: Vec<std::io::Result<Vec<(String, String)>>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = files
+            .chunks(chunk)
+            .skip(1)
+            .map(|part| scope.spawn(move || digest_part(root, part, stat_cache)))
+            .collect();
+        let first = digest_part(root, files.chunks(chunk).next().unwrap_or(&[]), stat_cache);
+        std::iter::once(first)
+            .chain(threads.into_iter().map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("hashing inputs panicked")))
+            }))
+            .collect()
+    });
     // Collected in order and built at once: `BTreeMap` builds a sorted sequence in one pass
     // instead of searching for each key.
+    let mut digests = Vec::with_capacity(files.len());
+    for part in digested {
+        digests.extend(part?);
+    }
+    Ok(digests.into_iter().collect())
+}
+
+/// Below this many files a thread is not worth starting.
+const PER_THREAD_AT_LEAST: usize = 2048;
+
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
+}
+
+fn digest_part(
+    root: &Path,
+    files: &[PathBuf],
+    stat_cache: &StatCache,
+) -> std::io::Result<Vec<(String, String)>> {
     let mut digests = Vec::with_capacity(files.len());
     for relative in files {
         let path = root.join(relative);
@@ -180,7 +219,7 @@ fn digest_inputs(
         };
         digests.push((relative.to_string_lossy().into_owned(), hex(&digest)));
     }
-    Ok(digests.into_iter().collect())
+    Ok(digests)
 }
 
 fn diff(
