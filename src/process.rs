@@ -337,8 +337,10 @@ pub fn kill_leftovers(run_id: &str, stage: &str) -> usize {
         .collect();
     // SIGKILL is not instant: wait (briefly) until none of them can write anything more.
     let deadline = std::time::Instant::now() + KILL_GRACE;
+    // Polled finely: a killed process is usually gone within a millisecond, and a resume
+    // waits here before its first stage starts.
     while killed.iter().any(|&pid| running(pid)) && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(1));
     }
     killed.len()
 }
@@ -350,11 +352,18 @@ fn processes_with(run: &str, stage: &str) -> Vec<libc::pid_t> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
+    // One buffer for all: a /proc file says it is empty, so reading one whole grows a fresh
+    // buffer from nothing, a read per doubling, for each of hundreds of processes.
+    let mut environ = Vec::with_capacity(64 << 10);
     entries
         .flatten()
         .filter_map(|entry| {
+            use std::io::Read;
             let pid = entry.file_name().to_str()?.parse::<libc::pid_t>().ok()?;
-            let environ = std::fs::read(entry.path().join("environ")).ok()?;
+            environ.clear();
+            std::fs::File::open(entry.path().join("environ"))
+                .and_then(|mut file| file.read_to_end(&mut environ))
+                .ok()?;
             let mut vars = environ.split(|&b| b == 0);
             let ours =
                 vars.clone().any(|v| v == run.as_bytes()) && vars.any(|v| v == stage.as_bytes());
