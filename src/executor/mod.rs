@@ -305,7 +305,9 @@ pub async fn execute(
                             Vec::new()
                         },
                     };
-                    let handle = tasks.spawn(task.run());
+                    // Boxed: the task moves a pointer, not the stage's large future, on
+                    // each of its steps.
+                    let handle = tasks.spawn(Box::pin(task.run()));
                     task_stage.insert(handle.id(), id);
                 }
             }
