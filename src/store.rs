@@ -715,11 +715,15 @@ impl Store {
         Ok(restored)
     }
 
-    /// Copies an object to `dest` through a temp file. The object is checked against its
-    /// name first, through the stat cache (a read-only object it saw unchanged is not read
-    /// again), and then copied by the kernel (`copy_file_range`: a reflink where the
-    /// filesystem can share extents, never a hard link, so a later write to the workspace
-    /// copy cannot reach the store), as fast as `cp`.
+    /// Copies an object to `dest` through a temp file, which becomes `dest` only once the
+    /// object's bytes are known to hash to its name. The copy is the kernel's
+    /// (`copy_file_range`, as `cp` does: a reflink where the filesystem shares extents, never
+    /// a hard link, so a later write to the workspace copy cannot reach the store). The check
+    /// costs nothing when the stat cache vouches for the object (hashed before, its stamp
+    /// unchanged since); otherwise the object is hashed on another core while it is copied,
+    /// so a restore takes the longer of the two instead of their sum. Both read the one
+    /// object, read-only and written only under the state directory's lock, so what was
+    /// hashed is what was copied; a mismatch removes the copy and says the object is damaged.
     fn copy_out(
         &self,
         digest: &str,
@@ -733,16 +737,13 @@ impl Store {
             .map(|n| n.to_string_lossy())
             .unwrap_or_default();
         let tmp = dest.with_file_name(atomic_file::temp_name(&name));
+        let missing = |e: io::Error| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::Corrupt(digest.to_owned()),
+            _ => io_err(&object)(e),
+        };
         let result = (|| {
-            match stat_cache.digest(&object) {
-                Ok((found, _)) if hex(&found) == digest => {}
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(&object)(e)),
-                _ => return Err(StoreError::Corrupt(digest.to_owned())),
-            }
-            let mut from = fs::File::open(&object).map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => StoreError::Corrupt(digest.to_owned()),
-                _ => io_err(&object)(e),
-            })?;
+            let vouched = stat_cache.vouched(&object).map_err(missing)?;
+            let mut from = fs::File::open(&object).map_err(missing)?;
             // `create_new` refuses whatever is there, a symlink included, instead of
             // writing through it.
             remove_any(&tmp);
@@ -751,7 +752,24 @@ impl Store {
                 .create_new(true)
                 .open(&tmp)
                 .map_err(workspace_err(&tmp))?;
-            io::copy(&mut from, &mut to).map_err(workspace_err(&tmp))?;
+            let found = match vouched {
+                Some(found) => {
+                    io::copy(&mut from, &mut to).map_err(workspace_err(&tmp))?;
+                    found
+                }
+                None => std::thread::scope(|s| {
+                    let hashed = s.spawn(|| stat_cache.digest(&object));
+                    let copied = io::copy(&mut from, &mut to);
+                    let hashed = hashed.join().unwrap_or_else(|_| {
+                        Err(io::Error::other("the thread hashing the object panicked"))
+                    });
+                    copied.map_err(workspace_err(&tmp))?;
+                    hashed.map(|(found, _)| found).map_err(missing)
+                })?,
+            };
+            if hex(&found) != digest {
+                return Err(StoreError::Corrupt(digest.to_owned()));
+            }
             drop(to);
             fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
                 .map_err(workspace_err(&tmp))?;
@@ -1033,6 +1051,76 @@ mod tests {
             path: path.to_owned(),
             kind,
         }
+    }
+
+    /// A store holding `bytes` as the object of one output file `out.bin`, and its record.
+    fn stored(state: &Path, bytes: &[u8]) -> (Store, StageRecord) {
+        let store = Store::new(state);
+        let digest = blake3::hash(bytes).to_hex().to_string();
+        let object = store.object_path(&digest);
+        fs::create_dir_all(object.parent().unwrap()).unwrap();
+        fs::write(&object, bytes).unwrap();
+        fs::set_permissions(&object, fs::Permissions::from_mode(0o444)).unwrap();
+        let outputs = vec![entry(
+            "out.bin",
+            OutputKind::File {
+                digest,
+                size: bytes.len() as u64,
+                mode: 0o644,
+            },
+        )];
+        let record = StageRecord {
+            v: RECORD_VERSION,
+            stage: "build".into(),
+            fingerprint: "f".repeat(64),
+            output_digest: outputs_digest(&outputs),
+            outputs,
+            exit_code: 0,
+            duration_ms: 1,
+            run_id: "run".into(),
+            created_at: Timestamp::now(),
+        };
+        (store, record)
+    }
+
+    /// Flips a byte of a read-only file in place (its inode kept), as damage would.
+    fn damage(path: &Path) {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o644)).unwrap();
+        let mut bytes = fs::read(path).unwrap();
+        bytes[0] ^= 1;
+        fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn a_restore_checks_each_object_itself_vouched_for_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (project, state) = (dir.path().join("project"), dir.path().join("state"));
+        fs::create_dir(&project).unwrap();
+        let bytes = vec![7u8; 3 << 20];
+        let (store, record) = stored(&state, &bytes);
+        let OutputKind::File { digest, .. } = &record.outputs[0].kind else {
+            unreachable!()
+        };
+        let object = store.object_path(digest);
+        let cache = StatCache::load(&state.join("stat-cache"));
+        let out = project.join("out.bin");
+        // Just written, so no cache may vouch for it: hashed while it is copied.
+        assert_eq!(store.restore(&project, &record, false, &cache).unwrap(), 1);
+        assert_eq!(fs::read(&out).unwrap(), bytes);
+
+        // Past the racy window, a restore's hash vouches for the object from then on.
+        std::thread::sleep(std::time::Duration::from_millis(2_100));
+        fs::remove_file(&out).unwrap();
+        store.restore(&project, &record, false, &cache).unwrap();
+        assert!(cache.vouched(&object).unwrap().is_some());
+
+        // Changed in place after it was vouched for: its stamp moved, so it is hashed again
+        // and refused, and nothing (no temp file either) is left in the workspace.
+        damage(&object);
+        fs::remove_file(&out).unwrap();
+        let err = store.restore(&project, &record, false, &cache).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+        assert_eq!(fs::read_dir(&project).unwrap().count(), 0);
     }
 
     #[test]

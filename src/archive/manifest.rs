@@ -3,6 +3,7 @@
 //! Statement v1 with a SLSA Provenance v1 predicate.
 
 use jiff::Timestamp;
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -69,12 +70,67 @@ impl BuildManifest {
     /// The release this build is of, if it is one (a tag run): its pipeline, stage and
     /// version (its tag if it has none). Retention pins the first build of each release.
     pub fn release(&self) -> Option<Release<'_>> {
-        (self.trigger == Trigger::Tag).then(|| Release {
-            pipeline: &self.pipeline,
-            stage: &self.stage,
-            version: self.version.as_deref().or(self.tag.as_deref()),
-        })
+        release(
+            self.trigger,
+            &self.pipeline,
+            &self.stage,
+            self.version.as_deref().or(self.tag.as_deref()),
+        )
     }
+}
+
+/// The few fields of a manifest retention reads. Parsed on their own (serde skips the rest
+/// without building it), so a prune over 10,000 builds does not make 10,000 provenance
+/// statements only to drop them. The fields it does not read must still be there (checked,
+/// not built), so a manifest retention keeps as unreadable is the one [`BuildManifest`] is.
+#[derive(Debug, Deserialize)]
+#[allow(
+    dead_code,
+    reason = "the unread fields are checked for presence, not read"
+)]
+pub struct Dated {
+    pub v: u32,
+    pub created_at: Timestamp,
+    pipeline: String,
+    stage: String,
+    trigger: Trigger,
+    version: Option<String>,
+    tag: Option<String>,
+    build: IgnoredAny,
+    name: IgnoredAny,
+    bundle: IgnoredAny,
+    bundle_sha256: IgnoredAny,
+    bundle_size: IgnoredAny,
+    run_id: IgnoredAny,
+    links: IgnoredAny,
+    files: IgnoredAny,
+    stages: IgnoredAny,
+    provenance: IgnoredAny,
+}
+
+impl Dated {
+    /// As [`BuildManifest::release`].
+    pub fn release(&self) -> Option<Release<'_>> {
+        release(
+            self.trigger,
+            &self.pipeline,
+            &self.stage,
+            self.version.as_deref().or(self.tag.as_deref()),
+        )
+    }
+}
+
+fn release<'a>(
+    trigger: Trigger,
+    pipeline: &'a str,
+    stage: &'a str,
+    version: Option<&'a str>,
+) -> Option<Release<'a>> {
+    (trigger == Trigger::Tag).then_some(Release {
+        pipeline,
+        stage,
+        version,
+    })
 }
 
 /// What makes two builds builds of the same release: a stage of a pipeline archiving one
@@ -173,4 +229,51 @@ pub fn provenance(p: &ProvenanceInput<'_>) -> Value {
             },
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(trigger: Trigger) -> BuildManifest {
+        BuildManifest {
+            v: MANIFEST_VERSION,
+            build: 7,
+            name: "app-1.0".into(),
+            bundle: "app-1.0.zip".into(),
+            bundle_sha256: "00".repeat(32),
+            bundle_size: 3,
+            created_at: Timestamp::from_second(1_800_000_000).unwrap(),
+            pipeline: "app".into(),
+            run_id: "run".into(),
+            stage: "pack".into(),
+            trigger,
+            version: Some("1.0".into()),
+            prerelease: Some(false),
+            commit: None,
+            branch: None,
+            tag: Some("v1.0".into()),
+            links: Links::default(),
+            description: None,
+            files: Vec::new(),
+            stages: Vec::new(),
+            provenance: json!({"_type": STATEMENT_TYPE}),
+        }
+    }
+
+    #[test]
+    fn dated_reads_what_retention_needs_and_only_a_whole_manifest() {
+        for trigger in [Trigger::Tag, Trigger::Push] {
+            let full = manifest(trigger);
+            let dated: Dated =
+                serde_json::from_value(serde_json::to_value(&full).unwrap()).unwrap();
+            assert_eq!(dated.created_at, full.created_at);
+            assert_eq!(dated.release(), full.release());
+        }
+        // A manifest without its files is unreadable to retention, as to everyone else.
+        let mut value = serde_json::to_value(manifest(Trigger::Push)).unwrap();
+        value.as_object_mut().unwrap().remove("files");
+        assert!(serde_json::from_value::<BuildManifest>(value.clone()).is_err());
+        assert!(serde_json::from_value::<Dated>(value).is_err());
+    }
 }

@@ -13,8 +13,9 @@
 //!
 //! **Invariant:** a build appears whole or not at all: it is written under a temporary name,
 //! fsynced, and renamed into place under the lock, which is also when it gets its number, so
-//! numbers have no gaps that retention did not make. A prune renames a build out of the way
-//! before deleting it, so a killed prune leaves each build intact or gone.
+//! numbers have no gaps that retention did not make. A prune renames every build it deletes
+//! out of the way, and makes those renames durable with one fsync, before deleting any, so
+//! a killed prune leaves each build intact or gone.
 //!
 //! **Invariant:** a temporary build folder is made, with its writer's lock taken, under the
 //! archive's lock, and the cleaner runs under it too: so the cleaner sees a folder only with
@@ -38,7 +39,7 @@ use jiff::Timestamp;
 use crate::atomic_file;
 use crate::change::Change;
 use crate::inputs;
-use manifest::{BuildManifest, FileEntry, MANIFEST_VERSION, ProvenanceInput, StageEntry};
+use manifest::{BuildManifest, Dated, FileEntry, MANIFEST_VERSION, ProvenanceInput, StageEntry};
 use retention::{Candidate, Expired, Policy};
 
 #[derive(Debug, thiserror::Error)]
@@ -152,30 +153,45 @@ impl Archive {
 
     /// Every build folder, oldest first. Temporary and half-deleted folders are not builds.
     pub fn builds(&self) -> Result<Vec<Build>, ArchiveError> {
+        Ok((self.build_dirs()?.into_iter())
+            .map(|(number, dir)| Build {
+                number,
+                manifest: read_manifest(&dir),
+                dir,
+            })
+            .collect())
+    }
+
+    /// Every build folder's number and path, oldest first, no manifest read. The entry's
+    /// type comes with the listing; only a symlink costs a `stat` (to see if it leads to a
+    /// folder, as a build named by a link always did).
+    fn build_dirs(&self) -> Result<Vec<(u64, PathBuf)>, ArchiveError> {
         let entries = match fs::read_dir(&self.root) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io_err(&self.root)(e)),
         };
-        let mut builds = Vec::new();
+        let mut dirs = Vec::new();
         for entry in entries {
             let entry = entry.map_err(io_err(&self.root))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Ok(number) = name.parse::<u64>() else {
+            let Some(number) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
                 continue;
             };
-            if !entry.path().is_dir() {
-                continue;
+            let is_dir = match entry.file_type() {
+                Ok(t) if t.is_symlink() => entry.path().is_dir(),
+                Ok(t) => t.is_dir(),
+                Err(_) => entry.path().is_dir(),
+            };
+            if is_dir {
+                dirs.push((number, entry.path()));
             }
-            let manifest = read_manifest(&entry.path());
-            builds.push(Build {
-                number,
-                dir: entry.path(),
-                manifest,
-            });
         }
-        builds.sort_by_key(|b| b.number);
-        Ok(builds)
+        dirs.sort_unstable_by_key(|(number, _)| *number);
+        Ok(dirs)
     }
 
     pub fn build(&self, number: u64) -> Result<(PathBuf, BuildManifest), ArchiveError> {
@@ -398,7 +414,7 @@ impl Archive {
             .ok()
             .and_then(|t| t.trim().parse::<u64>().ok())
             .unwrap_or(1);
-        let present = self.builds()?.last().map_or(1, |b| b.number + 1);
+        let present = self.build_dirs()?.last().map_or(1, |(n, _)| n + 1);
         Ok(recorded.max(present))
     }
 
@@ -446,13 +462,23 @@ impl Archive {
     ) -> Result<Vec<Expired>, ArchiveError> {
         let expired = self.expired(policy, now, include_releases)?;
         self.clean_leftovers();
-        for e in &expired {
-            let dir = self.build_dir(e.build);
-            let doomed = self.root.join(format!(".deleting-{:06}", e.build));
-            fs::rename(&dir, &doomed).map_err(io_err(&dir))?;
+        // Every build goes out of the way first, and one fsync of the root makes all those
+        // renames durable before anything inside is deleted: a power cut cannot bring back
+        // a build half-deleted, and a kill leaves each build whole or renamed away (which the
+        // next archive or prune finishes). One fsync for the lot, not one per build.
+        let doomed: Vec<(u64, PathBuf)> = (expired.iter())
+            .map(|e| (e.build, self.root.join(format!(".deleting-{:06}", e.build))))
+            .collect();
+        for (build, to) in &doomed {
+            let dir = self.build_dir(*build);
+            fs::rename(&dir, to).map_err(io_err(&dir))?;
+        }
+        if !doomed.is_empty() {
             atomic_file::sync_dir(&self.root).map_err(io_err(&self.root))?;
-            crate::crash::at("prune-renamed", &e.build.to_string());
-            fs::remove_dir_all(&doomed).map_err(io_err(&doomed))?;
+        }
+        for (build, dir) in &doomed {
+            crate::crash::at("prune-renamed", &build.to_string());
+            fs::remove_dir_all(dir).map_err(io_err(dir))?;
         }
         Ok(expired)
     }
@@ -465,10 +491,10 @@ impl Archive {
         now: Timestamp,
         include_releases: bool,
     ) -> Result<Vec<Expired>, ArchiveError> {
-        let builds = self.builds()?;
-        let readable = builds
-            .iter()
-            .filter_map(|b| Some((b.number, b.manifest.as_ref().ok()?)));
+        let dated: Vec<(u64, Dated)> = (self.build_dirs()?.into_iter())
+            .filter_map(|(number, dir)| Some((number, read_dated(&dir)?)))
+            .collect();
+        let readable = (dated.iter()).map(|(n, d)| (*n, d.created_at, d.release()));
         Ok(retention::expired(
             &candidates(readable),
             policy,
@@ -478,21 +504,21 @@ impl Archive {
     }
 }
 
-/// What retention needs of builds with readable manifests, oldest first. Only the first build
-/// of a release pins it: a tag run repeated for the same version makes an ordinary build, or
-/// each retry would pin one more for good.
+/// What retention needs of builds with readable manifests (number, date, release), oldest
+/// first. Only the first build of a release pins it: a tag run repeated for the same version
+/// makes an ordinary build, or each retry would pin one more for good.
 pub fn candidates<'m>(
-    builds: impl IntoIterator<Item = (u64, &'m BuildManifest)>,
+    builds: impl IntoIterator<Item = (u64, Timestamp, Option<manifest::Release<'m>>)>,
 ) -> Vec<Candidate> {
     let mut builds: Vec<_> = builds.into_iter().collect();
-    builds.sort_by_key(|(number, _)| *number);
+    builds.sort_by_key(|(number, ..)| *number);
     let mut released = HashSet::new();
     builds
         .into_iter()
-        .map(|(number, m)| Candidate {
+        .map(|(number, created_at, release)| Candidate {
             build: number,
-            created_at: m.created_at,
-            release: m.release().is_some_and(|r| released.insert(r)),
+            created_at,
+            release: release.is_some_and(|r| released.insert(r)),
         })
         .collect()
 }
@@ -564,6 +590,14 @@ fn lock_file(path: &Path, kind: libc::c_int) -> io::Result<File> {
         return Err(io::Error::last_os_error());
     }
     Ok(file)
+}
+
+/// What retention reads of the manifest in `dir`, if it reads whole and is of this version
+/// (`None` otherwise, as [`read_manifest`] would have it an error).
+fn read_dated(dir: &Path) -> Option<Dated> {
+    let bytes = fs::read(dir.join("manifest.json")).ok()?;
+    let dated: Dated = serde_json::from_slice(&bytes).ok()?;
+    (dated.v == MANIFEST_VERSION).then_some(dated)
 }
 
 fn read_manifest(dir: &Path) -> Result<BuildManifest, String> {

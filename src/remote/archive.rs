@@ -347,10 +347,12 @@ fn expired_in(
     now: Timestamp,
     include_releases: bool,
 ) -> Vec<Expired> {
-    let readable = listing
-        .builds
-        .iter()
-        .filter_map(|b| Some((b.number, b.manifest.as_ref().ok()?)));
+    let readable = listing.builds.iter().filter_map(|b| {
+        b.manifest
+            .as_ref()
+            .ok()
+            .map(|m| (b.number, m.created_at, m.release()))
+    });
     retention::expired(
         &crate::archive::candidates(readable),
         policy,

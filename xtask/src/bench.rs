@@ -11,6 +11,7 @@ mod history;
 mod json;
 mod noop;
 mod overhead;
+mod prune;
 mod remote;
 mod scale;
 mod touched;
@@ -67,6 +68,11 @@ const BENCHMARKS: &[Benchmark] = &[
     Benchmark {
         name: "scale",
         run: scale::run,
+        default: true,
+    },
+    Benchmark {
+        name: "prune",
+        run: prune::run,
         default: true,
     },
     Benchmark {
