@@ -237,7 +237,10 @@ impl Loader<'_> {
         let own = Merged::own(id, &self.files[id]);
         merged.add(&self.files, own, true, &mut self.errors);
         self.stack.pop();
-        self.subtrees.insert(id, merged.clone());
+        // The root file is on the stack throughout: reached again it is a cycle, never reused.
+        if id != 0 {
+            self.subtrees.insert(id, merged.clone());
+        }
         merged
     }
 
@@ -681,6 +684,22 @@ fn merge_defs(
     what: &str,
     errors: &mut Vec<Diagnostic>,
 ) {
+    if into.is_empty() {
+        // Nothing to merge with: the defs move whole, bar an `override: true` with nothing to
+        // replace.
+        let mut from = from;
+        from.retain(
+            |def| match def.def.overrides.as_ref().filter(|o| o.value && own) {
+                Some(flag) => {
+                    errors.push(no_override_target(files, def, flag, what));
+                    false
+                }
+                None => true,
+            },
+        );
+        *into = from;
+        return;
+    }
     // By name: a pipeline of 50,000 stages must not compare every pair of names.
     let mut index: HashMap<String, usize> = into
         .iter()
@@ -695,13 +714,7 @@ fn merge_defs(
         }
         match (existing, overrides.filter(|_| own)) {
             (Some(i), Some(_)) => into[i] = def,
-            (None, Some(flag)) => errors.push(files[def.file].error(
-                format!(
-                    "`override: true`, but no included file defines a {what} `{}` to replace",
-                    def.name.value
-                ),
-                config::span_of(flag),
-            )),
+            (None, Some(flag)) => errors.push(no_override_target(files, &def, flag, what)),
             (Some(i), None) => {
                 let first = &into[i];
                 let hint = if own {
@@ -732,6 +745,16 @@ fn merge_defs(
             }
         }
     }
+}
+
+fn no_override_target(files: &[Source], def: &Def, flag: &Spanned<bool>, what: &str) -> Diagnostic {
+    files[def.file].error(
+        format!(
+            "`override: true`, but no included file defines a {what} `{}` to replace",
+            def.name.value
+        ),
+        config::span_of(flag),
+    )
 }
 
 #[cfg(test)]
