@@ -262,20 +262,16 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Noting<'_, Fields<A>> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, A::Error> {
-        let Some(Key { name, span }) = self.inner.map.next_key()? else {
+        let key = Key {
+            seed,
+            fields: self.inner.fields,
+            found: self.found,
+        };
+        let Some((key, known)) = self.inner.map.next_key_seed(key)? else {
             return Ok(None);
         };
-        let fields = self.inner.fields;
-        self.inner.skipping = !fields.contains(&name.as_str());
-        if self.inner.skipping {
-            let mut names = fields.to_vec();
-            // In the schema's order, so a tie in "did you mean" goes the same way.
-            names.sort_unstable();
-            let note = (message(&name, names.into_iter()), span);
-            self.found.borrow_mut().push(note);
-        }
-        seed.deserialize(IntoDeserializer::<A::Error>::into_deserializer(name))
-            .map(Some)
+        self.inner.skipping = !known;
+        Ok(Some(key))
     }
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
         if self.inner.skipping {
@@ -291,36 +287,52 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Noting<'_, Fields<A>> {
     }
 }
 
-/// A struct's key and its place: a YAML key has one; a key serde-saphyr makes up for its own
-/// structs (a [`Spanned`]'s location) has none, and is always known.
-struct Key {
-    name: String,
-    span: Span,
+/// Reads a struct's key for `seed`, noting it when it is not among `fields`; gives whether
+/// it is. A YAML key has a place; a key serde-saphyr makes up for its own structs (a
+/// [`Spanned`]'s location) has none, and is always known.
+struct Key<'f, K> {
+    seed: K,
+    fields: &'static [&'static str],
+    found: &'f Found,
 }
 
-impl<'de> Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Key, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a key")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
-                Ok(Key {
-                    name: v.to_owned(),
-                    span: Span::start(),
-                })
-            }
-            fn visit_newtype_struct<D: Deserializer<'de>>(self, de: D) -> Result<Key, D::Error> {
-                let key = Spanned::<String>::deserialize(Placed(de))?;
-                Ok(Key {
-                    span: span_of(&key),
-                    name: key.value,
-                })
-            }
+impl<K> Key<'_, K> {
+    /// Notes `name` if it is unknown; whether it is known.
+    fn check(&self, name: &str, span: Span) -> bool {
+        let known = self.fields.contains(&name);
+        if !known {
+            let mut names = self.fields.to_vec();
+            // In the schema's order, so a tie in "did you mean" goes the same way.
+            names.sort_unstable();
+            let note = (message(name, names.into_iter()), span);
+            self.found.borrow_mut().push(note);
         }
-        de.deserialize_newtype_struct(SPANNED, KeyVisitor)
+        known
+    }
+}
+
+impl<'de, K: DeserializeSeed<'de>> DeserializeSeed<'de> for Key<'_, K> {
+    type Value = (K::Value, bool);
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_newtype_struct(SPANNED, self)
+    }
+}
+
+impl<'de, K: DeserializeSeed<'de>> Visitor<'de> for Key<'_, K> {
+    type Value = (K::Value, bool);
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        let known = self.check(v, Span::start());
+        let key = self.seed.deserialize(v.into_deserializer())?;
+        Ok((key, known))
+    }
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        let name = Spanned::<String>::deserialize(Placed(de))?;
+        let known = self.check(&name.value, span_of(&name));
+        let key = self.seed.deserialize(name.value.into_deserializer())?;
+        Ok((key, known))
     }
 }
 

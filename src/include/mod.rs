@@ -39,7 +39,8 @@ pub struct Def {
 /// The pipeline file with its includes read and merged, not yet validated.
 #[derive(Debug)]
 pub struct Pipeline {
-    /// Every file read; the first is the project's own pipeline file.
+    /// Every file read; the first is the project's own pipeline file. Their `templates` and
+    /// `stages` are moved out, into this pipeline's.
     pub files: Vec<Source>,
     pub templates: Vec<Def>,
     pub stages: Vec<Def>,
@@ -54,8 +55,8 @@ pub struct Pipeline {
 impl Pipeline {
     /// A pipeline file read alone, without following its `include:` (for files murphy writes
     /// itself, and tests).
-    pub fn single(source: Source) -> Pipeline {
-        let own = Merged::own(0, &source);
+    pub fn single(mut source: Source) -> Pipeline {
+        let own = Merged::own(0, &mut source);
         Pipeline {
             files: vec![source],
             templates: own.templates,
@@ -234,7 +235,7 @@ impl Loader<'_> {
                 merged.add(&self.files, sub, false, &mut self.errors);
             }
         }
-        let own = Merged::own(id, &self.files[id]);
+        let own = Merged::own(id, &mut self.files[id]);
         merged.add(&self.files, own, true, &mut self.errors);
         self.stack.pop();
         // The root file is on the stack throughout: reached again it is a cycle, never reused.
@@ -622,23 +623,23 @@ struct Merged {
 }
 
 impl Merged {
-    /// What file `id` itself defines.
-    fn own(id: FileId, source: &Source) -> Merged {
-        let file = &source.pipeline;
-        let defs = |entries: &Entries<StageDef>| {
-            entries
-                .0
-                .iter()
+    /// What file `id` itself defines; its defs move out of `source` (read once: a file reached
+    /// again is taken from the subtrees already merged).
+    fn own(id: FileId, source: &mut Source) -> Merged {
+        let file = &mut source.pipeline;
+        let defs = |entries: &mut Entries<StageDef>| {
+            std::mem::take(&mut entries.0)
+                .into_iter()
                 .map(|(name, def)| Def {
                     file: id,
-                    name: name.clone(),
-                    def: def.clone(),
+                    name,
+                    def,
                 })
                 .collect()
         };
         Merged {
-            templates: defs(&file.templates),
-            stages: defs(&file.stages),
+            templates: defs(&mut file.templates),
+            stages: defs(&mut file.stages),
             env: vec![(id, file.env.clone())],
             pass_env: file.pass_env.clone(),
             secrets: file.secrets.clone(),
