@@ -1,7 +1,9 @@
 //! Unknown keys, all of them: a walk of the YAML tree against the JSON Schema of `pipeline.yml`.
 //!
-//! serde stops at the first unknown field, so the typed parse ignores them and this walk finds
-//! every one, each with its place and a "did you mean", to be reported with the other errors.
+//! serde stops at the first error, so for a file that does not read into its types this walk
+//! finds every unknown key, each with its place and a "did you mean", to be reported with that
+//! error. A file that reads has them noted during its one parse ([`super::unknown_fields`]),
+//! with the same messages.
 
 use std::fmt;
 

@@ -221,7 +221,8 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Noting<'_, A> {
     }
 }
 
-/// The visitor of a struct with the fields it knows.
+/// The visitor of a struct with the fields it knows. Only a mapping or a sequence makes a
+/// struct: anything else is an error either way, and a file with an error goes to the walk.
 struct Struct<V> {
     visitor: V,
     fields: &'static [&'static str],
