@@ -19,6 +19,7 @@ use crate::diagnostic::{Diagnostic, Span, did_you_mean};
 #[cfg(test)]
 mod fuzz;
 mod keys;
+mod unknown_fields;
 
 /// The pipeline format this murphy reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -123,6 +124,24 @@ static SCHEMA: std::sync::LazyLock<serde_json::Value> =
 
 /// Parses pipeline text that claims to come from `path`.
 pub fn parse(path: &Path, text: String) -> Result<Source, ConfigError> {
+    // One pass reads the types and notes the unknown keys on the way; a file that does not
+    // read is read again by the walk, which names every unknown key, those after the error too.
+    let found = unknown_fields::Found::default();
+    let read = serde_saphyr::with_deserializer_from_str_with_options(&text, yaml_options(), |de| {
+        unknown_fields::deserialize(de, &found)
+    });
+    let Ok(pipeline) = read else {
+        return parse_with_walk(path, text);
+    };
+    let errors = (found.into_inner().into_iter())
+        .map(|(message, span)| Diagnostic::new(message, path, &text, span))
+        .collect();
+    checked(path, text, pipeline, errors)
+}
+
+/// [`parse`] in two passes: the YAML's shape walked for every unknown key, then the types,
+/// whose first error joins them.
+fn parse_with_walk(path: &Path, text: String) -> Result<Source, ConfigError> {
     let at = |message: String, span: Span| Diagnostic::new(message, path, &text, span);
     let yaml_error = |err: serde_saphyr::Error| {
         let span = err
@@ -132,14 +151,12 @@ pub fn parse(path: &Path, text: String) -> Result<Source, ConfigError> {
         at(yaml_message(&err), span)
     };
     let options = yaml_options();
-    // First the shape, to find every unknown key (the typed parse skips them)...
     let tree: keys::Node = serde_saphyr::from_str_with_options(&text, options.clone())
         .map_err(|err| ConfigError::Invalid(vec![yaml_error(err)]))?;
     let mut errors: Vec<Diagnostic> = keys::unknown(&tree, &SCHEMA)
         .into_iter()
         .map(|(message, span)| at(message, span))
         .collect();
-    // ...then the types, whose first error joins them.
     let pipeline: PipelineFile = match serde_saphyr::from_str_with_options(&text, options) {
         Ok(pipeline) => pipeline,
         Err(err) => {
@@ -147,6 +164,17 @@ pub fn parse(path: &Path, text: String) -> Result<Source, ConfigError> {
             return Err(ConfigError::Invalid(errors));
         }
     };
+    checked(path, text, pipeline, errors)
+}
+
+/// The pipeline read, once its `version` is checked; `errors` are its unknown keys.
+fn checked(
+    path: &Path,
+    text: String,
+    pipeline: PipelineFile,
+    mut errors: Vec<Diagnostic>,
+) -> Result<Source, ConfigError> {
+    let at = |message: String, span: Span| Diagnostic::new(message, path, &text, span);
     match &pipeline.version {
         Some(v) if v.value != FORMAT_VERSION => {
             // Another version's keys are not this one's: its unknown keys are no news.
@@ -356,6 +384,8 @@ pub struct IncludeDef {
     pub name: Option<Spanned<String>>,
 }
 
+// The parts few stages give are boxed: a stage is copied and moved on its way to the plan,
+// and 50,000 of them must not move kilobytes each. (Not a doc comment: it would join the schema.)
 /// One stage of the pipeline.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
@@ -377,7 +407,7 @@ pub struct StageDef {
     #[schemars(with = "Vec<String>")]
     pub needs_optional: Vec<Spanned<String>>,
     /// Run this stage only for some triggers, branches or tags (all given parts must hold).
-    pub when: Option<WhenDef>,
+    pub when: Option<Box<WhenDef>>,
     /// A script, or a list of them run in order until one fails. Each runs in the stage's
     /// `shell` and fails at its first failing command. A stage without `run` does nothing but
     /// wait for its needs.
@@ -414,9 +444,9 @@ pub struct StageDef {
     #[schemars(with = "Option<String>")]
     pub timeout: Option<Spanned<Scalar>>,
     /// Run a failed stage again.
-    pub retry: Option<RetryDef>,
+    pub retry: Option<Box<RetryDef>>,
     /// Keep this run's artifacts as a numbered build in the archive, after `run` (if any).
-    pub archive: Option<ArchiveDef>,
+    pub archive: Option<Box<ArchiveDef>>,
     /// Publish files after `run` (and `archive`), each exactly once. Runs only on the `tag`
     /// trigger unless `when:` says otherwise.
     #[serde(default)]
@@ -427,14 +457,14 @@ pub struct StageDef {
     pub requires: Vec<Spanned<String>>,
     /// Run the stage once per combination of values: `{dep: ["3006", "3007"], python:
     /// ["3.10", "3.12"]}`, with `exclude:` and `include:` lists of combinations.
-    pub matrix: Option<MatrixDef>,
+    pub matrix: Option<Box<MatrixDef>>,
     /// Secrets this stage gets, on top of the pipeline's.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub secrets: Vec<Spanned<String>>,
     /// Reports the stage writes, for murphy's own: `{junit: PATH}` merges the stage's JUnit
     /// XML test report into the one `murphy run --junit FILE` writes.
-    pub reports: Option<ReportsDef>,
+    pub reports: Option<Box<ReportsDef>>,
 }
 
 /// A stage's reports, paths relative to the pipeline's directory.

@@ -5,7 +5,7 @@
 //! template's `env`); keys it leaves out, and lists it leaves empty, are the template's. A
 //! template may extend another; a loop is an error that prints it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::config::{Spanned, StageDef, span_of};
 use crate::diagnostic::{Diagnostic, did_you_mean};
@@ -74,12 +74,9 @@ pub fn resolve(pipeline: &Pipeline) -> Result<Vec<Resolved>, Vec<Diagnostic>> {
     for template in &pipeline.templates {
         known.insert(&template.name.value, template);
     }
+    let templates: HashSet<&str> = known.keys().copied().collect();
     for stage in &pipeline.stages {
-        if pipeline
-            .templates
-            .iter()
-            .any(|t| t.name.value == stage.name.value)
-        {
+        if templates.contains(stage.name.value.as_str()) {
             errors.push(pipeline.files[stage.file].error(
                 format!(
                     "`{}` is both a template and a stage; `extends` could not tell which",

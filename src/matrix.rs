@@ -20,6 +20,14 @@ pub struct Expanded {
 }
 
 pub fn expand(files: &[Source], defs: Vec<Resolved>) -> Result<Expanded, Vec<Diagnostic>> {
+    if defs.iter().all(|d| d.def.matrix.is_none()) {
+        // Nothing to expand: the stages stay where they are.
+        return Ok(Expanded {
+            defs,
+            groups: HashMap::new(),
+            values: HashMap::new(),
+        });
+    }
     let mut out = Expanded {
         defs: Vec::with_capacity(defs.len()),
         groups: HashMap::new(),

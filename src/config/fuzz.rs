@@ -101,3 +101,31 @@ fn mutated_pipelines_never_panic_and_every_error_has_a_place() {
         }
     }
 }
+
+#[test]
+fn one_pass_reads_mutated_pipelines_as_the_walk_does() {
+    let path = Path::new("pipeline.yml");
+    let shown = |read: Result<crate::config::Source, crate::config::ConfigError>| match read {
+        Ok(source) => {
+            let keys: Vec<String> = (source.unknown_keys.iter())
+                .map(|d| format!("{}: {}", d.location(), d.message))
+                .collect();
+            format!("{keys:?}\n{:?}", source.pipeline)
+        }
+        Err(err) => err.to_string(),
+    };
+    let mut rng = Rng(0x7761_6c6b);
+    let mut with_unknown_keys = 0;
+    for round in 0..3_000 {
+        let bytes = mutate(&mut rng, SEED.as_bytes());
+        let Ok(text) = String::from_utf8(bytes) else {
+            continue;
+        };
+        let once = crate::config::parse(path, text.clone());
+        with_unknown_keys += usize::from(once.as_ref().is_ok_and(|s| !s.unknown_keys.is_empty()));
+        let walked = crate::config::parse_with_walk(path, text.clone());
+        assert_eq!(shown(once), shown(walked), "round {round}, for:\n{text}");
+    }
+    // The mutations must reach the case in question, or this test shows nothing.
+    assert!(with_unknown_keys > 50, "{with_unknown_keys}");
+}

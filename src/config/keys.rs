@@ -1,7 +1,9 @@
 //! Unknown keys, all of them: a walk of the YAML tree against the JSON Schema of `pipeline.yml`.
 //!
-//! serde stops at the first unknown field, so the typed parse ignores them and this walk finds
-//! every one, each with its place and a "did you mean", to be reported with the other errors.
+//! serde stops at the first error, so for a file that does not read into its types this walk
+//! finds every unknown key, each with its place and a "did you mean", to be reported with that
+//! error. A file that reads has them noted during its one parse ([`super::unknown_fields`]),
+//! with the same messages.
 
 use std::fmt;
 
@@ -122,7 +124,9 @@ fn walk(node: &Node, schema: &Value, root: &Value, found: &mut Vec<(String, Span
                 }
                 match object.get("additionalProperties") {
                     Some(Value::Bool(false)) => {
-                        let names = properties.into_iter().flat_map(|p| p.keys());
+                        let names = properties
+                            .into_iter()
+                            .flat_map(|p| p.keys().map(String::as_str));
                         found.push((message(&key.value, names), span_of(key)));
                     }
                     Some(other @ Value::Object(_)) => walk(value, other, root, found),
@@ -134,12 +138,12 @@ fn walk(node: &Node, schema: &Value, root: &Value, found: &mut Vec<(String, Span
 }
 
 /// `unknown key `neds` (did you mean `needs`?)`, or the keys there are.
-fn message<'a>(key: &str, expected: impl Iterator<Item = &'a String> + Clone) -> String {
+pub(super) fn message<'a>(key: &str, expected: impl Iterator<Item = &'a str> + Clone) -> String {
     let mut out = format!("unknown key `{key}`");
-    match did_you_mean(key, expected.clone().map(String::as_str)) {
+    match did_you_mean(key, expected.clone()) {
         Some(near) => out.push_str(&format!(" (did you mean `{near}`?)")),
         None => {
-            let names: Vec<&str> = expected.map(String::as_str).collect();
+            let names: Vec<&str> = expected.collect();
             if !names.is_empty() {
                 out.push_str(&format!("; expected one of: {}", names.join(", ")));
             }

@@ -39,7 +39,8 @@ pub struct Def {
 /// The pipeline file with its includes read and merged, not yet validated.
 #[derive(Debug)]
 pub struct Pipeline {
-    /// Every file read; the first is the project's own pipeline file.
+    /// Every file read; the first is the project's own pipeline file. Their `templates` and
+    /// `stages` are moved out, into this pipeline's.
     pub files: Vec<Source>,
     pub templates: Vec<Def>,
     pub stages: Vec<Def>,
@@ -54,8 +55,8 @@ pub struct Pipeline {
 impl Pipeline {
     /// A pipeline file read alone, without following its `include:` (for files murphy writes
     /// itself, and tests).
-    pub fn single(source: Source) -> Pipeline {
-        let own = Merged::own(0, &source);
+    pub fn single(mut source: Source) -> Pipeline {
+        let own = Merged::own(0, &mut source);
         Pipeline {
             files: vec![source],
             templates: own.templates,
@@ -234,10 +235,13 @@ impl Loader<'_> {
                 merged.add(&self.files, sub, false, &mut self.errors);
             }
         }
-        let own = Merged::own(id, &self.files[id]);
+        let own = Merged::own(id, &mut self.files[id]);
         merged.add(&self.files, own, true, &mut self.errors);
         self.stack.pop();
-        self.subtrees.insert(id, merged.clone());
+        // The root file is on the stack throughout: reached again it is a cycle, never reused.
+        if id != 0 {
+            self.subtrees.insert(id, merged.clone());
+        }
         merged
     }
 
@@ -619,23 +623,23 @@ struct Merged {
 }
 
 impl Merged {
-    /// What file `id` itself defines.
-    fn own(id: FileId, source: &Source) -> Merged {
-        let file = &source.pipeline;
-        let defs = |entries: &Entries<StageDef>| {
-            entries
-                .0
-                .iter()
+    /// What file `id` itself defines; its defs move out of `source` (read once: a file reached
+    /// again is taken from the subtrees already merged).
+    fn own(id: FileId, source: &mut Source) -> Merged {
+        let file = &mut source.pipeline;
+        let defs = |entries: &mut Entries<StageDef>| {
+            std::mem::take(&mut entries.0)
+                .into_iter()
                 .map(|(name, def)| Def {
                     file: id,
-                    name: name.clone(),
-                    def: def.clone(),
+                    name,
+                    def,
                 })
                 .collect()
         };
         Merged {
-            templates: defs(&file.templates),
-            stages: defs(&file.stages),
+            templates: defs(&mut file.templates),
+            stages: defs(&mut file.stages),
             env: vec![(id, file.env.clone())],
             pass_env: file.pass_env.clone(),
             secrets: file.secrets.clone(),
@@ -681,6 +685,22 @@ fn merge_defs(
     what: &str,
     errors: &mut Vec<Diagnostic>,
 ) {
+    if into.is_empty() {
+        // Nothing to merge with: the defs move whole, bar an `override: true` with nothing to
+        // replace.
+        let mut from = from;
+        from.retain(
+            |def| match def.def.overrides.as_ref().filter(|o| o.value && own) {
+                Some(flag) => {
+                    errors.push(no_override_target(files, def, flag, what));
+                    false
+                }
+                None => true,
+            },
+        );
+        *into = from;
+        return;
+    }
     // By name: a pipeline of 50,000 stages must not compare every pair of names.
     let mut index: HashMap<String, usize> = into
         .iter()
@@ -695,13 +715,7 @@ fn merge_defs(
         }
         match (existing, overrides.filter(|_| own)) {
             (Some(i), Some(_)) => into[i] = def,
-            (None, Some(flag)) => errors.push(files[def.file].error(
-                format!(
-                    "`override: true`, but no included file defines a {what} `{}` to replace",
-                    def.name.value
-                ),
-                config::span_of(flag),
-            )),
+            (None, Some(flag)) => errors.push(no_override_target(files, &def, flag, what)),
             (Some(i), None) => {
                 let first = &into[i];
                 let hint = if own {
@@ -732,6 +746,16 @@ fn merge_defs(
             }
         }
     }
+}
+
+fn no_override_target(files: &[Source], def: &Def, flag: &Spanned<bool>, what: &str) -> Diagnostic {
+    files[def.file].error(
+        format!(
+            "`override: true`, but no included file defines a {what} `{}` to replace",
+            def.name.value
+        ),
+        config::span_of(flag),
+    )
 }
 
 #[cfg(test)]

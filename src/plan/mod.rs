@@ -8,6 +8,8 @@ mod cycles;
 mod planner;
 mod release;
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -416,16 +418,26 @@ impl Plan {
     /// Stages ordered so that each comes after everything it needs; ties keep file order.
     pub fn topological_order(&self) -> Vec<StageId> {
         let mut remaining: Vec<usize> = self.stages.iter().map(|s| s.needs.len()).collect();
+        let mut needed_by: Vec<Vec<StageId>> = vec![Vec::new(); self.stages.len()];
+        for (i, stage) in self.stages.iter().enumerate() {
+            for &need in &stage.needs {
+                needed_by[need].push(i);
+            }
+        }
+        // The ready stage first in the file goes next.
+        let mut ready: BinaryHeap<Reverse<StageId>> = (remaining.iter().enumerate())
+            .filter(|&(_, &n)| n == 0)
+            .map(|(i, _)| Reverse(i))
+            .collect();
         let mut order = Vec::with_capacity(self.stages.len());
-        let mut done = vec![false; self.stages.len()];
-        while order.len() < self.stages.len() {
-            let Some(next) = (0..self.stages.len()).find(|&i| !done[i] && remaining[i] == 0) else {
-                break; // unreachable for a validated plan, which has no cycles
-            };
-            done[next] = true;
+        // A validated plan has no cycles, so every stage gets ready.
+        while let Some(Reverse(next)) = ready.pop() {
             order.push(next);
-            for (i, stage) in self.stages.iter().enumerate() {
-                remaining[i] -= stage.needs.iter().filter(|&&n| n == next).count();
+            for &i in &needed_by[next] {
+                remaining[i] -= 1;
+                if remaining[i] == 0 {
+                    ready.push(Reverse(i));
+                }
             }
         }
         order
