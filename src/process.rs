@@ -213,8 +213,9 @@ fn dev_null() -> io::Result<Stdio> {
 ///
 /// A name found through absolute `PATH` entries only is remembered for the rest of the run,
 /// as a shell's command hash is: a chain of stages would otherwise stat every `PATH` entry
-/// before the shell's for each one (one stat still checks it is there). A relative entry (`node_modules/.bin`) is a project
-/// directory a stage may fill, so a name found past one is looked up every time.
+/// before the shell's for each one (one stat still checks it is there). A relative entry
+/// (`node_modules/.bin`) is a project directory a stage may fill, so a name found past one
+/// is looked up every time.
 fn resolve(program: &OsString, cwd: &Path, env: &[(String, String)]) -> OsString {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::PermissionsExt;

@@ -205,7 +205,12 @@ impl Store {
         }
         let mut dirs = std::collections::BTreeSet::new();
         for file in &written {
-            fs::File::open(file)?.sync_data()?;
+            match fs::File::open(file) {
+                Ok(file) => file.sync_data()?,
+                // Gone since it was written: there is nothing of it to keep.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
             // Up to the store's root: a directory made for this object is new too.
             dirs.extend(
                 file.ancestors()
