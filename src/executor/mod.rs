@@ -264,15 +264,33 @@ pub async fn execute(
     let mut running = 0usize;
     let mut stopped_by: Option<String> = None;
     let mut interrupted = false;
+    // The stages worth checking for readiness: at first every one, then those whose need
+    // just ended. Scanning every stage after each end made a chain of n stages cost n².
+    let mut dependents: Vec<Vec<StageId>> = vec![Vec::new(); slots.len()];
+    for (id, stage) in plan.stages.iter().enumerate() {
+        for &need in &stage.needs {
+            dependents[need].push(id);
+        }
+    }
+    let mut candidates: std::collections::BTreeSet<StageId> = (0..slots.len())
+        .filter(|&id| slots[id] == Slot::Pending)
+        .collect();
+    // Whether a stage failed or was skipped since its dependents were last skipped for it.
+    let mut unsettled = true;
 
     loop {
-        skip_dependents_of_failures(&ctx, &mut slots);
+        if std::mem::take(&mut unsettled) {
+            skip_dependents_of_failures(&ctx, &mut slots);
+        }
         if stopped_by.is_none() && !interrupted {
-            for id in 0..slots.len() {
-                if running >= options.jobs.max(1) {
+            let mut from = 0;
+            while running < options.jobs.max(1) {
+                let Some(&id) = candidates.range(from..).next() else {
                     break;
-                }
+                };
+                from = id + 1;
                 if slots[id] != Slot::Pending {
+                    candidates.remove(&id);
                     continue;
                 }
                 let mut upstream = BTreeMap::new();
@@ -288,6 +306,8 @@ pub async fn execute(
                     }
                     _ => false,
                 });
+                // Not ready: it is checked again when one of its needs ends.
+                candidates.remove(&id);
                 if ready {
                     slots[id] = Slot::Running;
                     running += 1;
@@ -349,6 +369,8 @@ pub async fn execute(
                 if matches!(slots[id], Slot::Failed(_)) && !options.keep_going && stopped_by.is_none() {
                     stopped_by = Some(plan.stages[id].name.clone());
                 }
+                unsettled |= !matches!(slots[id], Slot::Succeeded { .. });
+                candidates.extend(dependents[id].iter().copied().filter(|&d| slots[d] == Slot::Pending));
             }
             () = process::cancelled(&mut cancel), if !interrupted => {
                 interrupted = true;
