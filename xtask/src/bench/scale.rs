@@ -1,8 +1,6 @@
 //! How murphy holds up as a project grows, each figure beside a baseline timed in the same
 //! run:
 //!
-//! - `validate` of 20,000 stages, against 20 times that of 1,000 (a ratio above 1 is work
-//!   that grows faster than the pipeline);
 //! - the peak memory (RSS) of a forced run of 1,000 stages, against that of `validate` of the
 //!   same file (what holding the plan costs);
 //! - how soon `murphy resume` after a kill -9 starts the stage that was running, against how
@@ -22,65 +20,25 @@ use anyhow::{Context as _, Result, bail};
 use super::{Env, Row, Target, TempDir, median, ms, murphy, time};
 
 const MEASURED: usize = 3;
-const VALIDATE_SMALL: usize = 1_000;
-const VALIDATE_LARGE: usize = 20_000;
 const RSS_STAGES: usize = 1_000;
 const RESTORE_MIB_DEFAULT: u64 = 1024;
 
 pub fn run(env: &Env) -> Result<Vec<Row>> {
     let tmp = TempDir::new("scale")?;
     Ok(vec![
-        validate(env, tmp.path())?,
         rss(env, tmp.path())?,
         resume(env, tmp.path())?,
         restore(env, tmp.path())?,
     ])
 }
 
-/// `stages` stages running `true`, each needing the one before when `chain`.
-fn pipeline(stages: usize, chain: bool) -> String {
+/// `stages` independent stages running `true`.
+fn pipeline(stages: usize) -> String {
     let mut text = String::from("version: 1\nstages:\n");
     for i in 0..stages {
-        let needs = if chain && i > 0 {
-            format!(", needs: [s{}]", i - 1)
-        } else {
-            String::new()
-        };
-        let _ = writeln!(text, "  s{i}: {{run: 'true'{needs}}}");
+        let _ = writeln!(text, "  s{i}: {{run: 'true'}}");
     }
     text
-}
-
-fn validate(env: &Env, dir: &Path) -> Result<Row> {
-    let state = dir.join("validate-state");
-    let stderr = dir.join("validate.txt");
-    let mut medians = Vec::new();
-    for stages in [VALIDATE_SMALL, VALIDATE_LARGE] {
-        let file = format!("validate-{stages}.yml");
-        std::fs::write(dir.join(&file), pipeline(stages, true))
-            .with_context(|| format!("cannot write {file}"))?;
-        let mut runs = Vec::new();
-        for i in 0..=MEASURED {
-            let took = time(
-                &mut murphy(env, dir, &state, &["--file", &file, "validate"]),
-                &stderr,
-            )?;
-            if i > 0 {
-                runs.push(took);
-            }
-        }
-        medians.push(ms(median(runs)));
-    }
-    let scale = (VALIDATE_LARGE / VALIDATE_SMALL) as f64;
-    Ok(Row {
-        name: format!(
-            "scale: validate {VALIDATE_LARGE} stages (vs {scale}x {VALIDATE_SMALL} stages)"
-        ),
-        value: medians[1],
-        baseline: Some(medians[0] * scale),
-        unit: "ms",
-        target: Some(Target::AtMost(300.0)),
-    })
 }
 
 /// Runs `command` and returns its peak resident memory in MiB, from `wait4`'s rusage.
@@ -111,7 +69,7 @@ fn peak_rss(command: &mut Command) -> Result<f64> {
 fn rss(env: &Env, dir: &Path) -> Result<Row> {
     let project = dir.join("rss");
     std::fs::create_dir(&project).context("cannot create the rss project")?;
-    std::fs::write(project.join("pipeline.yml"), pipeline(RSS_STAGES, false))
+    std::fs::write(project.join("pipeline.yml"), pipeline(RSS_STAGES))
         .context("cannot write pipeline.yml")?;
     let state = dir.join("rss-state");
     let validate = peak_rss(&mut murphy(env, &project, &state, &["validate"]))?;
