@@ -34,9 +34,10 @@ pub type Echo = Box<dyn Fn(&[u8]) + Send + Sync>;
 /// Where a command's output goes: the stage log, and each line to `echo` as well.
 ///
 /// The log file is made when the command first prints, or when [`Output::keep`] says the
-/// attempt failed: a stage that succeeds silently costs no file. On a file system short of
-/// free inodes, making one costs more than running `true` (0.2 ms here), and most of a
-/// pipeline's small steps (`mkdir`, `test -f`) print nothing.
+/// attempt failed: a stage that succeeds silently costs no file. Making one can cost more
+/// than running `true` (0.2 ms on an ext4 without a journal, which steps over recently
+/// deleted inodes to find a free one), and most small steps (`mkdir`, `test -f`) print
+/// nothing.
 pub struct Output {
     log: Mutex<Log>,
     echo: Option<Echo>,
