@@ -18,6 +18,8 @@ use tokio::process::Command;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
+use crate::shell::Invocation;
+
 /// How long a process group gets between SIGTERM and SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
 
@@ -132,39 +134,33 @@ pub enum Ended {
     Interrupted,
 }
 
-/// Runs `argv` (a program and its arguments, from [`crate::shell::Shell::command`]) in `cwd`
-/// with exactly `env`, until it exits, `deadline` passes, or `cancel` turns true. Output goes
-/// to `output` line by line.
+/// Runs `invocation` (from [`crate::shell::Shell::command`]) in `cwd` with exactly `env`,
+/// until it exits, `deadline` passes, or `cancel` turns true. Output goes to `output` line by
+/// line.
 pub async fn run(
-    argv: &[OsString],
+    invocation: &Invocation,
     cwd: &Path,
     env: &[(String, String)],
     output: Arc<Output>,
     deadline: Option<Instant>,
     cancel: &mut watch::Receiver<bool>,
 ) -> io::Result<Ended> {
-    let Some((program, args)) = argv.split_first() else {
-        return Err(io::Error::other("no program to run"));
-    };
-    let program = resolve(program, cwd, env);
     // One pipe for both streams, as a terminal has: the log keeps the order the command
     // wrote its lines in, and a stage costs one pipe and one reader instead of two.
     let (reader, writer) = std::io::pipe()?;
     let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into())?;
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .current_dir(cwd)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(dev_null()?)
-        .stdout(writer.try_clone()?)
-        .stderr(writer)
-        .process_group(0);
-    let mut child = command.spawn()?;
-    // The command holds murphy's copies of the write end: until they close, the reader
-    // would never see the end of the output.
-    drop(command);
+    let mut child = match (
+        spawn(&invocation.argv, cwd, env, &writer),
+        &invocation.shell,
+    ) {
+        // A plain command whose program cannot be started: the shell says why, as it does
+        // for any script (`sh: 1: carg: not found`, exit code 127).
+        (Err(_), Some(shell)) => spawn(shell, cwd, env, &writer)?,
+        (spawned, _) => spawned?,
+    };
+    // Until murphy's copy of the write end closes, the reader would never see the end of
+    // the output.
+    drop(writer);
     let pgid = child
         .id()
         .and_then(|id| libc::pid_t::try_from(id).ok())
@@ -194,6 +190,48 @@ pub async fn run(
         reading.abort();
     }
     Ok(ended)
+}
+
+/// Starts `argv` in its own process group, both output streams into `writer`.
+fn spawn(
+    argv: &[OsString],
+    cwd: &Path,
+    env: &[(String, String)],
+    writer: &std::io::PipeWriter,
+) -> io::Result<tokio::process::Child> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err(io::Error::other("no program to run"));
+    };
+    let mut command = Command::new(resolve(program, cwd, env));
+    command
+        .args(args)
+        .current_dir(cwd)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(dev_null()?)
+        .stdout(writer.try_clone()?)
+        .stderr(writer.try_clone()?)
+        .process_group(0);
+    // `sh` exports the directory it starts in as `PWD`: a program started without it finds
+    // the same there.
+    if !env.iter().any(|(name, _)| name == "PWD")
+        && let Some(pwd) = absolute(cwd)
+    {
+        command.env("PWD", pwd);
+    }
+    command.spawn()
+}
+
+/// `dir` as an absolute path without `.` components, or `None` if it has `..` ones (`PWD` may
+/// hold neither). murphy never changes its own directory, so that is read once.
+fn absolute(dir: &Path) -> Option<PathBuf> {
+    static HERE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    let here = HERE.get_or_init(|| std::env::current_dir().ok()).as_ref()?;
+    let dir = std::path::absolute(here.join(dir)).ok()?;
+    let parent = dir
+        .components()
+        .any(|c| c == std::path::Component::ParentDir);
+    (!parent).then_some(dir)
 }
 
 /// `/dev/null` for a command's standard input: opened once, then duplicated for each command.

@@ -581,9 +581,9 @@ impl Task {
             let env = env.clone();
             async move {
                 output.line(format!("$ {command}\n").as_bytes());
-                let (argv, _script) = self.stage().shell.command(&command, &self.ctx.run.path)?;
+                let invocation = self.stage().shell.command(&command, &self.ctx.run.path)?;
                 let root = &self.ctx.plan.root;
-                process::run(&argv, root, &env, output, None, &mut cancel).await
+                process::run(&invocation, root, &env, output, None, &mut cancel).await
             }
         };
         if let Some(check) = check {

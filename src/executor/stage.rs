@@ -790,11 +790,8 @@ async fn run_commands(
         }
         output.line(format!("$ {command}\n").as_bytes());
         let ended = match stage.shell.command(command, &ctx.run.path) {
-            Ok((argv, script)) => {
-                let ended = process::run(&argv, &cwd, env, output.clone(), deadline, cancel).await;
-                // A template's script file goes once its command ended.
-                drop(script);
-                ended
+            Ok(invocation) => {
+                process::run(&invocation, &cwd, env, output.clone(), deadline, cancel).await
             }
             Err(err) => Err(err),
         };

@@ -1,5 +1,5 @@
 //! `shell:`: scripts stop at their first failing command, `bash` fails a broken pipe, and a
-//! template gets the script as a file.
+//! template gets the script as a file; a plain one-line command runs without a shell.
 
 use crate::support::Test;
 
@@ -152,4 +152,55 @@ fn a_publish_command_runs_in_the_stage_shell() {
     out.pipeline(&pipeline("sh"));
     out.murphy(["run"]).run();
     assert!(out.file("published").exists());
+}
+
+/// A one-line command with nothing for a shell to do runs without one, as make runs it; any
+/// other script, and a plain command whose program is missing, still go through `sh`.
+#[test]
+fn a_plain_command_skips_the_shell_unless_its_program_is_missing() {
+    use std::os::unix::fs::PermissionsExt;
+    let test = Test::new();
+    let root = test.path().to_owned();
+    // An `sh` found first on PATH that notes each script it is given.
+    let shim = format!(
+        "#!/bin/sh\nprintf '%s\\n' \"$*\" >> {}/shell-calls\nexec /bin/sh \"$@\"\n",
+        root.display()
+    );
+    let test = test.write("shim/sh", &shim);
+    std::fs::set_permissions(root.join("shim/sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}/shim:{}", root.display(), std::env::var("PATH").unwrap());
+    let out = test
+        .write("sub/keep", "")
+        .env("PATH", &path)
+        .pipeline(
+            "
+            version: 1
+            stages:
+              plain: {workdir: sub, run: env}
+              scripted: {run: touch a; touch b}
+              missing: {run: no-such-program --flag}
+            ",
+        )
+        .args(["run", "--keep-going"])
+        .code(1)
+        .run();
+    let run = out.status();
+    assert_eq!(run.stage("plain").state, "succeeded");
+    assert_eq!(run.stage("scripted").state, "succeeded");
+    assert_eq!(run.stage("missing").state, "failed");
+    assert_eq!(run.stage("missing").exit_code, Some(127));
+    let calls = out.read("shell-calls");
+    let mut calls: Vec<&str> = calls.lines().collect();
+    calls.sort();
+    assert_eq!(
+        calls,
+        ["-e -c no-such-program --flag", "-e -c touch a; touch b"]
+    );
+    let logs = out.file(".murphy/runs").join(&run.run_id).join("logs");
+    let missing = std::fs::read_to_string(logs.join("missing.log")).unwrap();
+    assert!(missing.contains("no-such-program: not found"), "{missing}");
+    // Without a shell, the program still finds its directory in `PWD`, as `sh` exports it.
+    let plain = std::fs::read_to_string(logs.join("plain.log")).unwrap();
+    let pwd = format!("\nPWD={}\n", root.join("sub").display());
+    assert!(plain.contains(&pwd), "{plain}");
 }
