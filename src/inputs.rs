@@ -25,6 +25,17 @@ pub struct Inputs {
     /// The patterns (as written) that named no file: a typo, or everything they match is
     /// ignored by git.
     pub unmatched: Vec<String>,
+    /// Where they were looked for: what to watch while the stage runs.
+    pub places: Places,
+}
+
+/// The directories the walks of a stage's inputs went through, and the files its patterns
+/// name literally (found or not), relative to the project root. A new input can only appear
+/// in one of them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Places {
+    pub dirs: Vec<PathBuf>,
+    pub named: Vec<PathBuf>,
 }
 
 /// Whether a walk skips what git ignores.
@@ -111,6 +122,7 @@ pub fn expand_inputs(root: &Path, patterns: &[String], skip: &Path) -> io::Resul
     }
     let mut files = Vec::new();
     let mut unmatched = Vec::new();
+    let mut places = Places::default();
     let root = std::path::absolute(root)?;
     let skip = std::path::absolute(skip)?;
     // Ignore files mean nothing outside a git repository (as for git), and looking for them
@@ -121,7 +133,15 @@ pub fn expand_inputs(root: &Path, patterns: &[String], skip: &Path) -> io::Resul
         Ignores::Disregard
     };
     for pattern in patterns {
-        if walk(&root, pattern, &skip, ignores, &mut files)? == 0 {
+        if walk(
+            &root,
+            pattern,
+            &skip,
+            ignores,
+            &mut files,
+            Some(&mut places),
+        )? == 0
+        {
             unmatched.push(pattern.clone());
         }
     }
@@ -131,7 +151,13 @@ pub fn expand_inputs(root: &Path, patterns: &[String], skip: &Path) -> io::Resul
         a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes())
     });
     files.dedup();
-    Ok(Inputs { files, unmatched })
+    places.dirs.sort_unstable();
+    places.dirs.dedup();
+    Ok(Inputs {
+        files,
+        unmatched,
+        places,
+    })
 }
 
 /// The first of `files` (paths below `root` that [`expand`] matched) that really leads out of
@@ -159,21 +185,22 @@ pub fn expand(root: &Path, patterns: &[String], skip: &Path) -> io::Result<Vec<P
     let skip = std::path::absolute(skip)?;
     let mut files = Vec::new();
     for pattern in patterns {
-        walk(&root, pattern, &skip, Ignores::Disregard, &mut files)?;
+        walk(&root, pattern, &skip, Ignores::Disregard, &mut files, None)?;
     }
     files.sort_unstable();
     files.dedup();
     Ok(files)
 }
 
-/// Adds what one pattern names to `files`; returns how many files it matched (counting
-/// those another pattern matched too).
+/// Adds what one pattern names to `files`, and where it looked to `places`; returns how many
+/// files it matched (counting those another pattern matched too).
 fn walk(
     root: &Path,
     pattern: &str,
     skip: &Path,
     ignores: Ignores,
     files: &mut Vec<PathBuf>,
+    mut places: Option<&mut Places>,
 ) -> io::Result<usize> {
     // The planner refuses a pattern that leaves the project; walked as it reads, without
     // the kernel resolving a `..` through a symlink.
@@ -191,6 +218,11 @@ fn walk(
     };
     let prefix = literal_prefix(pattern);
     let start = root.join(&prefix);
+    if let Some(places) = places.as_deref_mut()
+        && matcher.is_none()
+    {
+        places.named.push(prefix.clone());
+    }
     // The walk's own root passes every filter, so the state directory and `.git` are
     // refused here when a pattern names them.
     if start.starts_with(skip)
@@ -246,7 +278,8 @@ fn walk(
                 continue;
             }
         };
-        if entry.file_type().is_none_or(|t| t.is_dir()) {
+        let dir = entry.file_type().is_none_or(|t| t.is_dir());
+        if dir && places.is_none() {
             continue;
         }
         // Every path the walk yields starts with `start`, so with `root` and a slash: cut
@@ -261,6 +294,12 @@ fn walk(
         else {
             continue;
         };
+        if dir {
+            if let Some(places) = places.as_deref_mut() {
+                places.dirs.push(relative.to_path_buf());
+            }
+            continue;
+        }
         if matcher.as_ref().is_none_or(|m| m.is_match(relative)) {
             matched += 1;
             files.push(relative.to_path_buf());

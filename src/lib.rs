@@ -52,4 +52,5 @@ pub mod step_summary;
 pub mod store;
 pub mod trigger;
 pub mod version;
+pub mod watch;
 pub mod workflow;

@@ -20,12 +20,13 @@ use crate::annotations;
 use crate::archive;
 use crate::environment::{self, StageEnv};
 use crate::fingerprint::{Manifest, summarize};
-use crate::inputs;
+use crate::inputs::{self, Places};
 use crate::journal::{Event, Outcome};
 use crate::plan::{Stage, StageId};
 use crate::process::{self, Echo, Ended, Output};
 use crate::report::{ANNOTATIONS_PER_STAGE, Finish, format_duration};
 use crate::store::{self, RECORD_VERSION, StageRecord, StoreError, outputs_digest};
+use crate::watch::Watch;
 
 /// Runs `work` on the blocking pool, or right here when it is known to be trivial (a stage
 /// with no inputs to hash, no outputs to store): a hop to another thread and back is two
@@ -71,7 +72,7 @@ impl Task {
             &self.ctx.outer_env,
             &self.ctx.release_env,
         );
-        let manifest = match self.manifest(env).await {
+        let (manifest, places) = match self.manifest(env).await {
             Ok(done) => done,
             Err(message) => return self.fail_before_running(message),
         };
@@ -149,6 +150,16 @@ impl Task {
             Ok(env) => env,
             Err(message) => return self.fail_before_running(message),
         };
+        // From before the first command: whether the commands write where inputs live.
+        let root = self.ctx.plan.root.clone();
+        let places_count = places.dirs.len() + places.named.len();
+        let watch = match places_count {
+            0 => None,
+            n => blocking(n < 64, move || Watch::start(&root, &places))
+                .await
+                .ok()
+                .flatten(),
+        };
         let attempt = match self.attempts(why, env).await {
             Ok(attempt) => attempt,
             Err(outcome) => {
@@ -163,6 +174,7 @@ impl Task {
         self.checkpoint(
             manifest,
             fingerprint,
+            watch,
             attempt,
             started.elapsed(),
             started_at,
@@ -205,15 +217,16 @@ impl Task {
         }
     }
 
-    /// Hashes the inputs off the async threads: 20,000 files is real work.
-    async fn manifest(&self, env: StageEnv) -> Result<Manifest, String> {
+    /// Hashes the inputs off the async threads: 20,000 files is real work. Also returns
+    /// where the inputs were looked for.
+    async fn manifest(&self, env: StageEnv) -> Result<(Manifest, Places), String> {
         let ctx = self.ctx.clone();
         let id = self.id;
         let upstream = self.upstream.clone();
         let trivial = self.stage().inputs.is_empty();
         blocking(trivial, move || {
             let stage = &ctx.plan.stages[id];
-            let (manifest, unmatched) = Manifest::build(
+            let (manifest, unmatched, places) = Manifest::build(
                 stage,
                 &env,
                 &ctx.plan.root,
@@ -225,7 +238,7 @@ impl Task {
             for pattern in unmatched {
                 tracing::warn!("{}", inputs::unmatched_warning(&stage.name, &pattern));
             }
-            Ok(manifest)
+            Ok((manifest, places))
         })
         .await
         .unwrap_or_else(|e| Err(format!("fingerprinting failed: {e}")))
@@ -461,6 +474,7 @@ impl Task {
         &self,
         manifest: Manifest,
         fingerprint: String,
+        watch: Option<Watch>,
         attempt: u32,
         elapsed: Duration,
         started_at: Timestamp,
@@ -471,35 +485,21 @@ impl Task {
         let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         let stage = self.stage();
         let trivial = stage.inputs.is_empty() && stage.outputs.is_empty() && !stage.cacheable;
-        let saved = blocking(trivial, move || -> Result<_, StoreError> {
+        let saved = blocking(trivial, move || {
             let stage = &ctx.plan.stages[id];
             crate::crash::at("stage-exited", &stage.name);
-            warn_if_inputs_changed(&ctx, stage, &manifest);
-            let outputs = ctx.store.collect_outputs(
-                &ctx.plan.root,
-                &stage.outputs,
-                stage.outside_links,
-                &ctx.stat_cache,
-            )?;
-            let output_digest = outputs_digest(&outputs);
-            if stage.cacheable {
-                let record = StageRecord {
-                    v: RECORD_VERSION,
-                    stage: stage.name.clone(),
-                    fingerprint: fp,
-                    outputs,
-                    output_digest: output_digest.clone(),
-                    exit_code: 0,
-                    duration_ms,
-                    run_id: ctx.run.id.clone(),
-                    created_at: Timestamp::now(),
-                };
-                ctx.store
-                    .save(&ctx.plan.root, &record, &manifest, &ctx.stat_cache)?;
-                crate::crash::at("record-written", &stage.name);
-                return Ok((output_digest, Some(record)));
-            }
-            Ok((output_digest, None))
+            // The check for inputs the stage wrote into only warns: it runs beside the storing,
+            // and not at all when the kernel saw no write where the inputs live.
+            let wrote = watch.as_ref().is_none_or(Watch::saw_writes);
+            std::thread::scope(|scope| {
+                let check = (wrote && !stage.inputs.is_empty())
+                    .then(|| scope.spawn(|| warn_if_inputs_changed(&ctx, stage, &manifest)));
+                let saved = save_outputs(&ctx, stage, &manifest, fp, duration_ms);
+                if let Some(check) = check {
+                    let _ = check.join();
+                }
+                saved
+            })
         })
         .await
         .map_err(|e| format!("storing the outputs failed: {e}"))
@@ -864,6 +864,42 @@ fn log_end(path: &Path) -> String {
             .map_or(String::new(), |(_, rest)| rest.to_owned()),
         false => text.into_owned(),
     }
+}
+
+/// Verifies a successful attempt's outputs and, for a cacheable stage, stores them with the
+/// record of the attempt; returns their digest and the record.
+fn save_outputs(
+    ctx: &Context,
+    stage: &Stage,
+    manifest: &Manifest,
+    fingerprint: String,
+    duration_ms: u64,
+) -> Result<(String, Option<StageRecord>), StoreError> {
+    let outputs = ctx.store.collect_outputs(
+        &ctx.plan.root,
+        &stage.outputs,
+        stage.outside_links,
+        &ctx.stat_cache,
+    )?;
+    let output_digest = outputs_digest(&outputs);
+    if !stage.cacheable {
+        return Ok((output_digest, None));
+    }
+    let record = StageRecord {
+        v: RECORD_VERSION,
+        stage: stage.name.clone(),
+        fingerprint,
+        outputs,
+        output_digest: output_digest.clone(),
+        exit_code: 0,
+        duration_ms,
+        run_id: ctx.run.id.clone(),
+        created_at: Timestamp::now(),
+    };
+    ctx.store
+        .save(&ctx.plan.root, &record, manifest, &ctx.stat_cache)?;
+    crate::crash::at("record-written", &stage.name);
+    Ok((output_digest, Some(record)))
 }
 
 /// A stage that writes into its own inputs (`__pycache__` beside the tests it runs) gets a

@@ -129,7 +129,7 @@ pub fn explain(setup: &Setup, new: &NewRun) -> Result<Vec<Explained>, SessionErr
             handed.insert(id, Handed::Unknown);
         } else {
             let stage_env = environment::resolve(plan, stage, &outer, &release_env);
-            let (manifest, _) = Manifest::build(
+            let (manifest, ..) = Manifest::build(
                 stage,
                 &stage_env,
                 &plan.root,
