@@ -167,8 +167,8 @@ fn digest_inputs(
     // A stage's own list is split over the cores: a stat each is most of what a run that
     // changed little costs, and a lone large stage (or the check after it ran) would
     // otherwise use one core.
-    let threads = Threads::take(cores().min(files.len() / PER_THREAD_AT_LEAST).max(1));
-    let chunk = files.len().div_ceil(threads.count).max(1);
+    let parts = cores().min(files.len() / PER_THREAD_AT_LEAST).max(1);
+    let chunk = files.len().div_ceil(parts).max(1);
     let digested: Vec<std::io::Result<Vec<(String, String)>>> = std::thread::scope(|scope| {
         let threads: Vec<_> = files
             .chunks(chunk)
@@ -183,7 +183,6 @@ fn digest_inputs(
             }))
             .collect()
     });
-    drop(threads);
     // Collected in order and built at once: `BTreeMap` builds a sorted sequence in one pass
     // instead of searching for each key.
     let mut digests = Vec::with_capacity(files.len());
@@ -199,42 +198,6 @@ const PER_THREAD_AT_LEAST: usize = 2048;
 fn cores() -> usize {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
-}
-
-/// Threads stat-ing inputs, counted across every stage of the process: at most one a core.
-/// Stages checked at once would otherwise share the cores and all finish at the end; taken
-/// in turn, the first is done early, and if it must run, it runs while the rest are checked.
-struct Threads {
-    count: usize,
-}
-
-static FREE: std::sync::Mutex<Option<usize>> = std::sync::Mutex::new(None);
-static FREED: std::sync::Condvar = std::sync::Condvar::new();
-
-impl Threads {
-    /// Up to `wanted` threads (at least one), waiting until one is free.
-    fn take(wanted: usize) -> Threads {
-        let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            let left = free.get_or_insert_with(cores);
-            if *left > 0 {
-                let count = wanted.clamp(1, *left);
-                *left -= count;
-                return Threads { count };
-            }
-            free = FREED.wait(free).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-}
-
-impl Drop for Threads {
-    fn drop(&mut self) {
-        let mut free = FREE.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(left) = free.as_mut() {
-            *left += self.count;
-        }
-        FREED.notify_all();
-    }
 }
 
 fn digest_part(

@@ -72,6 +72,10 @@ pub struct Start {
     pub resumed: bool,
     /// Stages whose `when:` does not hold for this run, with the reason.
     pub skip_when: HashMap<StageId, String>,
+    /// Stages the previous run ran rather than restored: of the stages ready at once, these
+    /// are checked first. In an edit-and-run loop the file just edited is most likely one of
+    /// theirs, and a stage that must run then starts while the others are still checked.
+    pub first: std::collections::HashSet<StageId>,
 }
 
 /// What every stage of one run shares.
@@ -272,8 +276,11 @@ pub async fn execute(
             dependents[need].push(id);
         }
     }
-    let mut candidates: std::collections::BTreeSet<StageId> = (0..slots.len())
+    // Ordered by `first`, then as the pipeline lists them.
+    let key = |id: StageId| (!start.first.contains(&id), id);
+    let mut candidates: std::collections::BTreeSet<(bool, StageId)> = (0..slots.len())
         .filter(|&id| slots[id] == Slot::Pending)
+        .map(key)
         .collect();
     // Whether a stage failed or was skipped since its dependents were last skipped for it.
     let mut unsettled = true;
@@ -283,14 +290,14 @@ pub async fn execute(
             skip_dependents_of_failures(&ctx, &mut slots);
         }
         if stopped_by.is_none() && !interrupted {
-            let mut from = 0;
+            let mut from = (false, 0);
             while running < options.jobs.max(1) {
-                let Some(&id) = candidates.range(from..).next() else {
+                let Some(&(later, id)) = candidates.range(from..).next() else {
                     break;
                 };
-                from = id + 1;
+                from = (later, id + 1);
                 if slots[id] != Slot::Pending {
-                    candidates.remove(&id);
+                    candidates.remove(&(later, id));
                     continue;
                 }
                 let mut upstream = BTreeMap::new();
@@ -307,7 +314,7 @@ pub async fn execute(
                     _ => false,
                 });
                 // Not ready: it is checked again when one of its needs ends.
-                candidates.remove(&id);
+                candidates.remove(&(later, id));
                 if ready {
                     slots[id] = Slot::Running;
                     running += 1;
@@ -370,7 +377,7 @@ pub async fn execute(
                     stopped_by = Some(plan.stages[id].name.clone());
                 }
                 unsettled |= !matches!(slots[id], Slot::Succeeded { .. });
-                candidates.extend(dependents[id].iter().copied().filter(|&d| slots[d] == Slot::Pending));
+                candidates.extend(dependents[id].iter().copied().filter(|&d| slots[d] == Slot::Pending).map(key));
             }
             () = process::cancelled(&mut cancel), if !interrupted => {
                 interrupted = true;

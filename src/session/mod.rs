@@ -175,7 +175,13 @@ pub fn start(setup: &Setup, new: NewRun) -> Result<RunStatus, SessionError> {
     // The lock first: it closes the state directory, where the secrets file lives.
     let mut lock = RunLock::acquire(state.root())?;
     let store_key = store_key(&env, &setup.secrets_file)?;
-    stop_leftovers_of_killed_run(state);
+    let latest = state
+        .find_run(None)
+        .and_then(|dir| RunView::load(state, &dir))
+        .ok();
+    if let Some(latest) = &latest {
+        stop_leftovers_of_killed_run(latest);
+    }
     let modes = modes(
         &plan,
         &selected,
@@ -223,6 +229,7 @@ pub fn start(setup: &Setup, new: NewRun) -> Result<RunStatus, SessionError> {
         .map_err(|e| io_error("cannot write the state directory's lock", e))?;
     let start = Start {
         skip_when: skip,
+        first: ran_in(latest.as_ref(), &plan),
         ..Start::default()
     };
     let prepared = Prepared {
@@ -351,6 +358,7 @@ pub fn resume(setup: &Setup, resumed: Resumed) -> Result<RunStatus, SessionError
         discard,
         resumed: true,
         skip_when: skip,
+        ..Start::default()
     };
     let prepared = Prepared {
         plan,
@@ -443,13 +451,7 @@ fn preflight(
 /// If the latest run was killed, its stages' processes may still be running (they lead their
 /// own process groups): they must not write into the outputs of this run. Call with the lock
 /// held.
-fn stop_leftovers_of_killed_run(state: &StateDir) {
-    let Ok(view) = state
-        .find_run(None)
-        .and_then(|dir| RunView::load(state, &dir))
-    else {
-        return;
-    };
+fn stop_leftovers_of_killed_run(view: &RunView) {
     if view.status != RunState::Killed {
         return;
     }
@@ -467,6 +469,31 @@ fn stop_leftovers_of_killed_run(state: &StateDir) {
             );
         }
     }
+}
+
+/// The stages of `plan` that `run` ran (rather than restored or skipped).
+fn ran_in(run: Option<&RunView>, plan: &Plan) -> std::collections::HashSet<StageId> {
+    use crate::records::StageState;
+    let Some(run) = run else {
+        return Default::default();
+    };
+    let ran: std::collections::HashSet<&str> = run
+        .stages
+        .iter()
+        .filter(|s| {
+            matches!(
+                s.state,
+                StageState::Succeeded
+                    | StageState::Failed
+                    | StageState::TimedOut
+                    | StageState::Interrupted
+            )
+        })
+        .map(|s| s.name.as_str())
+        .collect();
+    (0..plan.stages.len())
+        .filter(|&id| ran.contains(plan.stages[id].name.as_str()))
+        .collect()
 }
 
 /// The stages whose `when:` does not hold for this run, with the reason.

@@ -53,6 +53,49 @@ fn jobs_1_runs_one_stage_at_a_time() {
     );
 }
 
+/// Of the stages ready at once, those the previous run ran are checked first: in an
+/// edit-and-run loop, the stage whose input was just edited starts before the others are
+/// checked (with `-j 1`, before they are even looked at).
+#[test]
+fn the_stages_the_last_run_ran_are_checked_first() {
+    let pipeline = "
+        version: 1
+        stages:
+          a: {inputs: [a.txt], outputs: [a.out], run: cp a.txt a.out}
+          b: {inputs: [b.txt], outputs: [b.out], run: cp b.txt b.out}
+    ";
+    let out = Test::new()
+        .write("a.txt", "1")
+        .write("b.txt", "1")
+        .pipeline(pipeline)
+        .args(["run", "-j", "1"])
+        .run();
+    // `b` alone runs: the next run checks it first.
+    out.write("b.txt", "2");
+    out.murphy(["run", "-j", "1"]).run();
+    out.write("b.txt", "3");
+    out.murphy(["run", "-j", "1"]).run();
+    let run = out.status();
+    let events: Vec<String> = out
+        .journal(&run.run_id)
+        .iter()
+        .filter_map(|e| {
+            let stage = e["stage"].as_str()?;
+            Some(format!("{} {stage}", e["event"].as_str()?))
+        })
+        .collect();
+    assert_eq!(
+        events,
+        ["stage_started b", "stage_finished b", "stage_cached a"],
+        "{events:?}"
+    );
+    // Without a previous run that ran it, the pipeline's order holds.
+    let runs = out.runs();
+    let oldest = runs.iter().min_by_key(|r| r.run_id.clone()).unwrap();
+    let first = out.journal(&oldest.run_id);
+    assert_eq!(first[1]["stage"], "a", "{first:?}");
+}
+
 /// `broken` fails at once while `slow`, on an independent branch, is still running.
 const FAILING: &str = "
     version: 1
