@@ -9,7 +9,7 @@
 //!   runs/<run-id>/logs/<stage>.log   made when the stage first prints or fails
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, DirBuilder};
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
@@ -473,8 +473,11 @@ impl RunView {
             published: Vec::new(),
             rehashed: None,
         };
+        // Stage name to its place in `view.stages`: a run of thousands of stages is replayed
+        // without a search per record.
+        let mut index = HashMap::new();
         for name in &view.params.stages.clone() {
-            view.stage_mut(name);
+            view.stage_mut(&mut index, name);
         }
         for record in records {
             match &record.event {
@@ -489,7 +492,7 @@ impl RunView {
                     attempt,
                     why,
                 } => {
-                    let s = view.stage_mut(stage);
+                    let s = view.stage_mut(&mut index, stage);
                     if *attempt == 1 {
                         // A resumed run starts the stage afresh.
                         s.started_at = None;
@@ -512,7 +515,7 @@ impl RunView {
                     note,
                     ..
                 } => {
-                    let s = view.stage_mut(stage);
+                    let s = view.stage_mut(&mut index, stage);
                     s.state = StageState::Cached;
                     s.why = None;
                     s.exit_code = None;
@@ -532,7 +535,7 @@ impl RunView {
                     output_digest,
                     ..
                 } => {
-                    let s = view.stage_mut(stage);
+                    let s = view.stage_mut(&mut index, stage);
                     if !s.state.is_success() {
                         s.state = StageState::Succeeded;
                     }
@@ -549,7 +552,7 @@ impl RunView {
                     output_digest,
                     ..
                 } => {
-                    let s = view.stage_mut(stage);
+                    let s = view.stage_mut(&mut index, stage);
                     s.state = (*outcome).into();
                     s.fingerprint = fingerprint.clone();
                     s.output_digest = output_digest.clone();
@@ -579,14 +582,14 @@ impl RunView {
                     outcome: *outcome,
                 }),
                 Event::Archived { stage, build, .. } => {
-                    view.stage_mut(stage).build = Some(*build);
+                    view.stage_mut(&mut index, stage).build = Some(*build);
                 }
                 Event::StageSkipped {
                     stage,
                     reason,
                     when,
                 } => {
-                    let s = view.stage_mut(stage);
+                    let s = view.stage_mut(&mut index, stage);
                     s.state = if *when {
                         StageState::SkippedWhen
                     } else {
@@ -622,10 +625,11 @@ impl RunView {
         view
     }
 
-    fn stage_mut(&mut self, name: &str) -> &mut StageView {
-        let i = match self.stages.iter().position(|s| s.name == name) {
-            Some(i) => i,
+    fn stage_mut(&mut self, index: &mut HashMap<String, usize>, name: &str) -> &mut StageView {
+        let i = match index.get(name) {
+            Some(&i) => i,
             None => {
+                index.insert(name.to_owned(), self.stages.len());
                 self.stages.push(StageView {
                     name: name.to_owned(),
                     state: StageState::Pending,
