@@ -234,6 +234,19 @@ fn absolute(dir: &Path) -> Option<PathBuf> {
     (!parent).then_some(dir)
 }
 
+/// Makes the calling thread (and the threads it starts) yield the cores to murphy's other
+/// threads and to the commands it runs: `nice` 10 for this thread alone. It cannot be undone
+/// without privileges, so only a thread made for the work calls it.
+pub fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid has no failure; setpriority on our own thread id only lowers its priority,
+    // and a failure leaves it as it was.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+    }
+}
+
 /// `/dev/null` for a command's standard input: opened once, then duplicated for each command.
 fn dev_null() -> io::Result<Stdio> {
     static NULL: std::sync::OnceLock<io::Result<std::fs::File>> = std::sync::OnceLock::new();

@@ -217,14 +217,14 @@ impl Task {
         }
     }
 
-    /// Hashes the inputs off the async threads: 20,000 files is real work. Also returns
-    /// where the inputs were looked for.
+    /// Hashes the inputs off the async threads, at a low priority: 20,000 files is real work,
+    /// and the commands of the stages already running are what the user waits for. Also
+    /// returns where the inputs were looked for.
     async fn manifest(&self, env: StageEnv) -> Result<(Manifest, Places), String> {
         let ctx = self.ctx.clone();
         let id = self.id;
         let upstream = self.upstream.clone();
-        let trivial = self.stage().inputs.is_empty();
-        blocking(trivial, move || {
+        let build = move || {
             let stage = &ctx.plan.stages[id];
             let (manifest, unmatched, places) = Manifest::build(
                 stage,
@@ -239,9 +239,22 @@ impl Task {
                 tracing::warn!("{}", inputs::unmatched_warning(&stage.name, &pattern));
             }
             Ok((manifest, places))
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("fingerprinting failed: {e}")))
+        };
+        if self.stage().inputs.is_empty() {
+            return build();
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("inputs".into())
+            .spawn(move || {
+                process::lower_priority();
+                let _ = tx.send(build());
+            });
+        if let Err(err) = spawned {
+            return Err(format!("cannot start a thread to read the inputs: {err}"));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err("fingerprinting failed: its thread panicked".into()))
     }
 
     /// Checks a stage that succeeded before the run was resumed, as `murphy run` checks a
