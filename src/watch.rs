@@ -26,7 +26,10 @@ impl Watch {
         #[cfg(target_os = "linux")]
         return linux::Watch::start(root, places).map(|inner| Watch { inner });
         #[cfg(not(target_os = "linux"))]
-        return None;
+        {
+            let _ = (root, places);
+            None
+        }
     }
 
     /// Whether anything that may be an input was created, written, removed or renamed since
