@@ -173,7 +173,7 @@ impl Invocation {
 fn plain_command(script: &str) -> Option<impl Iterator<Item = &str>> {
     /// POSIX sh's, dash's and bash's reserved words and builtins made of plain characters.
     const SHELL_WORDS: &str = "\
-        . alias bg bind break builtin caller case cd command compgen complete compopt continue \
+        . : alias bg bind break builtin caller case cd command compgen complete compopt continue \
         coproc declare dirs disown do done echo elif else enable esac eval exec exit export fc \
         fg fi for function getopts hash help history if in jobs kill let local login logout \
         mapfile newgrp popd printf pushd pwd read readarray readonly return select set shift \
@@ -356,6 +356,7 @@ mod tests {
             "make `x`",
             "test -f x",
             ". env.sh",
+            ": ignored",
             "alias x",
             "until false",
             "while true",
