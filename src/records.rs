@@ -179,8 +179,9 @@ impl StateDir {
         let bytes = serde_json::to_vec_pretty(&meta)
             .map_err(io::Error::other)
             .map_err(io_err(&meta_path))?;
-        // Not fsynced here: the journal's first sync makes the run's folder durable (see
-        // `Journal::sync`), at its end or at a confirmed publication, whichever comes first.
+        // Not fsynced here: opening the journal starts the sync of the run's folder on a
+        // thread, and the journal's first sync (at the run's end or at a confirmed
+        // publication, whichever comes first) waits for it (see `Journal::sync`).
         atomic_file::write_unsynced(&meta_path, &bytes).map_err(io_err(&meta_path))?;
         let journal_path = dir.journal_path();
         let journal = Journal::open(&journal_path).map_err(io_err(&journal_path))?;
