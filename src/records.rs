@@ -217,43 +217,59 @@ impl StateDir {
     /// Run ids, oldest first. Ids start with their UTC start time, so they sort by it.
     pub fn run_ids(&self) -> Result<Vec<String>, RecordsError> {
         let runs = self.runs_dir();
+        let mut ids = self.run_folders()?;
+        ids.retain(|id| is_run(&runs.join(id)));
+        Ok(ids)
+    }
+
+    /// The names in the folder of runs, oldest first, without checking each is a run.
+    fn run_folders(&self) -> Result<Vec<String>, RecordsError> {
+        let runs = self.runs_dir();
         let entries = match fs::read_dir(&runs) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io_err(&runs)(e)),
         };
-        let mut ids = Vec::new();
+        let mut names = Vec::new();
         for entry in entries {
             let entry = entry.map_err(io_err(&runs))?;
-            if entry.path().join("meta.json").is_file() {
-                ids.push(entry.file_name().to_string_lossy().into_owned());
-            }
+            names.push(entry.file_name().to_string_lossy().into_owned());
         }
-        ids.sort();
-        Ok(ids)
+        names.sort();
+        Ok(names)
     }
 
     /// The named run, or the latest one when `id` is `None`.
     pub fn find_run(&self, id: Option<&str>) -> Result<RunDir, RecordsError> {
-        let ids = self.run_ids()?;
+        let runs = self.runs_dir();
         let id = match id {
-            Some(id) if ids.iter().any(|i| i == id) => id.to_owned(),
+            Some(id) if self.run_ids()?.iter().any(|i| i == id) => id.to_owned(),
             Some(id) => {
                 return Err(RecordsError::UnknownRun {
                     id: id.to_owned(),
                     state_dir: self.root.clone(),
                 });
             }
-            // The latest run made here, before one another machine made.
-            None => ids
-                .iter()
-                .rev()
-                .find(|id| !self.runs_dir().join(id).join(PULLED).exists())
-                .or(ids.last())
-                .cloned()
-                .ok_or_else(|| RecordsError::NoRuns {
+            // The latest run made here, before one another machine made. From the newest
+            // down: a run starts by finding it, and the runs before it pile up.
+            None => {
+                let mut newest = None;
+                let mut latest_here = None;
+                for id in self.run_folders()?.into_iter().rev() {
+                    let dir = runs.join(&id);
+                    if !is_run(&dir) {
+                        continue;
+                    }
+                    if !dir.join(PULLED).exists() {
+                        latest_here = Some(id);
+                        break;
+                    }
+                    newest.get_or_insert(id);
+                }
+                latest_here.or(newest).ok_or_else(|| RecordsError::NoRuns {
                     state_dir: self.root.clone(),
-                })?,
+                })?
+            }
         };
         Ok(RunDir {
             path: self.runs_dir().join(&id),
@@ -278,6 +294,11 @@ impl StateDir {
         }
         Ok(views)
     }
+}
+
+/// Whether `dir` holds a run: its `meta.json` is written before anything else of it.
+fn is_run(dir: &Path) -> bool {
+    dir.join("meta.json").is_file()
 }
 
 /// `20261122-041500.123-3fa2c41b`: sorts by start time, unique by a random suffix. Runs of
