@@ -782,12 +782,16 @@ fn context(
         .iter()
         .map(|&i| plan.stages[i].name.as_str())
         .collect();
-    // Annotations name files from the repository's top; GitHub's checkout is there too.
-    let repo_root = crate::git::open(&plan.root)
-        .and_then(|repo| repo.workdir().map(Path::to_path_buf))
-        .or_else(|| env.get("GITHUB_WORKSPACE").map(PathBuf::from))
-        .and_then(|root| std::path::absolute(root).ok());
-    let reporter = Reporter::new(&names).with_repo_root(repo_root);
+    let mut reporter = Reporter::new(&names);
+    // Annotations (on GitHub only) name files from the repository's top; GitHub's checkout is
+    // there too. Elsewhere the repository is not opened for it.
+    if reporter.annotates() {
+        let repo_root = crate::git::open(&plan.root)
+            .and_then(|repo| repo.workdir().map(Path::to_path_buf))
+            .or_else(|| env.get("GITHUB_WORKSPACE").map(PathBuf::from))
+            .and_then(|root| std::path::absolute(root).ok());
+        reporter = reporter.with_repo_root(repo_root);
+    }
     let mut ctx = Context::new(
         plan,
         run_dir,
