@@ -94,7 +94,9 @@ impl RunLock {
     pub fn set_run(&mut self, run_id: &str) -> io::Result<()> {
         self.file.set_len(0)?;
         self.file.seek(SeekFrom::Start(0))?;
-        writeln!(self.file, "{} {run_id}", std::process::id())
+        // One write: `writeln!` on a file makes one per piece, and a reader could see half.
+        let line = format!("{} {run_id}\n", std::process::id());
+        self.file.write_all(line.as_bytes())
     }
 }
 
