@@ -682,3 +682,33 @@ impl RunView {
 fn millis_between(start: Timestamp, end: Timestamp) -> u64 {
     u64::try_from(end.as_millisecond() - start.as_millisecond()).unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latest_run_is_the_newest_made_here_and_a_folder_without_meta_is_no_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().to_owned());
+        let make = |id: &str, pulled: bool| {
+            let run = state.runs_dir().join(id);
+            fs::create_dir_all(&run).unwrap();
+            fs::write(run.join("meta.json"), "{}").unwrap();
+            if pulled {
+                fs::write(run.join(PULLED), "").unwrap();
+            }
+        };
+        let latest = || state.find_run(None).map(|run| run.id);
+        assert!(matches!(latest(), Err(RecordsError::NoRuns { .. })));
+
+        make("20260101-000000.000-aaaaaaaa", true);
+        assert_eq!(latest().unwrap(), "20260101-000000.000-aaaaaaaa");
+        make("20260102-000000.000-bbbbbbbb", false);
+        make("20260103-000000.000-cccccccc", true);
+        // Newer, but pulled from another machine, or not a run (a kill before its meta.json).
+        fs::create_dir_all(state.runs_dir().join("20260104-000000.000-dddddddd")).unwrap();
+        assert_eq!(latest().unwrap(), "20260102-000000.000-bbbbbbbb");
+        assert_eq!(state.run_ids().unwrap().len(), 3);
+    }
+}
