@@ -240,7 +240,7 @@ impl Journal {
     /// Makes every record appended so far survive a power cut. The first time, it also waits
     /// for the sync of the run's `meta.json` and of the folders that name the journal, which
     /// [`Journal::open`] started: a run is made without fsyncs, so a power cut before that
-    /// sync ends loses the run whole, and one after it leaves its folder whole (its records
+    /// sync ends may lose the run whole, and one after it leaves its folder whole (its records
     /// as far as they were synced).
     pub fn sync(&self) -> io::Result<()> {
         self.file
