@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -263,10 +264,9 @@ pub fn collect(
 }
 
 /// Writes the list of [`changed_files`] into `run_dir` and returns its absolute path for
-/// `MURPHY_CHANGED_FILES`, or `None` where the run has no such list. Not fsynced: a resumed
-/// run writes it again rather than trust one a power cut may have torn. Comparing the tree costs up to a second after a checkout, so the
-/// executor asks only when a stage is about to run a command. The list of every tracked file
-/// (where there is no base to compare with) is kept in `state_dir` between runs.
+/// `MURPHY_CHANGED_FILES`, or `None` where the run has no such list. Comparing the tree costs
+/// up to a second after a checkout, so the executor asks only when a stage is about to run a
+/// command, unless [`list_early`] began at the run's start.
 pub fn write_changed_files(
     plan: &Plan,
     change: &Change,
@@ -274,9 +274,22 @@ pub fn write_changed_files(
     run_dir: &Path,
     state_dir: &Path,
 ) -> io::Result<Option<PathBuf>> {
+    let tracked = state_dir.join(TRACKED_FILES);
+    write_list(run_dir, changed_files(plan, change, env, Some(&tracked)))
+}
+
+/// The list of every tracked file (where there is no base to compare with), kept in the state
+/// directory between runs.
+const TRACKED_FILES: &str = "tracked-files";
+
+/// Writes `changed` (from [`changed_files`]) into `run_dir` as `write_changed_files` does.
+/// Not fsynced: a resumed run writes it again rather than trust one a power cut may have torn.
+pub fn write_list(
+    run_dir: &Path,
+    changed: Option<git::ChangedFiles>,
+) -> io::Result<Option<PathBuf>> {
     let list = std::path::absolute(run_dir.join("changed-files.txt"))?;
-    let tracked = state_dir.join("tracked-files");
-    let Some(changed) = changed_files(plan, change, env, Some(&tracked)) else {
+    let Some(changed) = changed else {
         // One an earlier murphy wrote for this run would be stale.
         let _ = std::fs::remove_file(&list);
         return Ok(None);
@@ -288,6 +301,26 @@ pub fn write_changed_files(
     }
     crate::atomic_file::write_unsynced(&list, text.as_bytes())?;
     Ok(Some(list))
+}
+
+/// [`changed_files`] on a thread of its own, begun while a run is set up when one of its stages
+/// will run whatever the store holds: that stage's first command then need not wait for git.
+/// `None` if no thread could be made (the executor then lists them itself).
+pub fn list_early(
+    plan: Arc<Plan>,
+    change: Change,
+    env: BTreeMap<String, String>,
+    state_dir: &Path,
+) -> Option<tokio::sync::oneshot::Receiver<Option<git::ChangedFiles>>> {
+    let tracked = state_dir.join(TRACKED_FILES);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("changed-files".into())
+        .spawn(move || {
+            let _ = tx.send(changed_files(&plan, &change, &env, Some(&tracked)));
+        })
+        .ok()?;
+    Some(rx)
 }
 
 /// The files a `local`, `pre-push` or `pr` run changes, for `MURPHY_CHANGED_FILES` (relative

@@ -112,7 +112,13 @@ pub struct Context {
     /// `MURPHY_CHANGED_FILES`, made when the first stage starts a command (never on a run
     /// that restores everything): comparing the tree is the costliest git work there is.
     changed_files: tokio::sync::OnceCell<Result<Option<PathBuf>, String>>,
+    /// The changed files, when the session began listing them early (see
+    /// [`crate::change::list_early`]).
+    pub changed_early: std::sync::Mutex<Option<ChangedEarly>>,
 }
+
+/// The changed files, as [`crate::change::list_early`] sends them.
+pub type ChangedEarly = tokio::sync::oneshot::Receiver<Option<crate::git::ChangedFiles>>;
 
 impl Context {
     pub fn new(
@@ -144,6 +150,7 @@ impl Context {
             state_dir,
             journal_failed: AtomicBool::new(false),
             changed_files: tokio::sync::OnceCell::new(),
+            changed_early: std::sync::Mutex::new(None),
         }
     }
 
@@ -161,19 +168,21 @@ impl Context {
         let ctx = self.clone();
         self.changed_files
             .get_or_init(|| async move {
-                tokio::task::spawn_blocking(move || {
-                    let change = ctx.change.clone().unwrap_or_else(Change::local);
-                    crate::change::write_changed_files(
-                        &ctx.plan,
-                        &change,
-                        &ctx.outer_env.vars,
-                        &ctx.run.path,
-                        &ctx.state_dir,
-                    )
-                    .map_err(|e| format!("cannot write the list of changed files: {e}"))
-                })
-                .await
-                .unwrap_or_else(|e| Err(format!("listing the changed files failed: {e}")))
+                let early = ctx
+                    .changed_early
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                let written = match early {
+                    Some(listed) => match listed.await {
+                        // Listed since the run began: only the writing is left.
+                        Ok(changed) => crate::change::write_list(&ctx.run.path, changed),
+                        // Its thread ended without an answer: list them here.
+                        Err(_) => list_changed_files(ctx).await,
+                    },
+                    None => list_changed_files(ctx).await,
+                };
+                written.map_err(|e| format!("cannot write the list of changed files: {e}"))
             })
             .await
             .clone()
@@ -191,6 +200,22 @@ impl Context {
             );
         }
     }
+}
+
+/// Lists the changed files off the async thread and writes them into the run's folder.
+async fn list_changed_files(ctx: Arc<Context>) -> io::Result<Option<PathBuf>> {
+    tokio::task::spawn_blocking(move || {
+        let change = ctx.change.clone().unwrap_or_else(Change::local);
+        crate::change::write_changed_files(
+            &ctx.plan,
+            &change,
+            &ctx.outer_env.vars,
+            &ctx.run.path,
+            &ctx.state_dir,
+        )
+    })
+    .await
+    .unwrap_or_else(|e| Err(io::Error::other(format!("listing them failed: {e}"))))
 }
 
 /// How a stage task ended, for the scheduler.

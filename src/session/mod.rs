@@ -174,14 +174,9 @@ pub fn start(setup: &Setup, new: NewRun) -> Result<RunStatus, SessionError> {
     refuse_dirty_release(change::dirty_release(&change), allow_dirty)?;
     // The lock first: it closes the state directory, where the secrets file lives.
     let mut lock = RunLock::acquire(state.root())?;
+    sweep_dead_writers(state);
     let store_key = store_key(&env, &setup.secrets_file)?;
-    let latest = state
-        .find_run(None)
-        .and_then(|dir| RunView::load(state, &dir))
-        .ok();
-    if let Some(latest) = &latest {
-        stop_leftovers_of_killed_run(latest);
-    }
+    let latest = LatestRun::load(state);
     let modes = modes(
         &plan,
         &selected,
@@ -216,6 +211,9 @@ pub fn start(setup: &Setup, new: NewRun) -> Result<RunStatus, SessionError> {
         },
     };
     let skip = skip_when(&plan, &selected, &change);
+    let changed_early = surely_runs(&plan, &selected, &modes, &skip)
+        .then(|| change::list_early(plan.clone(), change.clone(), env.clone(), state.root()))
+        .flatten();
     let secrets = load_secrets(&plan, &selected, &skip, &modes, &env, &setup.secrets_file)?;
     if change.trigger == Trigger::Tag {
         preflight(&plan, &selected, &skip, &change, &secrets, state)?;
@@ -227,6 +225,10 @@ pub fn start(setup: &Setup, new: NewRun) -> Result<RunStatus, SessionError> {
     let remote = remote.map(|r| for_run(r, &change, &env, &run_dir.id).keyed(store_key.as_deref()));
     lock.set_run(&run_dir.id)
         .map_err(|e| io_error("cannot write the state directory's lock", e))?;
+    let latest = latest.wait();
+    if let Some(latest) = &latest {
+        stop_leftovers_of_killed_run(latest);
+    }
     let start = Start {
         skip_when: skip,
         first: ran_in(latest.as_ref(), &plan),
@@ -248,8 +250,64 @@ pub fn start(setup: &Setup, new: NewRun) -> Result<RunStatus, SessionError> {
         lease,
         pulled: None,
         stat_cache,
+        changed_early,
     };
     execute(setup, prepared, &change, &env, runtime)
+}
+
+/// The record of the run before this one, read on a thread while the new run is set up: its
+/// stages' order and a killed run's leftovers matter only once the stages start.
+enum LatestRun {
+    Loading(std::thread::JoinHandle<Option<RunView>>),
+    Loaded(Box<Option<RunView>>),
+}
+
+impl LatestRun {
+    /// Must come before the new run's folder exists, or that would be the latest.
+    fn load(state: &StateDir) -> LatestRun {
+        let Ok(dir) = state.find_run(None) else {
+            return LatestRun::Loaded(Box::new(None));
+        };
+        let (from, run) = (state.clone(), dir.clone());
+        match std::thread::Builder::new()
+            .name("latest-run".into())
+            .spawn(move || RunView::load(&from, &run).ok())
+        {
+            Ok(thread) => LatestRun::Loading(thread),
+            Err(_) => LatestRun::Loaded(Box::new(RunView::load(state, &dir).ok())),
+        }
+    }
+
+    fn wait(self) -> Option<RunView> {
+        match self {
+            LatestRun::Loading(thread) => thread.join().ok().flatten(),
+            LatestRun::Loaded(view) => *view,
+        }
+    }
+}
+
+/// Under the run lock, every temp file murphy's own state holds is a dead writer's. Swept
+/// before anything of this run writes there.
+fn sweep_dead_writers(state: &StateDir) {
+    Store::new(state.root()).sweep_temp_files();
+    crate::atomic_file::sweep(state.root());
+}
+
+/// Whether a stage will run its commands whatever the store holds (forced, or never cached).
+fn surely_runs(
+    plan: &Plan,
+    selected: &[StageId],
+    modes: &[Mode],
+    skip: &HashMap<StageId, String>,
+) -> bool {
+    selected.iter().any(|id| {
+        !skip.contains_key(id)
+            && match modes[*id] {
+                Mode::Force => true,
+                Mode::Normal => !plan.stages[*id].cacheable,
+                Mode::Checkpoint | Mode::FromStore { .. } => false,
+            }
+    })
 }
 
 /// Continues a recorded run that did not succeed: what it was about and asked for stays, what
@@ -263,6 +321,7 @@ pub fn resume(setup: &Setup, resumed: Resumed) -> Result<RunStatus, SessionError
     } = resumed;
     let state = &setup.state;
     let mut lock = RunLock::acquire(state.root())?;
+    sweep_dead_writers(state);
     let stat_cache = stat_cache(state);
     let env = environment::outer();
     let lease = lease_ttl(&env)?;
@@ -376,6 +435,7 @@ pub fn resume(setup: &Setup, resumed: Resumed) -> Result<RunStatus, SessionError
         lease,
         pulled,
         stat_cache,
+        changed_early: None,
     };
     execute(setup, prepared, &change, &env, runtime)
 }
@@ -654,6 +714,8 @@ struct Prepared {
     pulled: Option<PathBuf>,
     /// Loading since the run's start began (see `StatCache::load`).
     stat_cache: StatCache,
+    /// The changed files, listed since the run's start (see [`change::list_early`]).
+    changed_early: Option<executor::ChangedEarly>,
 }
 
 type Vars = Vec<(String, String)>;
@@ -691,9 +753,7 @@ fn execute(
     runtime: tokio::runtime::Runtime,
 ) -> Result<RunStatus, SessionError> {
     let state = &setup.state;
-    // Under the run lock, every temp file murphy's own state holds is a dead writer's.
-    Store::new(state.root()).sweep_temp_files();
-    crate::atomic_file::sweep(state.root());
+    // A resumed run's folder may hold a dead writer's temp files too.
     crate::atomic_file::sweep(&prepared.run_dir.path);
     let lease_ttl = prepared.lease;
     let pulled = prepared.pulled.clone();
@@ -776,6 +836,7 @@ fn context(
         lease: _,
         pulled: _,
         stat_cache,
+        changed_early,
     } = prepared;
     let names: Vec<&str> = schedule
         .selected
@@ -808,6 +869,7 @@ fn context(
     ctx.change = Some(change.clone());
     ctx.secrets = secrets;
     ctx.confirmed = confirmed;
+    ctx.changed_early = std::sync::Mutex::new(changed_early);
     if let Some(key) = store_key.as_deref() {
         ctx.store = Store::new(&ctx.state_dir).keyed(key);
     }

@@ -1139,6 +1139,18 @@ fn a_run_that_runs_no_command_lists_no_changed_files() {
         !out.file(&format!(".murphy/runs/{}/changed-files.txt", cached.run_id))
             .exists()
     );
+
+    // A forced stage runs whatever the store holds: the list is begun with the run, on a
+    // thread of its own, and the stage gets the same one.
+    std::fs::remove_file(out.file("listed.txt")).unwrap();
+    out.murphy(["run", "--force"]).run();
+    let forced = out.status();
+    assert_eq!(forced.stage("list").state, "succeeded");
+    assert_eq!(
+        out.read(&format!(".murphy/runs/{}/changed-files.txt", forced.run_id)),
+        out.read("listed.txt")
+    );
+    assert!(out.read("listed.txt").lines().any(|l| l == "a.txt"));
 }
 
 // ---------------------------------------------------------------------------------------
