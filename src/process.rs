@@ -468,7 +468,7 @@ async fn pump(mut pipe: impl AsyncRead + Unpin, output: Arc<Output>) {
     let mut mask = crate::secrets::StreamMask::default();
     // The current line, masked, as far as it can be passed on.
     let mut line = Vec::with_capacity(8192);
-    // On the heap: in the future's state it would be copied each time the task is moved.
+    // On the heap: in the future's state it would be copied as the task is spawned.
     let mut chunk = vec![0u8; 8192];
     loop {
         let n = match pipe.read(&mut chunk).await {
