@@ -303,6 +303,9 @@ pub fn write_list(
     Ok(Some(list))
 }
 
+/// The changed files, as [`list_early`]'s thread sends them.
+pub type ListedEarly = tokio::sync::oneshot::Receiver<Option<git::ChangedFiles>>;
+
 /// [`changed_files`] on a thread of its own, begun while a run is set up when one of its stages
 /// will run whatever the store holds: that stage's first command then need not wait for git.
 /// `None` if no thread could be made (the executor then lists them itself).
@@ -311,7 +314,7 @@ pub fn list_early(
     change: Change,
     env: BTreeMap<String, String>,
     state_dir: &Path,
-) -> Option<tokio::sync::oneshot::Receiver<Option<git::ChangedFiles>>> {
+) -> Option<ListedEarly> {
     let tracked = state_dir.join(TRACKED_FILES);
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()

@@ -114,11 +114,8 @@ pub struct Context {
     changed_files: tokio::sync::OnceCell<Result<Option<PathBuf>, String>>,
     /// The changed files, when the session began listing them early (see
     /// [`crate::change::list_early`]).
-    pub changed_early: std::sync::Mutex<Option<ChangedEarly>>,
+    pub changed_early: std::sync::Mutex<Option<crate::change::ListedEarly>>,
 }
-
-/// The changed files, as [`crate::change::list_early`] sends them.
-pub type ChangedEarly = tokio::sync::oneshot::Receiver<Option<crate::git::ChangedFiles>>;
 
 impl Context {
     pub fn new(

@@ -715,7 +715,7 @@ struct Prepared {
     /// Loading since the run's start began (see `StatCache::load`).
     stat_cache: StatCache,
     /// The changed files, listed since the run's start (see [`change::list_early`]).
-    changed_early: Option<executor::ChangedEarly>,
+    changed_early: Option<change::ListedEarly>,
 }
 
 type Vars = Vec<(String, String)>;
@@ -903,4 +903,33 @@ async fn wait_for_signal(cancel: tokio::sync::watch::Sender<bool>) {
     };
     tracing::warn!("{name} received: stopping running stages");
     let _ = cancel.send(true);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The changed files are listed at the start only where a stage will run whatever the
+    /// store holds; a run that may restore everything leaves git alone.
+    #[test]
+    fn only_a_forced_or_never_cached_stage_surely_runs() {
+        let text = "version: 1\nstages:\n  cached: {inputs: [a.txt], run: 'true', outputs: [b.txt]}\n  plain: {run: 'true'}\n";
+        let source = crate::config::parse(Path::new("pipeline.yml"), text.to_owned()).unwrap();
+        let plan = Plan::new(&crate::include::Pipeline::single(source)).unwrap();
+        let (cached, plain) = (0, 1);
+        let none = HashMap::new();
+        let normal = [Mode::Normal, Mode::Normal];
+        assert!(!surely_runs(&plan, &[cached], &normal, &none));
+        assert!(surely_runs(&plan, &[cached, plain], &normal, &none));
+        assert!(surely_runs(
+            &plan,
+            &[cached],
+            &[Mode::Force, Mode::Normal],
+            &none
+        ));
+        let from_store = [Mode::FromStore { needed_by: plain }, Mode::Normal];
+        assert!(!surely_runs(&plan, &[cached], &from_store, &none));
+        let skipped = HashMap::from([(plain, "not this trigger".to_owned())]);
+        assert!(!surely_runs(&plan, &[cached, plain], &normal, &skipped));
+    }
 }

@@ -1140,8 +1140,8 @@ fn a_run_that_runs_no_command_lists_no_changed_files() {
             .exists()
     );
 
-    // A forced stage runs whatever the store holds: the list is begun with the run, on a
-    // thread of its own, and the stage gets the same one.
+    // A forced stage runs whatever the store holds, so its run lists the changed files as it
+    // starts (see `session::surely_runs`): the stage gets the list the run keeps.
     std::fs::remove_file(out.file("listed.txt")).unwrap();
     out.murphy(["run", "--force"]).run();
     let forced = out.status();
