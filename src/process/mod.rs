@@ -6,19 +6,19 @@
 //! the group, a grace period, then SIGKILL; output is read line by line and reading stops a
 //! short while after the command ended, whoever still holds the pipe.
 
-use std::ffi::OsString;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
 use crate::shell::Invocation;
+
+mod spawn;
 
 /// How long a process group gets between SIGTERM and SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -150,21 +150,18 @@ pub async fn run(
     let (reader, writer) = std::io::pipe()?;
     let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into())?;
     let mut child = match (
-        spawn(&invocation.argv, cwd, env, &writer),
+        spawn::spawn(&invocation.argv, cwd, env, &writer),
         &invocation.shell,
     ) {
         // A plain command whose program cannot be started: the shell says why, as it does
         // for any script (`sh: 1: carg: not found`, exit code 127).
-        (Err(_), Some(shell)) => spawn(shell, cwd, env, &writer)?,
+        (Err(_), Some(shell)) => spawn::spawn(shell, cwd, env, &writer)?,
         (spawned, _) => spawned?,
     };
     // Until murphy's copy of the write end closes, the reader would never see the end of
     // the output.
     drop(writer);
-    let pgid = child
-        .id()
-        .and_then(|id| libc::pid_t::try_from(id).ok())
-        .ok_or_else(|| io::Error::other("the child exited before its pid was read"))?;
+    let pgid = child.pid();
     let mut reading = tokio::spawn(pump(reader, output));
 
     let until_deadline = async {
@@ -192,48 +189,6 @@ pub async fn run(
     Ok(ended)
 }
 
-/// Starts `argv` in its own process group, both output streams into `writer`.
-fn spawn(
-    argv: &[OsString],
-    cwd: &Path,
-    env: &[(String, String)],
-    writer: &std::io::PipeWriter,
-) -> io::Result<tokio::process::Child> {
-    let Some((program, args)) = argv.split_first() else {
-        return Err(io::Error::other("no program to run"));
-    };
-    let mut command = Command::new(resolve(program, cwd, env));
-    command
-        .args(args)
-        .current_dir(cwd)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(dev_null()?)
-        .stdout(writer.try_clone()?)
-        .stderr(writer.try_clone()?)
-        .process_group(0);
-    // `sh` exports the directory it starts in as `PWD`: a program started without it finds
-    // the same there.
-    if !env.iter().any(|(name, _)| name == "PWD")
-        && let Some(pwd) = absolute(cwd)
-    {
-        command.env("PWD", pwd);
-    }
-    command.spawn()
-}
-
-/// `dir` as an absolute path without `.` components, or `None` if it has `..` ones (`PWD` may
-/// hold neither). murphy never changes its own directory, so that is read once.
-fn absolute(dir: &Path) -> Option<PathBuf> {
-    static HERE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-    let here = HERE.get_or_init(|| std::env::current_dir().ok()).as_ref()?;
-    let dir = std::path::absolute(here.join(dir)).ok()?;
-    let parent = dir
-        .components()
-        .any(|c| c == std::path::Component::ParentDir);
-    (!parent).then_some(dir)
-}
-
 /// Makes the calling thread (and the threads it starts) yield the cores to murphy's other
 /// threads and to the commands it runs: `nice` 10 for this thread alone. It cannot be undone
 /// without privileges, so only a thread made for the work calls it.
@@ -247,66 +202,6 @@ pub fn lower_priority() {
     }
 }
 
-/// `/dev/null` for a command's standard input: opened once, then duplicated for each command.
-fn dev_null() -> io::Result<Stdio> {
-    static NULL: std::sync::OnceLock<io::Result<std::fs::File>> = std::sync::OnceLock::new();
-    let null = NULL.get_or_init(|| std::fs::File::open("/dev/null"));
-    match null {
-        Ok(file) => Ok(file.try_clone()?.into()),
-        Err(_) => Ok(Stdio::null()),
-    }
-}
-
-/// `program` found in the `PATH` the command gets (relative entries from `cwd`, as `execvp`
-/// reads them), or as given when it holds a slash or is not found (then the spawn fails as it
-/// would have). With the path known, the spawn is a `posix_spawn` (`vfork`: no copy of
-/// murphy's page tables); the standard library falls back to `fork` for a name it would have
-/// to look up in a `PATH` other than murphy's own.
-///
-/// A name found through absolute `PATH` entries only is remembered for the rest of the run,
-/// as a shell's command hash is: a chain of stages would otherwise stat every `PATH` entry
-/// before the shell's for each one (one stat still checks it is there). A relative entry
-/// (`node_modules/.bin`) is a project directory a stage may fill, so a name found past one
-/// is looked up every time.
-fn resolve(program: &OsString, cwd: &Path, env: &[(String, String)]) -> OsString {
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::PermissionsExt;
-    type Key = (String, PathBuf, OsString);
-    static FOUND: Mutex<Option<std::collections::HashMap<Key, PathBuf>>> = Mutex::new(None);
-    if program.as_bytes().contains(&b'/') || program.is_empty() {
-        return program.clone();
-    }
-    let Some((_, path)) = env.iter().find(|(name, _)| name == "PATH") else {
-        return program.clone();
-    };
-    let key = (path.clone(), cwd.to_owned(), program.clone());
-    let found = FOUND.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(hit) = found.as_ref().and_then(|map| map.get(&key))
-        && hit.is_file()
-    {
-        return hit.clone().into();
-    }
-    drop(found);
-    let mut relative = false;
-    let hit = path
-        .split(':')
-        .map(|dir| if dir.is_empty() { "." } else { dir })
-        .inspect(|dir| relative |= !dir.starts_with('/'))
-        .map(|dir| cwd.join(dir).join(program))
-        .find(|candidate| {
-            std::fs::metadata(candidate)
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        });
-    let Some(hit) = hit else {
-        return program.clone();
-    };
-    if !relative {
-        let mut found = FOUND.lock().unwrap_or_else(|e| e.into_inner());
-        found.get_or_insert_default().insert(key, hit.clone());
-    }
-    hit.into()
-}
-
 /// Resolves once `cancel` turns true; never, if its sender is gone without cancelling.
 pub async fn cancelled(cancel: &mut watch::Receiver<bool>) {
     if cancel.wait_for(|&c| c).await.is_err() {
@@ -315,7 +210,7 @@ pub async fn cancelled(cancel: &mut watch::Receiver<bool>) {
 }
 
 /// SIGTERM to the group; if the child has not exited after the grace period, SIGKILL.
-async fn terminate(child: &mut tokio::process::Child, pgid: libc::pid_t) -> io::Result<()> {
+async fn terminate(child: &mut spawn::Child, pgid: libc::pid_t) -> io::Result<()> {
     signal_group(pgid, libc::SIGTERM);
     if timeout(KILL_GRACE, child.wait()).await.is_err() {
         signal_group(pgid, libc::SIGKILL);
