@@ -10,7 +10,7 @@
 //! Where `clone3` is refused (an older kernel, a seccomp filter), the standard library's way
 //! is used for the rest of the run.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -106,38 +106,48 @@ pub fn spawn(
     let Some((program, args)) = argv.split_first() else {
         return Err(io::Error::other("no program to run"));
     };
-    let program = resolve(program, cwd, env);
-    let pwd = match env.iter().any(|(name, _)| name == "PWD") {
-        true => None,
-        false => absolute(cwd),
+    let launch = Launch {
+        program: resolve(program, cwd, env),
+        args,
+        cwd,
+        env,
+        pwd: match env.iter().any(|(name, _)| name == "PWD") {
+            true => None,
+            false => absolute(cwd),
+        },
+        writer,
     };
     #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-    if let Some(child) = cloned::spawn(&program, args, cwd, env, pwd.as_deref(), writer)? {
+    if let Some(child) = cloned::spawn(&launch)? {
         return Ok(child);
     }
-    spawn_std(&program, args, cwd, env, pwd.as_deref(), writer)
+    spawn_std(&launch)
+}
+
+/// A command ready to start, its program looked up: what either way of starting it takes.
+struct Launch<'a> {
+    program: OsString,
+    args: &'a [OsString],
+    cwd: &'a Path,
+    env: &'a [(String, String)],
+    /// `PWD` to add to `env`, which lacks one.
+    pwd: Option<PathBuf>,
+    writer: &'a std::io::PipeWriter,
 }
 
 /// The standard library's spawn (`posix_spawn`), through tokio.
-fn spawn_std(
-    program: &OsStr,
-    args: &[OsString],
-    cwd: &Path,
-    env: &[(String, String)],
-    pwd: Option<&Path>,
-    writer: &std::io::PipeWriter,
-) -> io::Result<Child> {
-    let mut command = Command::new(program);
+fn spawn_std(launch: &Launch) -> io::Result<Child> {
+    let mut command = Command::new(&launch.program);
     command
-        .args(args)
-        .current_dir(cwd)
+        .args(launch.args)
+        .current_dir(launch.cwd)
         .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
         .stdin(dev_null()?.try_clone()?)
-        .stdout(writer.try_clone()?)
-        .stderr(writer.try_clone()?)
+        .stdout(launch.writer.try_clone()?)
+        .stderr(launch.writer.try_clone()?)
         .process_group(0);
-    if let Some(pwd) = pwd {
+    if let Some(pwd) = &launch.pwd {
         command.env("PWD", pwd);
     }
     let child = command.spawn()?;
@@ -231,14 +241,13 @@ fn resolve(program: &OsString, cwd: &Path, env: &[(String, String)]) -> OsString
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod cloned {
     use std::cell::RefCell;
-    use std::ffi::{CString, OsStr, OsString};
+    use std::ffi::{CString, OsStr};
     use std::io;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::ffi::OsStrExt;
-    use std::path::Path;
     use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
-    use super::{Child, Started};
+    use super::{Child, Launch, Started};
 
     /// `struct clone_args` of `linux/sched.h`, its first version (64 bytes).
     #[repr(C)]
@@ -300,14 +309,7 @@ mod cloned {
 
     /// Starts the command, or returns `None` when `clone3` cannot be used here (the caller
     /// then spawns the standard library's way).
-    pub fn spawn(
-        program: &OsStr,
-        args: &[OsString],
-        cwd: &Path,
-        env: &[(String, String)],
-        pwd: Option<&Path>,
-        writer: &std::io::PipeWriter,
-    ) -> io::Result<Option<Child>> {
+    pub(super) fn spawn(launch: &Launch) -> io::Result<Option<Child>> {
         if !USABLE.load(Ordering::Relaxed) {
             return Ok(None);
         }
@@ -322,11 +324,12 @@ mod cloned {
             })
         };
         let lossy = |text: &OsStr| format!("`{}`", text.to_string_lossy());
-        let program = c(program.as_bytes(), &|| lossy(program))?;
+        let program = c(launch.program.as_bytes(), &|| lossy(&launch.program))?;
         let argv: Vec<CString> = std::iter::once(Ok(program.clone()))
-            .chain(args.iter().map(|a| c(a.as_bytes(), &|| lossy(a))))
+            .chain(launch.args.iter().map(|a| c(a.as_bytes(), &|| lossy(a))))
             .collect::<io::Result<_>>()?;
-        let mut envp: Vec<CString> = env
+        let mut envp: Vec<CString> = launch
+            .env
             .iter()
             .map(|(k, v)| {
                 c(format!("{k}={v}").as_bytes(), &|| {
@@ -334,12 +337,13 @@ mod cloned {
                 })
             })
             .collect::<io::Result<_>>()?;
-        if let Some(pwd) = pwd {
+        if let Some(pwd) = &launch.pwd {
             let mut var = b"PWD=".to_vec();
             var.extend_from_slice(pwd.as_os_str().as_bytes());
             envp.push(c(&var, &|| lossy(pwd.as_os_str()))?);
         }
-        let cwd = c(cwd.as_os_str().as_bytes(), &|| lossy(cwd.as_os_str()))?;
+        let cwd = launch.cwd.as_os_str();
+        let cwd = c(cwd.as_bytes(), &|| lossy(cwd))?;
         let pointers = |strings: &[CString]| {
             let mut list: Vec<*const libc::c_char> = strings.iter().map(|s| s.as_ptr()).collect();
             list.push(std::ptr::null());
@@ -349,7 +353,7 @@ mod cloned {
         // The child moves these onto 0, 1 and 2; one already there would be overwritten by
         // the move of another (murphy started with a standard stream closed).
         let stdin = above_stdio(super::dev_null()?.as_raw_fd())?;
-        let output = above_stdio(writer.as_raw_fd())?;
+        let output = above_stdio(launch.writer.as_raw_fd())?;
         let setup = Setup {
             program: program.as_ptr(),
             argv: argv_ptrs.as_ptr(),
@@ -551,14 +555,18 @@ mod tests {
                 .build()?;
             runtime.block_on(async {
                 let (mut reader, writer) = std::io::pipe()?;
-                let program = resolve(&argv[0], &cwd, &env);
-                let pwd = absolute(&cwd);
+                let launch = Launch {
+                    program: resolve(&argv[0], &cwd, &env),
+                    args: &argv[1..],
+                    cwd: &cwd,
+                    env: &env,
+                    pwd: absolute(&cwd),
+                    writer: &writer,
+                };
                 let mut child = match clone {
-                    true => {
-                        cloned::spawn(&program, &argv[1..], &cwd, &env, pwd.as_deref(), &writer)?
-                            .expect("clone3 works on this machine (Linux 5.5 or later, no filter)")
-                    }
-                    false => spawn_std(&program, &argv[1..], &cwd, &env, pwd.as_deref(), &writer)?,
+                    true => cloned::spawn(&launch)?
+                        .expect("clone3 works on this machine (Linux 5.5 or later, no filter)"),
+                    false => spawn_std(&launch)?,
                 };
                 drop(writer);
                 let status = child.wait().await?;
