@@ -326,10 +326,10 @@ pub struct PipelineFile {
     /// Stage definitions that are not stages: `extends: NAME` copies one and overrides the
     /// keys it gives.
     #[serde(default)]
-    pub templates: Entries<StageDef>,
+    pub templates: Entries<Box<StageDef>>,
     /// The stages, by name. A stage starts once every stage it `needs` succeeded.
     #[serde(default)]
-    pub stages: Entries<StageDef>,
+    pub stages: Entries<Box<StageDef>>,
 }
 
 /// `ci: {install: "cargo install --locked --git URL murphy", schedule: "0 3 * * *", ...}`: what

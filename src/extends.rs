@@ -7,9 +7,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::config::{Spanned, StageDef, span_of};
+use crate::config::{Source, Spanned, StageDef, span_of};
 use crate::diagnostic::{Diagnostic, did_you_mean};
-use crate::include::{Def, FileId, Pipeline};
+use crate::include::{Def, FileId};
 
 /// A stage with its `extends` chain applied.
 #[derive(Debug, Clone)]
@@ -17,7 +17,7 @@ pub struct Resolved {
     /// The file that defines the stage.
     pub file: FileId,
     pub name: Spanned<String>,
-    pub def: StageDef,
+    pub def: Box<StageDef>,
     /// Which file wrote each key: a key taken from a template in another file is reported
     /// there.
     pub origins: Origins,
@@ -67,17 +67,22 @@ impl Origins {
     }
 }
 
-/// The stages of `pipeline` with every `extends:` resolved, in order.
-pub fn resolve(pipeline: &Pipeline) -> Result<Vec<Resolved>, Vec<Diagnostic>> {
+/// `stages` with every `extends:` resolved, in order. A stage without one is moved, not
+/// copied: a pipeline of 20,000 stages would otherwise be held twice over.
+pub fn resolve(
+    files: &[Source],
+    templates: &[Def],
+    stages: Vec<Def>,
+) -> Result<Vec<Resolved>, Vec<Diagnostic>> {
     let mut errors = Vec::new();
     let mut known: HashMap<&str, &Def> = HashMap::new();
-    for template in &pipeline.templates {
+    for template in templates {
         known.insert(&template.name.value, template);
     }
     let templates: HashSet<&str> = known.keys().copied().collect();
-    for stage in &pipeline.stages {
+    for stage in &stages {
         if templates.contains(stage.name.value.as_str()) {
-            errors.push(pipeline.files[stage.file].error(
+            errors.push(files[stage.file].error(
                 format!(
                     "`{}` is both a template and a stage; `extends` could not tell which",
                     stage.name.value
@@ -87,37 +92,44 @@ pub fn resolve(pipeline: &Pipeline) -> Result<Vec<Resolved>, Vec<Diagnostic>> {
         }
         known.insert(&stage.name.value, stage);
     }
-    let mut resolved = Vec::with_capacity(pipeline.stages.len());
-    for stage in &pipeline.stages {
-        let mut chain = vec![stage.name.value.clone()];
-        match flatten(pipeline, stage, &known, &mut chain) {
-            Ok((def, origins)) => resolved.push(Resolved {
+    // First what each stage that extends another becomes, while all are there to be read.
+    let flattened: Vec<Option<(Box<StageDef>, Origins)>> = (stages.iter())
+        .map(|stage| {
+            stage.def.extends.as_ref()?;
+            let mut chain = vec![stage.name.value.clone()];
+            flatten(files, stage, &known, &mut chain)
+                .map_err(|d| errors.push(d))
+                .ok()
+        })
+        .collect();
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let resolved = (stages.into_iter().zip(flattened))
+        .map(|(stage, flat)| {
+            let (def, origins) = flat.unwrap_or_else(|| (stage.def, Origins::all(stage.file)));
+            Resolved {
                 file: stage.file,
-                name: stage.name.clone(),
+                name: stage.name,
                 def,
                 origins,
-            }),
-            Err(d) => errors.push(d),
-        }
-    }
-    if errors.is_empty() {
-        Ok(resolved)
-    } else {
-        Err(errors)
-    }
+            }
+        })
+        .collect();
+    Ok(resolved)
 }
 
 /// `stage` with its `extends` chain applied, and where each key came from.
 fn flatten(
-    pipeline: &Pipeline,
+    files: &[Source],
     stage: &Def,
     known: &HashMap<&str, &Def>,
     chain: &mut Vec<String>,
-) -> Result<(StageDef, Origins), Diagnostic> {
+) -> Result<(Box<StageDef>, Origins), Diagnostic> {
     let Some(parent_name) = &stage.def.extends else {
         return Ok((stage.def.clone(), Origins::all(stage.file)));
     };
-    let source = &pipeline.files[stage.file];
+    let source = &files[stage.file];
     let Some(parent) = known.get(parent_name.value.as_str()) else {
         let hint = did_you_mean(&parent_name.value, known.keys().copied())
             .map(|n| format!(" (did you mean `{n}`?)"))
@@ -138,13 +150,9 @@ fn flatten(
         ));
     }
     chain.push(parent_name.value.clone());
-    let (parent, parent_origins) = flatten(pipeline, parent, known, chain)?;
-    Ok(inherit(
-        stage.def.clone(),
-        stage.file,
-        parent,
-        parent_origins,
-    ))
+    let (parent, parent_origins) = flatten(files, parent, known, chain)?;
+    let (def, origins) = inherit(*stage.def.clone(), stage.file, *parent, parent_origins);
+    Ok((Box::new(def), origins))
 }
 
 /// The child's keys over the parent's.
@@ -205,7 +213,7 @@ mod tests {
     fn plan(text: &str) -> Result<Plan, String> {
         let source =
             config::parse(Path::new("pipeline.yml"), text.to_owned()).map_err(|e| e.to_string())?;
-        Plan::new(&crate::include::Pipeline::single(source)).map_err(|e| e.to_string())
+        Plan::new(crate::include::Pipeline::single(source)).map_err(|e| e.to_string())
     }
 
     #[test]

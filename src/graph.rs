@@ -159,7 +159,7 @@ mod tests {
     fn diamond() -> Plan {
         let text = "version: 1\nname: demo\nstages:\n  d: {needs: [b, c]}\n  b: {needs: [a]}\n  c: {needs: [a]}\n  a: {}\n";
         let source = crate::config::parse(Path::new("pipeline.yml"), text.into()).unwrap();
-        Plan::new(&crate::include::Pipeline::single(source)).unwrap()
+        Plan::new(crate::include::Pipeline::single(source)).unwrap()
     }
 
     #[test]

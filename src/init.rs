@@ -223,7 +223,7 @@ pub fn init(path: &Path) -> Result<(Kind, usize), InitError> {
     };
     let source = config::parse(path, text.clone()).map_err(|e| invalid(e.to_string()))?;
     let plan =
-        Plan::new(&crate::include::Pipeline::single(source)).map_err(|e| invalid(e.to_string()))?;
+        Plan::new(crate::include::Pipeline::single(source)).map_err(|e| invalid(e.to_string()))?;
     // `create_new`: a file that appeared since we looked is not overwritten either.
     let mut file = match std::fs::OpenOptions::new()
         .write(true)
@@ -358,7 +358,7 @@ mod tests {
         for text in texts {
             let source = config::parse(Path::new("pipeline.yml"), text.clone())
                 .unwrap_or_else(|e| panic!("{text}: {e}"));
-            Plan::new(&crate::include::Pipeline::single(source))
+            Plan::new(crate::include::Pipeline::single(source))
                 .unwrap_or_else(|e| panic!("{text}: {e}"));
         }
     }

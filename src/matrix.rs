@@ -194,7 +194,7 @@ mod tests {
 
     fn plan(text: &str) -> Plan {
         let source = crate::config::parse(Path::new("pipeline.yml"), text.to_owned()).unwrap();
-        Plan::new(&crate::include::Pipeline::single(source)).unwrap_or_else(|e| panic!("{e}"))
+        Plan::new(crate::include::Pipeline::single(source)).unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]

@@ -51,8 +51,6 @@ pub(super) fn lock(cli: &Cli, args: &LockArgs) -> Result<i32, Error> {
             )));
         }
     }
-    // A lock is only worth writing for a pipeline that plans.
-    Plan::new(&pipeline)?;
     let new = Lockfile::new(pipeline.pins.clone());
     let old_pins = old
         .as_ref()
@@ -84,6 +82,8 @@ pub(super) fn lock(cli: &Cli, args: &LockArgs) -> Result<i32, Error> {
             changes.push(PinChange::new("dropped", before, Some(before), None));
         }
     }
+    // A lock is only worth writing for a pipeline that plans.
+    Plan::new(pipeline)?;
     let write = !changes.is_empty() || (old.is_none() && !new.includes.is_empty());
     if write {
         new.write(&lock_path).map_err(include::IncludeError::from)?;

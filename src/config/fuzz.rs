@@ -85,7 +85,7 @@ fn mutated_pipelines_never_panic_and_every_error_has_a_place() {
         let outcome = std::panic::catch_unwind(|| -> Result<(), String> {
             let text = crate::config::decode(path, bytes.clone()).map_err(|e| e.to_string())?;
             let source = crate::config::parse(path, text).map_err(|e| e.to_string())?;
-            match Plan::new(&Pipeline::single(source)) {
+            match Plan::new(Pipeline::single(source)) {
                 Ok(_) => Ok(()),
                 Err(err @ PlanError::Invalid(_)) => Err(err.to_string()),
                 Err(err) => panic!("a plan error with no place: {err}"),

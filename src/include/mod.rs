@@ -33,7 +33,7 @@ pub type FileId = usize;
 pub struct Def {
     pub file: FileId,
     pub name: Spanned<String>,
-    pub def: StageDef,
+    pub def: Box<StageDef>,
 }
 
 /// The pipeline file with its includes read and merged, not yet validated.
@@ -627,7 +627,7 @@ impl Merged {
     /// again is taken from the subtrees already merged).
     fn own(id: FileId, source: &mut Source) -> Merged {
         let file = &mut source.pipeline;
-        let defs = |entries: &mut Entries<StageDef>| {
+        let defs = |entries: &mut Entries<Box<StageDef>>| {
             std::mem::take(&mut entries.0)
                 .into_iter()
                 .map(|(name, def)| Def {
@@ -774,7 +774,7 @@ mod tests {
         let cache = Cache::new(dir.path().join(".murphy/includes"));
         let root = dir.path().join("pipeline.yml");
         let pipeline = load(&root, &cache, Pins::Locked(None)).map_err(|e| e.to_string())?;
-        let plan = Plan::new(&pipeline).map_err(|e| e.to_string())?;
+        let plan = Plan::new(pipeline).map_err(|e| e.to_string())?;
         Ok(plan)
     }
 

@@ -331,7 +331,7 @@ fn hint_suffix(suggestion: &Option<String>) -> String {
 
 impl Plan {
     /// Validates a pipeline, its includes merged, into a plan.
-    pub fn new(pipeline: &Pipeline) -> Result<Plan, PlanError> {
+    pub fn new(mut pipeline: Pipeline) -> Result<Plan, PlanError> {
         // Unknown keys come first, with whatever else is wrong: one edit fixes them all.
         let unknown_keys: Vec<Diagnostic> = (pipeline.files.iter())
             .flat_map(|f| f.unknown_keys.iter().cloned())
@@ -339,10 +339,12 @@ impl Plan {
         let with_unknown_keys = |errors: Vec<Diagnostic>| {
             PlanError::Invalid(unknown_keys.iter().cloned().chain(errors).collect())
         };
-        let defs = crate::extends::resolve(pipeline).map_err(with_unknown_keys)?;
+        let stages = std::mem::take(&mut pipeline.stages);
+        let defs = crate::extends::resolve(&pipeline.files, &pipeline.templates, stages)
+            .map_err(with_unknown_keys)?;
         let expanded = crate::matrix::expand(&pipeline.files, defs).map_err(with_unknown_keys)?;
         Planner {
-            pipeline,
+            pipeline: &pipeline,
             file: 0,
             defs: &expanded.defs,
             groups: &expanded.groups,
@@ -481,7 +483,7 @@ pub fn load(path: &Path, state: &Path) -> Result<Plan, LoadError> {
     let lock = lockfile::Lockfile::of_pipeline(path).map_err(include::IncludeError::from)?;
     let cache = Cache::of_state_dir(state);
     let pipeline = include::load(path, &cache, include::Pins::Locked(lock.as_ref()))?;
-    Ok(Plan::new(&pipeline)?)
+    Ok(Plan::new(pipeline)?)
 }
 
 #[cfg(test)]
@@ -490,7 +492,7 @@ mod tests {
 
     pub(super) fn plan(text: &str) -> Result<Plan, PlanError> {
         let source = crate::config::parse(Path::new("pipeline.yml"), text.to_owned()).unwrap();
-        Plan::new(&Pipeline::single(source))
+        Plan::new(Pipeline::single(source))
     }
 
     pub(super) fn plan_err(text: &str) -> String {

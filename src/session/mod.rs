@@ -915,7 +915,7 @@ mod tests {
     fn only_a_forced_or_never_cached_stage_surely_runs() {
         let text = "version: 1\nstages:\n  cached: {inputs: [a.txt], run: 'true', outputs: [b.txt]}\n  plain: {run: 'true'}\n";
         let source = crate::config::parse(Path::new("pipeline.yml"), text.to_owned()).unwrap();
-        let plan = Plan::new(&crate::include::Pipeline::single(source)).unwrap();
+        let plan = Plan::new(crate::include::Pipeline::single(source)).unwrap();
         let (cached, plain) = (0, 1);
         let none = HashMap::new();
         let normal = [Mode::Normal, Mode::Normal];
