@@ -93,15 +93,19 @@ pub fn resolve(
         known.insert(&stage.name.value, stage);
     }
     // First what each stage that extends another becomes, while all are there to be read.
-    let flattened: Vec<Option<(Box<StageDef>, Origins)>> = (stages.iter())
-        .map(|stage| {
-            stage.def.extends.as_ref()?;
-            let mut chain = vec![stage.name.value.clone()];
-            flatten(files, stage, &known, &mut chain)
-                .map_err(|d| errors.push(d))
-                .ok()
-        })
-        .collect();
+    let mut flattened: Vec<Option<(Box<StageDef>, Origins)>> = Vec::with_capacity(stages.len());
+    for stage in &stages {
+        if stage.def.extends.is_none() {
+            flattened.push(None);
+            continue;
+        }
+        let mut chain = vec![stage.name.value.clone()];
+        match flatten(files, stage, &known, &mut chain) {
+            Ok(flat) => flattened.push(Some(flat)),
+            // The list is not used once there is an error.
+            Err(d) => errors.push(d),
+        }
+    }
     if !errors.is_empty() {
         return Err(errors);
     }
