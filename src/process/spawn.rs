@@ -69,7 +69,9 @@ impl Drop for Child {
             && !matches!(reap(self.pid, libc::WNOHANG), Ok(Some(_)))
         {
             let pid = self.pid;
-            std::thread::spawn(move || reap(pid, 0));
+            // A thread that cannot be started leaves a zombie until murphy exits; a panic in
+            // a drop would be worse.
+            let _ = std::thread::Builder::new().spawn(move || reap(pid, 0));
         }
     }
 }
