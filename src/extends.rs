@@ -100,11 +100,14 @@ pub fn resolve(
             continue;
         }
         let mut chain = vec![stage.name.value.clone()];
-        match flatten(files, stage, &known, &mut chain) {
-            Ok(flat) => flattened.push(Some(flat)),
-            // The list is not used once there is an error.
-            Err(d) => errors.push(d),
-        }
+        let flat = match flatten(files, stage, &known, &mut chain) {
+            Ok(flat) => Some(flat),
+            Err(d) => {
+                errors.push(d);
+                None
+            }
+        };
+        flattened.push(flat);
     }
     if !errors.is_empty() {
         return Err(errors);

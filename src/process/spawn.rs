@@ -306,7 +306,11 @@ mod cloned {
         "reset the command's signals",
     ];
 
-    /// The step number of a failed `execve`.
+    /// The child's steps by number, in [`STEPS`]; a failed `execve` is past their end.
+    const GROUP: i32 = 0;
+    const STREAMS: i32 = 1;
+    const DIRECTORY: i32 = 2;
+    const SIGNALS: i32 = 3;
     const EXEC: i32 = STEPS.len() as i32;
 
     /// Starts the command, or returns `None` when `clone3` cannot be used here (the caller
@@ -500,16 +504,16 @@ mod cloned {
         // SAFETY: plain system calls on values the parent prepared.
         unsafe {
             if libc::setpgid(0, 0) != 0 {
-                fail(0);
+                fail(GROUP);
             }
             if libc::dup2(setup.stdin, 0) < 0
                 || libc::dup2(setup.output, 1) < 0
                 || libc::dup2(setup.output, 2) < 0
             {
-                fail(1);
+                fail(STREAMS);
             }
             if libc::chdir(setup.cwd) != 0 {
-                fail(2);
+                fail(DIRECTORY);
             }
             // murphy ignores SIGPIPE (as every Rust program does), and an ignored signal
             // stays ignored across `execve`: give it back, as the standard library does.
@@ -519,7 +523,7 @@ mod cloned {
             if libc::signal(libc::SIGPIPE, libc::SIG_DFL) == libc::SIG_ERR
                 || libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0
             {
-                fail(3);
+                fail(SIGNALS);
             }
             libc::execve(setup.program, setup.argv, setup.envp);
         }
