@@ -12,13 +12,15 @@ use std::path::{Path, PathBuf};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
-pub use serde_saphyr::Spanned;
+pub use spanned::{Location, Spanned};
 
 use crate::diagnostic::{Diagnostic, Span, did_you_mean};
 
 #[cfg(test)]
 mod fuzz;
 mod keys;
+pub(crate) mod plain;
+mod spanned;
 mod unknown_fields;
 
 /// The pipeline format this murphy reads and writes.
@@ -127,12 +129,29 @@ pub fn parse(path: &Path, text: String) -> Result<Source, ConfigError> {
     // One pass reads the types and notes the unknown keys on the way; a file that does not
     // read is read again by the walk, which names every unknown key, those after the error too.
     let found = unknown_fields::Found::default();
+    let plain = plain::read(&text, MAX_NODES, |de| {
+        unknown_fields::deserialize(de, &found)
+    });
+    if let Some(pipeline) = plain {
+        return noted(path, text, pipeline, found);
+    }
+    let found = unknown_fields::Found::default();
     let read = serde_saphyr::with_deserializer_from_str_with_options(&text, yaml_options(), |de| {
         unknown_fields::deserialize(de, &found)
     });
     let Ok(pipeline) = read else {
         return parse_with_walk(path, text);
     };
+    noted(path, text, pipeline, found)
+}
+
+/// A pipeline read in one pass, with the unknown keys `found` on the way.
+fn noted(
+    path: &Path,
+    text: String,
+    pipeline: PipelineFile,
+    found: unknown_fields::Found,
+) -> Result<Source, ConfigError> {
     let errors = (found.into_inner().into_iter())
         .map(|(message, span)| Diagnostic::new(message, path, &text, span))
         .collect();
@@ -203,11 +222,11 @@ fn checked(
 
 /// The place of a spanned value, for diagnostics.
 pub fn span_of<T>(value: &Spanned<T>) -> Span {
-    let loc = value.referenced;
+    let at = value.referenced;
     Span::new(
-        loc.line() as usize,
-        loc.column() as usize,
-        loc.span().len() as usize,
+        at.line() as usize,
+        at.column() as usize,
+        at.width() as usize,
     )
 }
 

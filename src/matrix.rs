@@ -162,7 +162,6 @@ fn respan(at: &Spanned<String>, value: String) -> Spanned<String> {
     Spanned {
         value,
         referenced: at.referenced,
-        defined: at.defined,
     }
 }
 

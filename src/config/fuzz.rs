@@ -1,5 +1,6 @@
 //! Mutated pipelines, a few thousand of them from a fixed seed: reading and planning one
-//! never panics, and every error it gives points into the file (`pipeline.yml:LINE:COL`).
+//! never panics, every error it gives points into the file (`pipeline.yml:LINE:COL`), and the
+//! plain reader reads each as serde-saphyr does.
 
 use std::path::Path;
 
@@ -116,16 +117,22 @@ fn one_pass_reads_mutated_pipelines_as_the_walk_does() {
     };
     let mut rng = Rng(0x7761_6c6b);
     let mut with_unknown_keys = 0;
+    let mut plainly = 0;
+    // This file's seed, and murphy's own pipeline: block style, comments, longer values.
+    let seeds = [SEED, include_str!("../../pipeline.yml")];
     for round in 0..3_000 {
-        let bytes = mutate(&mut rng, SEED.as_bytes());
+        let bytes = mutate(&mut rng, seeds[round % seeds.len()].as_bytes());
         let Ok(text) = String::from_utf8(bytes) else {
             continue;
         };
         let once = crate::config::parse(path, text.clone());
         with_unknown_keys += usize::from(once.as_ref().is_ok_and(|s| !s.unknown_keys.is_empty()));
+        plainly += usize::from(crate::config::plain::reads(&text));
         let walked = crate::config::parse_with_walk(path, text.clone());
         assert_eq!(shown(once), shown(walked), "round {round}, for:\n{text}");
     }
-    // The mutations must reach the case in question, or this test shows nothing.
+    // The mutations must reach the cases in question, or this test shows nothing: unknown
+    // keys, and files the plain reader reads (the others are read by serde-saphyr alone).
     assert!(with_unknown_keys > 50, "{with_unknown_keys}");
+    assert!(plainly > 300, "{plainly}");
 }

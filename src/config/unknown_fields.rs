@@ -8,6 +8,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::marker::PhantomData;
 
 use serde::Deserialize;
 use serde::de::value::UnitDeserializer;
@@ -17,6 +18,7 @@ use serde::de::{
 };
 
 use super::keys::{Node, message};
+use super::spanned::{self, SpannedVisitor};
 use super::{Spanned, span_of};
 use crate::diagnostic::Span;
 
@@ -315,7 +317,7 @@ impl<K> Key<'_, K> {
 impl<'de, K: DeserializeSeed<'de>> DeserializeSeed<'de> for Key<'_, K> {
     type Value = (K::Value, bool);
     fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
-        de.deserialize_newtype_struct(SPANNED, self)
+        de.deserialize_newtype_struct(spanned::NAME, self)
     }
 }
 
@@ -329,35 +331,20 @@ impl<'de, K: DeserializeSeed<'de>> Visitor<'de> for Key<'_, K> {
         let key = self.seed.deserialize(v.into_deserializer())?;
         Ok((key, known))
     }
+    /// serde-saphyr's way of handing over a key with its place.
     fn visit_newtype_struct<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
-        let name = Spanned::<String>::deserialize(Placed(de))?;
-        let known = self.check(&name.value, span_of(&name));
-        let key = self.seed.deserialize(name.value.into_deserializer())?;
-        Ok((key, known))
+        self.placed(SpannedVisitor(PhantomData).visit_newtype_struct(de)?)
+    }
+    /// The plain reader's way.
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        self.placed(SpannedVisitor(PhantomData).visit_map(map)?)
     }
 }
 
-/// The name by which serde-saphyr recognizes a [`Spanned`] being read.
-const SPANNED: &str = "__yaml_spanned";
-
-/// The deserializer serde-saphyr hands a [`Spanned`], offered again as a [`Spanned`]: the key
-/// visitor asked for the place first, to learn whether there is one.
-struct Placed<D>(D);
-
-impl<'de, D: Deserializer<'de>> Deserializer<'de> for Placed<D> {
-    type Error = D::Error;
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, D::Error> {
-        visitor.visit_newtype_struct(self.0)
-    }
-    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        self.0.deserialize_any(visitor)
-    }
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
-        option unit unit_struct seq tuple tuple_struct map struct enum identifier ignored_any
+impl<'de, K: DeserializeSeed<'de>> Key<'_, K> {
+    fn placed<E: de::Error>(self, name: Spanned<String>) -> Result<(K::Value, bool), E> {
+        let known = self.check(&name.value, span_of(&name));
+        let key = self.seed.deserialize(name.value.into_deserializer())?;
+        Ok((key, known))
     }
 }

@@ -129,7 +129,6 @@ impl Planner<'_> {
                 self.check_stage_name(&Spanned {
                     value: base.to_owned(),
                     referenced: name.referenced,
-                    defined: name.defined,
                 });
             }
             ids.insert(name.value.as_str(), i);
