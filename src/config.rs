@@ -19,7 +19,7 @@ use crate::diagnostic::{Diagnostic, Span, did_you_mean};
 #[cfg(test)]
 mod fuzz;
 mod keys;
-pub(crate) mod plain;
+mod plain;
 mod spanned;
 mod unknown_fields;
 
@@ -126,7 +126,8 @@ static SCHEMA: std::sync::LazyLock<serde_json::Value> =
 
 /// Parses pipeline text that claims to come from `path`.
 pub fn parse(path: &Path, text: String) -> Result<Source, ConfigError> {
-    // One pass reads the types and notes the unknown keys on the way; a file that does not
+    // The plain reader first, serde-saphyr for what it gives up ([`plain`] says why). Either
+    // reads the types in one pass and notes the unknown keys on the way; a file that does not
     // read is read again by the walk, which names every unknown key, those after the error too.
     let found = unknown_fields::Found::default();
     let plain = plain::read(&text, MAX_NODES, |de| {
