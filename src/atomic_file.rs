@@ -6,6 +6,7 @@
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,7 +75,9 @@ pub const TEMP_MARKER: &str = ".murphy-tmp-";
 
 /// Whether `name` is one of murphy's temp files.
 pub fn is_temp(name: &std::ffi::OsStr) -> bool {
-    name.to_string_lossy().contains(TEMP_MARKER)
+    // As bytes: asked of every file a walk meets.
+    let marker = TEMP_MARKER.as_bytes();
+    name.as_bytes().windows(marker.len()).any(|w| w == marker)
 }
 
 /// Removes the temp files directly in `dir` and returns how many went. Only for a folder

@@ -113,10 +113,13 @@ impl Manifest {
     /// The fingerprint: a length-prefixed encoding of every field, so no two manifests
     /// can encode alike.
     pub fn fingerprint(&self) -> String {
-        let mut h = blake3::Hasher::new();
+        // Encoded whole, then hashed at once: BLAKE3 hashes a long buffer many chunks at a
+        // time, where 40,000 small updates (20,000 inputs) go one block at a time.
+        let entries = self.inputs.len() + self.env.len() + self.upstream.len();
+        let mut bytes = Vec::with_capacity(entries * 120);
         let mut put = |s: &str| {
-            h.update(&(s.len() as u64).to_le_bytes());
-            h.update(s.as_bytes());
+            bytes.extend_from_slice(&(s.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(s.as_bytes());
         };
         put(DOMAIN);
         put(&self.stage);
@@ -133,7 +136,7 @@ impl Manifest {
                 put(v);
             }
         }
-        h.finalize().to_hex().to_string()
+        blake3::hash(&bytes).to_hex().to_string()
     }
 
     /// What changed since `before`, in words: `input `src/a.rs` changed`, ...
@@ -206,8 +209,12 @@ fn digest_part(
     stat_cache: &StatCache,
 ) -> std::io::Result<Vec<(String, String)>> {
     let mut digests = Vec::with_capacity(files.len());
+    // One buffer for every path: a join each would allocate 20,000 times.
+    let mut path = PathBuf::new();
     for relative in files {
-        let path = root.join(relative);
+        path.as_mut_os_string().clear();
+        path.push(root);
+        path.push(relative);
         let digest = match stat_cache.digest(&path) {
             Ok((digest, _)) => digest,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -280,6 +287,16 @@ mod tests {
             inputs: [("src/a.rs".to_owned(), "aa".to_owned())].into(),
             upstream: [("build".to_owned(), "bb".to_owned())].into(),
         }
+    }
+
+    /// Checkpoints made by an earlier murphy must still be found: the value is that of the
+    /// fingerprint computed field by field, before it was encoded whole.
+    #[test]
+    fn the_fingerprint_of_a_manifest_does_not_drift() {
+        assert_eq!(
+            manifest().fingerprint(),
+            "d38222996748d7d4e0fb6a7ed7cd5ff565714675e45983e9206d28a9bd805707"
+        );
     }
 
     #[test]

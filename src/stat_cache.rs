@@ -9,13 +9,17 @@
 
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
+use std::hash::BuildHasher;
 use std::io::{self, Read};
+use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
 
 use crate::atomic_file;
@@ -60,17 +64,72 @@ impl Stamp {
 struct Entry {
     stamp: Stamp,
     digest: Digest,
-    /// Looked up (and so found to exist) by this run: [`StatCache::save`] need not check.
-    seen: bool,
 }
 
-/// Paths as bytes, hashed with FxHash: a lookup per input file is the whole of a no-op run,
-/// and neither `PathBuf`'s component-wise hashing nor SipHash is needed for a local cache.
-type Map = HashMap<Box<[u8]>, Entry, FxBuildHasher>;
-
+/// The cache as the last run saved it, shared by every stage's threads and read without a
+/// lock: a lookup per input file is the whole of a no-op run. Its paths sit in one buffer
+/// and its index holds positions, so reading 20,000 entries allocates three times, not
+/// 20,000.
 #[derive(Debug, Default)]
-struct Entries {
-    map: Map,
+struct Saved {
+    /// Every entry's path, one after the other.
+    paths: Vec<u8>,
+    entries: Vec<SavedEntry>,
+    /// Positions in `entries`, by the FxHash of their path (neither SipHash nor `PathBuf`'s
+    /// component-wise hashing is needed for a local cache).
+    index: HashTable<u32>,
+}
+
+#[derive(Debug)]
+struct SavedEntry {
+    path: Range<u32>,
+    entry: Entry,
+    /// Looked up (and so found to exist) by this run: [`StatCache::save`] need not check.
+    seen: AtomicBool,
+}
+
+impl Saved {
+    fn path(&self, at: &SavedEntry) -> &[u8] {
+        &self.paths[at.path.start as usize..at.path.end as usize]
+    }
+
+    fn get(&self, path: &[u8]) -> Option<&SavedEntry> {
+        let hash = FxBuildHasher.hash_one(path);
+        self.index
+            .find(hash, |&i| self.path(&self.entries[i as usize]) == path)
+            .map(|&i| &self.entries[i as usize])
+    }
+
+    /// Adds an entry read from the file; `false` past what positions can address.
+    fn push(&mut self, path: &[u8], entry: Entry) -> bool {
+        let (Ok(start), Ok(end), Ok(at)) = (
+            u32::try_from(self.paths.len()),
+            u32::try_from(self.paths.len() + path.len()),
+            u32::try_from(self.entries.len()),
+        ) else {
+            return false;
+        };
+        self.paths.extend_from_slice(path);
+        self.entries.push(SavedEntry {
+            path: start..end,
+            entry,
+            seen: AtomicBool::new(false),
+        });
+        let (paths, entries) = (&self.paths, &self.entries);
+        let hash = FxBuildHasher.hash_one(path);
+        self.index.insert_unique(hash, at, |&i| {
+            let at = &entries[i as usize].path;
+            FxBuildHasher.hash_one(&paths[at.start as usize..at.end as usize])
+        });
+        true
+    }
+}
+
+/// What this run hashed and may keep, under a lock: few entries on most runs.
+#[derive(Debug, Default)]
+struct Fresh {
+    map: HashMap<Box<[u8]>, Entry, FxBuildHasher>,
+    /// Holds entries not yet written.
     changed: bool,
     /// What this run read again, for [`StatCache::rehashed`].
     rehashed: Rehashed,
@@ -92,10 +151,11 @@ const EXAMPLES: usize = 5;
 #[derive(Debug)]
 pub struct StatCache {
     path: PathBuf,
-    entries: OnceLock<Mutex<Entries>>,
+    saved: OnceLock<Saved>,
     /// The read begun by [`StatCache::load`], taken by the first lookup. Reading 20,000
-    /// entries takes ~10 ms, which a run's start (git, the lock, its records) now hides.
-    loading: Mutex<Option<std::thread::JoinHandle<Map>>>,
+    /// entries takes a few ms, which a run's start (git, the lock, its records) hides.
+    loading: Mutex<Option<std::thread::JoinHandle<Saved>>>,
+    fresh: Mutex<Fresh>,
 }
 
 impl StatCache {
@@ -108,8 +168,9 @@ impl StatCache {
             .spawn(move || read(&from));
         StatCache {
             path: path.to_owned(),
-            entries: OnceLock::new(),
+            saved: OnceLock::new(),
             loading: Mutex::new(loading.ok()),
+            fresh: Mutex::new(Fresh::default()),
         }
     }
 
@@ -129,27 +190,19 @@ impl StatCache {
         }
         let stamp = Stamp::of(&meta);
         let key = path.as_os_str().as_bytes();
-        if let Some(entry) = self.lock().map.get_mut(key)
-            && entry.stamp == stamp
-        {
-            entry.seen = true;
-            return Ok((entry.digest, stamp.size));
+        if let Some(digest) = self.known(key, stamp) {
+            return Ok((digest, stamp.size));
         }
         let hashed_at = now_ns();
         let (digest, after) = hash_and_stat(path, stamp.size)?;
-        let mut entries = self.lock();
-        note(&mut entries.rehashed, path);
+        let mut fresh = self.fresh();
+        note(&mut fresh.rehashed, path);
         // Keep the entry only if the file cannot change again unseen (see the module doc),
         // and only if the bytes read are those of the stamp: the file opened is the one
         // stat-ed (same inode) and did not change while it was read.
         if Stamp::of(&after) == stamp && stamp.ctime_ns < hashed_at - RACY_WINDOW_NS {
-            let entry = Entry {
-                stamp,
-                digest,
-                seen: true,
-            };
-            entries.map.insert(key.into(), entry);
-            entries.changed = true;
+            fresh.map.insert(key.into(), Entry { stamp, digest });
+            fresh.changed = true;
         }
         Ok((digest, stamp.size))
     }
@@ -161,83 +214,100 @@ impl StatCache {
         if meta.file_type().is_symlink() {
             return Ok(None);
         }
-        let stamp = Stamp::of(&meta);
-        Ok(match self.lock().map.get_mut(path.as_os_str().as_bytes()) {
-            Some(entry) if entry.stamp == stamp => {
-                entry.seen = true;
-                Some(entry.digest)
-            }
-            _ => None,
-        })
+        Ok(self.known(path.as_os_str().as_bytes(), Stamp::of(&meta)))
+    }
+
+    /// The digest kept for `path` under `stamp`: saved by an earlier run (no lock taken), or
+    /// hashed by this one.
+    fn known(&self, path: &[u8], stamp: Stamp) -> Option<Digest> {
+        if let Some(at) = self.saved().get(path)
+            && at.entry.stamp == stamp
+        {
+            at.seen.store(true, Ordering::Relaxed);
+            return Some(at.entry.digest);
+        }
+        self.fresh()
+            .map
+            .get(path)
+            .filter(|entry| entry.stamp == stamp)
+            .map(|entry| entry.digest)
     }
 
     fn note_rehashed(&self, path: &Path) {
-        note(&mut self.lock().rehashed, path);
+        note(&mut self.fresh().rehashed, path);
     }
 
     /// The files read so far because the cache had no valid entry for them.
     pub fn rehashed(&self) -> Rehashed {
-        self.lock().rehashed.clone()
+        self.fresh().rehashed.clone()
     }
 
-    /// Writes the cache back if anything was added; atomically, so a kill leaves the old one.
-    /// Not fsynced: a cache lost or torn by a power cut fails its checksum and is an empty
-    /// one, and an old one still only vouches for stamps it saw.
+    /// Writes the cache back if this run hashed anything it may keep; atomically, so a kill
+    /// leaves the old one. Not fsynced: a cache lost or torn by a power cut fails its
+    /// checksum and is an empty one, and an old one still only vouches for stamps it saw.
     pub fn save(&self) -> io::Result<()> {
-        let mut entries = self.lock();
-        if !entries.changed {
+        let mut fresh = self.fresh();
+        if !fresh.changed {
             return Ok(());
         }
+        let saved = self.saved();
         // Entries for files that are gone are dropped, so the cache does not grow forever;
         // those this run looked up exist, so only the others are checked.
-        entries.map.retain(|path, entry| {
-            entry.seen || Path::new(std::ffi::OsStr::from_bytes(path)).exists()
-        });
-        atomic_file::write_unsynced(&self.path, &encode(&entries.map))?;
-        entries.changed = false;
+        let mut kept: Vec<(&[u8], &Entry)> = fresh.map.iter().map(|(p, e)| (&**p, e)).collect();
+        kept.extend(saved.entries.iter().filter_map(|at| {
+            let path = saved.path(at);
+            let keep = !fresh.map.contains_key(path)
+                && (at.seen.load(Ordering::Relaxed)
+                    || Path::new(std::ffi::OsStr::from_bytes(path)).exists());
+            keep.then_some((path, &at.entry))
+        }));
+        kept.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        atomic_file::write_unsynced(&self.path, &encode(&kept))?;
+        fresh.changed = false;
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
-        let entries = self.entries.get_or_init(|| {
+    fn saved(&self) -> &Saved {
+        self.saved.get_or_init(|| {
             let loading = self
                 .loading
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .take();
             // Without a thread (it could not be started, or it panicked), read here.
-            let map = loading
+            loading
                 .and_then(|thread| thread.join().ok())
-                .unwrap_or_else(|| read(&self.path));
-            Mutex::new(Entries {
-                map,
-                ..Entries::default()
-            })
-        });
-        entries.lock().unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(|| read(&self.path))
+        })
+    }
+
+    fn fresh(&self) -> std::sync::MutexGuard<'_, Fresh> {
+        self.fresh.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// Freeing 20,000 entries one by one costs a run's end ~4 ms: a thread does it, which the
-/// process's exit, right after a run, ends without waiting.
+/// Freeing 20,000 fresh entries one by one (a run after a checkout hashed them all) costs a
+/// run's end ~4 ms: a thread does it, which the process's exit, right after a run, ends
+/// without waiting.
 impl Drop for StatCache {
     fn drop(&mut self) {
-        if let Some(entries) = self.entries.take() {
-            let _ = std::thread::Builder::new().spawn(move || drop(entries));
+        let fresh = std::mem::take(self.fresh.get_mut().unwrap_or_else(|e| e.into_inner()));
+        if !fresh.map.is_empty() {
+            let _ = std::thread::Builder::new().spawn(move || drop(fresh));
         }
     }
 }
 
-fn read(path: &Path) -> Map {
+fn read(path: &Path) -> Saved {
     match std::fs::read(path) {
         Ok(bytes) => decode(&bytes).unwrap_or_else(|| {
             tracing::debug!(
                 "{} is damaged or of another version; starting an empty stat cache",
                 path.display()
             );
-            Map::default()
+            Saved::default()
         }),
-        Err(_) => Map::default(),
+        Err(_) => Saved::default(),
     }
 }
 
@@ -314,14 +384,12 @@ fn now_ns() -> i128 {
 /// Layout: magic, version, then per entry in path order: the length of the path it shares
 /// with the one before (u16), the length of the rest (u16) and its bytes, size, mtime,
 /// ctime, inode, device, digest; all little-endian; then a BLAKE3 of everything before it.
-fn encode(map: &Map) -> Vec<u8> {
-    let mut sorted: Vec<(&[u8], &Entry)> = map.iter().map(|(p, e)| (&**p, e)).collect();
-    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+fn encode(sorted: &[(&[u8], &Entry)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + sorted.len() * 100);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     let mut before: &[u8] = &[];
-    for (path, entry) in sorted {
+    for &(path, entry) in sorted {
         // Paths are at most PATH_MAX (4096) bytes; a longer one is not kept.
         let Ok(len) = u16::try_from(path.len()) else {
             continue;
@@ -344,7 +412,7 @@ fn encode(map: &Map) -> Vec<u8> {
     out
 }
 
-fn decode(bytes: &[u8]) -> Option<Map> {
+fn decode(bytes: &[u8]) -> Option<Saved> {
     let (body, check) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
     if blake3::hash(body).as_bytes() != check {
         return None;
@@ -353,7 +421,12 @@ fn decode(bytes: &[u8]) -> Option<Map> {
     if r.take(8)? != MAGIC || u32::from_le_bytes(r.array()?) != FORMAT_VERSION {
         return None;
     }
-    let mut map = Map::with_capacity_and_hasher(body.len() / 90, FxBuildHasher);
+    let count = body.len() / 90;
+    let mut saved = Saved {
+        paths: Vec::with_capacity(count * 24),
+        entries: Vec::with_capacity(count),
+        index: HashTable::with_capacity(count),
+    };
     let mut path: Vec<u8> = Vec::new();
     while !r.0.is_empty() {
         let shared = usize::from(u16::from_le_bytes(r.array()?));
@@ -373,11 +446,12 @@ fn decode(bytes: &[u8]) -> Option<Map> {
         let entry = Entry {
             stamp,
             digest: r.array()?,
-            seen: false,
         };
-        map.insert(path.as_slice().into(), entry);
+        if !saved.push(&path, entry) {
+            return None;
+        }
     }
-    Some(map)
+    Some(saved)
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -408,21 +482,15 @@ mod tests {
     /// can return, standing in for a file hashed long after its last change.
     fn vouch(cache: &StatCache, path: &Path, digest: Digest) {
         let stamp = Stamp::of(&std::fs::metadata(path).unwrap());
-        let mut entries = cache.lock();
-        let entry = Entry {
-            stamp,
-            digest,
-            seen: false,
-        };
-        entries
-            .map
-            .insert(path.as_os_str().as_bytes().into(), entry);
-        entries.changed = true;
+        let mut fresh = cache.fresh();
+        let entry = Entry { stamp, digest };
+        fresh.map.insert(path.as_os_str().as_bytes().into(), entry);
+        fresh.changed = true;
     }
 
     #[test]
     fn round_trips_shares_prefixes_and_rejects_damage() {
-        let mut map = Map::default();
+        let mut entries = Vec::new();
         for (i, path) in ["src/b.rs", "src/a.rs", "src/a/c.rs", "z"]
             .iter()
             .enumerate()
@@ -437,29 +505,40 @@ mod tests {
             let entry = Entry {
                 stamp,
                 digest: [i as u8; 32],
-                seen: false,
             };
-            map.insert(path.as_bytes().into(), entry);
+            entries.push((path.as_bytes(), entry));
         }
-        let mut bytes = encode(&map);
-        assert_eq!(decode(&bytes).unwrap(), map);
+        entries.sort_by_key(|e| e.0);
+        let sorted: Vec<(&[u8], &Entry)> = entries.iter().map(|(p, e)| (*p, e)).collect();
+        let mut bytes = encode(&sorted);
+        let saved = decode(&bytes).unwrap();
+        let read: Vec<(&[u8], &Entry)> = saved
+            .entries
+            .iter()
+            .map(|at| (saved.path(at), &at.entry))
+            .collect();
+        assert_eq!(read, sorted);
+        for (path, entry) in &sorted {
+            assert_eq!(saved.get(path).map(|at| &at.entry), Some(*entry));
+        }
+        assert!(saved.get(b"src").is_none());
         // `src/a.rs` whole, then 5 bytes of it shared by `src/a/c.rs`, and so on.
         let paths = ["src/a.rs", "/c.rs", "b.rs", "z"];
         let expected = 12 + paths.iter().map(|p| 4 + p.len() + 88).sum::<usize>() + 32;
         assert_eq!(bytes.len(), expected);
         bytes[12] ^= 1;
-        assert_eq!(decode(&bytes), None);
+        assert!(decode(&bytes).is_none());
     }
 
     #[test]
     fn a_cache_of_another_version_is_empty() {
-        let mut bytes = encode(&Map::default());
+        let mut bytes = encode(&[]);
         bytes.truncate(8);
         bytes.extend_from_slice(&1u32.to_le_bytes());
         bytes.extend_from_slice(&[0, 0, 0, 0]);
         let check = blake3::hash(&bytes);
         bytes.extend_from_slice(check.as_bytes());
-        assert_eq!(decode(&bytes), None);
+        assert!(decode(&bytes).is_none());
     }
 
     #[test]
@@ -474,7 +553,10 @@ mod tests {
         let second = cache.digest(&file).unwrap().0;
         assert_ne!(first, second);
         assert_eq!(second, hash_file(&file).unwrap());
-        assert!(cache.lock().map.is_empty(), "a racy entry must not be kept");
+        assert!(
+            cache.fresh().map.is_empty(),
+            "a racy entry must not be kept"
+        );
     }
 
     #[test]
@@ -495,6 +577,39 @@ mod tests {
         let rehashed = cache.rehashed();
         assert_eq!(rehashed.count, 6);
         assert_eq!(rehashed.examples, files[1..=EXAMPLES]);
+    }
+
+    /// A save writes what this run hashed over what the last one saved, once per path, and
+    /// drops the files that are gone.
+    #[test]
+    fn a_save_replaces_what_was_hashed_again_and_drops_what_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache_path = dir.path().join("cache");
+        let [a, b, c] = ["a", "b", "c"].map(|name| {
+            let file = dir.path().join(name);
+            std::fs::write(&file, name).unwrap();
+            file
+        });
+        let first = StatCache::load(&cache_path);
+        for (i, file) in [&a, &b, &c].into_iter().enumerate() {
+            vouch(&first, file, [i as u8; 32]);
+        }
+        first.save().unwrap();
+
+        let second = StatCache::load(&cache_path);
+        assert_eq!(second.digest(&a).unwrap().0, [0u8; 32]);
+        std::fs::remove_file(&b).unwrap();
+        vouch(&second, &c, [7u8; 32]);
+        second.save().unwrap();
+
+        let saved = read(&cache_path);
+        let kept: Vec<(&[u8], Digest)> = saved
+            .entries
+            .iter()
+            .map(|at| (saved.path(at), at.entry.digest))
+            .collect();
+        let key = |file: &Path| file.as_os_str().as_bytes().to_vec();
+        assert_eq!(kept, [(&key(&a)[..], [0u8; 32]), (&key(&c)[..], [7u8; 32])]);
     }
 
     #[test]
