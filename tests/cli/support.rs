@@ -773,7 +773,17 @@ pub fn ensure_rsync() {
 
 /// Makes sure `program` is on PATH: installs Debian's `packages` when it is missing (the
 /// tests run as root), updating the package lists first if the install fails without them.
+/// One install at a time: dpkg takes a lock, and a second `apt-get` beside it (another test
+/// installing chromium on a fresh machine) would fail rather than wait. Another process's
+/// `apt-get` is waited for too (`DPkg::Lock::Timeout`).
 pub fn ensure_debian(program: &str, packages: &[&str]) {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _installing = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let apt_get = || {
+        let mut apt = Command::new("apt-get");
+        apt.args(["-o", "DPkg::Lock::Timeout=600"]);
+        apt
+    };
     let have = || {
         Command::new("sh")
             .args(["-c", &format!("command -v {program}")])
@@ -785,7 +795,7 @@ pub fn ensure_debian(program: &str, packages: &[&str]) {
         return;
     }
     let install = || {
-        Command::new("apt-get")
+        apt_get()
             .args(["install", "-y", "-q"])
             .args(packages)
             .env("DEBIAN_FRONTEND", "noninteractive")
@@ -794,12 +804,9 @@ pub fn ensure_debian(program: &str, packages: &[&str]) {
             .is_ok_and(|s| s.success())
     };
     if !install() {
+        setup_step(apt_get().args(["update", "-q"]), "apt-get, as root");
         setup_step(
-            Command::new("apt-get").args(["update", "-q"]),
-            "apt-get, as root",
-        );
-        setup_step(
-            Command::new("apt-get")
+            apt_get()
                 .args(["install", "-y", "-q"])
                 .args(packages)
                 .env("DEBIAN_FRONTEND", "noninteractive"),
