@@ -211,7 +211,13 @@ fn walk(
         )
     })?;
     let pattern = pattern.as_str();
-    let matcher = if is_glob(pattern) {
+    let glob = is_glob(pattern);
+    // `dir/**` names every file the walk below `dir` meets: no glob need match each one.
+    let everything_below = clean(pattern) == "**"
+        || clean(pattern)
+            .strip_suffix("/**")
+            .is_some_and(|dir| !is_glob(dir));
+    let matcher = if glob && !everything_below {
         Some(compile(pattern).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?)
     } else {
         None
@@ -219,7 +225,7 @@ fn walk(
     let prefix = literal_prefix(pattern);
     let start = root.join(&prefix);
     if let Some(places) = places.as_deref_mut()
-        && matcher.is_none()
+        && !glob
     {
         places.named.push(prefix.clone());
     }
@@ -235,7 +241,7 @@ fn walk(
     // Outputs, archives and publishing never look through a symlink: the walker would
     // follow one at its root. A link named literally is itself the match.
     if !honour && let Some(link) = symlink_on_the_way(root, &prefix) {
-        if matcher.is_some() || link != prefix {
+        if glob || link != prefix {
             return Ok(0);
         }
         files.push(prefix);
@@ -300,7 +306,12 @@ fn walk(
             }
             continue;
         }
-        if matcher.as_ref().is_none_or(|m| m.is_match(relative)) {
+        let named = match &matcher {
+            Some(matcher) => matcher.is_match(relative),
+            // `dir/**` never names `dir` itself, when it is a file.
+            None => !(everything_below && entry.depth() == 0),
+        };
+        if named {
             matched += 1;
             files.push(relative.to_path_buf());
         }
@@ -393,6 +404,32 @@ mod tests {
         // `*` does not cross directories.
         let top = expand(root, &["src/*.rs".to_owned()], &root.join(".murphy")).unwrap();
         assert_eq!(top, [PathBuf::from("src/b.rs")]);
+    }
+
+    /// `dir/**` is walked without a glob: what it names must be what the glob names.
+    #[test]
+    fn everything_below_a_folder_is_what_its_glob_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for f in ["d/a", "d/.hidden", "d/e/f/g", "dx/a", "file", ".murphy/s"] {
+            let path = root.join(f);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, f).unwrap();
+        }
+        let skip = root.join(".murphy");
+        let walked = |pattern: &str| expand(root, &[pattern.to_owned()], &skip).unwrap();
+        let globbed = |pattern: &str| -> Vec<PathBuf> {
+            let glob = compile(pattern).unwrap();
+            walked("**/*")
+                .into_iter()
+                .filter(|p| glob.is_match(p))
+                .collect()
+        };
+        for pattern in ["d/**", "./d/**", "**", "d/e/**", "file/**", "missing/**"] {
+            assert_eq!(walked(pattern), globbed(pattern), "{pattern}");
+        }
+        assert_eq!(walked("d/**").len(), 3);
+        assert!(walked("file/**").is_empty());
     }
 
     #[test]
