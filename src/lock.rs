@@ -4,6 +4,8 @@
 //! write their pid and run id into it. The kernel drops the lock when the process dies, even by
 //! kill -9, so a run with no end in its journal and no lock holder was killed, and a pid left
 //! in the file by a dead murphy (or reused by another process) can never block a new run.
+//! A holder that ends normally writes [`RELEASED`] there instead: the next one then knows no
+//! writer died holding the lock, and need not look for what such a writer leaves.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -35,7 +37,11 @@ pub enum LockError {
 #[derive(Debug)]
 pub struct RunLock {
     file: File,
+    left_clean: bool,
 }
+
+/// What the lock file holds after a holder ended normally ([`RunLock::release`]).
+const RELEASED: &str = "released\n";
 
 /// Who holds the lock: the live run's id and its murphy's pid.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,10 +89,27 @@ impl RunLock {
                 state_dir: state_dir.to_owned(),
             });
         }
-        let mut lock = RunLock { file };
+        // Read before this holder writes its own line over it.
+        let mut before = String::new();
+        let left_clean = file.read_to_string(&mut before).is_ok() && before == RELEASED;
+        let mut lock = RunLock { file, left_clean };
         // Until a run id is known, the file must not keep naming a dead holder.
         lock.set_run("(starting)").map_err(io_err)?;
         Ok(lock)
+    }
+
+    /// Whether the holder before this one ended normally ([`RunLock::release`]), rather than
+    /// being killed or failing: then no temp file of a dead writer can be left in the state.
+    pub fn left_clean(&self) -> bool {
+        self.left_clean
+    }
+
+    /// Releases the lock of a holder whose every write ended (done or cleaned up), saying so
+    /// for the next holder. Dropping the lock instead says nothing: the next holder sweeps.
+    pub fn release(mut self) -> io::Result<()> {
+        self.file.set_len(0)?;
+        self.file.seek(SeekFrom::Start(0))?;
+        self.file.write_all(RELEASED.as_bytes())
     }
 
     /// Records which run (or which command: `(gc)`) holds the lock, for the message a second
@@ -164,5 +187,23 @@ mod tests {
         drop(first);
         assert_eq!(super::holder(dir.path()), None);
         assert!(RunLock::acquire(dir.path()).is_ok());
+    }
+
+    /// Only a holder that released the lock leaves it clean; one that dropped it (a failure)
+    /// or died does not, and neither does the first holder of a new state directory.
+    #[test]
+    fn only_a_release_leaves_the_lock_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = RunLock::acquire(dir.path()).unwrap();
+        assert!(!first.left_clean());
+        drop(first);
+        let second = RunLock::acquire(dir.path()).unwrap();
+        assert!(!second.left_clean());
+        second.release().unwrap();
+        let mut third = RunLock::acquire(dir.path()).unwrap();
+        assert!(third.left_clean());
+        third.set_run("20261207-000000-abcd").unwrap();
+        drop(third);
+        assert!(!RunLock::acquire(dir.path()).unwrap().left_clean());
     }
 }

@@ -174,7 +174,7 @@ pub fn start(setup: &Setup, new: NewRun) -> Result<RunStatus, SessionError> {
     refuse_dirty_release(change::dirty_release(&change), allow_dirty)?;
     // The lock first: it closes the state directory, where the secrets file lives.
     let mut lock = RunLock::acquire(state.root())?;
-    sweep_dead_writers(state);
+    sweep_dead_writers(state, &lock);
     let store_key = store_key(&env, &setup.secrets_file)?;
     let latest = LatestRun::load(state);
     let modes = modes(
@@ -252,7 +252,9 @@ pub fn start(setup: &Setup, new: NewRun) -> Result<RunStatus, SessionError> {
         stat_cache,
         changed_early,
     };
-    execute(setup, prepared, &change, &env, runtime)
+    let status = execute(setup, prepared, &change, &env, runtime)?;
+    release(lock);
+    Ok(status)
 }
 
 /// The record of the run before this one, read on a thread while the new run is set up: its
@@ -287,10 +289,23 @@ impl LatestRun {
 }
 
 /// Under the run lock, every temp file murphy's own state holds is a dead writer's. Swept
-/// before anything of this run writes there.
-fn sweep_dead_writers(state: &StateDir) {
-    Store::new(state.root()).sweep_temp_files();
+/// before anything of this run writes there. The store's folders are read only when the last
+/// holder of the lock did not end normally: they grow with every checkpoint, and a writer
+/// that ended leaves no temp file. The state directory's own files are always swept: a
+/// thread of the last run (the list of tracked files) may have been cut off at its exit.
+fn sweep_dead_writers(state: &StateDir, lock: &RunLock) {
+    if !lock.left_clean() {
+        Store::new(state.root()).sweep_temp_files();
+    }
     crate::atomic_file::sweep(state.root());
+}
+
+/// Releases the lock after a run that ended (whatever its stages did): every write of the
+/// run is done, so the next run need not sweep the store. An error costs that sweep only.
+fn release(lock: RunLock) {
+    if let Err(err) = lock.release() {
+        tracing::debug!("cannot mark the state directory's lock released: {err}");
+    }
 }
 
 /// Whether a stage will run its commands whatever the store holds (forced, or never cached).
@@ -321,7 +336,7 @@ pub fn resume(setup: &Setup, resumed: Resumed) -> Result<RunStatus, SessionError
     } = resumed;
     let state = &setup.state;
     let mut lock = RunLock::acquire(state.root())?;
-    sweep_dead_writers(state);
+    sweep_dead_writers(state, &lock);
     let stat_cache = stat_cache(state);
     let env = environment::outer();
     let lease = lease_ttl(&env)?;
@@ -437,7 +452,9 @@ pub fn resume(setup: &Setup, resumed: Resumed) -> Result<RunStatus, SessionError
         stat_cache,
         changed_early: None,
     };
-    execute(setup, prepared, &change, &env, runtime)
+    let status = execute(setup, prepared, &change, &env, runtime)?;
+    release(lock);
+    Ok(status)
 }
 
 /// The secrets the stages that will run need: the pipeline's and theirs.
