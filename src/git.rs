@@ -153,25 +153,48 @@ fn tags_by_commit(repo: &Repository) -> HashMap<git2::Oid, Vec<String>> {
     map
 }
 
-/// Walks back from HEAD (newest first; a shallow clone simply ends sooner) to the first other
-/// commit carrying a release tag.
+/// Walks back from HEAD, newest commit first (a shallow clone simply ends sooner), to the
+/// first other commit carrying a release tag. Commits are read as the walk reaches them:
+/// libgit2's sorted walks read the whole history before they yield one commit (75 ms for
+/// 20,000 commits, on every run). Without any other release tag nothing is walked.
 fn previous_release(
     repo: &Repository,
     head: git2::Oid,
     tags: &HashMap<git2::Oid, Vec<String>>,
     release: &GlobMatcher,
 ) -> Option<String> {
-    let mut walk = repo.revwalk().ok()?;
-    walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::TIME)
-        .ok()?;
-    walk.push(head).ok()?;
-    walk.flatten().filter(|oid| *oid != head).find_map(|oid| {
-        tags.get(&oid)?
+    let release_of = |commit: &git2::Oid| {
+        tags.get(commit)?
             .iter()
             .filter(|t| release.is_match(t.as_str()))
             .max_by(|a, b| crate::version::compare_tags(a, b))
             .cloned()
-    })
+    };
+    if !tags
+        .keys()
+        .any(|commit| *commit != head && release_of(commit).is_some())
+    {
+        return None;
+    }
+    // By commit time, newest first; a commit enters only once a child of it was read.
+    let mut queue = std::collections::BinaryHeap::new();
+    let mut seen = std::collections::HashSet::from([head]);
+    let mut next = Some(repo.find_commit(head).ok()?);
+    while let Some(commit) = next {
+        for parent in commit.parent_ids() {
+            if seen.insert(parent)
+                && let Ok(parent) = repo.find_commit(parent)
+            {
+                queue.push((parent.time().seconds(), parent.id()));
+            }
+        }
+        let (_, oid) = queue.pop()?;
+        if let Some(tag) = release_of(&oid) {
+            return Some(tag);
+        }
+        next = repo.find_commit(oid).ok();
+    }
+    None
 }
 
 /// The tracked files whose content differs from HEAD (staged or not; untracked files do not
@@ -505,6 +528,42 @@ mod tests {
             .status()
             .unwrap();
         assert!(status.success(), "git {args:?}");
+    }
+
+    /// The nearest release behind HEAD by commit time, through either parent of a merge,
+    /// HEAD's own tag never counting; the walk reads no further than that commit.
+    #[test]
+    fn the_previous_release_is_the_newest_tagged_commit_behind_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(dir.path()).unwrap();
+        let tree = repo
+            .find_tree(repo.index().unwrap().write_tree().unwrap())
+            .unwrap();
+        let commit = |at: i64, parents: &[git2::Oid]| {
+            let sig = git2::Signature::new("t", "t@example.com", &git2::Time::new(at, 0)).unwrap();
+            let parents: Vec<_> = parents
+                .iter()
+                .map(|p| repo.find_commit(*p).unwrap())
+                .collect();
+            let parents: Vec<_> = parents.iter().collect();
+            repo.commit(None, &sig, &sig, "c", &tree, &parents).unwrap()
+        };
+        let tag = |name: &str, at: git2::Oid| {
+            let object = repo.find_object(at, None).unwrap();
+            repo.tag_lightweight(name, &object, false).unwrap();
+        };
+        let root = commit(100, &[]);
+        let main = commit(200, &[root]);
+        let side = commit(300, &[root]);
+        let merge = commit(400, &[main, side]);
+        tag("v1.0", root);
+        tag("v1.1", side);
+        tag("v2.0", merge);
+        let release = globset::Glob::new("v*").unwrap().compile_matcher();
+        let previous = |head| previous_release(&repo, head, &tags_by_commit(&repo), &release);
+        assert_eq!(previous(merge).as_deref(), Some("v1.1"));
+        assert_eq!(previous(main).as_deref(), Some("v1.0"));
+        assert_eq!(previous(root), None);
     }
 
     #[test]
