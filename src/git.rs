@@ -115,7 +115,7 @@ pub fn read(repo: &Repository, release: &GlobMatcher) -> GitInfo {
         info.committed_at = Timestamp::from_second(commit.time().seconds()).ok();
         info.subject = commit.summary().ok().flatten().map(str::to_owned);
         info.body = commit.body().ok().flatten().map(str::to_owned);
-        let tags = tags_by_commit(repo);
+        let tags = tags_by_commit(repo, commit.id(), release);
         info.tags = tags.get(&commit.id()).cloned().unwrap_or_default();
         info.previous_release = previous_release(repo, commit.id(), &tags, release);
     }
@@ -134,17 +134,51 @@ fn unborn_branch(repo: &Repository) -> Option<String> {
 }
 
 /// Every tag name, by the commit it points at (annotated tags peeled), sorted.
-fn tags_by_commit(repo: &Repository) -> HashMap<git2::Oid, Vec<String>> {
+/// The commits that HEAD's tags and the release tags name, with those tags, sorted: all a run
+/// needs of the tags. One pass over the tag references; an object is read only where the
+/// reference alone cannot tell (a release tag with no peeled value in `packed-refs`, or a tag
+/// object stored loose, which may name HEAD), since reading one for each of thousands of
+/// tags would cost a run tens of milliseconds.
+fn tags_by_commit(
+    repo: &Repository,
+    head: git2::Oid,
+    release: &GlobMatcher,
+) -> HashMap<git2::Oid, Vec<String>> {
     let mut map: HashMap<git2::Oid, Vec<String>> = HashMap::new();
-    let Ok(names) = repo.tag_names(None) else {
+    let Ok(references) = repo.references_glob("refs/tags/*") else {
         return map;
     };
-    for name in names.iter().flatten().flatten() {
-        let Ok(reference) = repo.find_reference(&format!("refs/tags/{name}")) else {
+    let odb = repo.odb().ok();
+    let peel = |reference: &git2::Reference| reference.peel_to_commit().ok().map(|c| c.id());
+    for reference in references.flatten() {
+        let Some(name) = reference
+            .name()
+            .ok()
+            .and_then(|n| n.strip_prefix("refs/tags/"))
+            .map(str::to_owned)
+        else {
             continue;
         };
-        if let Ok(commit) = reference.peel_to_commit() {
-            map.entry(commit.id()).or_default().push(name.to_owned());
+        let named = reference.target_peel().or_else(|| reference.target());
+        let commit = if named == Some(head) {
+            Some(head)
+        } else if release.is_match(&name) {
+            match reference.target_peel() {
+                Some(peeled) => Some(peeled),
+                None => peel(&reference),
+            }
+        } else if reference.target_peel().is_none()
+            && let (Some(odb), Some(target)) = (&odb, reference.target())
+            && odb
+                .read_header(target)
+                .is_ok_and(|(_, kind)| kind == git2::ObjectType::Tag)
+        {
+            peel(&reference).filter(|commit| *commit == head)
+        } else {
+            None
+        };
+        if let Some(commit) = commit {
+            map.entry(commit).or_default().push(name);
         }
     }
     for tags in map.values_mut() {
@@ -560,10 +594,43 @@ mod tests {
         tag("v1.1", side);
         tag("v2.0", merge);
         let release = globset::Glob::new("v*").unwrap().compile_matcher();
-        let previous = |head| previous_release(&repo, head, &tags_by_commit(&repo), &release);
+        let previous = |head| {
+            previous_release(
+                &repo,
+                head,
+                &tags_by_commit(&repo, head, &release),
+                &release,
+            )
+        };
         assert_eq!(previous(merge).as_deref(), Some("v1.1"));
         assert_eq!(previous(main).as_deref(), Some("v1.0"));
         assert_eq!(previous(root), None);
+
+        // HEAD's tags of any name, annotated or not, and the release tags elsewhere; loose,
+        // then packed (where an annotated tag's commit is written beside it).
+        let sig = git2::Signature::new("t", "t@example.com", &git2::Time::new(500, 0)).unwrap();
+        let at_merge = repo.find_object(merge, None).unwrap();
+        repo.tag("notes", &at_merge, &sig, "annotated", false)
+            .unwrap();
+        tag("light", merge);
+        let at_side = repo.find_object(side, None).unwrap();
+        repo.tag("v1.1.1", &at_side, &sig, "annotated release", false)
+            .unwrap();
+        tag("elsewhere", main);
+        let expected: HashMap<git2::Oid, Vec<String>> = [
+            (
+                merge,
+                vec!["light".to_owned(), "notes".to_owned(), "v2.0".to_owned()],
+            ),
+            (side, vec!["v1.1".to_owned(), "v1.1.1".to_owned()]),
+            (root, vec!["v1.0".to_owned()]),
+        ]
+        .into();
+        assert_eq!(tags_by_commit(&repo, merge, &release), expected);
+        git(dir.path(), &["pack-refs", "--all"]);
+        let notes = repo.find_reference("refs/tags/notes").unwrap();
+        assert_eq!(notes.target_peel(), Some(merge), "packed with its commit");
+        assert_eq!(tags_by_commit(&repo, merge, &release), expected);
     }
 
     #[test]
