@@ -133,7 +133,6 @@ fn unborn_branch(repo: &Repository) -> Option<String> {
     target.strip_prefix("refs/heads/").map(str::to_owned)
 }
 
-/// Every tag name, by the commit it points at (annotated tags peeled), sorted.
 /// The commits that HEAD's tags and the release tags name, with those tags, sorted: all a run
 /// needs of the tags. One pass over the tag references; an object is read only where the
 /// reference alone cannot tell (a release tag with no peeled value in `packed-refs`, or a tag
@@ -565,7 +564,7 @@ mod tests {
     }
 
     /// The nearest release behind HEAD by commit time, through either parent of a merge,
-    /// HEAD's own tag never counting; the walk reads no further than that commit.
+    /// HEAD's own tag never counting.
     #[test]
     fn the_previous_release_is_the_newest_tagged_commit_behind_head() {
         let dir = tempfile::tempdir().unwrap();
