@@ -4,8 +4,23 @@
 
 use std::path::Path;
 
+use super::{ConfigError, Source};
 use crate::include::Pipeline;
 use crate::plan::{Plan, PlanError};
+
+/// What a read gives, places and unknown keys included, or its error: two reads of a file
+/// agree when these do.
+pub(super) fn shown(read: Result<Source, ConfigError>) -> String {
+    match read {
+        Ok(source) => {
+            let keys: Vec<String> = (source.unknown_keys.iter())
+                .map(|d| format!("{}: {}", d.location(), d.message))
+                .collect();
+            format!("{keys:?}\n{:?}", source.pipeline)
+        }
+        Err(err) => err.to_string(),
+    }
+}
 
 /// A pipeline that uses most of the format: each mutation of it lands somewhere meaningful.
 const SEED: &str = r#"version: 1
@@ -106,15 +121,6 @@ fn mutated_pipelines_never_panic_and_every_error_has_a_place() {
 #[test]
 fn one_pass_reads_mutated_pipelines_as_the_walk_does() {
     let path = Path::new("pipeline.yml");
-    let shown = |read: Result<crate::config::Source, crate::config::ConfigError>| match read {
-        Ok(source) => {
-            let keys: Vec<String> = (source.unknown_keys.iter())
-                .map(|d| format!("{}: {}", d.location(), d.message))
-                .collect();
-            format!("{keys:?}\n{:?}", source.pipeline)
-        }
-        Err(err) => err.to_string(),
-    };
     let mut rng = Rng(0x7761_6c6b);
     let mut with_unknown_keys = 0;
     let mut plainly = 0;

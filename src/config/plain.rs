@@ -173,29 +173,34 @@ impl<'de> Reader<'de> {
     }
 
     fn seq<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value> {
-        self.enter()?;
-        let mut access = Seq {
-            reader: self,
-            done: false,
-        };
-        let value = visitor.visit_seq(&mut access)?;
-        // A visitor that stopped early left the rest unread.
-        if !access.done {
-            return Err(NotPlain);
-        }
-        self.depth -= 1;
-        Ok(value)
+        self.nested(|reader| {
+            let mut access = Seq {
+                reader,
+                done: false,
+            };
+            let value = visitor.visit_seq(&mut access)?;
+            Ok((value, access.done))
+        })
     }
 
     fn map<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value> {
+        self.nested(|reader| {
+            let mut access = Map {
+                reader,
+                seen: Seen::default(),
+                done: false,
+            };
+            let value = visitor.visit_map(&mut access)?;
+            Ok((value, access.done))
+        })
+    }
+
+    /// Reads one sequence or mapping a level deeper; `read` says whether it reached its end.
+    fn nested<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<(T, bool)>) -> Result<T> {
         self.enter()?;
-        let mut access = Map {
-            reader: self,
-            seen: Seen::default(),
-            done: false,
-        };
-        let value = visitor.visit_map(&mut access)?;
-        if !access.done {
+        let (value, done) = read(self)?;
+        // A visitor that stopped early left the rest unread.
+        if !done {
             return Err(NotPlain);
         }
         self.depth -= 1;
@@ -631,20 +636,8 @@ impl<'de> VariantAccess<'de> for &mut Reader<'de> {
 mod tests {
     use std::path::Path;
 
-    use super::super::{ConfigError, Source, parse, parse_with_walk};
-
-    /// What a read gives, places and unknown keys included, or its error.
-    fn shown(read: Result<Source, ConfigError>) -> String {
-        match read {
-            Ok(source) => {
-                let keys: Vec<String> = (source.unknown_keys.iter())
-                    .map(|d| format!("{}: {}", d.location(), d.message))
-                    .collect();
-                format!("{keys:?}\n{:?}", source.pipeline)
-            }
-            Err(err) => err.to_string(),
-        }
-    }
+    use super::super::fuzz::shown;
+    use super::super::{parse, parse_with_walk};
 
     /// Reads `text` both ways: the plain reader first, then serde-saphyr alone.
     fn both(text: &str) -> (String, String) {
