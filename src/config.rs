@@ -136,6 +136,7 @@ pub fn parse(path: &Path, text: String) -> Result<Source, ConfigError> {
     if let Some(pipeline) = plain {
         return noted(path, text, pipeline, found);
     }
+    // What the plain reader noted before it gave up is noted again, or not, by serde-saphyr.
     let found = unknown_fields::Found::default();
     let read = serde_saphyr::with_deserializer_from_str_with_options(&text, yaml_options(), |de| {
         unknown_fields::deserialize(de, &found)

@@ -158,15 +158,12 @@ fn tags_by_commit(
         else {
             continue;
         };
-        let named = reference.target_peel().or_else(|| reference.target());
-        let commit = if named == Some(head) {
+        let peeled = reference.target_peel();
+        let commit = if peeled.or_else(|| reference.target()) == Some(head) {
             Some(head)
         } else if release.is_match(&name) {
-            match reference.target_peel() {
-                Some(peeled) => Some(peeled),
-                None => peel(&reference),
-            }
-        } else if reference.target_peel().is_none()
+            peeled.or_else(|| peel(&reference))
+        } else if peeled.is_none()
             && let (Some(odb), Some(target)) = (&odb, reference.target())
             && odb
                 .read_header(target)

@@ -213,10 +213,9 @@ fn walk(
     let pattern = pattern.as_str();
     let glob = is_glob(pattern);
     // `dir/**` names every file the walk below `dir` meets: no glob need match each one.
-    let everything_below = clean(pattern) == "**"
-        || clean(pattern)
-            .strip_suffix("/**")
-            .is_some_and(|dir| !is_glob(dir));
+    let cleaned = clean(pattern);
+    let everything_below =
+        cleaned == "**" || cleaned.strip_suffix("/**").is_some_and(|dir| !is_glob(dir));
     let matcher = if glob && !everything_below {
         Some(compile(pattern).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?)
     } else {

@@ -410,19 +410,17 @@ impl<'de> Deserializer<'de> for &mut Reader<'de> {
                 visitor.visit_enum(CowStrDeserializer::new(name))
             }
             // `{variant: value}`: one key.
-            Ev::MappingStart => {
-                self.enter()?;
-                let name = match self.next()?.0 {
+            Ev::MappingStart => self.nested(|reader| {
+                let name = match reader.next()?.0 {
                     Ev::Scalar(name, plain) if !plain || surely_text(&name) => name,
                     _ => return Err(NotPlain),
                 };
-                let value = visitor.visit_enum(Variant { reader: self, name })?;
-                if !matches!(self.next()?.0, Ev::MappingEnd) {
-                    return Err(NotPlain);
-                }
-                self.depth -= 1;
-                Ok(value)
-            }
+                let value = visitor.visit_enum(Variant {
+                    reader: &mut *reader,
+                    name,
+                })?;
+                Ok((value, matches!(reader.next()?.0, Ev::MappingEnd)))
+            }),
             _ => Err(NotPlain),
         }
     }
