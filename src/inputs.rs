@@ -6,9 +6,9 @@
 //! excludes file); outputs do not, since build products are usually ignored. The state
 //! directory, `.git` and murphy's temp files are never matched.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
 use globset::{Glob, GlobBuilder, GlobMatcher};
@@ -150,7 +150,7 @@ pub fn expand_inputs(root: &Path, patterns: &[String], skip: &Path) -> io::Resul
     files.sort_unstable_by(|a: &PathBuf, b: &PathBuf| {
         a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes())
     });
-    files.dedup();
+    files.dedup_by(|a, b| a.as_os_str() == b.as_os_str());
     places.dirs.sort_unstable();
     places.dirs.dedup();
     Ok(Inputs {
@@ -312,7 +312,11 @@ fn walk(
         };
         if named {
             matched += 1;
-            files.push(relative.to_path_buf());
+            // The walk's own buffer, its root cut off: no second allocation per file.
+            let cut = entry.path().as_os_str().len() - relative.as_os_str().len();
+            let mut bytes = entry.into_path().into_os_string().into_vec();
+            bytes.drain(..cut);
+            files.push(PathBuf::from(OsString::from_vec(bytes)));
         }
     }
     Ok(matched)
