@@ -33,9 +33,44 @@ pub struct Manifest {
     /// Variable name to a digest of its value (values may be secrets; digests are not).
     pub env: BTreeMap<String, String>,
     /// Input path (relative to the pipeline's directory) to the digest of its bytes.
-    pub inputs: BTreeMap<String, String>,
+    pub inputs: BTreeMap<String, InputDigest>,
     /// Needed stage to the digest of its outputs.
     pub upstream: BTreeMap<String, String>,
+}
+
+/// The BLAKE3 digest of an input's bytes. Kept as bytes (a run holds one per input, 20,000
+/// of them); written as hex, in manifests and in the fingerprint alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputDigest(pub [u8; 32]);
+
+impl InputDigest {
+    fn hex(&self) -> impl std::ops::Deref<Target = str> {
+        blake3::Hash::from_bytes(self.0).to_hex()
+    }
+}
+
+impl Serialize for InputDigest {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for InputDigest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Hex;
+        impl serde::de::Visitor<'_> for Hex {
+            type Value = InputDigest;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a BLAKE3 digest in 64 hex digits")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<InputDigest, E> {
+                blake3::Hash::from_hex(text)
+                    .map(|hash| InputDigest(*hash.as_bytes()))
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Str(text), &self))
+            }
+        }
+        deserializer.deserialize_str(Hex)
+    }
 }
 
 impl Manifest {
@@ -129,12 +164,20 @@ impl Manifest {
         }
         put(&self.shell);
         put(&self.workdir);
-        for map in [&self.env, &self.inputs, &self.upstream] {
-            put(&map.len().to_string());
-            for (k, v) in map {
-                put(k);
-                put(v);
-            }
+        put(&self.env.len().to_string());
+        for (k, v) in &self.env {
+            put(k);
+            put(v);
+        }
+        put(&self.inputs.len().to_string());
+        for (k, v) in &self.inputs {
+            put(k);
+            put(&v.hex());
+        }
+        put(&self.upstream.len().to_string());
+        for (k, v) in &self.upstream {
+            put(k);
+            put(v);
         }
         blake3::hash(&bytes).to_hex().to_string()
     }
@@ -161,19 +204,19 @@ impl Manifest {
     }
 }
 
-/// Input path to the hex digest of its bytes; a file deleted since the walk is not an input.
+/// Input path to the digest of its bytes; a file deleted since the walk is not an input.
 /// The paths are taken, not copied: one allocation less for each of 20,000 inputs.
 fn digest_inputs(
     root: &Path,
     files: Vec<PathBuf>,
     stat_cache: &StatCache,
-) -> std::io::Result<BTreeMap<String, String>> {
+) -> std::io::Result<BTreeMap<String, InputDigest>> {
     // A stage's own list is split over the cores: a stat each is most of what a run that
     // changed little costs, and a lone large stage (or the check after it ran) would
     // otherwise use one core.
     let parts = cores().min(files.len() / PER_THREAD_AT_LEAST).max(1);
     let chunk = files.len().div_ceil(parts).max(1);
-    let digested: Vec<std::io::Result<Vec<Option<String>>>> = std::thread::scope(|scope| {
+    let digested: Vec<std::io::Result<Vec<Option<InputDigest>>>> = std::thread::scope(|scope| {
         let threads: Vec<_> = files
             .chunks(chunk)
             .skip(1)
@@ -214,12 +257,12 @@ fn cores() -> usize {
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
 }
 
-/// The hex digest of each of `files`, in their order; `None` for one deleted since the walk.
+/// The digest of each of `files`, in their order; `None` for one deleted since the walk.
 fn digest_part(
     root: &Path,
     files: &[PathBuf],
     stat_cache: &StatCache,
-) -> std::io::Result<Vec<Option<String>>> {
+) -> std::io::Result<Vec<Option<InputDigest>>> {
     let mut digests = Vec::with_capacity(files.len());
     // One buffer for every path: a join each would allocate 20,000 times.
     let mut path = PathBuf::new();
@@ -240,16 +283,16 @@ fn digest_part(
                 ));
             }
         };
-        digests.push(Some(hex(&digest)));
+        digests.push(Some(InputDigest(digest)));
     }
     Ok(digests)
 }
 
-fn diff(
+fn diff<V: PartialEq>(
     out: &mut Vec<String>,
     what: &str,
-    before: &BTreeMap<String, String>,
-    after: &BTreeMap<String, String>,
+    before: &BTreeMap<String, V>,
+    after: &BTreeMap<String, V>,
 ) {
     for (key, value) in after {
         match before.get(key) {
@@ -299,19 +342,37 @@ mod tests {
             shell: "sh".into(),
             workdir: ".".into(),
             env: [("A".to_owned(), "1".to_owned())].into(),
-            inputs: [("src/a.rs".to_owned(), "aa".to_owned())].into(),
+            inputs: [("src/a.rs".to_owned(), InputDigest([0xaa; 32]))].into(),
             upstream: [("build".to_owned(), "bb".to_owned())].into(),
         }
     }
 
-    /// Checkpoints made by an earlier murphy must still be found: the value is that of the
-    /// fingerprint computed field by field, before it was encoded whole.
+    /// Checkpoints made by an earlier murphy must still be found: the value is the one
+    /// murphy computed when it kept input digests as hex strings (`"aa"` 32 times).
     #[test]
     fn the_fingerprint_of_a_manifest_does_not_drift() {
         assert_eq!(
             manifest().fingerprint(),
-            "d38222996748d7d4e0fb6a7ed7cd5ff565714675e45983e9206d28a9bd805707"
+            "4672a0823950d82410be80fe5fb01263c6ab7c07771e805a9fcfd9c430d42fa5"
         );
+    }
+
+    /// Manifests are read back to say what changed: a digest is written as hex and read so,
+    /// and anything else is refused with what was expected.
+    #[test]
+    fn a_manifest_reads_back_what_it_wrote() {
+        let json = serde_json::to_string(&manifest()).unwrap();
+        assert!(
+            json.contains(&format!(r#""src/a.rs":"{}""#, "aa".repeat(32))),
+            "{json}"
+        );
+        let back: Manifest = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.inputs, manifest().inputs);
+        let bad = json.replace(&"aa".repeat(32), "zz");
+        let err = serde_json::from_str::<Manifest>(&bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a BLAKE3 digest in 64 hex digits"), "{err}");
     }
 
     #[test]
@@ -337,7 +398,7 @@ mod tests {
         m.env.insert("B".into(), "2".into());
         changed.push(m);
         let mut m = manifest();
-        m.inputs.insert("src/a.rs".into(), "ab".into());
+        m.inputs.insert("src/a.rs".into(), InputDigest([0xab; 32]));
         changed.push(m);
         let mut m = manifest();
         m.upstream.insert("build".into(), "bc".into());
@@ -380,12 +441,8 @@ mod tests {
             match gone.contains(&i) {
                 true => assert_eq!(digest, None, "f{i:05}"),
                 false => assert_eq!(
-                    digest.map(String::as_str),
-                    Some(
-                        blake3::hash(format!("file {i}").as_bytes())
-                            .to_hex()
-                            .as_str()
-                    ),
+                    digest.map(|d| d.0),
+                    Some(*blake3::hash(format!("file {i}").as_bytes()).as_bytes()),
                     "f{i:05}"
                 ),
             }
@@ -396,8 +453,12 @@ mod tests {
     fn changes_are_named() {
         let before = manifest();
         let mut after = manifest();
-        after.inputs.insert("src/a.rs".into(), "zz".into());
-        after.inputs.insert("src/new.rs".into(), "cc".into());
+        after
+            .inputs
+            .insert("src/a.rs".into(), InputDigest([0x11; 32]));
+        after
+            .inputs
+            .insert("src/new.rs".into(), InputDigest([0xcc; 32]));
         after.env.remove("A");
         assert_eq!(
             after.changes_since(&before),
