@@ -143,10 +143,29 @@ impl Task {
             }
         }
 
-        let why = why.or_else(|| self.why(&manifest));
+        // Why it runs is read from its last checkpoint's manifest, large for 20,000 inputs:
+        // off the async thread, beside the listing of changed files its commands get.
+        let (ctx, id, mode) = (self.ctx.clone(), self.id, self.mode);
+        let explain = async move {
+            match why {
+                Some(why) => Ok((manifest, Some(why))),
+                None => {
+                    tokio::task::spawn_blocking(move || {
+                        let why = why_it_runs(&ctx, id, mode, &manifest);
+                        (manifest, why)
+                    })
+                    .await
+                }
+            }
+        };
         let started = Instant::now();
         let started_at = Timestamp::now();
-        let env = match self.stage_env().await {
+        let (explained, env) = tokio::join!(explain, self.stage_env());
+        let (manifest, why) = match explained {
+            Ok(explained) => explained,
+            Err(e) => return self.fail_before_running(format!("murphy failed internally: {e}")),
+        };
+        let env = match env {
             Ok(env) => env,
             Err(message) => return self.fail_before_running(message),
         };
@@ -353,28 +372,6 @@ impl Task {
             output_digest: Some(before.output_digest.clone()),
             cached: false,
             stale: false,
-        })
-    }
-
-    /// Why the stage runs instead of being restored, for `murphy status`.
-    fn why(&self, manifest: &Manifest) -> Option<String> {
-        let stage = self.stage();
-        if self.mode == Mode::Force {
-            return Some("forced".into());
-        }
-        if !stage.cacheable {
-            return None;
-        }
-        Some(match self.ctx.store.latest_manifest(&stage.name) {
-            None => "no checkpoint yet".into(),
-            Some(before) => {
-                let changes = manifest.changes_since(&before);
-                if changes.is_empty() {
-                    "its checkpoint was missing or damaged".into()
-                } else {
-                    summarize(&changes, 3)
-                }
-            }
         })
     }
 
@@ -877,6 +874,28 @@ fn log_end(path: &Path) -> String {
             .map_or(String::new(), |(_, rest)| rest.to_owned()),
         false => text.into_owned(),
     }
+}
+
+/// Why stage `id` runs instead of being restored, for `murphy status`.
+fn why_it_runs(ctx: &Context, id: StageId, mode: Mode, manifest: &Manifest) -> Option<String> {
+    let stage = &ctx.plan.stages[id];
+    if mode == Mode::Force {
+        return Some("forced".into());
+    }
+    if !stage.cacheable {
+        return None;
+    }
+    Some(match ctx.store.latest_manifest(&stage.name) {
+        None => "no checkpoint yet".into(),
+        Some(before) => {
+            let changes = manifest.changes_since(&before);
+            if changes.is_empty() {
+                "its checkpoint was missing or damaged".into()
+            } else {
+                summarize(&changes, 3)
+            }
+        }
+    })
 }
 
 /// Verifies a successful attempt's outputs and, for a cacheable stage, stores them with the
