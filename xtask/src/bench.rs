@@ -6,6 +6,7 @@
 //! this runs on are noisy, so a missed target is reported, never an error: only a
 //! benchmark that could not run makes the task fail.
 
+mod change;
 mod hash;
 mod history;
 mod json;
@@ -48,6 +49,11 @@ const BENCHMARKS: &[Benchmark] = &[
     Benchmark {
         name: "touched",
         run: touched::run,
+        default: true,
+    },
+    Benchmark {
+        name: "change",
+        run: change::run,
         default: true,
     },
     Benchmark {

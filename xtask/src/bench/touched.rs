@@ -149,7 +149,7 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// The real `git`, isolated from the machine's configuration.
-fn git(dir: &Path, args: &[&str]) -> Result<()> {
+pub(super) fn git(dir: &Path, args: &[&str]) -> Result<()> {
     let status = Command::new("git")
         .args(args)
         .current_dir(dir)
