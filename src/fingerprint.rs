@@ -33,6 +33,7 @@ pub struct Manifest {
     /// Variable name to a digest of its value (values may be secrets; digests are not).
     pub env: BTreeMap<String, String>,
     /// Input path (relative to the pipeline's directory) to the digest of its bytes.
+    #[serde(deserialize_with = "sorted_map")]
     pub inputs: BTreeMap<String, InputDigest>,
     /// Needed stage to the digest of its outputs.
     pub upstream: BTreeMap<String, String>,
@@ -71,9 +72,24 @@ impl<'de> Deserialize<'de> for InputDigest {
                 f.write_str("a BLAKE3 digest in 64 hex digits")
             }
             fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<InputDigest, E> {
-                blake3::Hash::from_hex(text)
-                    .map(|hash| InputDigest(*hash.as_bytes()))
-                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Str(text), &self))
+                let nibble = |c: u8| char::from(c).to_digit(16);
+                let mut digest = [0; 32];
+                let digits = text.as_bytes();
+                let read = digits.len() == 64
+                    && digest
+                        .iter_mut()
+                        .zip(digits.chunks_exact(2))
+                        .all(|(byte, pair)| match (nibble(pair[0]), nibble(pair[1])) {
+                            (Some(high), Some(low)) => {
+                                *byte = (high << 4 | low) as u8;
+                                true
+                            }
+                            _ => false,
+                        });
+                match read {
+                    true => Ok(InputDigest(digest)),
+                    false => Err(E::invalid_value(serde::de::Unexpected::Str(text), &self)),
+                }
             }
         }
         deserializer.deserialize_str(Hex)
@@ -295,22 +311,56 @@ fn digest_part(
     Ok(digests)
 }
 
+/// A map read in the order a manifest writes it (sorted), then built in one pass: inserting
+/// 20,000 keys one at a time compares each with a dozen others.
+fn sorted_map<'de, D, V>(deserializer: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Entries<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Entries<V> {
+        type Value = BTreeMap<String, V>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+            while let Some(entry) = map.next_entry()? {
+                entries.push(entry);
+            }
+            // Sorted already, so the sort before the build only checks that it is.
+            Ok(entries.into_iter().collect())
+        }
+    }
+    deserializer.deserialize_map(Entries(std::marker::PhantomData))
+}
+
+/// What changed between two maps, in words: the added and changed keys in order, then the
+/// removed ones. Both are sorted, so they are walked side by side, not searched per key.
 fn diff<V: PartialEq>(
     out: &mut Vec<String>,
     what: &str,
     before: &BTreeMap<String, V>,
     after: &BTreeMap<String, V>,
 ) {
+    let mut removed = Vec::new();
+    let mut old = before.iter().peekable();
     for (key, value) in after {
-        match before.get(key) {
+        while let Some((gone, _)) = old.next_if(|(k, _)| *k < key) {
+            removed.push(format!("{what} `{gone}` was removed"));
+        }
+        match old.next_if(|(k, _)| *k == key) {
             None => out.push(format!("{what} `{key}` was added")),
-            Some(old) if old != value => out.push(format!("{what} `{key}` changed")),
+            Some((_, was)) if was != value => out.push(format!("{what} `{key}` changed")),
             Some(_) => {}
         }
     }
-    for key in before.keys().filter(|k| !after.contains_key(*k)) {
-        out.push(format!("{what} `{key}` was removed"));
-    }
+    removed.extend(old.map(|(gone, _)| format!("{what} `{gone}` was removed")));
+    out.append(&mut removed);
 }
 
 /// Up to `n` reasons joined, with a count of the rest: for one line in `status`.
@@ -376,11 +426,20 @@ mod tests {
         );
         let back: Manifest = serde_json::from_str(&json).unwrap();
         assert_eq!(back.inputs, manifest().inputs);
-        let bad = json.replace(&"aa".repeat(32), "zz");
-        let err = serde_json::from_str::<Manifest>(&bad)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("a BLAKE3 digest in 64 hex digits"), "{err}");
+        let upper: Manifest = serde_json::from_str(&json.replace("aa", "AA")).unwrap();
+        assert_eq!(upper.inputs, manifest().inputs);
+        for bad in [
+            "zz".to_owned(),
+            "ag".repeat(32),
+            "a".repeat(63),
+            "a".repeat(66),
+        ] {
+            let bad = json.replace(&"aa".repeat(32), &bad);
+            let err = serde_json::from_str::<Manifest>(&bad)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("a BLAKE3 digest in 64 hex digits"), "{err}");
+        }
     }
 
     #[test]
@@ -455,6 +514,29 @@ mod tests {
                 ),
             }
         }
+    }
+
+    /// Keys on either side of each other, at both ends: added and changed in order, then
+    /// the removed ones in order.
+    #[test]
+    fn a_diff_names_every_key_once() {
+        let map = |keys: &[(&str, u8)]| -> BTreeMap<String, u8> {
+            keys.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+        };
+        let before = map(&[("a", 1), ("b", 1), ("c", 1), ("e", 1), ("g", 1)]);
+        let after = map(&[("b", 2), ("c", 1), ("d", 1), ("g", 1), ("h", 1)]);
+        let mut out = Vec::new();
+        diff(&mut out, "input", &before, &after);
+        assert_eq!(
+            out,
+            [
+                "input `b` changed",
+                "input `d` was added",
+                "input `h` was added",
+                "input `a` was removed",
+                "input `e` was removed"
+            ]
+        );
     }
 
     #[test]
