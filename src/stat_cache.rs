@@ -3,9 +3,10 @@
 //! A file whose size, mtime, ctime, inode and device are what they were when it was hashed is
 //! not read again. The catch is the "racily clean" file: one changed again within the same
 //! timestamp granule as the hash, so its stat looks unchanged although its bytes are not. An
-//! entry is therefore only kept when the file's ctime was at least [`RACY_WINDOW`] older than
-//! the moment it was hashed; a file touched more recently is hashed again next time. ctime,
-//! unlike mtime, cannot be set back by `touch -d` or an archive extractor.
+//! entry is therefore only kept when the file's ctime was older than the moment it was hashed
+//! by more than its file system's granule ([`racy_window_ns`]); a file touched more recently
+//! is hashed again next time. ctime, unlike mtime, cannot be set back by `touch -d` or an
+//! archive extractor.
 
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
@@ -27,9 +28,22 @@ use crate::atomic_file;
 /// A BLAKE3 digest: murphy's internal content key (SHA-256 is for digests others read).
 pub type Digest = [u8; 32];
 
-/// Wider than any local filesystem's timestamp granule (kernel ticks are at most 10 ms;
-/// some network filesystems keep whole seconds), so a racy entry is never trusted.
-const RACY_WINDOW_NS: i128 = 2_000_000_000;
+/// How long after its last change a file's stamp can vouch for its bytes: longer than the
+/// granule of its timestamps, so a later change cannot leave the stamp as it was.
+///
+/// - A ctime with a fraction of a second comes from a file system that keeps fine times
+///   (ext4, XFS, btrfs, tmpfs, APFS and NTFS to the nanosecond or 100 ns, exFAT to 10 ms), set
+///   from the kernel's coarse clock, which lags by at most a tick (10 ms at HZ=100): 100 ms
+///   is ten times that.
+/// - A whole-second ctime may come from one that keeps whole seconds (HFS+, ext4 with small
+///   inodes, some network file systems) or two (FAT): 2 s. Before this rule, every file
+///   waited 2 s, and a run in the two seconds after a checkout read every file again.
+fn racy_window_ns(stamp: &Stamp) -> i128 {
+    match stamp.ctime_ns % 1_000_000_000 {
+        0 => 2_000_000_000,
+        _ => 100_000_000,
+    }
+}
 
 const MAGIC: &[u8; 8] = b"MURPHYSC";
 /// 2: entries sorted by path, each path stored as the length it shares with the one before
@@ -200,7 +214,7 @@ impl StatCache {
         // Keep the entry only if the file cannot change again unseen (see the module doc),
         // and only if the bytes read are those of the stamp: the file opened is the one
         // stat-ed (same inode) and did not change while it was read.
-        if Stamp::of(&after) == stamp && stamp.ctime_ns < hashed_at - RACY_WINDOW_NS {
+        if Stamp::of(&after) == stamp && stamp.ctime_ns < hashed_at - racy_window_ns(&stamp) {
             fresh.map.insert(key.into(), Entry { stamp, digest });
             fresh.changed = true;
         }
@@ -557,6 +571,25 @@ mod tests {
             cache.fresh().map.is_empty(),
             "a racy entry must not be kept"
         );
+    }
+
+    /// On a file system with sub-second times, a file last changed 150 ms before it is
+    /// hashed is kept, where a whole-second ctime would make it wait 2 s.
+    #[test]
+    fn a_file_past_its_file_system_s_granule_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.txt");
+        std::fs::write(&file, "one").unwrap();
+        let stamp = Stamp::of(&std::fs::metadata(&file).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        let cache = StatCache::load(&dir.path().join("cache"));
+        cache.digest(&file).unwrap();
+        let kept = cache.fresh().map.contains_key(file.as_os_str().as_bytes());
+        // The temp dir's file system decides which rule applies; both are checked.
+        match stamp.ctime_ns % 1_000_000_000 {
+            0 => assert!(!kept, "a whole-second ctime must wait 2 s"),
+            _ => assert!(kept, "a sub-second ctime 150 ms old must be kept"),
+        }
     }
 
     #[test]

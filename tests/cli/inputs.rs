@@ -194,7 +194,8 @@ fn a_run_records_how_many_files_it_read_again() {
         .write("src/a.txt", "a\n")
         .write("src/b.txt", "b\n")
         .write("src/c.txt", "c\n");
-    // The stat cache trusts only files last changed 2 s before it read them.
+    // The stat cache trusts only files last changed 100 ms (2 s on whole-second file systems)
+    // before it read them.
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let out = out.args(["run"]).run();
     let rehashed = |out: &Output| {

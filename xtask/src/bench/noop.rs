@@ -32,8 +32,9 @@ const DIRS_PER_STAGE: usize = 50;
 const FILES_PER_DIR: usize = 100;
 pub(super) const FILES: usize = STAGES * DIRS_PER_STAGE * FILES_PER_DIR;
 const FILE_BYTES: usize = 300;
-/// The stat cache keeps an entry only for a file whose ctime is 2 s older than its hashing;
-/// wait a little longer than that before the run that fills it.
+/// The stat cache keeps an entry only for a file whose ctime is older than its hashing by
+/// 100 ms (2 s where ctimes are whole seconds); wait longer than that before the run that
+/// fills it.
 pub(super) const SETTLE: Duration = Duration::from_millis(2500);
 const WARM_UP: usize = 1;
 const MEASURED: usize = 7;
