@@ -38,6 +38,9 @@ pub type Digest = [u8; 32];
 /// - A whole-second ctime may come from one that keeps whole seconds (HFS+, ext4 with small
 ///   inodes, some network file systems) or two (FAT): 2 s. Before this rule, every file
 ///   waited 2 s, and a run in the two seconds after a checkout read every file again.
+///
+/// The ctime is the file server's time, `hashed_at` this machine's: a server whose clock lags
+/// by more than the window is not covered (nor was it past 2 s).
 fn racy_window_ns(stamp: &Stamp) -> i128 {
     match stamp.ctime_ns % 1_000_000_000 {
         0 => 2_000_000_000,
