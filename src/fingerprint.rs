@@ -328,7 +328,8 @@ where
             self,
             mut map: A,
         ) -> Result<Self::Value, A::Error> {
-            let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+            // A length read from the file is a hint, not a promise: capped.
+            let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(1 << 16));
             while let Some(entry) = map.next_entry()? {
                 entries.push(entry);
             }
