@@ -253,23 +253,21 @@ fn digest_inputs(
             }))
             .collect()
     });
-    // Collected in order and built at once: `BTreeMap` builds a sorted sequence in one pass
-    // instead of searching for each key.
-    let mut digests = Vec::with_capacity(files.len());
-    let mut files = files.into_iter();
-    for part in digested {
-        for digest in part? {
-            let Some(file) = files.next() else { break };
-            if let Some(digest) = digest {
-                let key = file
-                    .into_os_string()
-                    .into_string()
-                    .unwrap_or_else(|path| path.to_string_lossy().into_owned());
-                digests.push((key, digest));
-            }
-        }
-    }
-    Ok(digests.into_iter().collect())
+    // The parts, in order, line up with the files. Built at once: `BTreeMap` builds a sorted
+    // sequence in one pass instead of searching for each key.
+    let digested = digested.into_iter().collect::<std::io::Result<Vec<_>>>()?;
+    Ok(files
+        .into_iter()
+        .zip(digested.into_iter().flatten())
+        .filter_map(|(file, digest)| {
+            let digest = digest?;
+            let key = file
+                .into_os_string()
+                .into_string()
+                .unwrap_or_else(|path| path.to_string_lossy().into_owned());
+            Some((key, digest))
+        })
+        .collect())
 }
 
 /// Below this many files a thread is not worth starting.
