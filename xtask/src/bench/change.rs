@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 
-use super::json::{self, Json};
-use super::noop::{FILES, SETTLE, STAGES, make_files};
+use super::noop::{FILES, SETTLE, STAGES, check_states, make_files, stage_states};
 use super::touched::git;
 use super::{Env, Row, Target, TempDir, median, ms, murphy, quiet, time};
 
@@ -45,6 +44,7 @@ pub fn run(env: &Env) -> Result<Vec<Row>> {
 
     std::thread::sleep(SETTLE);
     time(&mut murphy(env, &dir, &state, &["run"]), &stderr).context("the first run")?;
+    check_states(env, &dir, &state, "succeeded")?;
     let step = command(0).replace("out0.txt", "base.txt");
     let mut samples: [Vec<Duration>; 2] = Default::default();
     for round in 0..WARM_UP + MEASURED {
@@ -102,21 +102,7 @@ fn edit(dir: &Path) -> Result<()> {
 
 /// Fails unless the latest run ran the edited stage and restored every other one.
 fn check_one_ran(env: &Env, dir: &Path, state: &Path) -> Result<()> {
-    let out = murphy(env, dir, state, &["status", "--json"])
-        .output()
-        .context("cannot run murphy status")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let status = json::parse(&text).context("murphy status --json printed bad JSON")?;
-    let states: Vec<(String, String)> = status
-        .get("stages")
-        .and_then(Json::as_array)
-        .context("murphy status --json has no `stages` array")?
-        .iter()
-        .map(|s| {
-            let field = |k| s.get(k).and_then(Json::as_str).unwrap_or("?").to_owned();
-            (field("name"), field("state"))
-        })
-        .collect();
+    let states = stage_states(env, dir, state)?;
     let expected = |name: &str| match name == EDITED_STAGE {
         true => "succeeded",
         false => "cached",

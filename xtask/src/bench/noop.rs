@@ -187,6 +187,15 @@ pub(super) fn stamp(path: &Path) -> Result<(u64, u64, i64, i64)> {
 
 /// Fails unless `murphy status --json` shows every stage of the latest run as `want`.
 pub(super) fn check_states(env: &Env, dir: &Path, state: &Path, want: &str) -> Result<()> {
+    let states = stage_states(env, dir, state)?;
+    if states.len() != STAGES || states.iter().any(|(_, s)| s != want) {
+        bail!("expected all {STAGES} stages {want}, murphy status says {states:?}");
+    }
+    Ok(())
+}
+
+/// Each stage of the latest run with its state, as `murphy status --json` gives them.
+pub(super) fn stage_states(env: &Env, dir: &Path, state: &Path) -> Result<Vec<(String, String)>> {
     let out = murphy(env, dir, state, &["status", "--json"])
         .output()
         .context("cannot run murphy status")?;
@@ -203,15 +212,11 @@ pub(super) fn check_states(env: &Env, dir: &Path, state: &Path, want: &str) -> R
         .get("stages")
         .and_then(Json::as_array)
         .context("murphy status --json has no `stages` array")?;
-    let states: Vec<(&str, &str)> = stages
+    Ok(stages
         .iter()
         .map(|s| {
-            let name = s.get("name").and_then(Json::as_str).unwrap_or("?");
-            (name, s.get("state").and_then(Json::as_str).unwrap_or("?"))
+            let field = |key| s.get(key).and_then(Json::as_str).unwrap_or("?").to_owned();
+            (field("name"), field("state"))
         })
-        .collect();
-    if states.len() != STAGES || states.iter().any(|(_, s)| *s != want) {
-        bail!("expected all {STAGES} stages {want}, murphy status says {states:?}");
-    }
-    Ok(())
+        .collect())
 }
