@@ -6,6 +6,7 @@
 //! or a signal) means: start nothing new, let running stages finish (or kill them, for a
 //! signal), then record the end.
 
+mod attempts;
 mod deliver;
 mod share;
 mod stage;
