@@ -5,8 +5,10 @@
 //! round times a warm run, touches every input, waits until the files are old enough for
 //! the stat cache to keep them, then times the first run (every input is read again) and the
 //! run after it (nothing should be: neither murphy's stat cache nor git's index may stay
-//! stale). The baseline is a warm run of a copy of the project outside git, timed in the
-//! same rounds: what git costs shows as the ratio.
+//! stale), against the warm run in git of the same round. The warm run in git is itself timed
+//! against a warm run of a copy of the project outside git: what git costs shows as that
+//! ratio. Compared with the copy outside git, the run after a touch would carry git's cost
+//! too, and its 10% would be spent on it.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -86,9 +88,9 @@ pub fn run(env: &Env) -> Result<Vec<Row>> {
             target: None,
         },
         Row {
-            name: format!("touched: the run after it, {STAGES} stages (vs warm outside git)"),
+            name: format!("touched: the run after it, {STAGES} stages (vs warm in git)"),
             value: after,
-            baseline: Some(plain_warm),
+            baseline: Some(repo_warm),
             unit: "ms",
             target: Some(Target::RatioAtMost(TARGET_RATIO)),
         },
