@@ -143,16 +143,22 @@ impl Manifest {
 
     /// The inputs a stage changed by running: what its `inputs` name now, against what they
     /// named when it was fingerprinted. Files it wrote are new to the stat cache, so only
-    /// they are read.
+    /// they are read. With `walk` false, no input can have been added (nothing was created
+    /// or renamed where they are looked for), and only the files that were inputs are looked
+    /// at.
     pub fn inputs_changed_by_run(
         &self,
         stage: &Stage,
         root: &Path,
         state_dir: &Path,
         stat_cache: &StatCache,
+        walk: bool,
     ) -> std::io::Result<Vec<String>> {
-        let expanded = inputs::expand_inputs(root, &stage.inputs, state_dir)?;
-        let now = digest_inputs(root, expanded.files, stat_cache)?;
+        let files = match walk {
+            true => inputs::expand_inputs(root, &stage.inputs, state_dir)?.files,
+            false => self.inputs.keys().map(PathBuf::from).collect(),
+        };
+        let now = digest_inputs(root, files, stat_cache)?;
         let mut changed: Vec<String> = now
             .iter()
             .filter(|(path, digest)| self.inputs.get(*path) != Some(*digest))

@@ -41,11 +41,18 @@ pub type Digest = [u8; 32];
 ///
 /// The ctime is the file server's time, `hashed_at` this machine's: a server whose clock lags
 /// by more than the window is not covered (nor was it past 2 s).
-fn racy_window_ns(stamp: &Stamp) -> i128 {
-    match stamp.ctime_ns % 1_000_000_000 {
+fn racy_window_ns(ctime_ns: i128) -> i128 {
+    match ctime_ns % 1_000_000_000 {
         0 => 2_000_000_000,
         _ => 100_000_000,
     }
+}
+
+/// Whether a change made at `ctime_ns` was, at `at_ns`, older than its file system's granule
+/// ([`racy_window_ns`]): a later change cannot leave the times as they were. The cache keeps
+/// an entry only then, and [`crate::dir_stamps`] trusts a directory's times only then.
+pub fn settled(ctime_ns: i128, at_ns: i128) -> bool {
+    ctime_ns < at_ns - racy_window_ns(ctime_ns)
 }
 
 const MAGIC: &[u8; 8] = b"MURPHYSC";
@@ -217,7 +224,7 @@ impl StatCache {
         // Keep the entry only if the file cannot change again unseen (see the module doc),
         // and only if the bytes read are those of the stamp: the file opened is the one
         // stat-ed (same inode) and did not change while it was read.
-        if Stamp::of(&after) == stamp && stamp.ctime_ns < hashed_at - racy_window_ns(&stamp) {
+        if Stamp::of(&after) == stamp && settled(stamp.ctime_ns, hashed_at) {
             fresh.map.insert(key.into(), Entry { stamp, digest });
             fresh.changed = true;
         }
@@ -392,7 +399,8 @@ fn hash_open(file: &mut File, size: u64) -> io::Result<Digest> {
     Ok(*hasher.finalize().as_bytes())
 }
 
-fn now_ns() -> i128 {
+/// Now, in nanoseconds since the epoch, as file times are kept.
+pub fn now_ns() -> i128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i128)

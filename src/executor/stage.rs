@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::{Context, Done, Mode, StageEnd};
 use crate::archive;
+use crate::dir_stamps::DirStamps;
 use crate::environment::{self, StageEnv};
 use crate::fingerprint::{Manifest, summarize};
 use crate::inputs::{self, Places};
@@ -22,7 +23,6 @@ use crate::plan::{Stage, StageId};
 use crate::process;
 use crate::report::Finish;
 use crate::store::{self, RECORD_VERSION, StageRecord, StoreError, outputs_digest};
-use crate::watch::Watch;
 
 /// Runs `work` on the blocking pool, or right here when it is known to be trivial (a stage
 /// with no inputs to hash, no outputs to store): a hop to another thread and back is two
@@ -162,15 +162,14 @@ impl Task {
             Ok(env) => env,
             Err(message) => return self.fail_before_running(message),
         };
-        // From before the first command: whether the commands write where inputs live.
+        // From before the first command: whether the commands add inputs where they live.
         let root = self.ctx.plan.root.clone();
         let places_count = places.dirs.len() + places.named.len();
-        let watch = match places_count {
+        let stamps = match places_count {
             0 => None,
-            n => blocking(n < 64, move || Watch::start(&root, &places))
+            n => blocking(n < 64, move || DirStamps::take(&root, &places))
                 .await
-                .ok()
-                .flatten(),
+                .ok(),
         };
         let attempt = match self.attempts(why, env).await {
             Ok(attempt) => attempt,
@@ -186,7 +185,7 @@ impl Task {
         self.checkpoint(
             manifest,
             fingerprint,
-            watch,
+            stamps,
             attempt,
             started.elapsed(),
             started_at,
@@ -477,7 +476,7 @@ impl Task {
         &self,
         manifest: Manifest,
         fingerprint: String,
-        watch: Option<Watch>,
+        stamps: Option<DirStamps>,
         attempt: u32,
         elapsed: Duration,
         started_at: Timestamp,
@@ -492,11 +491,11 @@ impl Task {
             let stage = &ctx.plan.stages[id];
             crate::crash::at("stage-exited", &stage.name);
             // The check for inputs the stage wrote into only warns: it runs beside the storing,
-            // and not at all when the kernel saw no write where the inputs live.
-            let wrote = watch.as_ref().is_none_or(Watch::saw_writes);
+            // and walks the inputs again only where an entry may have been added.
+            let walk = stamps.is_none_or(|stamps| stamps.moved(&ctx.plan.root));
             std::thread::scope(|scope| {
-                let check = (wrote && !stage.inputs.is_empty())
-                    .then(|| scope.spawn(|| warn_if_inputs_changed(&ctx, stage, &manifest)));
+                let check = (!stage.inputs.is_empty())
+                    .then(|| scope.spawn(|| warn_if_inputs_changed(&ctx, stage, &manifest, walk)));
                 let saved = save_outputs(&ctx, stage, &manifest, fp, duration_ms);
                 if let Some(check) = check {
                     let _ = check.join();
@@ -659,8 +658,15 @@ fn save_outputs(
 
 /// A stage that writes into its own inputs (`__pycache__` beside the tests it runs) gets a
 /// new fingerprint every time and never hits its checkpoint: say which files, and the fix.
-fn warn_if_inputs_changed(ctx: &Context, stage: &Stage, manifest: &Manifest) {
-    match manifest.inputs_changed_by_run(stage, &ctx.plan.root, &ctx.state_dir, &ctx.stat_cache) {
+fn warn_if_inputs_changed(ctx: &Context, stage: &Stage, manifest: &Manifest, walk: bool) {
+    let changed = manifest.inputs_changed_by_run(
+        stage,
+        &ctx.plan.root,
+        &ctx.state_dir,
+        &ctx.stat_cache,
+        walk,
+    );
+    match changed {
         Ok(changed) if !changed.is_empty() => {
             tracing::warn!("{}", inputs::changed_by_run_warning(&stage.name, &changed));
         }

@@ -179,6 +179,55 @@ fn a_stage_that_changes_its_own_inputs_is_told_how_to_fix_it() {
     assert_eq!(out.status().stage("test").state, "cached");
 }
 
+/// Writes into files that were inputs create nothing where the inputs live: found through the
+/// files' own times, without walking the inputs again; a new file is found by the walk its
+/// folder's moved times call for. Each waits past the window in which a folder's times cannot
+/// yet vouch for it, so that the cheaper path is the one taken.
+#[test]
+fn a_stage_that_writes_into_an_input_or_adds_one_is_told_which() {
+    let out = Test::new()
+        .git_init()
+        .pipeline(
+            "
+            version: 1
+            stages:
+              gen:
+                inputs: [data/**, VERSION, step.sh]
+                run: sh step.sh
+            ",
+        )
+        .write(".gitignore", "ran.*\n")
+        .write("data/a.txt", "a\n")
+        .write("data/deep/b.txt", "b\n")
+        .write("step.sh", "echo x >> ran.gen\n")
+        .args(["validate"])
+        .run();
+    let settle = || std::thread::sleep(std::time::Duration::from_millis(250));
+    settle();
+    let first = out.murphy(["run"]).run();
+    assert!(
+        !first.stderr.contains("changed its own inputs"),
+        "{}",
+        first.stderr
+    );
+
+    for (script, named) in [
+        // In place: no folder moves.
+        ("echo more >> data/deep/b.txt", "`data/deep/b.txt`"),
+        // A new file in a walked folder.
+        ("echo c > data/deep/c.txt", "`data/deep/c.txt`"),
+        // A file named literally that did not exist.
+        ("echo 1.0 > VERSION", "`VERSION`"),
+    ] {
+        out.write("step.sh", &format!("echo x >> ran.gen; {script}\n"));
+        settle();
+        let run = out.murphy(["run"]).run();
+        let warning = format!("stage `gen` changed its own inputs: {named};");
+        assert!(run.stderr.contains(&warning), "{warning}\n{}", run.stderr);
+    }
+    assert_eq!(out.count("ran.gen"), 4);
+}
+
 #[test]
 fn a_run_records_how_many_files_it_read_again() {
     let out = Test::new()
