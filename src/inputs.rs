@@ -25,7 +25,8 @@ pub struct Inputs {
     /// The patterns (as written) that named no file: a typo, or everything they match is
     /// ignored by git.
     pub unmatched: Vec<String>,
-    /// Where they were looked for: what to watch while the stage runs.
+    /// Where they were looked for: where a stage that runs could add to them
+    /// ([`crate::dir_stamps`]).
     pub places: Places,
 }
 
