@@ -639,17 +639,22 @@ mod tests {
         assert_eq!(rehashed.examples, files[1..=EXAMPLES]);
     }
 
+    /// Files named `names` in `dir`, each holding its name.
+    fn files<const N: usize>(dir: &Path, names: [&str; N]) -> [PathBuf; N] {
+        names.map(|name| {
+            let file = dir.join(name);
+            std::fs::write(&file, name).unwrap();
+            file
+        })
+    }
+
     /// A save writes what this run hashed over what the last one saved, once per path, and
     /// drops the files that are gone.
     #[test]
     fn a_save_replaces_what_was_hashed_again_and_drops_what_is_gone() {
         let dir = tempfile::tempdir().unwrap();
         let cache_path = dir.path().join("cache");
-        let [a, b, c] = ["a", "b", "c"].map(|name| {
-            let file = dir.path().join(name);
-            std::fs::write(&file, name).unwrap();
-            file
-        });
+        let [a, b, c] = files(dir.path(), ["a", "b", "c"]);
         let first = StatCache::load(&cache_path);
         for (i, file) in [&a, &b, &c].into_iter().enumerate() {
             vouch(&first, file, [i as u8; 32]);
@@ -679,11 +684,7 @@ mod tests {
     fn a_save_drops_entries_whose_file_moved_and_keeps_those_not_looked_up() {
         let dir = tempfile::tempdir().unwrap();
         let cache_path = dir.path().join("cache");
-        let [a, b, c] = ["a", "b", "c"].map(|name| {
-            let file = dir.path().join(name);
-            std::fs::write(&file, name).unwrap();
-            file
-        });
+        let [a, b, c] = files(dir.path(), ["a", "b", "c"]);
         let first = StatCache::load(&cache_path);
         vouch(&first, &a, [1u8; 32]);
         vouch(&first, &b, [2u8; 32]);
