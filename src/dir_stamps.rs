@@ -178,7 +178,13 @@ mod tests {
         let root = dir.path();
         std::fs::create_dir(root.join("src")).unwrap();
         std::fs::write(root.join("src/a.rs"), "a").unwrap();
-        let stamps = DirStamps::take(root, &places(&["src"], &[]));
+        let mut stamps = DirStamps::take(root, &places(&["src"], &[]));
+        // Taken at a set distance from the folder's last change, not whenever the test got
+        // to it: 1 ms after it counts as moved, 10 s after it does not.
+        let changed = stamps.dirs[0].1.unwrap().ctime_ns;
+        stamps.taken_ns = changed + 1_000_000;
         assert!(stamps.moved(root));
+        stamps.taken_ns = changed + 10_000_000_000;
+        assert!(!stamps.moved(root));
     }
 }
