@@ -349,6 +349,7 @@ pub async fn execute(
                         discard: start.discard.contains(&id),
                         before: start.done.get(&id).cloned(),
                         cancel: cancel.clone(),
+                        likely_runs: start.first.contains(&id),
                         chain: if stage.archive.is_some() || !stage.publish.is_empty() {
                             chain(&plan, id, &slots)
                         } else {

@@ -211,9 +211,6 @@ pub fn start(setup: &Setup, new: NewRun) -> Result<RunStatus, SessionError> {
         },
     };
     let skip = skip_when(&plan, &selected, &change);
-    let changed_early = surely_runs(&plan, &selected, &modes, &skip)
-        .then(|| change::list_early(plan.clone(), change.clone(), env.clone(), state.root()))
-        .flatten();
     let secrets = load_secrets(&plan, &selected, &skip, &modes, &env, &setup.secrets_file)?;
     if change.trigger == Trigger::Tag {
         preflight(&plan, &selected, &skip, &change, &secrets, state)?;
@@ -229,9 +226,18 @@ pub fn start(setup: &Setup, new: NewRun) -> Result<RunStatus, SessionError> {
     if let Some(latest) = &latest {
         stop_leftovers_of_killed_run(latest);
     }
+    let first = ran_in(latest.as_ref(), &plan);
+    // A stage the last run ran most likely runs again (an edit-and-run loop), and one that
+    // runs whatever the store holds surely does: their commands need not wait for git.
+    let likely_runs = selected
+        .iter()
+        .any(|id| first.contains(id) && !skip.contains_key(id));
+    let changed_early = (likely_runs || surely_runs(&plan, &selected, &modes, &skip))
+        .then(|| change::list_early(plan.clone(), change.clone(), env.clone(), state.root()))
+        .flatten();
     let start = Start {
         skip_when: skip,
-        first: ran_in(latest.as_ref(), &plan),
+        first,
         ..Start::default()
     };
     let prepared = Prepared {
