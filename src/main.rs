@@ -3,5 +3,6 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    std::process::exit(murphy::cli::main());
+    let code = murphy::cli::main();
+    murphy::exit_now(code);
 }
