@@ -526,16 +526,21 @@ mod tests {
         assert_ne!(a.fingerprint(), b.fingerprint());
     }
 
+    /// `f00000`, `f00001`, ...: enough inputs to be split over threads.
+    fn names_across_the_split() -> Vec<PathBuf> {
+        (0..PER_THREAD_AT_LEAST * 2 + 7)
+            .map(|i| PathBuf::from(format!("f{i:05}")))
+            .collect()
+    }
+
     /// Split over threads, with files deleted since the walk in each part: every digest
     /// must still be the one of its own path.
     #[test]
     fn each_input_keeps_its_own_digest_when_some_are_gone() {
         let dir = tempfile::tempdir().unwrap();
         let cache = StatCache::load(&dir.path().join("stat-cache"));
-        let count = PER_THREAD_AT_LEAST * 2 + 7;
-        let files: Vec<PathBuf> = (0..count)
-            .map(|i| PathBuf::from(format!("f{i:05}")))
-            .collect();
+        let files = names_across_the_split();
+        let count = files.len();
         let gone = [0, 3, PER_THREAD_AT_LEAST + 1, count - 1];
         for (i, file) in files.iter().enumerate() {
             if !gone.contains(&i) {
@@ -563,10 +568,8 @@ mod tests {
     fn inputs_changed_in_place_are_named_in_order_across_the_split() {
         let dir = tempfile::tempdir().unwrap();
         let cache = StatCache::load(&dir.path().join("stat-cache"));
-        let count = PER_THREAD_AT_LEAST * 2 + 7;
-        let files: Vec<PathBuf> = (0..count)
-            .map(|i| PathBuf::from(format!("f{i:05}")))
-            .collect();
+        let files = names_across_the_split();
+        let count = files.len();
         for (i, file) in files.iter().enumerate() {
             std::fs::write(dir.path().join(file), format!("file {i}")).unwrap();
         }
