@@ -44,12 +44,12 @@ pub struct Manifest {
 pub struct InputDigest(pub [u8; 32]);
 
 impl InputDigest {
-    /// Its 64 hex digits, on the stack: a fingerprint writes 20,000 of them.
+    /// Its 64 hex digits, on the stack: a fingerprint writes 20,000 of them, two digits
+    /// a lookup.
     fn hex(&self) -> [u8; 64] {
         let mut out = [0; 64];
         for (pair, byte) in out.chunks_exact_mut(2).zip(self.0) {
-            pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
-            pair[1] = HEX_DIGITS[usize::from(byte & 15)];
+            pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
         }
         out
     }
@@ -502,6 +502,17 @@ pub fn summarize(changes: &[String], n: usize) -> String {
 }
 
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// The two hex digits of every byte.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    let mut pairs = [[0; 2]; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        pairs[byte] = [HEX_DIGITS[byte >> 4], HEX_DIGITS[byte & 15]];
+        byte += 1;
+    }
+    pairs
+};
 
 pub fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);

@@ -71,11 +71,10 @@ impl Task {
         // 5,000 inputs, a few ms): for one likely to run, read while its inputs are hashed
         // rather than after, when its command waits for it.
         let last = self.read_last_manifest_early();
-        let (manifest, places) = match self.manifest(env).await {
+        let (manifest, fingerprint, places) = match self.manifest(env).await {
             Ok(done) => done,
             Err(message) => return self.fail_before_running(message),
         };
-        let fingerprint = manifest.fingerprint();
         // What a killed attempt left (processes, half-written outputs) goes before anything
         // else happens to the stage, whether it is then restored or run again.
         if self.discard {
@@ -253,9 +252,10 @@ impl Task {
     }
 
     /// Hashes the inputs off the async threads, at a low priority: 20,000 files is real work,
-    /// and the commands of the stages already running are what the user waits for. Also
-    /// returns where the inputs were looked for.
-    async fn manifest(&self, env: StageEnv) -> Result<(Manifest, Places), String> {
+    /// and the commands of the stages already running are what the user waits for. Returns
+    /// the manifest with its fingerprint (encoding 20,000 digests is work too, better done
+    /// there than on the thread every stage shares), and where the inputs were looked for.
+    async fn manifest(&self, env: StageEnv) -> Result<(Manifest, String, Places), String> {
         let ctx = self.ctx.clone();
         let id = self.id;
         let upstream = self.upstream.clone();
@@ -273,7 +273,8 @@ impl Task {
             for pattern in unmatched {
                 tracing::warn!("{}", inputs::unmatched_warning(&stage.name, &pattern));
             }
-            Ok((manifest, places))
+            let fingerprint = manifest.fingerprint();
+            Ok((manifest, fingerprint, places))
         };
         if self.stage().inputs.is_empty() {
             return build();
