@@ -8,10 +8,12 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use globset::{Glob, GlobBuilder, GlobMatcher};
+
+use crate::gitignore::Rules;
 
 /// Characters that make a path component a pattern rather than a name.
 const GLOB_CHARS: &[char] = &['*', '?', '[', '{'];
@@ -247,80 +249,143 @@ fn walk(
         files.push(prefix);
         return Ok(1);
     }
-    let skip = skip.to_owned();
-    // `parents` reads the `.gitignore` files above `start` up to the repository's root, so
-    // walking only `src/` still sees the root's rules. The rules apply inside a git
-    // repository only (`require_git`), as git's do.
-    let walker = ignore::WalkBuilder::new(&start)
-        .standard_filters(false)
-        .parents(honour)
-        .git_ignore(honour)
-        .git_exclude(honour)
-        .git_global(honour)
-        .follow_links(false)
-        .filter_entry(move |e| {
-            let dir = e.file_type().is_some_and(|t| t.is_dir());
-            !(dir && (e.file_name() == ".git" || e.path() == skip))
-                && !crate::atomic_file::is_temp(e.file_name())
-        })
-        .build();
-    let root_len = root.as_os_str().len();
-    let mut matched = 0;
-    for entry in walker {
-        let entry = match entry {
-            Ok(entry) => entry,
-            // Another stage may delete files while this one is fingerprinted: a file that
-            // is gone is not an input.
-            Err(e)
-                if e.io_error()
-                    .is_some_and(|io| io.kind() == io::ErrorKind::NotFound) =>
-            {
-                continue;
+    let mut walk = Walk {
+        root_len: root.as_os_str().len(),
+        skip,
+        rules: honour.then(|| Rules::above(&start)),
+        matcher: matcher.as_ref(),
+        everything_below,
+        files,
+        dirs: places.map(|places| &mut places.dirs),
+        matched: 0,
+    };
+    walk.start(start)?;
+    Ok(walk.matched)
+}
+
+/// One pattern's walk below its literal prefix.
+struct Walk<'a> {
+    /// The length of the project root's path, cut off every path found.
+    root_len: usize,
+    /// The state directory, never entered.
+    skip: &'a Path,
+    /// What git ignores, for inputs; `None` for outputs, which keep it.
+    rules: Option<Rules>,
+    /// The glob a file must match (`None`: every file below the start).
+    matcher: Option<&'a GlobMatcher>,
+    /// `dir/**`: a file named `dir` itself is not below it.
+    everything_below: bool,
+    files: &'a mut Vec<PathBuf>,
+    /// Where the folders walked go, when the caller wants them.
+    dirs: Option<&'a mut Vec<PathBuf>>,
+    matched: usize,
+}
+
+impl Walk<'_> {
+    /// Walks from `start`, which passes every filter (the pattern names it). A symlink there
+    /// is itself a file the pattern names (its target is part of the result), and is
+    /// followed; below it none is.
+    fn start(&mut self, start: PathBuf) -> io::Result<()> {
+        let link = std::fs::symlink_metadata(&start).is_ok_and(|meta| meta.is_symlink());
+        match std::fs::metadata(&start) {
+            Ok(meta) if meta.is_dir() => {
+                if link {
+                    self.file(&start, true);
+                }
+                self.folder(&mut { start })
             }
-            Err(e) if e.io_error().is_some() => return Err(io::Error::other(e)),
-            // A `.gitignore` line that is not a valid glob: git skips it, and so do we.
-            Err(e) => {
-                tracing::warn!("{e}");
-                continue;
+            Ok(_) => {
+                self.file(&start, true);
+                Ok(())
             }
-        };
-        let dir = entry.file_type().is_none_or(|t| t.is_dir());
-        if dir && places.is_none() {
-            continue;
-        }
-        // Every path the walk yields starts with `start`, so with `root` and a slash: cut
-        // off as bytes (a `strip_prefix` compares component by component, for each file).
-        // The root itself (`start` when the pattern has no literal prefix) is a directory.
-        let Some(relative) = entry
-            .path()
-            .as_os_str()
-            .as_bytes()
-            .get(root_len..)
-            .map(|rest| Path::new(OsStr::from_bytes(rest.strip_prefix(b"/").unwrap_or(rest))))
-        else {
-            continue;
-        };
-        if dir {
-            if let Some(places) = places.as_deref_mut() {
-                places.dirs.push(relative.to_path_buf());
-            }
-            continue;
-        }
-        let named = match &matcher {
-            Some(matcher) => matcher.is_match(relative),
-            // `dir/**` never names `dir` itself, when it is a file.
-            None => !(everything_below && entry.depth() == 0),
-        };
-        if named {
-            matched += 1;
-            // The walk's own buffer, its root cut off: no second allocation per file.
-            let cut = entry.path().as_os_str().len() - relative.as_os_str().len();
-            let mut bytes = entry.into_path().into_os_string().into_vec();
-            bytes.drain(..cut);
-            files.push(PathBuf::from(OsString::from_vec(bytes)));
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(with_path(e, &start)),
         }
     }
-    Ok(matched)
+
+    /// `dir`'s files, then each of its folders, depth first. `dir` is the walk's one path
+    /// buffer: each entry is pushed onto it and popped off.
+    fn folder(&mut self, dir: &mut PathBuf) -> io::Result<()> {
+        if let Some(dirs) = self.dirs.as_deref_mut() {
+            dirs.push(relative(dir, self.root_len).to_path_buf());
+        }
+        // Listed whole first: the folder's own `.gitignore` applies to its entries. A folder
+        // deleted meanwhile (by another stage) holds no inputs.
+        let entries = match list(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(with_path(e, dir)),
+        };
+        if let Some(rules) = &mut self.rules {
+            rules.enter(dir, entries.iter().map(|(name, _)| name.as_os_str()));
+        }
+        for (name, is_dir) in &entries {
+            if (*is_dir && name == ".git") || crate::atomic_file::is_temp(name) {
+                continue;
+            }
+            dir.push(name);
+            let skipped = (*is_dir && dir.as_path() == self.skip)
+                || self.rules.as_ref().is_some_and(|r| r.ignores(dir, *is_dir));
+            let walked = match (skipped, *is_dir) {
+                (true, _) => Ok(()),
+                (false, true) => self.folder(dir),
+                (false, false) => {
+                    self.file(dir, false);
+                    Ok(())
+                }
+            };
+            dir.pop();
+            walked?;
+        }
+        if let Some(rules) = &mut self.rules {
+            rules.leave();
+        }
+        Ok(())
+    }
+
+    fn file(&mut self, path: &Path, at_start: bool) {
+        let relative = relative(path, self.root_len);
+        let named = match self.matcher {
+            Some(matcher) => matcher.is_match(relative),
+            // `dir/**` never names `dir` itself, when it is a file.
+            None => !(self.everything_below && at_start),
+        };
+        if named {
+            self.matched += 1;
+            self.files.push(relative.to_path_buf());
+        }
+    }
+}
+
+/// A folder's entries: each name, and whether it is a folder (a symlink is not).
+fn list(dir: &Path) -> io::Result<Vec<(OsString, bool)>> {
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        // The type comes with the name on most file systems; a file deleted since it was
+        // listed is not an entry.
+        match entry.file_type() {
+            Ok(kind) => entries.push((entry.file_name(), kind.is_dir())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(entries)
+}
+
+/// `path` below the project root, cut off as bytes: a `strip_prefix` compares component by
+/// component, for each file. The root itself is the empty path.
+fn relative(path: &Path, root_len: usize) -> &Path {
+    let rest = path
+        .as_os_str()
+        .as_bytes()
+        .get(root_len..)
+        .unwrap_or_default();
+    Path::new(OsStr::from_bytes(rest.strip_prefix(b"/").unwrap_or(rest)))
+}
+
+fn with_path(err: io::Error, path: &Path) -> io::Error {
+    io::Error::new(err.kind(), format!("{}: {err}", path.display()))
 }
 
 /// The first component of `relative` (inside `root`), itself included, that is a symlink.
@@ -469,6 +534,157 @@ mod tests {
         // Outputs keep what git ignores.
         let outputs = expand(root, &["src".to_owned()], &root.join(".murphy")).unwrap();
         assert_eq!(outputs.len(), 5, "{outputs:?}");
+    }
+
+    /// The `ignore` crate's walker, as murphy used it before it walked on its own: what
+    /// the walk must still find, file for file and folder for folder.
+    fn walked_by_the_ignore_crate(root: &Path, pattern: &str, skip: &Path) -> Inputs {
+        let glob = is_glob(pattern);
+        let cleaned = clean(pattern);
+        let everything_below =
+            cleaned == "**" || cleaned.strip_suffix("/**").is_some_and(|dir| !is_glob(dir));
+        let matcher = (glob && !everything_below).then(|| compile(pattern).unwrap());
+        let start = root.join(literal_prefix(pattern));
+        let skip = skip.to_owned();
+        let walker = ignore::WalkBuilder::new(&start)
+            .standard_filters(false)
+            .parents(true)
+            .git_ignore(true)
+            .git_exclude(true)
+            .git_global(true)
+            .follow_links(false)
+            .filter_entry(move |e| {
+                let dir = e.file_type().is_some_and(|t| t.is_dir());
+                !(dir && (e.file_name() == ".git" || e.path() == skip))
+                    && !crate::atomic_file::is_temp(e.file_name())
+            })
+            .build();
+        let mut found = Inputs::default();
+        for entry in walker.flatten() {
+            let relative = entry.path().strip_prefix(root).unwrap().to_path_buf();
+            if entry.file_type().is_none_or(|t| t.is_dir()) {
+                found.places.dirs.push(relative);
+                continue;
+            }
+            let named = match &matcher {
+                Some(matcher) => matcher.is_match(&relative),
+                None => !(everything_below && entry.depth() == 0),
+            };
+            if named {
+                found.files.push(relative);
+            }
+        }
+        found.files.sort();
+        found.places.dirs.sort();
+        found
+    }
+
+    /// Nested `.gitignore` files with re-included (`!`) and anchored rules, rules for
+    /// folders only, `info/exclude`, a repository inside the project (whose files the
+    /// project's rules do not reach), symlinks, the state directory and murphy's temp files.
+    #[test]
+    fn the_walk_finds_what_the_ignore_crates_walker_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for (f, text) in [
+            (".git/info/exclude", "secret*\n"),
+            (
+                ".gitignore",
+                "*.log\n!keep.log\n/build/\ndocs/*.tmp\ncache/\n**/gen/**\n*.h\n",
+            ),
+            ("a.txt", ""),
+            ("x.log", ""),
+            ("keep.log", ""),
+            ("secret.txt", ""),
+            ("build/out.bin", ""),
+            ("docs/a.tmp", ""),
+            ("docs/sub/b.tmp", ""),
+            ("cache/c.txt", ""),
+            ("gen/a/b.txt", ""),
+            ("x/gen/c.txt", ""),
+            ("src/.gitignore", "*.o\n!important.o\n/local.txt\n"),
+            ("src/m.o", ""),
+            ("src/important.o", ""),
+            ("src/local.txt", ""),
+            ("src/cache", ""),
+            ("src/build/z.txt", ""),
+            ("src/secret2.txt", ""),
+            ("src/a.murphy-tmp-1-2", ""),
+            ("src/deep/.gitignore", "!*.log\n"),
+            ("src/deep/local.txt", ""),
+            ("src/deep/e.log", ""),
+            ("src/deep/m.o", ""),
+            ("vendor/lib/.git/HEAD", ""),
+            ("vendor/lib/.gitignore", "*.c\n"),
+            ("vendor/lib/x.h", ""),
+            ("vendor/lib/y.c", ""),
+            ("vendor/top.h", ""),
+            (".murphy/state.txt", ""),
+        ] {
+            let path = root.join(f);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, text).unwrap();
+        }
+        std::os::unix::fs::symlink("src", root.join("link")).unwrap();
+        std::os::unix::fs::symlink("nowhere", root.join("src/dangling")).unwrap();
+        let skip = root.join(".murphy");
+        for pattern in [
+            "**",
+            "src/**",
+            "src",
+            "**/*.log",
+            "src/deep/**",
+            "vendor",
+            "docs/**/*.tmp",
+            "build/**",
+            "link",
+            "link/**",
+            "keep.log",
+            "x.log",
+        ] {
+            let mut files = Vec::new();
+            let mut places = Places::default();
+            walk(
+                root,
+                pattern,
+                &skip,
+                Ignores::Honour,
+                &mut files,
+                Some(&mut places),
+            )
+            .unwrap();
+            files.sort();
+            places.dirs.sort();
+            let mut before = walked_by_the_ignore_crate(root, pattern, &skip);
+            // One difference, on purpose: a link the pattern starts at is a folder the
+            // inputs were found in, where a stage could add one (`dir_stamps`).
+            if pattern.starts_with("link") {
+                before.places.dirs.insert(0, PathBuf::from("link"));
+            }
+            assert_eq!(files, before.files, "{pattern}");
+            assert_eq!(places.dirs, before.places.dirs, "{pattern}");
+        }
+        // Spot checks that the oracle saw the rules at all.
+        let mut all = Vec::new();
+        walk(root, "**", &skip, Ignores::Honour, &mut all, None).unwrap();
+        let all: Vec<&str> = all.iter().map(|p| p.to_str().unwrap()).collect();
+        for kept in [
+            "keep.log",
+            "src/important.o",
+            "src/deep/e.log",
+            "vendor/lib/x.h",
+        ] {
+            assert!(all.contains(&kept), "{kept}: {all:?}");
+        }
+        for ignored in [
+            "x.log",
+            "secret.txt",
+            "src/m.o",
+            "vendor/lib/y.c",
+            "vendor/top.h",
+        ] {
+            assert!(!all.contains(&ignored), "{ignored}: {all:?}");
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod extends;
 pub mod fingerprint;
 pub mod folds;
 pub mod git;
+pub mod gitignore;
 pub mod glance;
 pub mod graph;
 pub mod hooks;
