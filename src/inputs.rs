@@ -252,7 +252,8 @@ fn walk(
     let mut walk = Walk {
         root_len: root.as_os_str().len(),
         skip,
-        rules: honour.then(|| Rules::above(&start)),
+        honour,
+        rules: None,
         matcher: matcher.as_ref(),
         everything_below,
         files,
@@ -269,7 +270,9 @@ struct Walk<'a> {
     root_len: usize,
     /// The state directory, never entered.
     skip: &'a Path,
-    /// What git ignores, for inputs; `None` for outputs, which keep it.
+    /// Whether what git ignores is skipped (inputs), or kept (outputs).
+    honour: bool,
+    /// What git ignores where the walk is, once it is in a folder.
     rules: Option<Rules>,
     /// The glob a file must match (`None`: every file below the start).
     matcher: Option<&'a GlobMatcher>,
@@ -292,6 +295,9 @@ impl Walk<'_> {
                 if link {
                     self.file(&start, true);
                 }
+                if self.honour {
+                    self.rules = Some(Rules::above(&start));
+                }
                 self.folder(&mut { start })
             }
             Ok(_) => {
@@ -303,8 +309,8 @@ impl Walk<'_> {
         }
     }
 
-    /// `dir`'s files, then each of its folders, depth first. `dir` is the walk's one path
-    /// buffer: each entry is pushed onto it and popped off.
+    /// Walks `dir`: its entries in the order listed, each folder as it is met. `dir` is the
+    /// walk's one path buffer: each entry is pushed onto it and popped off.
     fn folder(&mut self, dir: &mut PathBuf) -> io::Result<()> {
         if let Some(dirs) = self.dirs.as_deref_mut() {
             dirs.push(relative(dir, self.root_len).to_path_buf());
