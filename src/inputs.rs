@@ -507,25 +507,33 @@ mod tests {
         assert!(walked("file/**").is_empty());
     }
 
-    #[test]
-    fn inputs_skip_what_git_ignores_unless_named_and_report_what_matched_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        for (f, text) in [
-            (".git/info/exclude", "excluded.txt\n"),
-            (".gitignore", "*.log\n/build/\n"),
-            ("src/a.rs", ""),
-            ("src/x.log", ""),
-            ("src/excluded.txt", ""),
-            ("src/deep/.gitignore", "*.rs\n"),
-            ("src/deep/b.rs", ""),
-            ("build/c.rs", ""),
-            ("named.log", ""),
-        ] {
+    /// Writes each `(path, text)` below `root`, with the folders it needs.
+    fn write_tree(root: &Path, files: &[(&str, &str)]) {
+        for (f, text) in files {
             let path = root.join(f);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, text).unwrap();
         }
+    }
+
+    #[test]
+    fn inputs_skip_what_git_ignores_unless_named_and_report_what_matched_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write_tree(
+            root,
+            &[
+                (".git/info/exclude", "excluded.txt\n"),
+                (".gitignore", "*.log\n/build/\n"),
+                ("src/a.rs", ""),
+                ("src/x.log", ""),
+                ("src/excluded.txt", ""),
+                ("src/deep/.gitignore", "*.rs\n"),
+                ("src/deep/b.rs", ""),
+                ("build/c.rs", ""),
+                ("named.log", ""),
+            ],
+        );
         let patterns: Vec<String> = ["src", "**/*.rs", "named.log", "*.py", "build/**/*.rs"]
             .map(str::to_owned)
             .to_vec();
@@ -592,45 +600,44 @@ mod tests {
     fn the_walk_finds_what_the_ignore_crates_walker_found() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        for (f, text) in [
-            (".git/info/exclude", "secret*\n"),
-            (
-                ".gitignore",
-                "*.log\n!keep.log\n/build/\ndocs/*.tmp\ncache/\n**/gen/**\n*.h\n",
-            ),
-            ("a.txt", ""),
-            ("x.log", ""),
-            ("keep.log", ""),
-            ("secret.txt", ""),
-            ("build/out.bin", ""),
-            ("docs/a.tmp", ""),
-            ("docs/sub/b.tmp", ""),
-            ("cache/c.txt", ""),
-            ("gen/a/b.txt", ""),
-            ("x/gen/c.txt", ""),
-            ("src/.gitignore", "*.o\n!important.o\n/local.txt\n"),
-            ("src/m.o", ""),
-            ("src/important.o", ""),
-            ("src/local.txt", ""),
-            ("src/cache", ""),
-            ("src/build/z.txt", ""),
-            ("src/secret2.txt", ""),
-            ("src/a.murphy-tmp-1-2", ""),
-            ("src/deep/.gitignore", "!*.log\n"),
-            ("src/deep/local.txt", ""),
-            ("src/deep/e.log", ""),
-            ("src/deep/m.o", ""),
-            ("vendor/lib/.git/HEAD", ""),
-            ("vendor/lib/.gitignore", "*.c\n"),
-            ("vendor/lib/x.h", ""),
-            ("vendor/lib/y.c", ""),
-            ("vendor/top.h", ""),
-            (".murphy/state.txt", ""),
-        ] {
-            let path = root.join(f);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, text).unwrap();
-        }
+        write_tree(
+            root,
+            &[
+                (".git/info/exclude", "secret*\n"),
+                (
+                    ".gitignore",
+                    "*.log\n!keep.log\n/build/\ndocs/*.tmp\ncache/\n**/gen/**\n*.h\n",
+                ),
+                ("a.txt", ""),
+                ("x.log", ""),
+                ("keep.log", ""),
+                ("secret.txt", ""),
+                ("build/out.bin", ""),
+                ("docs/a.tmp", ""),
+                ("docs/sub/b.tmp", ""),
+                ("cache/c.txt", ""),
+                ("gen/a/b.txt", ""),
+                ("x/gen/c.txt", ""),
+                ("src/.gitignore", "*.o\n!important.o\n/local.txt\n"),
+                ("src/m.o", ""),
+                ("src/important.o", ""),
+                ("src/local.txt", ""),
+                ("src/cache", ""),
+                ("src/build/z.txt", ""),
+                ("src/secret2.txt", ""),
+                ("src/a.murphy-tmp-1-2", ""),
+                ("src/deep/.gitignore", "!*.log\n"),
+                ("src/deep/local.txt", ""),
+                ("src/deep/e.log", ""),
+                ("src/deep/m.o", ""),
+                ("vendor/lib/.git/HEAD", ""),
+                ("vendor/lib/.gitignore", "*.c\n"),
+                ("vendor/lib/x.h", ""),
+                ("vendor/lib/y.c", ""),
+                ("vendor/top.h", ""),
+                (".murphy/state.txt", ""),
+            ],
+        );
         std::os::unix::fs::symlink("src", root.join("link")).unwrap();
         std::os::unix::fs::symlink("nowhere", root.join("src/dangling")).unwrap();
         let skip = root.join(".murphy");
