@@ -203,17 +203,27 @@ impl Task {
     }
 
     /// Starts reading the stage's last manifest, for [`why_it_runs`], when the stage is
-    /// likely to run and would need it: `None` otherwise.
-    fn read_last_manifest_early(&self) -> Option<tokio::task::JoinHandle<Option<Manifest>>> {
+    /// likely to run and would need it: `None` otherwise. On a thread of its own, not the
+    /// blocking pool: if the stage turns out cached, the run's end does not wait for it.
+    fn read_last_manifest_early(&self) -> Option<tokio::sync::oneshot::Receiver<Option<Manifest>>> {
         let wanted = self.likely_runs
             && self.mode == Mode::Normal
             && self.stage().cacheable
             && self.before.is_none();
-        wanted.then(|| {
-            let ctx = self.ctx.clone();
-            let name = self.stage().name.clone();
-            tokio::task::spawn_blocking(move || ctx.store.latest_manifest(&name))
-        })
+        if !wanted {
+            return None;
+        }
+        // The store alone: the run's context must not outlive the run in this thread.
+        let store = self.ctx.store.clone();
+        let name = self.stage().name.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("last-manifest".into())
+            .spawn(move || {
+                let _ = tx.send(store.latest_manifest(&name));
+            })
+            .ok()?;
+        Some(rx)
     }
 
     /// A need of a CI job, made by another job: restored from the checkpoint of exactly this
