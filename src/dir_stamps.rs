@@ -10,11 +10,10 @@
 //! them waits for an RCU grace period: 10-25 ms in half the runs on this project's 2-core
 //! machine, which a run that changed one input paid after its stage had ended.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::inputs::Places;
-use crate::stat_cache;
+use crate::stat_cache::{self, Stamp};
 
 /// The times of a stage's input directories before its commands ran.
 #[derive(Debug)]
@@ -27,14 +26,6 @@ pub struct DirStamps {
     named: Vec<(PathBuf, bool)>,
     /// When they were taken, as file times are kept.
     taken_ns: i128,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    mtime_ns: i128,
-    ctime_ns: i128,
-    inode: u64,
-    device: u64,
 }
 
 impl DirStamps {
@@ -83,13 +74,7 @@ fn exists(path: &Path) -> bool {
 
 /// A directory's times, following a symlink to it: what it holds is the target's.
 fn stamp(dir: &Path) -> Option<Stamp> {
-    let meta = std::fs::metadata(dir).ok()?;
-    Some(Stamp {
-        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-        ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
-        inode: meta.ino(),
-        device: meta.dev(),
-    })
+    std::fs::metadata(dir).ok().map(|meta| Stamp::of(&meta))
 }
 
 #[cfg(test)]

@@ -61,18 +61,20 @@ const MAGIC: &[u8; 8] = b"MURPHYSC";
 /// version 1 reads as an empty cache: every file is hashed once more, then it is rewritten.
 const FORMAT_VERSION: u32 = 2;
 
-/// What the file looked like when it was hashed.
+/// What a file looked like when it was hashed (or a folder when it was stamped, for
+/// [`crate::dir_stamps`]): the times and identity a change moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
+pub struct Stamp {
     size: u64,
     mtime_ns: i128,
-    ctime_ns: i128,
+    /// When its inode last changed, in nanoseconds since the epoch: see [`settled`].
+    pub ctime_ns: i128,
     inode: u64,
     device: u64,
 }
 
 impl Stamp {
-    fn of(meta: &Metadata) -> Stamp {
+    pub fn of(meta: &Metadata) -> Stamp {
         Stamp {
             size: meta.size(),
             mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
