@@ -31,9 +31,13 @@ struct Level {
 
 impl Rules {
     /// The rules of the folders above `start`, up to the top of its repository. `start`'s
-    /// own come with [`Rules::enter`].
+    /// own come with [`Rules::enter`]. None when `start` is itself a repository's top (a
+    /// pattern walked from the project's root, most often): no rule above it reaches in.
     pub fn above(start: &Path) -> Rules {
         let mut levels = Vec::new();
+        if start.join(".git").metadata().is_ok() || start.join(".jj").exists() {
+            return Rules { levels };
+        }
         for dir in start.ancestors().skip(1) {
             let level = Level::read(dir, Found::MAYBE);
             let top = level.top;
@@ -134,12 +138,12 @@ impl Level {
     }
 }
 
-/// The rules in `file`, for paths below `dir`. A file that cannot be read has none, as for
-/// git; a line that is no valid pattern is skipped with a warning.
+/// The rules in `file`, for paths below `dir`. A file that is not there or cannot be read
+/// has none, as for git (opening it is the one look); a line that is no valid pattern is
+/// skipped with a warning.
 fn rules(dir: &Path, file: &Path) -> Gitignore {
     let mut builder = GitignoreBuilder::new(dir);
-    if file.exists()
-        && let Some(err) = builder.add(file)
+    if let Some(err) = builder.add(file)
         && !err.is_io()
     {
         tracing::warn!("{err}");
