@@ -55,14 +55,3 @@ pub mod store;
 pub mod trigger;
 pub mod version;
 pub mod workflow;
-
-/// Ends the process without its exit handlers: mimalloc's frees and returns every page to
-/// the kernel first (1 to 2 ms at the end of every run), which the kernel does anyway.
-/// Rust's buffered output is flushed here; nothing murphy links needs its handler to run.
-pub fn exit_now(code: i32) -> ! {
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
-    // SAFETY: `_exit` only ends the process; the output above is flushed.
-    unsafe { libc::_exit(code) }
-}
