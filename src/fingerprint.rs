@@ -193,8 +193,7 @@ impl<'de> Deserialize<'de> for InputDigest {
 
 impl Manifest {
     /// Reads and hashes a stage's inputs. `upstream` are the output digests of its needs.
-    /// Also returns the `inputs` patterns that named no file, for a warning, and the places
-    /// the inputs were looked for.
+    /// Also returns the `inputs` patterns that named no file, for a warning.
     pub fn build(
         stage: &Stage,
         env: &StageEnv,
@@ -202,7 +201,7 @@ impl Manifest {
         state_dir: &Path,
         upstream: BTreeMap<String, String>,
         stat_cache: &StatCache,
-    ) -> std::io::Result<(Manifest, Vec<String>, inputs::Places)> {
+    ) -> std::io::Result<(Manifest, Vec<String>)> {
         let _checking = Checking::begin();
         let expanded = inputs::expand_inputs(root, &stage.inputs, state_dir)?;
         let files = digest_inputs(root, expanded.files, stat_cache)?;
@@ -234,54 +233,7 @@ impl Manifest {
             inputs: files,
             upstream,
         };
-        Ok((manifest, expanded.unmatched, expanded.places))
-    }
-
-    /// The inputs a stage changed by running: what its `inputs` name now, against what they
-    /// named when it was fingerprinted. Files it wrote are new to the stat cache, so only
-    /// they are read. With `walk` false, no input can have been added (nothing was created
-    /// or renamed where they are looked for), and only the files that were inputs are looked
-    /// at.
-    pub fn inputs_changed_by_run(
-        &self,
-        stage: &Stage,
-        root: &Path,
-        state_dir: &Path,
-        stat_cache: &StatCache,
-        walk: bool,
-    ) -> std::io::Result<Vec<String>> {
-        let _checking = Checking::begin();
-        if !walk {
-            return self.inputs_changed_in_place(root, stat_cache);
-        }
-        let files = inputs::expand_inputs(root, &stage.inputs, state_dir)?.files;
-        let now = digest_inputs(root, files, stat_cache)?;
-        let mut changed: Vec<String> = compare(&self.inputs, &now)
-            .into_iter()
-            .map(|(path, _)| path.clone())
-            .collect();
-        changed.sort();
-        Ok(changed)
-    }
-
-    /// The inputs whose bytes changed or that are gone, when no input can have been added:
-    /// each compared where it stands, with no new list or map of 5,000 paths.
-    fn inputs_changed_in_place(
-        &self,
-        root: &Path,
-        stat_cache: &StatCache,
-    ) -> std::io::Result<Vec<String>> {
-        over_cores(&self.inputs.0, |part| {
-            let mut path = PathBuf::new();
-            let mut changed = Vec::new();
-            for (relative, was) in part {
-                let now = digest_at(root, relative.as_ref(), &mut path, stat_cache)?;
-                if now.as_ref() != Some(was) {
-                    changed.push(relative.clone());
-                }
-            }
-            Ok(changed)
-        })
+        Ok((manifest, expanded.unmatched))
     }
 
     /// The fingerprint: a length-prefixed encoding of every field, so no two manifests
@@ -319,6 +271,14 @@ impl Manifest {
             put(v.as_bytes());
         }
         blake3::hash(&bytes).to_hex().to_string()
+    }
+
+    /// The inputs added or changed since `before`, in order; not those removed.
+    pub fn inputs_new_since<'a>(&'a self, before: &'a Manifest) -> impl Iterator<Item = &'a str> {
+        compare(&before.inputs, &self.inputs)
+            .into_iter()
+            .filter(|(_, difference)| *difference != Difference::Removed)
+            .map(|(path, _)| path.as_str())
     }
 
     /// What changed since `before`, in words: `input `src/a.rs` changed`, ...
@@ -681,40 +641,34 @@ mod tests {
         }
     }
 
-    /// The check after a stage ran, where no input can have been added: every input that
-    /// changed or went, in either part of the split, is named once and in order.
+    /// What the check for a stage that wrote into its own inputs looks at: files that are
+    /// there now, added or changed, in order.
     #[test]
-    fn inputs_changed_in_place_are_named_in_order_across_the_split() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = StatCache::load(&dir.path().join("stat-cache"));
-        let files = names_across_the_split();
-        let count = files.len();
-        for (i, file) in files.iter().enumerate() {
-            std::fs::write(dir.path().join(file), format!("file {i}")).unwrap();
-        }
-        let manifest = Manifest {
-            inputs: digest_inputs(dir.path(), files, &cache).unwrap(),
+    fn inputs_new_since_names_the_added_and_changed_not_the_removed() {
+        let digest = |b: u8| InputDigest([b; 32]);
+        let before = Manifest {
+            inputs: [
+                ("a".to_owned(), digest(1)),
+                ("b".to_owned(), digest(2)),
+                ("d".to_owned(), digest(4)),
+            ]
+            .into(),
             ..Manifest::default()
         };
-        let unchanged = manifest
-            .inputs_changed_in_place(dir.path(), &cache)
-            .unwrap();
-        assert_eq!(unchanged, Vec::<String>::new());
-
-        let edited = PER_THREAD_AT_LEAST + 3;
-        std::fs::write(dir.path().join(format!("f{edited:05}")), "edited").unwrap();
-        std::fs::remove_file(dir.path().join("f00001")).unwrap();
-        // Same size and bytes, rewritten: a changed stamp alone is no change.
-        let last = count - 1;
-        std::fs::write(
-            dir.path().join(format!("f{last:05}")),
-            format!("file {last}"),
-        )
-        .unwrap();
-        let changed = manifest
-            .inputs_changed_in_place(dir.path(), &cache)
-            .unwrap();
-        assert_eq!(changed, ["f00001".to_owned(), format!("f{edited:05}")]);
+        let now = Manifest {
+            inputs: [
+                ("b".to_owned(), digest(9)),
+                ("c".to_owned(), digest(3)),
+                ("d".to_owned(), digest(4)),
+            ]
+            .into(),
+            ..Manifest::default()
+        };
+        assert_eq!(
+            now.inputs_new_since(&before).collect::<Vec<_>>(),
+            ["b", "c"]
+        );
+        assert_eq!(before.inputs_new_since(&before).count(), 0);
     }
 
     /// Inputs read from a manifest not written in order (by hand), or naming a path twice,

@@ -27,18 +27,6 @@ pub struct Inputs {
     /// The patterns (as written) that named no file: a typo, or everything they match is
     /// ignored by git.
     pub unmatched: Vec<String>,
-    /// Where they were looked for: where a stage that runs could add to them
-    /// ([`crate::dir_stamps`]).
-    pub places: Places,
-}
-
-/// The directories the walks of a stage's inputs went through, and the files its patterns
-/// name literally (found or not), relative to the project root. A new input can only appear
-/// in one of them.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Places {
-    pub dirs: Vec<PathBuf>,
-    pub named: Vec<PathBuf>,
 }
 
 /// Whether a walk skips what git ignores.
@@ -125,7 +113,6 @@ pub fn expand_inputs(root: &Path, patterns: &[String], skip: &Path) -> io::Resul
     }
     let mut files = Vec::new();
     let mut unmatched = Vec::new();
-    let mut places = Places::default();
     let root = std::path::absolute(root)?;
     let skip = std::path::absolute(skip)?;
     // Ignore files mean nothing outside a git repository (as for git), and looking for them
@@ -136,15 +123,7 @@ pub fn expand_inputs(root: &Path, patterns: &[String], skip: &Path) -> io::Resul
         Ignores::Disregard
     };
     for pattern in patterns {
-        if walk(
-            &root,
-            pattern,
-            &skip,
-            ignores,
-            &mut files,
-            Some(&mut places),
-        )? == 0
-        {
+        if walk(&root, pattern, &skip, ignores, &mut files)? == 0 {
             unmatched.push(pattern.clone());
         }
     }
@@ -154,13 +133,7 @@ pub fn expand_inputs(root: &Path, patterns: &[String], skip: &Path) -> io::Resul
         a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes())
     });
     files.dedup_by(|a, b| a.as_os_str() == b.as_os_str());
-    places.dirs.sort_unstable();
-    places.dirs.dedup();
-    Ok(Inputs {
-        files,
-        unmatched,
-        places,
-    })
+    Ok(Inputs { files, unmatched })
 }
 
 /// The first of `files` (paths below `root` that [`expand`] matched) that really leads out of
@@ -188,22 +161,21 @@ pub fn expand(root: &Path, patterns: &[String], skip: &Path) -> io::Result<Vec<P
     let skip = std::path::absolute(skip)?;
     let mut files = Vec::new();
     for pattern in patterns {
-        walk(&root, pattern, &skip, Ignores::Disregard, &mut files, None)?;
+        walk(&root, pattern, &skip, Ignores::Disregard, &mut files)?;
     }
     files.sort_unstable();
     files.dedup();
     Ok(files)
 }
 
-/// Adds what one pattern names to `files`, and where it looked to `places`; returns how many
-/// files it matched (counting those another pattern matched too).
+/// Adds what one pattern names to `files`; returns how many files it matched (counting those
+/// another pattern matched too).
 fn walk(
     root: &Path,
     pattern: &str,
     skip: &Path,
     ignores: Ignores,
     files: &mut Vec<PathBuf>,
-    mut places: Option<&mut Places>,
 ) -> io::Result<usize> {
     // The planner refuses a pattern that leaves the project; walked as it reads, without
     // the kernel resolving a `..` through a symlink.
@@ -226,11 +198,6 @@ fn walk(
     };
     let prefix = literal_prefix(pattern);
     let start = root.join(&prefix);
-    if let Some(places) = places.as_deref_mut()
-        && !glob
-    {
-        places.named.push(prefix.clone());
-    }
     // The walk's own root passes every filter, so the state directory and `.git` are
     // refused here when a pattern names them.
     if start.starts_with(skip)
@@ -257,7 +224,6 @@ fn walk(
         matcher: matcher.as_ref(),
         everything_below,
         files,
-        dirs: places.map(|places| &mut places.dirs),
         matched: 0,
     };
     walk.start(start)?;
@@ -279,8 +245,6 @@ struct Walk<'a> {
     /// `dir/**`: a file named `dir` itself is not below it.
     everything_below: bool,
     files: &'a mut Vec<PathBuf>,
-    /// Where the folders walked go, when the caller wants them.
-    dirs: Option<&'a mut Vec<PathBuf>>,
     matched: usize,
 }
 
@@ -312,9 +276,6 @@ impl Walk<'_> {
     /// Walks `dir`: its entries in the order listed, each folder as it is met. `dir` is the
     /// walk's one path buffer: each entry is pushed onto it and popped off.
     fn folder(&mut self, dir: &mut PathBuf) -> io::Result<()> {
-        if let Some(dirs) = self.dirs.as_deref_mut() {
-            dirs.push(relative(dir, self.root_len).to_path_buf());
-        }
         // Listed whole first: the folder's own `.gitignore` applies to its entries. A folder
         // deleted meanwhile (by another stage) holds no inputs.
         let entries = match list(dir) {
@@ -429,7 +390,7 @@ pub fn changed_by_run_warning(stage: &str, changed: &[String]) -> String {
         names.push(format!("and {} more", changed.len() - NAMED));
     }
     format!(
-        "stage `{stage}` changed its own inputs: {}; its checkpoint will not match and it will run again next time. \
+        "stage `{stage}` changed its own inputs when it last ran: {}; its checkpoint cannot match, so it runs again. \
          Add what it writes to `.gitignore` (or `.git/info/exclude`), or narrow its `inputs` so they do not name it",
         names.join(", ")
     )
@@ -551,8 +512,8 @@ mod tests {
     }
 
     /// The `ignore` crate's walker, as murphy used it before it walked on its own: what
-    /// the walk must still find, file for file and folder for folder.
-    fn walked_by_the_ignore_crate(root: &Path, pattern: &str, skip: &Path) -> Inputs {
+    /// the walk must still find, file for file.
+    fn walked_by_the_ignore_crate(root: &Path, pattern: &str, skip: &Path) -> Vec<PathBuf> {
         let glob = is_glob(pattern);
         let cleaned = clean(pattern);
         let everything_below =
@@ -573,11 +534,10 @@ mod tests {
                     && !crate::atomic_file::is_temp(e.file_name())
             })
             .build();
-        let mut found = Inputs::default();
+        let mut found = Vec::new();
         for entry in walker.flatten() {
             let relative = entry.path().strip_prefix(root).unwrap().to_path_buf();
             if entry.file_type().is_none_or(|t| t.is_dir()) {
-                found.places.dirs.push(relative);
                 continue;
             }
             let named = match &matcher {
@@ -585,11 +545,10 @@ mod tests {
                 None => !(everything_below && entry.depth() == 0),
             };
             if named {
-                found.files.push(relative);
+                found.push(relative);
             }
         }
-        found.files.sort();
-        found.places.dirs.sort();
+        found.sort();
         found
     }
 
@@ -656,30 +615,14 @@ mod tests {
             "x.log",
         ] {
             let mut files = Vec::new();
-            let mut places = Places::default();
-            walk(
-                root,
-                pattern,
-                &skip,
-                Ignores::Honour,
-                &mut files,
-                Some(&mut places),
-            )
-            .unwrap();
+            walk(root, pattern, &skip, Ignores::Honour, &mut files).unwrap();
             files.sort();
-            places.dirs.sort();
-            let mut before = walked_by_the_ignore_crate(root, pattern, &skip);
-            // One difference, on purpose: a link the pattern starts at is a folder the
-            // inputs were found in, where a stage could add one (`dir_stamps`).
-            if pattern.starts_with("link") {
-                before.places.dirs.insert(0, PathBuf::from("link"));
-            }
-            assert_eq!(files, before.files, "{pattern}");
-            assert_eq!(places.dirs, before.places.dirs, "{pattern}");
+            let before = walked_by_the_ignore_crate(root, pattern, &skip);
+            assert_eq!(files, before, "{pattern}");
         }
         // Spot checks that the oracle saw the rules at all.
         let mut all = Vec::new();
-        walk(root, "**", &skip, Ignores::Honour, &mut all, None).unwrap();
+        walk(root, "**", &skip, Ignores::Honour, &mut all).unwrap();
         let all: Vec<&str> = all.iter().map(|p| p.to_str().unwrap()).collect();
         for kept in [
             "keep.log",

@@ -14,7 +14,6 @@ pub mod cli;
 pub mod config;
 pub mod crash;
 pub mod diagnostic;
-pub mod dir_stamps;
 pub mod environment;
 pub mod events;
 pub mod executor;

@@ -50,8 +50,8 @@ fn racy_window_ns(ctime_ns: i128) -> i128 {
 
 /// Whether a change made at `ctime_ns` was, at `at_ns`, older than its file system's granule
 /// ([`racy_window_ns`]): a later change cannot leave the times as they were. The cache keeps
-/// an entry only then, and [`crate::dir_stamps`] trusts a directory's times only then.
-pub fn settled(ctime_ns: i128, at_ns: i128) -> bool {
+/// an entry only then.
+fn settled(ctime_ns: i128, at_ns: i128) -> bool {
     ctime_ns < at_ns - racy_window_ns(ctime_ns)
 }
 
@@ -61,8 +61,7 @@ const MAGIC: &[u8; 8] = b"MURPHYSC";
 /// version 1 reads as an empty cache: every file is hashed once more, then it is rewritten.
 const FORMAT_VERSION: u32 = 2;
 
-/// What a file looked like when it was hashed (or a folder when it was stamped, for
-/// [`crate::dir_stamps`]): the times and identity a change moves.
+/// What a file looked like when it was hashed: the times and identity a change moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp {
     size: u64,

@@ -110,8 +110,10 @@ pub struct StageRecord {
     pub outputs: Vec<OutputEntry>,
     pub output_digest: String,
     pub exit_code: i32,
+    /// From the stage's start to the end of its commands.
     pub duration_ms: u64,
     pub run_id: String,
+    /// When its commands ended: with `duration_ms`, when they ran.
     pub created_at: Timestamp,
 }
 
@@ -322,6 +324,13 @@ impl Store {
     pub fn latest(&self, stage: &str, stat_cache: &StatCache) -> Option<StageRecord> {
         let fingerprint = fs::read_to_string(self.latest_path(stage)).ok()?;
         self.lookup(stage, fingerprint.trim(), stat_cache)
+    }
+
+    /// The stage's newest record, read but not verified: when it last ran, for a warning.
+    pub fn latest_unverified(&self, stage: &str) -> Option<StageRecord> {
+        let fingerprint = fs::read_to_string(self.latest_path(stage)).ok()?;
+        self.read_unverified(fingerprint.trim())
+            .map(|(_, record)| record)
     }
 
     /// Whether the stage has a readable record at all (checked before `--from` starts).

@@ -14,14 +14,14 @@ use tokio::time::Instant;
 
 use super::{Context, Done, Mode, StageEnd};
 use crate::archive;
-use crate::dir_stamps::DirStamps;
 use crate::environment::{self, StageEnv};
 use crate::fingerprint::{Manifest, summarize};
-use crate::inputs::{self, Places};
+use crate::inputs;
 use crate::journal::{Event, Outcome};
 use crate::plan::{Stage, StageId};
 use crate::process;
 use crate::report::Finish;
+use crate::stat_cache::Stamp;
 use crate::store::{self, RECORD_VERSION, StageRecord, StoreError, outputs_digest};
 
 /// Runs `work` on the blocking pool, or right here when it is known to be trivial (a stage
@@ -71,7 +71,7 @@ impl Task {
         // 5,000 inputs, a few ms): for one likely to run, read while its inputs are hashed
         // rather than after, when its command waits for it.
         let last = self.read_last_manifest_early();
-        let (manifest, fingerprint, places) = match self.manifest(env).await {
+        let (manifest, fingerprint) = match self.manifest(env).await {
             Ok(done) => done,
             Err(message) => return self.fail_before_running(message),
         };
@@ -171,15 +171,6 @@ impl Task {
             Ok(env) => env,
             Err(message) => return self.fail_before_running(message),
         };
-        // From before the first command: whether the commands add inputs where they live.
-        let root = self.ctx.plan.root.clone();
-        let places_count = places.dirs.len() + places.named.len();
-        let stamps = match places_count {
-            0 => None,
-            n => blocking(n < 64, move || DirStamps::take(&root, &places))
-                .await
-                .ok(),
-        };
         let attempt = match self.attempts(why, env).await {
             Ok(attempt) => attempt,
             Err(outcome) => {
@@ -194,7 +185,6 @@ impl Task {
         self.checkpoint(
             manifest,
             fingerprint,
-            stamps,
             attempt,
             started.elapsed(),
             started_at,
@@ -264,14 +254,14 @@ impl Task {
     /// Hashes the inputs off the async threads, at a low priority: 20,000 files is real work,
     /// and the commands of the stages already running are what the user waits for. Returns
     /// the manifest with its fingerprint (encoding 20,000 digests is work too, better done
-    /// there than on the thread every stage shares), and where the inputs were looked for.
-    async fn manifest(&self, env: StageEnv) -> Result<(Manifest, String, Places), String> {
+    /// there than on the thread every stage shares).
+    async fn manifest(&self, env: StageEnv) -> Result<(Manifest, String), String> {
         let ctx = self.ctx.clone();
         let id = self.id;
         let upstream = self.upstream.clone();
         let build = move || {
             let stage = &ctx.plan.stages[id];
-            let (manifest, unmatched, places) = Manifest::build(
+            let (manifest, unmatched) = Manifest::build(
                 stage,
                 &env,
                 &ctx.plan.root,
@@ -284,7 +274,7 @@ impl Task {
                 tracing::warn!("{}", inputs::unmatched_warning(&stage.name, &pattern));
             }
             let fingerprint = manifest.fingerprint();
-            Ok((manifest, fingerprint, places))
+            Ok((manifest, fingerprint))
         };
         if self.stage().inputs.is_empty() {
             return build();
@@ -511,7 +501,6 @@ impl Task {
         &self,
         manifest: Manifest,
         fingerprint: String,
-        stamps: Option<DirStamps>,
         attempt: u32,
         elapsed: Duration,
         started_at: Timestamp,
@@ -520,23 +509,13 @@ impl Task {
         let id = self.id;
         let fp = fingerprint.clone();
         let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        let ended_at = Timestamp::now();
         let stage = self.stage();
         let trivial = stage.inputs.is_empty() && stage.outputs.is_empty() && !stage.cacheable;
         let saved = blocking(trivial, move || {
             let stage = &ctx.plan.stages[id];
             crate::crash::at("stage-exited", &stage.name);
-            // The check for inputs the stage wrote into only warns: it runs beside the storing,
-            // and walks the inputs again only where an entry may have been added.
-            let walk = stamps.is_none_or(|stamps| stamps.moved(&ctx.plan.root));
-            std::thread::scope(|scope| {
-                let check = (!stage.inputs.is_empty())
-                    .then(|| scope.spawn(|| warn_if_inputs_changed(&ctx, stage, &manifest, walk)));
-                let saved = save_outputs(&ctx, stage, &manifest, fp, duration_ms);
-                if let Some(check) = check {
-                    let _ = check.join();
-                }
-                saved
-            })
+            save_outputs(&ctx, stage, &manifest, fp, duration_ms, ended_at)
         })
         .await
         .map_err(|e| format!("storing the outputs failed: {e}"))
@@ -653,6 +632,7 @@ fn why_it_runs(
     Some(match last {
         None => "no checkpoint yet".into(),
         Some(before) => {
+            warn_if_it_changed_its_inputs(ctx, stage, manifest, &before);
             let changes = manifest.changes_since(&before);
             if changes.is_empty() {
                 "its checkpoint was missing or damaged".into()
@@ -663,14 +643,56 @@ fn why_it_runs(
     })
 }
 
+/// A stage that writes into its own inputs (`__pycache__` beside the tests it runs) gets a
+/// new fingerprint every time and never hits its checkpoint. When it runs because inputs were
+/// added or changed, those whose inode changed while it last ran (from its start to the end
+/// of its commands, as its record says) are named, with the fix. Looked for here, among the few inputs that changed, not
+/// after every stage that ran: a second `stat` of each input cost 4 ms of a 47 ms run that
+/// changed one input of 5,000. Files kept with whole-second times are not judged: a second
+/// cannot tell the run from the moments after it.
+fn warn_if_it_changed_its_inputs(
+    ctx: &Context,
+    stage: &Stage,
+    manifest: &Manifest,
+    before: &Manifest,
+) {
+    let mut new = manifest.inputs_new_since(before).peekable();
+    if new.peek().is_none() {
+        return;
+    }
+    let Some(last) = ctx.store.latest_unverified(&stage.name) else {
+        return;
+    };
+    // File times come from a clock that lags by up to a timer tick (4 ms here, 10 at 100 Hz),
+    // so the window opens a tick early; for the same reason a file written within a tick
+    // after the commands ended (by a script, not by hand) may be named too.
+    const TICK_NS: i128 = 10_000_000;
+    let ended = last.created_at.as_nanosecond();
+    let began = ended - i128::from(last.duration_ms) * 1_000_000 - TICK_NS;
+    let changed: Vec<String> = new
+        .filter(|path| {
+            std::fs::symlink_metadata(ctx.plan.root.join(path)).is_ok_and(|meta| {
+                let changed_ns = Stamp::of(&meta).ctime_ns;
+                changed_ns % 1_000_000_000 != 0 && (began..=ended).contains(&changed_ns)
+            })
+        })
+        .map(str::to_owned)
+        .collect();
+    if !changed.is_empty() {
+        tracing::warn!("{}", inputs::changed_by_run_warning(&stage.name, &changed));
+    }
+}
+
 /// Verifies a successful attempt's outputs and, for a cacheable stage, stores them with the
-/// record of the attempt; returns their digest and the record.
+/// record of the attempt, whose commands ended at `ended_at`; returns their digest and the
+/// record.
 fn save_outputs(
     ctx: &Context,
     stage: &Stage,
     manifest: &Manifest,
     fingerprint: String,
     duration_ms: u64,
+    ended_at: Timestamp,
 ) -> Result<(String, Option<StageRecord>), StoreError> {
     let outputs = ctx.store.collect_outputs(
         &ctx.plan.root,
@@ -691,29 +713,10 @@ fn save_outputs(
         exit_code: 0,
         duration_ms,
         run_id: ctx.run.id.clone(),
-        created_at: Timestamp::now(),
+        created_at: ended_at,
     };
     ctx.store
         .save(&ctx.plan.root, &record, manifest, &ctx.stat_cache)?;
     crate::crash::at("record-written", &stage.name);
     Ok((output_digest, Some(record)))
-}
-
-/// A stage that writes into its own inputs (`__pycache__` beside the tests it runs) gets a
-/// new fingerprint every time and never hits its checkpoint: say which files, and the fix.
-fn warn_if_inputs_changed(ctx: &Context, stage: &Stage, manifest: &Manifest, walk: bool) {
-    let changed = manifest.inputs_changed_by_run(
-        stage,
-        &ctx.plan.root,
-        &ctx.state_dir,
-        &ctx.stat_cache,
-        walk,
-    );
-    match changed {
-        Ok(changed) if !changed.is_empty() => {
-            tracing::warn!("{}", inputs::changed_by_run_warning(&stage.name, &changed));
-        }
-        Ok(_) => {}
-        Err(err) => tracing::debug!("cannot re-read the inputs of `{}`: {err}", stage.name),
-    }
 }
