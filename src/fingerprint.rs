@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::environment::StageEnv;
 use crate::inputs;
 use crate::plan::Stage;
-use crate::stat_cache::StatCache;
+use crate::stat_cache::{Folder, StatCache};
 
 /// Bumped whenever the way a fingerprint is computed changes, so old checkpoints miss.
 const DOMAIN: &str = "murphy-fingerprint-v3";
@@ -389,6 +389,8 @@ fn cores() -> usize {
 }
 
 /// The digest of each of `files`, in their order; `None` for one deleted since the walk.
+/// Each is stat-ed by its name in its folder, held open while the files run through it:
+/// the walk's sorted order keeps a folder's files together.
 fn digest_part(
     root: &Path,
     files: &[PathBuf],
@@ -396,30 +398,36 @@ fn digest_part(
 ) -> std::io::Result<Vec<Option<InputDigest>>> {
     // One buffer for every path: a join each would allocate 20,000 times.
     let mut path = PathBuf::new();
-    files
-        .iter()
-        .map(|relative| digest_at(root, relative.as_os_str(), &mut path, stat_cache))
-        .collect()
-}
-
-/// The digest of `root`/`relative`, its path built in `path`; `None` if no file is there.
-fn digest_at(
-    root: &Path,
-    relative: &std::ffi::OsStr,
-    path: &mut PathBuf,
-    stat_cache: &StatCache,
-) -> std::io::Result<Option<InputDigest>> {
-    path.as_mut_os_string().clear();
-    path.push(root);
-    path.push(relative);
-    match stat_cache.digest(path) {
-        Ok((digest, _)) => Ok(Some(InputDigest(digest))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(std::io::Error::new(
-            e.kind(),
-            format!("{}: {e}", path.display()),
-        )),
+    let mut open: Option<(&Path, Option<Folder>)> = None;
+    let mut digests = Vec::with_capacity(files.len());
+    for relative in files {
+        let parent = relative.parent().unwrap_or(Path::new(""));
+        if open.as_ref().is_none_or(|(dir, _)| *dir != parent) {
+            // A folder that cannot be opened is left to the stat by path, and its error.
+            open = Some((parent, Folder::open(&root.join(parent)).ok()));
+        }
+        path.as_mut_os_string().clear();
+        path.push(root);
+        path.push(relative);
+        let digest = match (
+            open.as_ref().and_then(|(_, f)| f.as_ref()),
+            relative.file_name(),
+        ) {
+            (Some(folder), Some(name)) => stat_cache.digest_in(folder, name, &path),
+            _ => stat_cache.digest(&path),
+        };
+        digests.push(match digest {
+            Ok((digest, _)) => Some(InputDigest(digest)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", path.display()),
+                ));
+            }
+        });
     }
+    Ok(digests)
 }
 
 /// How a key differs between two maps.

@@ -73,6 +73,43 @@ pub struct Stamp {
 }
 
 impl Stamp {
+    /// Taken from `stat` of `name` in `folder`, not following a symlink; `None` for a symlink.
+    fn in_folder(folder: &Folder, name: &std::ffi::OsStr) -> io::Result<Option<Stamp>> {
+        use std::os::fd::AsRawFd;
+        let name = std::ffi::CString::new(name.as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in a file name"))?;
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: the descriptor is open for as long as `folder` lives, `name` is a C string,
+        // and `st` is written whole by a call that returns 0.
+        let st = unsafe {
+            if libc::fstatat(
+                folder.0.as_raw_fd(),
+                name.as_ptr(),
+                st.as_mut_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            st.assume_init()
+        };
+        if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+            return Ok(None);
+        }
+        // As `std`'s `MetadataExt` converts them: the field types differ between Linux and
+        // macOS, so a cast that is a no-op on one is needed on the other.
+        #[allow(clippy::unnecessary_cast)]
+        let ns = |s, n| i128::from(s as i64) * 1_000_000_000 + i128::from(n as i64);
+        #[allow(clippy::unnecessary_cast)]
+        Ok(Some(Stamp {
+            size: st.st_size as u64,
+            mtime_ns: ns(st.st_mtime, st.st_mtime_nsec),
+            ctime_ns: ns(st.st_ctime, st.st_ctime_nsec),
+            inode: st.st_ino as u64,
+            device: st.st_dev as u64,
+        }))
+    }
+
     pub fn of(meta: &Metadata) -> Stamp {
         Stamp {
             size: meta.size(),
@@ -81,6 +118,17 @@ impl Stamp {
             inode: meta.ino(),
             device: meta.dev(),
         }
+    }
+}
+
+/// A folder held open, its files stat-ed by name: a path from `/` costs the kernel a lookup
+/// for each of its parts, a fifth of the CPU of a run that checks 20,000 unchanged inputs.
+#[derive(Debug)]
+pub struct Folder(std::os::fd::OwnedFd);
+
+impl Folder {
+    pub fn open(path: &Path) -> io::Result<Folder> {
+        Ok(Folder(File::open(path)?.into()))
     }
 }
 
@@ -213,16 +261,38 @@ impl StatCache {
     pub fn digest(&self, path: &Path) -> io::Result<(Digest, u64)> {
         let meta = std::fs::symlink_metadata(path)?;
         if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(path)?;
-            let mut h = blake3::Hasher::new();
-            h.update(target.as_os_str().as_bytes());
-            if std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
-                h.update(&hash_file(path)?);
-                self.note_rehashed(path);
-            }
-            return Ok((*h.finalize().as_bytes(), 0));
+            return self.digest_link(path);
         }
-        let stamp = Stamp::of(&meta);
+        self.digest_stamped(path, Stamp::of(&meta))
+    }
+
+    /// [`StatCache::digest`] of the file `name` in `folder`, whose path is `path`: stat-ed
+    /// by its name in the open folder.
+    pub fn digest_in(
+        &self,
+        folder: &Folder,
+        name: &std::ffi::OsStr,
+        path: &Path,
+    ) -> io::Result<(Digest, u64)> {
+        match Stamp::in_folder(folder, name)? {
+            Some(stamp) => self.digest_stamped(path, stamp),
+            None => self.digest_link(path),
+        }
+    }
+
+    fn digest_link(&self, path: &Path) -> io::Result<(Digest, u64)> {
+        let target = std::fs::read_link(path)?;
+        let mut h = blake3::Hasher::new();
+        h.update(target.as_os_str().as_bytes());
+        if std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+            h.update(&hash_file(path)?);
+            self.note_rehashed(path);
+        }
+        Ok((*h.finalize().as_bytes(), 0))
+    }
+
+    /// The digest of the file at `path`, whose stat gave `stamp`.
+    fn digest_stamped(&self, path: &Path, stamp: Stamp) -> io::Result<(Digest, u64)> {
         let key = path.as_os_str().as_bytes();
         if let Some(digest) = self.known(key, stamp) {
             return Ok((digest, stamp.size));
@@ -512,6 +582,22 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file stat-ed by its name in its open folder has the stamp `std` gives it by path, so
+    /// an entry saved by either vouches for the other; a symlink is told apart, not followed.
+    #[test]
+    fn a_stamp_by_name_in_a_folder_is_the_stamp_by_path() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), "a").unwrap();
+        std::os::unix::fs::symlink("a.txt", dir.path().join("link")).unwrap();
+        let folder = Folder::open(dir.path()).unwrap();
+        let by_path = Stamp::of(&std::fs::symlink_metadata(dir.path().join("a.txt")).unwrap());
+        let by_name = Stamp::in_folder(&folder, "a.txt".as_ref()).unwrap();
+        assert_eq!(by_name, Some(by_path));
+        assert_eq!(Stamp::in_folder(&folder, "link".as_ref()).unwrap(), None);
+        let gone = Stamp::in_folder(&folder, "gone".as_ref()).unwrap_err();
+        assert_eq!(gone.kind(), io::ErrorKind::NotFound);
+    }
 
     /// Sets a file's mtime back; its ctime moves to now, which is what makes this safe.
     fn age(path: &Path) {
