@@ -594,12 +594,13 @@ impl Store {
         })
     }
 
-    /// Stores the outputs' bytes (each once) and then the record naming them, durably.
+    /// Stores the outputs' bytes (each once), then the manifest (its JSON,
+    /// [`Manifest::to_json`]) and the record naming them.
     pub fn save(
         &self,
         root: &Path,
         record: &StageRecord,
-        manifest: &Manifest,
+        manifest: &[u8],
         stat_cache: &StatCache,
     ) -> Result<(), StoreError> {
         // Nothing here is fsynced: a kill cannot tear what is renamed into place, and what a
@@ -623,10 +624,7 @@ impl Store {
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         }
         let manifest_path = self.manifest_path(&record.fingerprint);
-        let manifest_bytes = serde_json::to_vec(manifest)
-            .map_err(|e| io_err(&manifest_path)(io::Error::other(e)))?;
-        atomic_file::write_unsynced(&manifest_path, &manifest_bytes)
-            .map_err(io_err(&manifest_path))?;
+        atomic_file::write_unsynced(&manifest_path, manifest).map_err(io_err(&manifest_path))?;
         self.written(manifest_path);
         let record_path = self.record_path(&record.fingerprint);
         atomic_file::write_unsynced(&record_path, &bytes).map_err(io_err(&record_path))?;

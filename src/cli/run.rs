@@ -195,7 +195,7 @@ impl Scheduling {
         let jobs = match self.jobs {
             Some(0) => return Err(Error::Usage("`--jobs` must be at least 1".into())),
             Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            None => crate::process::cores(),
         };
         Ok(Options {
             jobs,

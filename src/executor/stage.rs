@@ -171,6 +171,10 @@ impl Task {
             Ok(env) => env,
             Err(message) => return self.fail_before_running(message),
         };
+        let encoding = match self.encode_while_running(manifest) {
+            Ok(encoding) => encoding,
+            Err(message) => return self.fail_before_running(message),
+        };
         let attempt = match self.attempts(why, env).await {
             Ok(attempt) => attempt,
             Err(outcome) => {
@@ -182,14 +186,37 @@ impl Task {
                 };
             }
         };
-        self.checkpoint(
-            manifest,
-            fingerprint,
-            attempt,
-            started.elapsed(),
-            started_at,
-        )
-        .await
+        let (elapsed, ended_at) = (started.elapsed(), Timestamp::now());
+        let encoded = match encoding.await {
+            Ok(encoded) => encoded
+                .transpose()
+                .map_err(|e| format!("cannot encode the manifest as JSON: {e}")),
+            Err(_) => Err("murphy failed internally: encoding the manifest panicked".into()),
+        };
+        self.checkpoint(encoded, fingerprint, attempt, elapsed, started_at, ended_at)
+            .await
+    }
+
+    /// The manifest's JSON, which the store keeps beside a cacheable stage's checkpoint:
+    /// half a megabyte for 5,000 inputs, encoded on a thread of its own (at nice 10, as the
+    /// inputs are read) while the commands run, not after them, when the run waits for it.
+    fn encode_while_running(
+        &self,
+        manifest: Manifest,
+    ) -> Result<tokio::sync::oneshot::Receiver<Option<serde_json::Result<Vec<u8>>>>, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if !self.stage().cacheable {
+            let _ = tx.send(None);
+            return Ok(rx);
+        }
+        std::thread::Builder::new()
+            .name("manifest".into())
+            .spawn(move || {
+                process::lower_priority();
+                let _ = tx.send(Some(manifest.to_json()));
+            })
+            .map_err(|e| format!("cannot start a thread to encode the manifest: {e}"))?;
+        Ok(rx)
     }
 
     /// Starts reading the stage's last manifest, for [`why_it_runs`], when the stage is
@@ -496,30 +523,35 @@ impl Task {
         Ok(env.into_iter().collect())
     }
 
-    /// Verifies and stores the outputs of a successful attempt, then records the success.
+    /// Verifies and stores the outputs of a successful attempt with its `manifest` (as JSON;
+    /// `None` for a stage that is not cached), then records the success. Its commands ran
+    /// for `elapsed`, from `started_at` to `ended_at`.
     async fn checkpoint(
         &self,
-        manifest: Manifest,
+        manifest: Result<Option<Vec<u8>>, String>,
         fingerprint: String,
         attempt: u32,
         elapsed: Duration,
         started_at: Timestamp,
+        ended_at: Timestamp,
     ) -> StageEnd {
         let ctx = self.ctx.clone();
         let id = self.id;
         let fp = fingerprint.clone();
         let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-        let ended_at = Timestamp::now();
         let stage = self.stage();
         let trivial = stage.inputs.is_empty() && stage.outputs.is_empty() && !stage.cacheable;
-        let saved = blocking(trivial, move || {
-            let stage = &ctx.plan.stages[id];
-            crate::crash::at("stage-exited", &stage.name);
-            save_outputs(&ctx, stage, &manifest, fp, duration_ms, ended_at)
-        })
-        .await
-        .map_err(|e| format!("storing the outputs failed: {e}"))
-        .and_then(|saved| saved.map_err(|e| crate::causes::line(&e)));
+        let saved = match manifest {
+            Ok(manifest) => blocking(trivial, move || {
+                let stage = &ctx.plan.stages[id];
+                crate::crash::at("stage-exited", &stage.name);
+                save_outputs(&ctx, stage, manifest, fp, duration_ms, ended_at)
+            })
+            .await
+            .map_err(|e| format!("storing the outputs failed: {e}"))
+            .and_then(|saved| saved.map_err(|e| crate::causes::line(&e))),
+            Err(message) => Err(message),
+        };
 
         let saved = match saved {
             Ok((digest, Some(record))) => self.push_checkpoint(&record).await.map(|()| digest),
@@ -683,13 +715,13 @@ fn warn_if_it_changed_its_inputs(
     }
 }
 
-/// Verifies a successful attempt's outputs and, for a cacheable stage, stores them with the
-/// record of the attempt, whose commands ended at `ended_at`; returns their digest and the
-/// record.
+/// Verifies a successful attempt's outputs and, for a cacheable stage (one given its
+/// `manifest`'s JSON), stores them with the manifest and the record of the attempt, whose
+/// commands ended at `ended_at`; returns their digest and the record.
 fn save_outputs(
     ctx: &Context,
     stage: &Stage,
-    manifest: &Manifest,
+    manifest: Option<Vec<u8>>,
     fingerprint: String,
     duration_ms: u64,
     ended_at: Timestamp,
@@ -701,9 +733,9 @@ fn save_outputs(
         &ctx.stat_cache,
     )?;
     let output_digest = outputs_digest(&outputs);
-    if !stage.cacheable {
+    let Some(manifest) = manifest else {
         return Ok((output_digest, None));
-    }
+    };
     let record = StageRecord {
         v: RECORD_VERSION,
         stage: stage.name.clone(),
@@ -716,7 +748,7 @@ fn save_outputs(
         created_at: ended_at,
     };
     ctx.store
-        .save(&ctx.plan.root, &record, manifest, &ctx.stat_cache)?;
+        .save(&ctx.plan.root, &record, &manifest, &ctx.stat_cache)?;
     crate::crash::at("record-written", &stage.name);
     Ok((output_digest, Some(record)))
 }

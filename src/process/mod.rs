@@ -189,6 +189,13 @@ pub async fn run(
     Ok(ended)
 }
 
+/// The cores murphy may use, read once a process: the standard library reads the cgroup's
+/// quota files on every call.
+pub fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// Makes the calling thread (and the threads it starts) yield the cores to murphy's other
 /// threads and to the commands it runs: `nice` 10 for this thread alone. It cannot be undone
 /// without privileges, so only a thread made for the work calls it.
