@@ -6,6 +6,8 @@
 //! (mtimes, run ids, key order in the YAML) can change it.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -405,22 +407,27 @@ fn digest_part(
 ) -> std::io::Result<Vec<Option<InputDigest>>> {
     // One buffer for every path: a join each would allocate 20,000 times.
     let mut path = PathBuf::new();
-    let mut open: Option<(&Path, Option<Folder>)> = None;
+    let mut open: Option<(&[u8], Option<Folder>)> = None;
     let mut digests = Vec::with_capacity(files.len());
     for relative in files {
-        let parent = relative.parent().unwrap_or(Path::new(""));
+        // Split as bytes: `Path`'s parent and its comparison go component by component.
+        let bytes = relative.as_os_str().as_bytes();
+        let (parent, name) = match bytes.iter().rposition(|&b| b == b'/') {
+            Some(slash) => (&bytes[..slash], &bytes[slash + 1..]),
+            None => (&b""[..], bytes),
+        };
         if open.as_ref().is_none_or(|(dir, _)| *dir != parent) {
             // A folder that cannot be opened is left to the stat by path, and its error.
-            open = Some((parent, Folder::open(&root.join(parent)).ok()));
+            let folder = Folder::open(&root.join(OsStr::from_bytes(parent))).ok();
+            open = Some((parent, folder));
         }
         path.as_mut_os_string().clear();
         path.push(root);
         path.push(relative);
-        let digest = match (
-            open.as_ref().and_then(|(_, f)| f.as_ref()),
-            relative.file_name(),
-        ) {
-            (Some(folder), Some(name)) => stat_cache.digest_in(folder, name, &path),
+        let digest = match open.as_ref().and_then(|(_, folder)| folder.as_ref()) {
+            Some(folder) if !matches!(name, b"" | b"." | b"..") => {
+                stat_cache.digest_in(folder, OsStr::from_bytes(name), &path)
+            }
             _ => stat_cache.digest(&path),
         };
         digests.push(match digest {

@@ -678,10 +678,10 @@ fn why_it_runs(
 /// A stage that writes into its own inputs (`__pycache__` beside the tests it runs) gets a
 /// new fingerprint every time and never hits its checkpoint. When it runs because inputs were
 /// added or changed, those whose inode changed while it last ran (from its start to the end
-/// of its commands, as its record says) are named, with the fix. Looked for here, among the few inputs that changed, not
-/// after every stage that ran: a second `stat` of each input cost 4 ms of a 47 ms run that
-/// changed one input of 5,000. Files kept with whole-second times are not judged: a second
-/// cannot tell the run from the moments after it.
+/// of its commands, as its record says) are named, with the fix. Looked for here, among the
+/// inputs that changed, not after every stage that ran: a second `stat` of each input cost
+/// 4 ms of a 52 ms run that changed one input of 5,000. Files kept with whole-second times are
+/// not judged: a second cannot tell the run from the moments after it.
 fn warn_if_it_changed_its_inputs(
     ctx: &Context,
     stage: &Stage,
