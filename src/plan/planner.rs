@@ -429,7 +429,7 @@ impl Planner<'_> {
                 ),
                 pattern,
             );
-        } else if let Err(err) = crate::inputs::compile(&pattern.value) {
+        } else if let Err(err) = crate::inputs::parse(&pattern.value) {
             self.error(
                 format!("bad glob `{}`: {}", pattern.value, err.kind()),
                 pattern,
@@ -789,6 +789,16 @@ fn default_release_tags() -> Pattern {
 #[cfg(test)]
 mod tests {
     use crate::plan::tests::plan_err;
+
+    /// Checked by parsing alone: a glob that parses compiles.
+    #[test]
+    fn a_glob_that_does_not_parse_is_named_where_it_is() {
+        let err = plan_err("version: 1\nstages:\n  a: {run: x, inputs: [ok/**, 'src/[a']}\n");
+        assert!(
+            err.starts_with("pipeline.yml:3:31: bad glob `src/[a`: unclosed character class"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn unknown_need_points_at_it_with_a_suggestion() {
