@@ -275,40 +275,49 @@ pub fn write_changed_files(
     state_dir: &Path,
 ) -> io::Result<Option<PathBuf>> {
     let tracked = state_dir.join(TRACKED_FILES);
-    write_list(run_dir, changed_files(plan, change, env, Some(&tracked)))
+    write_list(
+        run_dir,
+        lines(changed_files(plan, change, env, Some(&tracked))),
+    )
 }
 
 /// The list of every tracked file (where there is no base to compare with), kept in the state
 /// directory between runs.
 const TRACKED_FILES: &str = "tracked-files";
 
-/// Writes `changed` (from [`changed_files`]) into `run_dir` as `write_changed_files` does.
-/// Not fsynced: a resumed run writes it again rather than trust one a power cut may have torn.
-pub fn write_list(
-    run_dir: &Path,
-    changed: Option<git::ChangedFiles>,
-) -> io::Result<Option<PathBuf>> {
-    let list = std::path::absolute(run_dir.join("changed-files.txt"))?;
-    let Some(changed) = changed else {
-        // One an earlier murphy wrote for this run would be stale.
-        let _ = std::fs::remove_file(&list);
-        return Ok(None);
-    };
-    let mut text = String::new();
+/// The list's text: a changed file a line.
+fn lines(changed: Option<git::ChangedFiles>) -> Option<String> {
+    let changed = changed?;
+    let mut text = String::with_capacity(changed.files.len() * 32);
     for file in &changed.files {
         text.push_str(&file.to_string_lossy());
         text.push('\n');
     }
+    Some(text)
+}
+
+/// Writes the list's `text` (from [`changed_files`]) into `run_dir` as `write_changed_files`
+/// does. Not fsynced: a resumed run writes it again rather than trust one a power cut may have
+/// torn.
+pub fn write_list(run_dir: &Path, text: Option<String>) -> io::Result<Option<PathBuf>> {
+    let list = std::path::absolute(run_dir.join("changed-files.txt"))?;
+    let Some(text) = text else {
+        // One an earlier murphy wrote for this run would be stale.
+        let _ = std::fs::remove_file(&list);
+        return Ok(None);
+    };
     crate::atomic_file::write_unsynced(&list, text.as_bytes())?;
     Ok(Some(list))
 }
 
-/// The changed files, as [`list_early`]'s thread sends them.
-pub type ListedEarly = tokio::sync::oneshot::Receiver<Option<git::ChangedFiles>>;
+/// The list of changed files, as [`list_early`]'s thread sends its text.
+pub type ListedEarly = tokio::sync::oneshot::Receiver<Option<String>>;
 
 /// [`changed_files`] on a thread of its own, begun while a run is set up when one of its stages
-/// will run whatever the store holds: that stage's first command then need not wait for git.
-/// `None` if no thread could be made (the executor then lists them itself).
+/// will run whatever the store holds: that stage's first command then need not wait for git,
+/// nor for the list's lines (20,000 of them where every tracked file counts as changed; made
+/// on the run's one async thread, they cost its first command a millisecond). `None` if no
+/// thread could be made (the executor then lists them itself).
 pub fn list_early(
     plan: Arc<Plan>,
     change: Change,
@@ -320,7 +329,7 @@ pub fn list_early(
     std::thread::Builder::new()
         .name("changed-files".into())
         .spawn(move || {
-            let _ = tx.send(changed_files(&plan, &change, &env, Some(&tracked)));
+            let _ = tx.send(lines(changed_files(&plan, &change, &env, Some(&tracked))));
         })
         .ok()?;
     Some(rx)

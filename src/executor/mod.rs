@@ -174,7 +174,7 @@ impl Context {
                 let written = match early {
                     Some(listed) => match listed.await {
                         // Listed since the run began: only the writing is left.
-                        Ok(changed) => crate::change::write_list(&ctx.run.path, changed),
+                        Ok(text) => crate::change::write_list(&ctx.run.path, text),
                         // Its thread ended without an answer: list them here.
                         Err(_) => list_changed_files(ctx).await,
                     },
