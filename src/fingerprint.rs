@@ -275,6 +275,11 @@ impl Manifest {
         blake3::hash(&bytes).to_hex().to_string()
     }
 
+    /// How many input files it names.
+    pub fn input_count(&self) -> usize {
+        self.inputs.len()
+    }
+
     /// As the store keeps it: JSON, in one buffer sized for it (half a megabyte for 5,000
     /// inputs, grown by doubling it was copied ten times).
     pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {

@@ -199,7 +199,8 @@ impl Task {
 
     /// The manifest's JSON, which the store keeps beside a cacheable stage's checkpoint:
     /// half a megabyte for 5,000 inputs, encoded on a thread of its own (at nice 10, as the
-    /// inputs are read) while the commands run, not after them, when the run waits for it.
+    /// inputs are read) while the commands run, not after them, when the run waits for it. A
+    /// small one is encoded here: a thread would cost more than it.
     fn encode_while_running(
         &self,
         manifest: Manifest,
@@ -207,6 +208,10 @@ impl Task {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if !self.stage().cacheable {
             let _ = tx.send(None);
+            return Ok(rx);
+        }
+        if manifest.input_count() < 256 {
+            let _ = tx.send(Some(manifest.to_json()));
             return Ok(rx);
         }
         std::thread::Builder::new()
