@@ -280,8 +280,8 @@ impl Manifest {
         self.inputs.len()
     }
 
-    /// As the store keeps it: JSON, in one buffer sized for it (half a megabyte for 5,000
-    /// inputs, grown by doubling it was copied ten times).
+    /// As the store keeps it: JSON, in one buffer sized for it. Half a megabyte for 5,000
+    /// inputs, which a buffer grown by doubling copies ten times.
     pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {
         let mut json = Vec::with_capacity(256 + self.inputs.len() * (100 + 64));
         serde_json::to_writer(&mut json, self)?;
