@@ -314,7 +314,8 @@ pub fn write_list(run_dir: &Path, text: Option<String>) -> io::Result<Option<Pat
 pub type ListedEarly = tokio::sync::oneshot::Receiver<Option<String>>;
 
 /// [`changed_files`] on a thread of its own, begun while a run is set up when one of its stages
-/// will run whatever the store holds: that stage's first command then need not wait for git,
+/// will surely or likely run (one the store cannot restore, or one the last run ran): that
+/// stage's first command then need not wait for git,
 /// nor for the list's lines (20,000 of them where every tracked file counts as changed; made
 /// on the run's one async thread, they cost its first command a millisecond). `None` if no
 /// thread could be made (the executor then lists them itself).

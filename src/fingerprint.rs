@@ -6,7 +6,7 @@
 //! (mtimes, run ids, key order in the YAML) can change it.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
+use std::ffi::{CStr, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -344,7 +344,7 @@ fn digest_inputs(
 
 /// `work` on parts of `items`, a part per core left to it, its results in the order of
 /// `items`. A stat per input is most of what a run that changed little costs, and a lone
-/// large stage (or the check after it ran) would otherwise use one core. Where other stages
+/// large stage would otherwise use one core. Where other stages
 /// are being checked as well, each keeps to its share of the cores: more threads than
 /// cores only added their start and their contention (W3: 2 ms of 64, 4 of CPU).
 fn over_cores<T: Sync, R: Send>(
@@ -410,8 +410,10 @@ fn digest_part(
     files: &[PathBuf],
     stat_cache: &StatCache,
 ) -> std::io::Result<Vec<Option<InputDigest>>> {
-    // One buffer for every path: a join each would allocate 20,000 times.
+    // One buffer for every path, and one for every name as the kernel takes it: a join or a
+    // `CString` each would allocate 20,000 times.
     let mut path = PathBuf::new();
+    let mut c_name = Vec::new();
     let mut open: Option<(&[u8], Option<Folder>)> = None;
     let mut digests = Vec::with_capacity(files.len());
     for relative in files {
@@ -429,10 +431,17 @@ fn digest_part(
         path.as_mut_os_string().clear();
         path.push(root);
         path.push(relative);
-        let digest = match open.as_ref().and_then(|(_, folder)| folder.as_ref()) {
-            Some(folder) if !matches!(name, b"" | b"." | b"..") => {
-                stat_cache.digest_in(folder, OsStr::from_bytes(name), &path)
-            }
+        c_name.clear();
+        c_name.extend_from_slice(name);
+        c_name.push(0);
+        let by_name = CStr::from_bytes_with_nul(&c_name)
+            .ok()
+            .filter(|_| !matches!(name, b"" | b"." | b".."));
+        let digest = match (
+            open.as_ref().and_then(|(_, folder)| folder.as_ref()),
+            by_name,
+        ) {
+            (Some(folder), Some(name)) => stat_cache.digest_in(folder, name, &path),
             _ => stat_cache.digest(&path),
         };
         digests.push(match digest {
@@ -632,21 +641,16 @@ mod tests {
         assert_ne!(a.fingerprint(), b.fingerprint());
     }
 
-    /// `f00000`, `f00001`, ...: enough inputs to be split over threads.
-    fn names_across_the_split() -> Vec<PathBuf> {
-        (0..PER_THREAD_AT_LEAST * 2 + 7)
-            .map(|i| PathBuf::from(format!("f{i:05}")))
-            .collect()
-    }
-
     /// Split over threads, with files deleted since the walk in each part: every digest
     /// must still be the one of its own path.
     #[test]
     fn each_input_keeps_its_own_digest_when_some_are_gone() {
         let dir = tempfile::tempdir().unwrap();
         let cache = StatCache::load(&dir.path().join("stat-cache"));
-        let files = names_across_the_split();
-        let count = files.len();
+        let count = PER_THREAD_AT_LEAST * 2 + 7;
+        let files: Vec<PathBuf> = (0..count)
+            .map(|i| PathBuf::from(format!("f{i:05}")))
+            .collect();
         let gone = [0, 3, PER_THREAD_AT_LEAST + 1, count - 1];
         for (i, file) in files.iter().enumerate() {
             if !gone.contains(&i) {

@@ -9,6 +9,7 @@
 //! archive extractor.
 
 use std::collections::HashMap;
+use std::ffi::CStr;
 use std::fs::{File, Metadata};
 use std::hash::BuildHasher;
 use std::io::{self, Read};
@@ -63,21 +64,19 @@ const FORMAT_VERSION: u32 = 2;
 
 /// What a file looked like when it was hashed: the times and identity a change moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stamp {
+struct Stamp {
     size: u64,
     mtime_ns: i128,
     /// When its inode last changed, in nanoseconds since the epoch: see [`settled`].
-    pub ctime_ns: i128,
+    ctime_ns: i128,
     inode: u64,
     device: u64,
 }
 
 impl Stamp {
     /// Taken from `stat` of `name` in `folder`, not following a symlink; `None` for a symlink.
-    fn in_folder(folder: &Folder, name: &std::ffi::OsStr) -> io::Result<Option<Stamp>> {
+    fn in_folder(folder: &Folder, name: &CStr) -> io::Result<Option<Stamp>> {
         use std::os::fd::AsRawFd;
-        let name = std::ffi::CString::new(name.as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in a file name"))?;
         let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
         // SAFETY: the descriptor is open for as long as `folder` lives, `name` is a C string,
         // and `st` is written whole by a call that returns 0.
@@ -110,15 +109,21 @@ impl Stamp {
         }))
     }
 
-    pub fn of(meta: &Metadata) -> Stamp {
+    fn of(meta: &Metadata) -> Stamp {
         Stamp {
             size: meta.size(),
             mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+            ctime_ns: changed_ns(meta),
             inode: meta.ino(),
             device: meta.dev(),
         }
     }
+}
+
+/// When the inode of what `meta` describes last changed, in nanoseconds since the epoch, as
+/// the kernel's file clock kept it.
+pub fn changed_ns(meta: &Metadata) -> i128 {
+    i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec())
 }
 
 /// A folder held open, its files stat-ed by name: a path from `/` costs the kernel a lookup
@@ -271,7 +276,7 @@ impl StatCache {
     pub fn digest_in(
         &self,
         folder: &Folder,
-        name: &std::ffi::OsStr,
+        name: &CStr,
         path: &Path,
     ) -> io::Result<(Digest, u64)> {
         match Stamp::in_folder(folder, name)? {
@@ -592,10 +597,10 @@ mod tests {
         std::os::unix::fs::symlink("a.txt", dir.path().join("link")).unwrap();
         let folder = Folder::open(dir.path()).unwrap();
         let by_path = Stamp::of(&std::fs::symlink_metadata(dir.path().join("a.txt")).unwrap());
-        let by_name = Stamp::in_folder(&folder, "a.txt".as_ref()).unwrap();
+        let by_name = Stamp::in_folder(&folder, c"a.txt").unwrap();
         assert_eq!(by_name, Some(by_path));
-        assert_eq!(Stamp::in_folder(&folder, "link".as_ref()).unwrap(), None);
-        let gone = Stamp::in_folder(&folder, "gone".as_ref()).unwrap_err();
+        assert_eq!(Stamp::in_folder(&folder, c"link").unwrap(), None);
+        let gone = Stamp::in_folder(&folder, c"gone").unwrap_err();
         assert_eq!(gone.kind(), io::ErrorKind::NotFound);
     }
 

@@ -21,7 +21,7 @@ use crate::journal::{Event, Outcome};
 use crate::plan::{Stage, StageId};
 use crate::process;
 use crate::report::Finish;
-use crate::stat_cache::Stamp;
+use crate::stat_cache;
 use crate::store::{self, RECORD_VERSION, StageRecord, StoreError, outputs_digest};
 
 /// Runs `work` on the blocking pool, or right here when it is known to be trivial (a stage
@@ -709,7 +709,7 @@ fn warn_if_it_changed_its_inputs(
     let changed: Vec<String> = new
         .filter(|path| {
             std::fs::symlink_metadata(ctx.plan.root.join(path)).is_ok_and(|meta| {
-                let changed_ns = Stamp::of(&meta).ctime_ns;
+                let changed_ns = stat_cache::changed_ns(&meta);
                 changed_ns % 1_000_000_000 != 0 && (began..=ended).contains(&changed_ns)
             })
         })
