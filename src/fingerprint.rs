@@ -205,7 +205,8 @@ impl Manifest {
         stat_cache: &StatCache,
     ) -> std::io::Result<(Manifest, Vec<String>)> {
         let _checking = Checking::begin();
-        let expanded = inputs::expand_inputs(root, &stage.inputs, state_dir)?;
+        let expanded =
+            inputs::expand_inputs(root, &stage.inputs, state_dir, Some(stat_cache.walks()))?;
         let files = digest_inputs(root, expanded.files, stat_cache)?;
         let env = env
             .fingerprinted

@@ -13,7 +13,8 @@ use std::path::{Component, Path, PathBuf};
 
 use globset::{Glob, GlobBuilder, GlobMatcher};
 
-use crate::gitignore::Rules;
+use crate::gitignore::{self, Rules};
+use crate::stat_cache::{Trail, Walks};
 
 /// Characters that make a path component a pattern rather than a name.
 const GLOB_CHARS: &[char] = &['*', '?', '[', '{'];
@@ -111,8 +112,14 @@ pub fn is_glob(pattern: &str) -> bool {
 
 /// The files a stage's `inputs` name, skipping what git ignores. A pattern that names a file
 /// literally counts even if git ignores it; a directory named literally is walked with the
-/// ignore rules that apply below it.
-pub fn expand_inputs(root: &Path, patterns: &[String], skip: &Path) -> io::Result<Inputs> {
+/// ignore rules that apply below it. With `walks`, a walk whose folders and rules have not
+/// moved since one kept there is not walked again.
+pub fn expand_inputs(
+    root: &Path,
+    patterns: &[String],
+    skip: &Path,
+    walks: Option<&Walks>,
+) -> io::Result<Inputs> {
     if patterns.is_empty() {
         return Ok(Inputs::default());
     }
@@ -127,8 +134,9 @@ pub fn expand_inputs(root: &Path, patterns: &[String], skip: &Path) -> io::Resul
     } else {
         Ignores::Disregard
     };
+    let walks = walks.filter(|_| ignores == Ignores::Honour);
     for pattern in patterns {
-        if walk(&root, pattern, &skip, ignores, &mut files)? == 0 {
+        if walk(&root, pattern, &skip, ignores, walks, &mut files)? == 0 {
             unmatched.push(pattern.clone());
         }
     }
@@ -166,7 +174,7 @@ pub fn expand(root: &Path, patterns: &[String], skip: &Path) -> io::Result<Vec<P
     let skip = std::path::absolute(skip)?;
     let mut files = Vec::new();
     for pattern in patterns {
-        walk(&root, pattern, &skip, Ignores::Disregard, &mut files)?;
+        walk(&root, pattern, &skip, Ignores::Disregard, None, &mut files)?;
     }
     files.sort_unstable();
     files.dedup();
@@ -174,12 +182,14 @@ pub fn expand(root: &Path, patterns: &[String], skip: &Path) -> io::Result<Vec<P
 }
 
 /// Adds what one pattern names to `files`; returns how many files it matched (counting those
-/// another pattern matched too).
+/// another pattern matched too). A walk kept in `walks` is taken from there if it holds, and
+/// one made is kept there.
 fn walk(
     root: &Path,
     pattern: &str,
     skip: &Path,
     ignores: Ignores,
+    walks: Option<&Walks>,
     files: &mut Vec<PathBuf>,
 ) -> io::Result<usize> {
     // The planner refuses a pattern that leaves the project; walked as it reads, without
@@ -221,18 +231,47 @@ fn walk(
         files.push(prefix);
         return Ok(1);
     }
+    let key = walks.map(|_| walk_key(root, skip, pattern));
+    if let (Some(walks), Some(key)) = (walks, &key)
+        && let Some(matched) = walks.walked(key, files)
+    {
+        return Ok(matched);
+    }
+    let trail = walks.map(|_| {
+        let mut trail = Trail::begin();
+        gitignore::note_global(&mut trail);
+        trail
+    });
+    let before = files.len();
     let mut walk = Walk {
         root_len: root.as_os_str().len(),
         skip,
         honour,
         rules: None,
+        trail,
         matcher: matcher.as_ref(),
         everything_below,
         files,
         matched: 0,
     };
     walk.start(start)?;
-    Ok(walk.matched)
+    let matched = walk.matched;
+    if let (Some(walks), Some(key), Some(trail)) = (walks, key, walk.trail) {
+        walks.keep(&key, trail, &files[before..]);
+    }
+    Ok(matched)
+}
+
+/// What a walk is kept under: the pattern, and all else it depends on that no stamp shows.
+fn walk_key(root: &Path, skip: &Path, pattern: &str) -> Vec<u8> {
+    let global = gitignore::global_file().unwrap_or(Path::new(""));
+    [
+        root.as_os_str().as_bytes(),
+        skip.as_os_str().as_bytes(),
+        global.as_os_str().as_bytes(),
+        pattern.as_bytes(),
+    ]
+    .join(&0)
 }
 
 /// One pattern's walk below its literal prefix.
@@ -245,6 +284,8 @@ struct Walk<'a> {
     honour: bool,
     /// What git ignores where the walk is, once it is in a folder.
     rules: Option<Rules>,
+    /// What the walk depends on, when it is to be kept.
+    trail: Option<Trail>,
     /// The glob a file must match (`None`: every file below the start).
     matcher: Option<&'a GlobMatcher>,
     /// `dir/**`: a file named `dir` itself is not below it.
@@ -265,11 +306,14 @@ impl Walk<'_> {
                     self.file(&start, true);
                 }
                 if self.honour {
-                    self.rules = Some(Rules::above(&start));
+                    self.rules = Some(Rules::above(&start, self.trail.as_mut()));
                 }
                 self.folder(&mut { start })
             }
             Ok(_) => {
+                if let Some(trail) = &mut self.trail {
+                    trail.not_keepable();
+                }
                 self.file(&start, true);
                 Ok(())
             }
@@ -282,14 +326,19 @@ impl Walk<'_> {
     /// walk's one path buffer: each entry is pushed onto it and popped off.
     fn folder(&mut self, dir: &mut PathBuf) -> io::Result<()> {
         // Listed whole first: the folder's own `.gitignore` applies to its entries. A folder
-        // deleted meanwhile (by another stage) holds no inputs.
+        // deleted meanwhile (by another stage) holds no inputs. Stamped before it is listed,
+        // so a change while it is leaves the stamp behind.
+        if let Some(trail) = &mut self.trail {
+            trail.folder(dir);
+        }
         let entries = match list(dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(with_path(e, dir)),
         };
         if let Some(rules) = &mut self.rules {
-            rules.enter(dir, entries.iter().map(|(name, _)| name.as_os_str()));
+            let names = entries.iter().map(|(name, _)| name.as_os_str());
+            rules.enter(dir, names, self.trail.as_mut());
         }
         // Room for every entry at once: grown one doubling at a time, 5,000 paths were
         // copied a dozen times.
@@ -506,7 +555,7 @@ mod tests {
         let patterns: Vec<String> = ["src", "**/*.rs", "named.log", "*.py", "build/**/*.rs"]
             .map(str::to_owned)
             .to_vec();
-        let found = expand_inputs(root, &patterns, &root.join(".murphy")).unwrap();
+        let found = expand_inputs(root, &patterns, &root.join(".murphy"), None).unwrap();
         let names: Vec<&str> = found.files.iter().map(|p| p.to_str().unwrap()).collect();
         // `build/` is ignored, but a pattern rooted in it walks it: only its own rules apply.
         assert_eq!(
@@ -623,14 +672,14 @@ mod tests {
             "x.log",
         ] {
             let mut files = Vec::new();
-            walk(root, pattern, &skip, Ignores::Honour, &mut files).unwrap();
+            walk(root, pattern, &skip, Ignores::Honour, None, &mut files).unwrap();
             files.sort();
             let before = walked_by_the_ignore_crate(root, pattern, &skip);
             assert_eq!(files, before, "{pattern}");
         }
         // Spot checks that the oracle saw the rules at all.
         let mut all = Vec::new();
-        walk(root, "**", &skip, Ignores::Honour, &mut all).unwrap();
+        walk(root, "**", &skip, Ignores::Honour, None, &mut all).unwrap();
         let all: Vec<&str> = all.iter().map(|p| p.to_str().unwrap()).collect();
         for kept in [
             "keep.log",

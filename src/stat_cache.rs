@@ -26,6 +26,9 @@ use rustc_hash::FxBuildHasher;
 
 use crate::atomic_file;
 
+mod walks;
+pub use walks::{Seen, Trail, Walks};
+
 /// A BLAKE3 digest: murphy's internal content key (SHA-256 is for digests others read).
 pub type Digest = [u8; 32];
 
@@ -64,7 +67,7 @@ const FORMAT_VERSION: u32 = 2;
 
 /// What a file looked like when it was hashed: the times and identity a change moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
+pub struct Stamp {
     size: u64,
     mtime_ns: i128,
     /// When its inode last changed, in nanoseconds since the epoch: see [`settled`].
@@ -107,6 +110,24 @@ impl Stamp {
             inode: st.st_ino as u64,
             device: st.st_dev as u64,
         }))
+    }
+
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.size.to_le_bytes());
+        out.extend_from_slice(&self.mtime_ns.to_le_bytes());
+        out.extend_from_slice(&self.ctime_ns.to_le_bytes());
+        out.extend_from_slice(&self.inode.to_le_bytes());
+        out.extend_from_slice(&self.device.to_le_bytes());
+    }
+
+    fn read(r: &mut Reader<'_>) -> Option<Stamp> {
+        Some(Stamp {
+            size: u64::from_le_bytes(r.array()?),
+            mtime_ns: i128::from_le_bytes(r.array()?),
+            ctime_ns: i128::from_le_bytes(r.array()?),
+            inode: u64::from_le_bytes(r.array()?),
+            device: u64::from_le_bytes(r.array()?),
+        })
     }
 
     fn of(meta: &Metadata) -> Stamp {
@@ -243,6 +264,8 @@ pub struct StatCache {
     /// entries takes a few ms, which a run's start (git, the lock, its records) hides.
     loading: Mutex<Option<std::thread::JoinHandle<Saved>>>,
     fresh: Mutex<Fresh>,
+    /// The walks of `inputs` patterns, beside the cache in `walk-cache`.
+    walks: Walks,
 }
 
 impl StatCache {
@@ -258,7 +281,12 @@ impl StatCache {
             saved: OnceLock::new(),
             loading: Mutex::new(loading.ok()),
             fresh: Mutex::new(Fresh::default()),
+            walks: Walks::load(&path.with_file_name("walk-cache")),
         }
+    }
+
+    pub fn walks(&self) -> &Walks {
+        &self.walks
     }
 
     /// The digest and size of the file at `path`, reading it only when it may have changed.
@@ -353,10 +381,17 @@ impl StatCache {
         self.fresh().rehashed.clone()
     }
 
-    /// Writes the cache back if this run hashed anything it may keep; atomically, so a kill
-    /// leaves the old one. Not fsynced: a cache lost or torn by a power cut fails its
-    /// checksum and is an empty one, and an old one still only vouches for stamps it saw.
+    /// Writes the cache and its walks back if this run made anything it may keep;
+    /// atomically, so a kill leaves the old one. Not fsynced: a cache lost or torn by a
+    /// power cut fails its checksum and is an empty one, and an old one still only vouches
+    /// for stamps it saw.
     pub fn save(&self) -> io::Result<()> {
+        let walks = self.walks.save();
+        self.save_digests()?;
+        walks
+    }
+
+    fn save_digests(&self) -> io::Result<()> {
         let mut fresh = self.fresh();
         if !fresh.changed {
             return Ok(());
@@ -515,12 +550,7 @@ fn encode(sorted: &[(&[u8], &Entry)]) -> Vec<u8> {
         out.extend_from_slice(&shared.to_le_bytes());
         out.extend_from_slice(&(len - shared).to_le_bytes());
         out.extend_from_slice(&path[usize::from(shared)..]);
-        let stamp = &entry.stamp;
-        out.extend_from_slice(&stamp.size.to_le_bytes());
-        out.extend_from_slice(&stamp.mtime_ns.to_le_bytes());
-        out.extend_from_slice(&stamp.ctime_ns.to_le_bytes());
-        out.extend_from_slice(&stamp.inode.to_le_bytes());
-        out.extend_from_slice(&stamp.device.to_le_bytes());
+        entry.stamp.put(&mut out);
         out.extend_from_slice(&entry.digest);
         before = path;
     }
@@ -553,15 +583,8 @@ fn decode(bytes: &[u8]) -> Option<Saved> {
         }
         path.truncate(shared);
         path.extend_from_slice(r.take(rest)?);
-        let stamp = Stamp {
-            size: u64::from_le_bytes(r.array()?),
-            mtime_ns: i128::from_le_bytes(r.array()?),
-            ctime_ns: i128::from_le_bytes(r.array()?),
-            inode: u64::from_le_bytes(r.array()?),
-            device: u64::from_le_bytes(r.array()?),
-        };
         let entry = Entry {
-            stamp,
+            stamp: Stamp::read(&mut r)?,
             digest: r.array()?,
         };
         if !saved.push(&path, entry) {

@@ -659,7 +659,7 @@ fn stage_entries(request: &Request<'_>) -> Result<Vec<StageEntry>, ArchiveError>
         let mut inputs = Vec::new();
         // The files its fingerprint covers: what git ignores is no input.
         for relative in
-            inputs::expand_inputs(request.project_root, &stage.inputs, request.state_dir)
+            inputs::expand_inputs(request.project_root, &stage.inputs, request.state_dir, None)
                 .map_err(io_err(request.project_root))?
                 .files
         {

@@ -393,7 +393,7 @@ fn load_plan(cli: &Cli, file: &Path) -> Result<plan::Plan, Error> {
 fn unmatched_inputs(plan: &crate::plan::Plan, state_dir: &Path) -> Vec<(String, String)> {
     let mut warnings = Vec::new();
     for stage in &plan.stages {
-        match crate::inputs::expand_inputs(&plan.root, &stage.inputs, state_dir) {
+        match crate::inputs::expand_inputs(&plan.root, &stage.inputs, state_dir, None) {
             Ok(found) => warnings.extend(found.unmatched.iter().map(|pattern| {
                 (
                     stage.source.to_string(),

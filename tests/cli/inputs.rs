@@ -289,3 +289,66 @@ fn a_run_records_how_many_files_it_read_again() {
     assert_eq!(out.count("ran.check"), 1);
     assert_eq!(rehashed(&out), 1);
 }
+
+/// Past the racy window, a run keeps each walk of an input pattern and the next one reuses
+/// it while no folder it listed and no ignore file it read has moved: each change below must
+/// still be seen, by a run that follows a run that kept the walk.
+#[test]
+fn a_kept_walk_sees_every_change_to_folders_and_ignore_files() {
+    let out = Test::new()
+        .git_init()
+        .pipeline(CHECK)
+        .write(".gitignore", "*.log\nlocal.env\nran.*\n")
+        .write("src/gen/.gitignore", "*.tmp\n")
+        .write(".git/info/exclude", "/.home/\n")
+        .write(".home/git/ignore", "*.swp\n")
+        .write("src/a.txt", "a\n")
+        .write("src/gen/b.txt", "b\n")
+        .write("lib/e.txt", "e\n")
+        .write("lib/deep/f.txt", "f\n")
+        .write("lib/deep/g.txt", "g\n")
+        .write("local.env", "KEY=1\n")
+        .args(["run"])
+        .run();
+    assert_eq!(out.count("ran.check"), 1);
+    let mut runs = 1;
+    let mut check = |change: &dyn Fn(), why: &str| {
+        // Settled, then walked and kept by a run that runs nothing.
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        out.murphy(["run"]).run();
+        assert_eq!(out.count("ran.check"), runs, "before: {why}");
+        change();
+        out.murphy(["run"]).run();
+        runs += 1;
+        assert_eq!(out.count("ran.check"), runs, "{why}");
+        assert_eq!(out.status().stage("check").why(), why);
+    };
+    check(
+        &|| out.write("src/gen/new.txt", "n\n"),
+        "input `src/gen/new.txt` was added",
+    );
+    check(
+        &|| out.write("src/gen/.gitignore", "*.tmp\nb.txt\n"),
+        "input `src/gen/.gitignore` changed, input `src/gen/b.txt` was removed",
+    );
+    check(
+        &|| out.write(".gitignore", "*.log\nlocal.env\nran.*\nf.txt\n"),
+        "input `lib/deep/f.txt` was removed",
+    );
+    check(
+        &|| out.write(".git/info/exclude", "/.home/\nnew.txt\n"),
+        "input `src/gen/new.txt` was removed",
+    );
+    check(
+        &|| out.write(".home/git/ignore", "*.swp\na.txt\n"),
+        "input `src/a.txt` was removed",
+    );
+    check(
+        &|| std::fs::rename(out.file("lib/deep"), out.file("lib/deeper")).unwrap(),
+        "input `lib/deeper/g.txt` was added, input `lib/deep/g.txt` was removed",
+    );
+    check(
+        &|| std::fs::remove_file(out.file("lib/e.txt")).unwrap(),
+        "input `lib/e.txt` was removed",
+    );
+}
