@@ -19,7 +19,8 @@ use crate::plan::Stage;
 use crate::stat_cache::{Folder, StatCache};
 
 /// Bumped whenever the way a fingerprint is computed changes, so old checkpoints miss.
-const DOMAIN: &str = "murphy-fingerprint-v3";
+/// v4: input digests go in as their 32 bytes, not 64 hex digits.
+const DOMAIN: &str = "murphy-fingerprint-v4";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -42,13 +43,13 @@ pub struct Manifest {
 }
 
 /// The BLAKE3 digest of an input's bytes. Kept as bytes (a run holds one per input, 20,000
-/// of them); written as hex, in manifests and in the fingerprint alike.
+/// of them), and so encoded in the fingerprint; written as hex in manifests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InputDigest(pub [u8; 32]);
 
 impl InputDigest {
-    /// Its 64 hex digits, on the stack: a fingerprint writes 20,000 of them, two digits
-    /// a lookup.
+    /// Its 64 hex digits, on the stack: a manifest writes 20,000 of them, two digits a
+    /// lookup.
     fn hex(&self) -> [u8; 64] {
         let mut out = [0; 64];
         for (pair, byte) in out.chunks_exact_mut(2).zip(self.0) {
@@ -245,7 +246,7 @@ impl Manifest {
         // Encoded whole, then hashed at once: BLAKE3 hashes a long buffer many chunks at a
         // time, where 40,000 small updates (20,000 inputs) go one block at a time.
         let entries = self.inputs.len() + self.env.len() + self.upstream.len();
-        let mut bytes = Vec::with_capacity(entries * 120);
+        let mut bytes = Vec::with_capacity(entries * 90);
         let mut put = |s: &[u8]| {
             bytes.extend_from_slice(&(s.len() as u64).to_le_bytes());
             bytes.extend_from_slice(s);
@@ -266,7 +267,7 @@ impl Manifest {
         put(self.inputs.len().to_string().as_bytes());
         for (k, v) in &self.inputs {
             put(k.as_bytes());
-            put(&v.hex());
+            put(&v.0);
         }
         put(self.upstream.len().to_string().as_bytes());
         for (k, v) in &self.upstream {
@@ -562,13 +563,14 @@ mod tests {
         }
     }
 
-    /// Checkpoints made by an earlier murphy must still be found: the value is the one
-    /// murphy computed when it kept input digests as hex strings (`"aa"` 32 times).
+    /// Checkpoints made by an earlier murphy must still be found: a change to this value
+    /// makes every checkpoint miss once, and must come with a new `DOMAIN` (v4 encodes input
+    /// digests as bytes, where v3 wrote them as hex).
     #[test]
     fn the_fingerprint_of_a_manifest_does_not_drift() {
         assert_eq!(
             manifest().fingerprint(),
-            "4672a0823950d82410be80fe5fb01263c6ab7c07771e805a9fcfd9c430d42fa5"
+            "90228b71693860a23fe97d7590d9f9f0436015bd33dc1a927f9dd7ef0750e141"
         );
     }
 
