@@ -127,6 +127,7 @@ impl Walk {
 
     fn push_files(&self, files: &mut Vec<PathBuf>) -> usize {
         let before = files.len();
+        files.reserve(self.files.iter().filter(|&&b| b == 0).count());
         files.extend(
             self.files
                 .split(|&b| b == 0)
