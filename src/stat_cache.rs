@@ -544,9 +544,7 @@ pub fn now_ns() -> i128 {
 /// with the one before (u16), the length of the rest (u16) and its bytes, size, mtime,
 /// ctime, inode, device, digest; all little-endian; then a BLAKE3 of everything before it.
 fn encode(sorted: &[(&[u8], &Entry)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + sorted.len() * 100);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    let mut out = begin_file(MAGIC, FORMAT_VERSION, sorted.len() * 100);
     let mut before: &[u8] = &[];
     for &(path, entry) in sorted {
         // Paths are at most PATH_MAX (4096) bytes; a longer one is not kept.
@@ -561,21 +559,12 @@ fn encode(sorted: &[(&[u8], &Entry)]) -> Vec<u8> {
         out.extend_from_slice(&entry.digest);
         before = path;
     }
-    let check = blake3::hash(&out);
-    out.extend_from_slice(check.as_bytes());
-    out
+    end_file(out)
 }
 
 fn decode(bytes: &[u8]) -> Option<Saved> {
-    let (body, check) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
-    if blake3::hash(body).as_bytes() != check {
-        return None;
-    }
-    let mut r = Reader(body);
-    if r.take(8)? != MAGIC || u32::from_le_bytes(r.array()?) != FORMAT_VERSION {
-        return None;
-    }
-    let count = body.len() / 90;
+    let mut r = open_file(bytes, MAGIC, FORMAT_VERSION)?;
+    let count = r.0.len() / 90;
     let mut saved = Saved {
         paths: Vec::with_capacity(count * 24),
         entries: Vec::with_capacity(count),
@@ -599,6 +588,35 @@ fn decode(bytes: &[u8]) -> Option<Saved> {
         }
     }
     Some(saved)
+}
+
+/// A cache file's start: its magic and version, then `capacity` bytes to come.
+fn begin_file(magic: &[u8; 8], version: u32, capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + capacity + 32);
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&version.to_le_bytes());
+    out
+}
+
+/// A cache file's end: a BLAKE3 of everything before it.
+fn end_file(mut out: Vec<u8>) -> Vec<u8> {
+    let check = blake3::hash(&out);
+    out.extend_from_slice(check.as_bytes());
+    out
+}
+
+/// What follows the magic and version of a file [`end_file`] wrote, if its checksum holds and
+/// it is of `magic` and `version`.
+fn open_file<'a>(bytes: &'a [u8], magic: &[u8; 8], version: u32) -> Option<Reader<'a>> {
+    let (body, check) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
+    if blake3::hash(body).as_bytes() != check {
+        return None;
+    }
+    let mut r = Reader(body);
+    if r.take(8)? != magic || u32::from_le_bytes(r.array()?) != version {
+        return None;
+    }
+    Some(r)
 }
 
 struct Reader<'a>(&'a [u8]);

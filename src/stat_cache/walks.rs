@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use super::{MATCHED, MOVED, Reader, Stamp, UNSEEN, now_ns, settled};
+use super::{
+    MATCHED, MOVED, Reader, Stamp, UNSEEN, begin_file, end_file, now_ns, open_file, settled,
+};
 use crate::atomic_file;
 
 const MAGIC: &[u8; 8] = b"MURPHYWC";
@@ -269,9 +271,7 @@ fn read(path: &Path) -> Saved {
 /// stamp), its rules files (path, 0 absent / 1 folder / 2 file and stamp), its file list;
 /// counts and lengths as u32, all little-endian; then a BLAKE3 of everything before it.
 fn encode(walks: &[(&[u8], Walk)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    let mut out = begin_file(MAGIC, FORMAT_VERSION, 0);
     let put = |out: &mut Vec<u8>, bytes: &[u8]| {
         out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
         out.extend_from_slice(bytes);
@@ -298,20 +298,11 @@ fn encode(walks: &[(&[u8], Walk)]) -> Vec<u8> {
         }
         put(&mut out, &walk.files);
     }
-    let check = blake3::hash(&out);
-    out.extend_from_slice(check.as_bytes());
-    out
+    end_file(out)
 }
 
 fn decode(bytes: &[u8]) -> Option<Saved> {
-    let (body, check) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
-    if blake3::hash(body).as_bytes() != check {
-        return None;
-    }
-    let mut r = Reader(body);
-    if r.take(8)? != MAGIC || u32::from_le_bytes(r.array()?) != FORMAT_VERSION {
-        return None;
-    }
+    let mut r = open_file(bytes, MAGIC, FORMAT_VERSION)?;
     let bytes = |r: &mut Reader<'_>| -> Option<Vec<u8>> {
         let len = u32::from_le_bytes(r.array()?) as usize;
         r.take(len).map(<[u8]>::to_vec)
