@@ -226,13 +226,19 @@ fn walk(
         files.push(prefix);
         return Ok(1);
     }
-    let key = walks.map(|_| walk_key(root, skip, pattern));
-    if let (Some(walks), Some(key)) = (walks, &key)
-        && let Some(matched) = walks.walked(key, files)
-    {
-        return Ok(matched);
-    }
-    let trail = walks.map(|_| {
+    // Where walks are kept: the one kept under this key if it holds, else the key to keep
+    // this one under.
+    let kept = match walks {
+        Some(walks) => {
+            let key = walk_key(root, skip, pattern);
+            if let Some(matched) = walks.walked(&key, files) {
+                return Ok(matched);
+            }
+            Some((walks, key))
+        }
+        None => None,
+    };
+    let trail = kept.as_ref().map(|_| {
         let mut trail = Trail::begin();
         gitignore::note_global(&mut trail);
         trail
@@ -257,7 +263,7 @@ fn walk(
     };
     walk.start(start)?;
     let matched = walk.matched;
-    if let (Some(walks), Some(key), Some(trail)) = (walks, key, walk.trail) {
+    if let (Some((walks, key)), Some(trail)) = (kept, walk.trail) {
         walks.keep(&key, trail, &files[before..]);
     }
     Ok(matched)

@@ -258,11 +258,9 @@ const EXAMPLES: usize = 5;
 /// The cache, shared by every stage of a run; hashing happens outside its lock.
 #[derive(Debug)]
 pub struct StatCache {
-    path: PathBuf,
-    saved: OnceLock<Saved>,
-    /// The read begun by [`StatCache::load`], taken by the first lookup. Reading 20,000
-    /// entries takes a few ms, which a run's start (git, the lock, its records) hides.
-    loading: Mutex<Option<std::thread::JoinHandle<Saved>>>,
+    /// Taken by the first lookup. Reading 20,000 entries takes a few ms, which a run's start
+    /// (git, the lock, its records) hides.
+    saved: Loading<Saved>,
     fresh: Mutex<Fresh>,
     /// The walks of `inputs` patterns, beside the cache in `walk-cache`.
     walks: Walks,
@@ -272,14 +270,8 @@ impl StatCache {
     /// Starts loading the cache at `path` on a thread of its own; a missing, foreign, older
     /// or damaged file is an empty cache.
     pub fn load(path: &Path) -> StatCache {
-        let from = path.to_owned();
-        let loading = std::thread::Builder::new()
-            .name("stat-cache".into())
-            .spawn(move || read(&from));
         StatCache {
-            path: path.to_owned(),
-            saved: OnceLock::new(),
-            loading: Mutex::new(loading.ok()),
+            saved: Loading::start("stat-cache", path, read),
             fresh: Mutex::new(Fresh::default()),
             walks: Walks::load(&path.with_file_name("walk-cache")),
         }
@@ -413,23 +405,13 @@ impl StatCache {
             keep.then_some((path, &at.entry))
         }));
         kept.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        atomic_file::write_unsynced(&self.path, &encode(&kept))?;
+        atomic_file::write_unsynced(self.saved.path(), &encode(&kept))?;
         fresh.changed = false;
         Ok(())
     }
 
     fn saved(&self) -> &Saved {
-        self.saved.get_or_init(|| {
-            let loading = self
-                .loading
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take();
-            // Without a thread (it could not be started, or it panicked), read here.
-            loading
-                .and_then(|thread| thread.join().ok())
-                .unwrap_or_else(|| read(&self.path))
-        })
+        self.saved.get()
     }
 
     fn fresh(&self) -> std::sync::MutexGuard<'_, Fresh> {
@@ -446,6 +428,44 @@ impl Drop for StatCache {
         if !fresh.map.is_empty() {
             let _ = std::thread::Builder::new().spawn(move || drop(fresh));
         }
+    }
+}
+
+/// A cache file read on a thread of its own from the moment a run starts, and taken by its
+/// first use; read there instead if the thread could not start or panicked.
+#[derive(Debug)]
+struct Loading<T> {
+    path: PathBuf,
+    read: fn(&Path) -> T,
+    thread: Mutex<Option<std::thread::JoinHandle<T>>>,
+    done: OnceLock<T>,
+}
+
+impl<T: Send + 'static> Loading<T> {
+    fn start(name: &str, path: &Path, read: fn(&Path) -> T) -> Loading<T> {
+        let from = path.to_owned();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || read(&from));
+        Loading {
+            path: path.to_owned(),
+            read,
+            thread: Mutex::new(thread.ok()),
+            done: OnceLock::new(),
+        }
+    }
+
+    fn get(&self) -> &T {
+        self.done.get_or_init(|| {
+            let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+            thread
+                .and_then(|thread| thread.join().ok())
+                .unwrap_or_else(|| (self.read)(&self.path))
+        })
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
     }
 }
 

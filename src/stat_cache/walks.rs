@@ -14,11 +14,12 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Mutex, OnceLock};
 
 use super::{
-    MATCHED, MOVED, Reader, Stamp, UNSEEN, begin_file, end_file, now_ns, open_file, settled,
+    Loading, MATCHED, MOVED, Reader, Stamp, UNSEEN, begin_file, end_file, now_ns, open_file,
+    settled,
 };
 use crate::atomic_file;
 
@@ -153,23 +154,15 @@ type Saved = HashMap<Box<[u8]>, SavedWalk>;
 /// The walks the last runs kept, and those this run made: shared by every stage's thread.
 #[derive(Debug)]
 pub struct Walks {
-    path: PathBuf,
-    saved: OnceLock<Saved>,
-    loading: Mutex<Option<std::thread::JoinHandle<Saved>>>,
+    saved: Loading<Saved>,
     fresh: Mutex<HashMap<Box<[u8]>, Walk>>,
 }
 
 impl Walks {
     /// Starts reading the walks kept at `path`; a missing or damaged file keeps none.
     pub fn load(path: &Path) -> Walks {
-        let from = path.to_owned();
-        let loading = std::thread::Builder::new()
-            .name("walk-cache".into())
-            .spawn(move || read(&from));
         Walks {
-            path: path.to_owned(),
-            saved: OnceLock::new(),
-            loading: Mutex::new(loading.ok()),
+            saved: Loading::start("walk-cache", path, read),
             fresh: Mutex::new(HashMap::new()),
         }
     }
@@ -218,7 +211,7 @@ impl Walks {
         if fresh.is_empty() {
             return Ok(());
         }
-        let mut kept: Vec<(&[u8], Walk)> = fresh.iter().map(|(k, w)| (&**k, w.clone())).collect();
+        let mut kept: Vec<Kept<'_>> = fresh.iter().map(|(k, w)| (&**k, w, 0)).collect();
         for (key, saved) in self.saved() {
             if fresh.contains_key(key) {
                 continue;
@@ -228,29 +221,14 @@ impl Walks {
                 UNSEEN if saved.walk.unused < UNUSED_SAVES => saved.walk.unused + 1,
                 _ => continue,
             };
-            kept.push((
-                key,
-                Walk {
-                    unused,
-                    ..saved.walk.clone()
-                },
-            ));
+            kept.push((key, &saved.walk, unused));
         }
         kept.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        atomic_file::write_unsynced(&self.path, &encode(&kept))
+        atomic_file::write_unsynced(self.saved.path(), &encode(&kept))
     }
 
     fn saved(&self) -> &Saved {
-        self.saved.get_or_init(|| {
-            let loading = self
-                .loading
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take();
-            loading
-                .and_then(|thread| thread.join().ok())
-                .unwrap_or_else(|| read(&self.path))
-        })
+        self.saved.get()
     }
 }
 
@@ -270,15 +248,18 @@ fn read(path: &Path) -> Saved {
 /// Layout: magic, version, then per walk: its key, saves unused (u8), its folders (path,
 /// stamp), its rules files (path, 0 absent / 1 folder / 2 file and stamp), its file list;
 /// counts and lengths as u32, all little-endian; then a BLAKE3 of everything before it.
-fn encode(walks: &[(&[u8], Walk)]) -> Vec<u8> {
+/// A walk as it is written: its key, itself, and how many saves it has gone unused.
+type Kept<'a> = (&'a [u8], &'a Walk, u8);
+
+fn encode(walks: &[Kept<'_>]) -> Vec<u8> {
     let mut out = begin_file(MAGIC, FORMAT_VERSION, 0);
     let put = |out: &mut Vec<u8>, bytes: &[u8]| {
         out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
         out.extend_from_slice(bytes);
     };
-    for (key, walk) in walks {
+    for &(key, walk, unused) in walks {
         put(&mut out, key);
-        out.push(walk.unused);
+        out.push(unused);
         out.extend_from_slice(&(walk.folders.len() as u32).to_le_bytes());
         for (path, stamp) in &walk.folders {
             put(&mut out, path.as_os_str().as_bytes());
@@ -422,7 +403,7 @@ mod tests {
             files: b"a/x\0a/y\0".to_vec(),
             unused: 3,
         };
-        let mut bytes = encode(&[(b"key", walk.clone())]);
+        let mut bytes = encode(&[(b"key", &walk, 3)]);
         let decoded = decode(&bytes).unwrap();
         assert_eq!(decoded[&b"key"[..]].walk, walk);
         assert!(walk.holds());
